@@ -1,0 +1,175 @@
+"""Write simulated embryos to disk: Cell Tracking Challenge folders, projections, lineage frames."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from devolearn_web.training.simulator.embryo import A_TARGET, Embryo, simulate_embryo
+from devolearn_web.training.simulator.lineage import LINEAGE_KEYS
+from devolearn_web.training.simulator.render_membrane import (
+    MembraneLook,
+    membrane_labels,
+    membrane_to_uint16,
+    random_membrane_view,
+    render_membrane_slice,
+    slice_geometry,
+)
+from devolearn_web.training.simulator.render_nucleus import (
+    NucleusLook,
+    random_projection_view,
+    random_stack_view,
+    render_nucleus_projection,
+    render_nucleus_stack,
+)
+
+SEQUENCE_COLUMNS = ("sequence", "seed", "time_index", "minutes", *LINEAGE_KEYS)
+POPULATION_COLUMNS = ("file", "seed", "frame", "minutes", *LINEAGE_KEYS)
+# 3DMMS covers the 4-cell stage to about 350 cells.
+MEMBRANE_FIRST_CELLS = 4
+MEMBRANE_LAST_CELLS = 350
+# Independent random streams per purpose, so adding one output never changes another.
+_STREAM_NUCLEUS, _STREAM_PROJECTION, _STREAM_MEMBRANE, _STREAM_LINEAGE = 1, 2, 3, 4
+
+
+def spread_times(embryo: Embryo, start: float, end: float, count: int) -> list[float]:
+    """`count` simulated minutes spread evenly from start to end (both included)."""
+    if count < 1:
+        raise ValueError(f"need at least one time point, got {count}")
+    wanted = np.linspace(start, end, count) if count > 1 else np.array([start])
+    return [float(embryo.times[embryo.time_index(t + 0.5)]) for t in wanted]
+
+
+def write_nucleus_dataset(
+    out_dir: Path,
+    seeds: Sequence[int],
+    timepoints: int,
+    shape: tuple[int, int, int] = (35, 512, 708),
+    projections: bool = True,
+) -> Path:
+    """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir."""
+    out_dir = Path(out_dir)
+    rows_written = []
+    for number, seed in enumerate(seeds, start=1):
+        embryo = simulate_embryo(seed)
+        sequence = f"{number:02d}"
+        rng = np.random.default_rng((seed, _STREAM_NUCLEUS))
+        view = random_stack_view(rng, embryo, tuple(shape))
+        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+        for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
+            image, labels = render_nucleus_stack(embryo, minutes, view, NucleusLook.draw(rng), rng)
+            _write_ctc_time_point(out_dir, sequence, index, image, labels)
+            rows_written.append(_sequence_row(embryo, sequence, index, minutes))
+            if projections:
+                _write_projection(out_dir / "projections", embryo, index, minutes, shape[1:])
+    _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
+    return out_dir
+
+
+def write_membrane_dataset(
+    out_dir: Path,
+    seeds: Sequence[int],
+    timepoints: int,
+    shape: tuple[int, int, int] = (40, 256, 356),
+) -> Path:
+    """3DMMS-like membrane stacks with per-slice eroded cell labels; returns out_dir."""
+    out_dir = Path(out_dir)
+    rows_written = []
+    for number, seed in enumerate(seeds, start=1):
+        embryo = simulate_embryo(seed)
+        sequence = f"{number:02d}"
+        rng = np.random.default_rng((seed, _STREAM_MEMBRANE))
+        view = random_membrane_view(rng, embryo, tuple(shape))
+        start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
+        end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
+        for index, minutes in enumerate(spread_times(embryo, start, end, timepoints)):
+            look = MembraneLook.draw(rng)
+            image = np.zeros(shape, dtype=np.uint16)
+            labels = np.zeros(shape, dtype=np.uint16)
+            for z in range(shape[0]):
+                geometry = slice_geometry(embryo, minutes, view, z)
+                image[z] = membrane_to_uint16(render_membrane_slice(geometry, view, look, rng))
+                labels[z] = membrane_labels(geometry, view)
+            _write_ctc_time_point(out_dir, sequence, index, image, labels)
+            rows_written.append(_sequence_row(embryo, sequence, index, minutes))
+    _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
+    return out_dir
+
+
+def write_lineage_dataset(
+    out_dir: Path,
+    seeds: Sequence[int],
+    frames: int,
+    shape: tuple[int, int] = (315, 585),
+) -> Path:
+    """Whole-embryo projections, 1-cell stage to A=250, with lineage counts; returns out_dir."""
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    rows_written = []
+    for seed in seeds:
+        embryo = simulate_embryo(seed)
+        rng = np.random.default_rng((seed, _STREAM_LINEAGE))
+        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+        for frame, minutes in enumerate(spread_times(embryo, 0.0, end, frames)):
+            view = random_projection_view(rng, embryo, tuple(shape))
+            image, _ = render_nucleus_projection(embryo, minutes, view, NucleusLook.draw(rng), rng)
+            name = f"{seed}_{frame:03d}.png"
+            Image.fromarray(image).save(out_dir / "images" / name)
+            counts = embryo.populations_at(minutes)
+            rows_written.append(
+                {"file": name, "seed": seed, "frame": frame, "minutes": minutes, **counts}
+            )
+    _write_csv(out_dir / "populations.csv", POPULATION_COLUMNS, rows_written)
+    return out_dir
+
+
+def _write_projection(
+    out_dir: Path, embryo: Embryo, index: int, minutes: float, shape: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng((embryo.seed, _STREAM_PROJECTION, index))
+    view = random_projection_view(rng, embryo, tuple(shape))
+    image, labels = render_nucleus_projection(embryo, minutes, view, NucleusLook.draw(rng), rng)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "labels").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out_dir / "images" / f"{embryo.seed}_{index:03d}.png")
+    tifffile.imwrite(
+        out_dir / "labels" / f"{embryo.seed}_{index:03d}.tif", labels, compression="zlib"
+    )
+
+
+def _write_ctc_time_point(
+    out_dir: Path, sequence: str, index: int, image: np.ndarray, labels: np.ndarray
+) -> None:
+    """tTTT.tif (one page per slice) and one man_seg_TTT_ZZZ.tif per slice."""
+    raw_dir = out_dir / sequence
+    seg_dir = out_dir / f"{sequence}_GT" / "SEG"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(raw_dir / f"t{index:03d}.tif", image)
+    for z in range(labels.shape[0]):
+        tifffile.imwrite(
+            seg_dir / f"man_seg_{index:03d}_{z:03d}.tif", labels[z], compression="zlib"
+        )
+
+
+def _sequence_row(embryo: Embryo, sequence: str, index: int, minutes: float) -> dict:
+    return {
+        "sequence": sequence,
+        "seed": embryo.seed,
+        "time_index": index,
+        "minutes": minutes,
+        **embryo.populations_at(minutes),
+    }
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,213 @@
+"""The digital embryo: lineage rules, geometry, label conventions and the on-disk formats."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from devolearn_web.training.simulator import (
+    LINEAGE_KEYS,
+    simulate_embryo,
+    write_lineage_dataset,
+    write_membrane_dataset,
+    write_nucleus_dataset,
+)
+from devolearn_web.training.simulator.render_membrane import (
+    MembraneLook,
+    membrane_labels,
+    random_membrane_view,
+    render_membrane_slice,
+    slice_geometry,
+)
+from devolearn_web.training.simulator.render_nucleus import (
+    NucleusLook,
+    random_projection_view,
+    render_nucleus_projection,
+)
+
+
+@pytest.fixture(scope="module")
+def embryo():
+    return simulate_embryo(7)
+
+
+def _different_labels_touch(labels: np.ndarray) -> bool:
+    for axis in range(labels.ndim):
+        a = np.moveaxis(labels, axis, 0)
+        first, second = a[:-1], a[1:]
+        if np.any((first > 0) & (second > 0) & (first != second)):
+            return True
+    return False
+
+
+def test_same_seed_same_embryo_other_seed_other_embryo(embryo):
+    again = simulate_embryo(7)
+    other = simulate_embryo(8)
+    assert np.array_equal(again.times, embryo.times)
+    assert all(np.array_equal(a, b) for a, b in zip(again.centres, embryo.centres, strict=True))
+    assert again.cells.names == embryo.cells.names
+    assert not np.array_equal(other.centres[-1][:5], embryo.centres[-1][:5])
+
+
+def test_development_runs_from_one_cell_to_a_little_past_a_250(embryo):
+    assert embryo.populations_at(embryo.times[0]) == {**dict.fromkeys(LINEAGE_KEYS, 0), "P": 1}
+    assert list(embryo.populations_at(0.0)) == list(LINEAGE_KEYS)
+    reached = embryo.time_when_a_reaches(250)
+    assert 180 < reached < 270  # about 3.5-4 hours after the first cleavage
+    assert embryo.populations_at(reached)["A"] >= 250
+    assert reached < embryo.times[-1] <= reached + 15
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_other_lineages_when_a_reaches_250_match_the_training_data(seed):
+    embryo = simulate_embryo(seed)
+    counts = embryo.populations_at(embryo.time_when_a_reaches(250))
+    # The original training data peaked at E 16, M 78, C 31, D 16, P 1, Z 2 at A = 250.
+    assert counts["E"] == 16
+    assert counts["D"] == 16
+    assert 26 <= counts["C"] <= 32
+    assert 58 <= counts["M"] <= 105
+    assert counts["P"] == 0 and counts["Z"] == 2
+
+
+def test_founder_rules_hold_at_every_minute(embryo):
+    p4_divided = False
+    for index, t in enumerate(embryo.times):
+        counts = embryo.populations_at(t)
+        assert sum(counts.values()) == len(embryo.alive_ids[index])
+        assert counts["Z"] in (0, 2) and counts["P"] <= 1
+        p4_divided = p4_divided or counts["Z"] == 2
+        if p4_divided:
+            assert counts["P"] == 0 and counts["Z"] == 2
+    assert p4_divided
+    names = embryo.cells.names
+    for name, daughters in [("P0", {"AB", "P1"}), ("P1", {"EMS", "P2"}), ("EMS", {"MS", "E"})]:
+        mother = names.index(name)
+        assert {names[d] for d in embryo.cells.daughters[mother]} == daughters
+    z2 = names.index("Z2")
+    assert np.all(embryo.cells.daughters[z2] == -1)
+
+
+def test_daughters_have_half_the_mothers_volume(embryo):
+    cells = embryo.cells
+    children = np.flatnonzero(cells.parent >= 0)
+    ratio = embryo.radii[children] / embryo.radii[cells.parent[children]]
+    assert np.allclose(ratio, 2.0 ** (-1.0 / 3.0))
+    nucleus_fraction = embryo.nucleus_radii / embryo.radii
+    assert np.all((nucleus_fraction >= 0.4) & (nucleus_fraction <= 0.5))
+
+
+def test_every_nucleus_lies_in_its_own_cell(embryo):
+    for index in range(0, len(embryo.times), 7):
+        ids, centres = embryo.alive_ids[index], embryo.centres[index].astype(np.float64)
+        weights = embryo.radii[ids] ** 2
+        power = np.sum((centres[:, None, :] - centres[None, :, :]) ** 2, axis=2) - weights[None, :]
+        # Row i: power distance from nucleus i to every cell; its own cell must be nearest.
+        assert np.all(np.diag(power) <= power.min(axis=1) + 1e-6)
+        rho = np.sum((centres / embryo.shell_semi_axes) ** 2, axis=1)
+        assert np.all(rho < 1.0)
+
+
+def test_projection_labels_keep_touching_nuclei_apart(embryo):
+    rng = np.random.default_rng(0)
+    t = embryo.grid_time_with_total(100)
+    view = random_projection_view(rng, embryo, (160, 300))
+    image, labels = render_nucleus_projection(embryo, t, view, NucleusLook.draw(rng), rng)
+    assert image.dtype == np.uint8 and labels.dtype == np.uint16
+    assert image.shape == labels.shape == (160, 300)
+    assert not _different_labels_touch(labels)
+    assert 50 < len(np.unique(labels)) - 1 <= 110
+    assert image[labels > 0].mean() > 4 * image[labels == 0].mean()
+
+
+def test_membrane_labels_leave_gaps_along_membranes(embryo):
+    rng = np.random.default_rng(0)
+    t = embryo.grid_time_with_total(24)
+    view = random_membrane_view(rng, embryo, (9, 128, 178))
+    geometry = slice_geometry(embryo, t, view, 4)
+    labels = membrane_labels(geometry, view)
+    image = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
+    assert labels.dtype == np.uint16 and labels.shape == image.shape == (128, 178)
+    assert len(np.unique(labels)) - 1 >= 4
+    assert not _different_labels_touch(labels)
+    on_membrane = np.abs(geometry.membrane_distance) < 0.5 * view.um_per_px
+    assert np.all(labels[on_membrane] == 0)
+
+
+def test_membrane_slice_renders_fast(embryo):
+    rng = np.random.default_rng(0)
+    t = embryo.grid_time_with_total(300)
+    view = random_membrane_view(rng, embryo, (40, 256, 356))
+    look = MembraneLook.draw(rng)
+    durations = []
+    for z in (15, 20, 25):
+        start = time.perf_counter()
+        render_membrane_slice(slice_geometry(embryo, t, view, z), view, look, rng)
+        durations.append(time.perf_counter() - start)
+    # Well under 100 ms on a quiet machine; the margin absorbs a shared, busy CPU.
+    assert np.median(durations) < 0.25
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_nucleus_dataset_has_the_cell_tracking_challenge_layout(tmp_path):
+    out = write_nucleus_dataset(tmp_path / "nuc", seeds=[5, 6], timepoints=2, shape=(3, 40, 56))
+    rows = _read_csv(out / "sequences.csv")
+    assert list(rows[0]) == ["sequence", "seed", "time_index", "minutes", *LINEAGE_KEYS]
+    assert [(r["sequence"], r["seed"], r["time_index"]) for r in rows] == [
+        ("01", "5", "0"),
+        ("01", "5", "1"),
+        ("02", "6", "0"),
+        ("02", "6", "1"),
+    ]
+    assert rows[0]["P"] == "1" and int(rows[1]["A"]) in range(240, 251)
+    stack = tifffile.imread(out / "02" / "t001.tif")
+    assert stack.shape == (3, 40, 56) and stack.dtype == np.uint16
+    for z in range(3):
+        labels = tifffile.imread(out / "02_GT" / "SEG" / f"man_seg_001_{z:03d}.tif")
+        assert labels.shape == (40, 56) and labels.dtype == np.uint16
+    image = np.asarray(Image.open(out / "projections" / "images" / "6_001.png"))
+    labels = tifffile.imread(out / "projections" / "labels" / "6_001.tif")
+    assert image.dtype == np.uint8 and image.shape == labels.shape == (40, 56)
+    assert labels.dtype == np.uint16 and labels.max() > 0
+
+
+def test_writers_are_deterministic_for_a_seed(tmp_path):
+    first = write_membrane_dataset(tmp_path / "a", seeds=[3], timepoints=1, shape=(2, 32, 44))
+    second = write_membrane_dataset(tmp_path / "b", seeds=[3], timepoints=1, shape=(2, 32, 44))
+    for relative in ["01/t000.tif", "01_GT/SEG/man_seg_000_001.tif"]:
+        assert np.array_equal(tifffile.imread(first / relative), tifffile.imread(second / relative))
+    assert (first / "sequences.csv").read_text() == (second / "sequences.csv").read_text()
+
+
+def test_membrane_dataset_spans_four_cells_to_about_350(tmp_path):
+    out = write_membrane_dataset(tmp_path / "mem", seeds=[2], timepoints=2, shape=(4, 32, 44))
+    rows = _read_csv(out / "sequences.csv")
+    totals = [sum(int(row[key]) for key in LINEAGE_KEYS) for row in rows]
+    assert totals[0] == 4 or 4 <= totals[0] <= 6
+    assert 350 <= totals[-1] <= 380
+    stack = tifffile.imread(out / "01" / "t001.tif")
+    labels = tifffile.imread(out / "01_GT" / "SEG" / "man_seg_001_002.tif")
+    assert stack.shape == (4, 32, 44) and stack.dtype == np.uint16
+    assert labels.dtype == np.uint16 and labels.max() > 0
+
+
+def test_lineage_dataset_spans_one_cell_to_a_250(tmp_path):
+    out = write_lineage_dataset(tmp_path / "lin", seeds=[4], frames=3, shape=(48, 88))
+    rows = _read_csv(out / "populations.csv")
+    assert list(rows[0]) == ["file", "seed", "frame", "minutes", *LINEAGE_KEYS]
+    assert rows[0]["P"] == "1" and rows[0]["A"] == "0"
+    assert 240 <= int(rows[-1]["A"]) <= 250
+    minutes = [float(row["minutes"]) for row in rows]
+    assert minutes == sorted(minutes)
+    image = np.asarray(Image.open(out / "images" / rows[1]["file"]))
+    assert image.shape == (48, 88) and image.dtype == np.uint8
