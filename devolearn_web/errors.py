@@ -1,0 +1,130 @@
+"""One family of typed errors carrying their HTTP status, and the one handler rendering them."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+# Paths whose answers are always JSON, whatever the client says it accepts.
+JSON_PATH_PREFIXES = ("/api/", "/healthz")
+
+
+class DevoLearnError(Exception):
+    """An error a visitor caused or can understand: an HTTP status and a plain sentence."""
+
+    status: int = 500
+    message: str = "Something went wrong on the server."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        if message is not None:
+            self.message = message
+
+
+class BadImage(DevoLearnError):
+    """The upload is empty, truncated or cannot be decoded."""
+
+    status = 400
+    message = "The file could not be read as an image."
+
+
+class UnknownModel(DevoLearnError):
+    """The URL names a model that does not exist; the message lists the valid names."""
+
+    status = 404
+    message = "There is no model by that name."
+
+
+class TooLarge(DevoLearnError):
+    """The upload has too many bytes or too many pixels (decompression bombs included)."""
+
+    status = 413
+    message = "The file is too large."
+
+
+class UnsupportedType(DevoLearnError):
+    """The upload is not in one of the accepted image formats."""
+
+    status = 415
+    message = "This type of file is not supported."
+
+
+class BadParameter(DevoLearnError):
+    """A form field is missing or out of range."""
+
+    status = 400
+    message = "A parameter of the request is not valid."
+
+
+class ModelUnavailable(DevoLearnError):
+    """The model file is missing, corrupt or does not match its card."""
+
+    status = 503
+    message = "The model is not available on this server."
+
+
+# Sentences for errors werkzeug raises before our code runs (routing, method, body size).
+HTTP_SENTENCES = {
+    400: "The request could not be understood.",
+    404: "There is no page or API endpoint at this address.",
+    405: "This address does not accept that kind of request (HTTP method).",
+    413: "The upload is larger than this server accepts.",
+}
+
+
+def wants_json() -> bool:
+    """True for API paths and for clients that prefer JSON to HTML."""
+    if request.path.startswith(JSON_PATH_PREFIXES):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def render_error(status: int, message: str) -> tuple[Response | str, int]:
+    """JSON {"status", "error"} for API clients, the error page for browsers."""
+    if wants_json():
+        return jsonify({"status": status, "error": message}), status
+    return render_template("error.html", status=status, message=message), status
+
+
+def handle_devolearn_error(error: DevoLearnError) -> tuple[Response | str, int]:
+    """Render one of our typed errors."""
+    if error.status >= 500:
+        logger.warning("%s on %s: %s", type(error).__name__, request.path, error.message)
+    return render_error(error.status, error.message)
+
+
+def handle_http_exception(error: HTTPException) -> tuple[Response | str, int]:
+    """Render werkzeug's own errors (404, 405, 413...) in the same shape as ours."""
+    status = error.code or 500
+    message = HTTP_SENTENCES.get(status, error.description or HTTP_SENTENCES[400])
+    if status == 413:
+        limit = _upload_limit_sentence()
+        message = f"{message} {limit}" if limit else message
+    return render_error(status, message)
+
+
+def handle_unexpected_error(error: Exception) -> tuple[Response | str, int]:
+    """A bug, not bad input: log the traceback and answer a plain 500."""
+    logger.exception("Unexpected error on %s", request.path, exc_info=error)
+    return render_error(500, "Something went wrong on the server; the error has been logged.")
+
+
+def _upload_limit_sentence() -> str:
+    from flask import current_app
+
+    limit = current_app.config.get("MAX_UPLOAD_BYTES")
+    if not limit:
+        return ""
+    return f"The limit is {limit / 1_000_000:g} MB per file."
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every error through one renderer."""
+    app.register_error_handler(DevoLearnError, handle_devolearn_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected_error)

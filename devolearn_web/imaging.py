@@ -1,0 +1,359 @@
+"""Decode uploaded bytes (in memory, never on disk) into one float32 signal image, and back to PNG.
+
+Decisions, in the order they are applied:
+- The format is sniffed from the magic bytes, never from the file name.
+- The pixel count is read from the header and checked BEFORE any pixel is decoded, so a
+  decompression bomb costs a few hundred bytes of parsing, not gigabytes of memory.
+- Bit depth: 8-bit is divided by 255 and 16-bit by 65535 (never wrapped to 8 bits); 32-bit
+  integer and float images have no natural range, so they are scaled by their own min..max.
+  Dim 16-bit data (a 12-bit camera uses 0..4095) is NOT stretched here: `normalise_for_model`
+  does that before the network, and `to_display_png` before showing it, so both see the same
+  contrast whatever the bit depth.
+- Colour: fluorescence is usually one channel carrying the signal with speckle in the others.
+  When one channel clearly varies more than the others it is used alone; otherwise luminance.
+  Never the maximum over channels: it adds the speckle of every channel to the signal.
+- Alpha is ignored; palettes are looked up; CMYK and other colour spaces go through RGB.
+- Multi-page TIFFs and animated GIFs: the first page or frame, with a note saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
+
+DEFAULT_MAX_PIXELS = 40_000_000
+ACCEPTED_FORMATS_SENTENCE = "Please upload a PNG, JPEG, TIFF (8 or 16 bit), BMP or GIF image."
+# A channel "carries the signal" when its spread is this many times the next channel's.
+SIGNAL_CHANNEL_DOMINANCE = 3.0
+# Percentiles mapped to 0 and 1 before the network (training uses the same function).
+MODEL_LOW_PERCENTILE = 1.0
+MODEL_HIGH_PERCENTILE = 99.8
+DISPLAY_LOW_PERCENTILE = 0.5
+DISPLAY_HIGH_PERCENTILE = 99.5
+# Fast PNG compression: data URLs are sent once, and on 2 cores encoding time dominates.
+PNG_COMPRESS_LEVEL = 1
+# Deciding which channel carries the signal needs statistics, not every pixel.
+STATISTICS_SAMPLE_PIXELS = 1_000_000
+
+CHANNEL_NAMES = ("red", "green", "blue")
+LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+MAGIC_NUMBERS = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),  # BigTIFF
+    (b"MM\x00+", "TIFF"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+)
+
+# What PIL raises on truncated or corrupt data, besides OSError (which covers "truncated").
+PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+# tifffile reads these TIFF colour models as plain values; PIL converts the others.
+TIFFFILE_PHOTOMETRICS = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
+TIFF_DECODE_ERRORS = (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload as the signal the models read: float32 HxW in [0, 1], plus what was done to it."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    mode: str
+    notes: tuple[str, ...]
+
+
+def decode_image(
+    data: bytes, filename: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
+    """Decode PNG/JPEG/TIFF/BMP/GIF bytes into a float32 HxW signal image in [0, 1]."""
+    if not data:
+        raise BadImage("The file is empty (0 bytes).")
+    image_format = sniff_format(data, filename)
+    if image_format == "TIFF":
+        array, mode, notes = _decode_tiff(data, max_pixels)
+    else:
+        array, mode, notes = _decode_with_pil(data, image_format, max_pixels)
+    pixels, signal_notes = _to_signal(array, mode)
+    height, width = pixels.shape
+    return DecodedImage(pixels, width, height, mode, tuple(notes) + signal_notes)
+
+
+def sniff_format(data: bytes, filename: str | None = None) -> str:
+    """The image format named by the magic bytes; UnsupportedType (naming what it looks like)."""
+    for magic, image_format in MAGIC_NUMBERS:
+        if data.startswith(magic):
+            return image_format
+    what = _describe_unsupported(data)
+    name = f"'{filename}' " if filename else "The file "
+    raise UnsupportedType(
+        f"{name}is {what}, not an image this site can read. {ACCEPTED_FORMATS_SENTENCE}"
+    )
+
+
+def _describe_unsupported(data: bytes) -> str:
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"%pdf"):
+        return "a PDF document"
+    if b"<svg" in head:
+        return "an SVG drawing"
+    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
+        return "a web page (HTML)"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "a WebP image"
+    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "a HEIC/AVIF image"
+    if data.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return "in an unrecognised format"
+    return "a text file"
+
+
+def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise BadImage(f"The image header gives an impossible size ({width} x {height} pixels).")
+    if width * height > max_pixels:
+        raise TooLarge(
+            f"The image is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels); "
+            f"this server analyses images up to {max_pixels / 1e6:g} megapixels."
+        )
+
+
+def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
+    """Pixels of the first frame as a numpy array, its PIL mode, and notes."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=[image_format])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # PIL's own limit (larger than ours) fired while reading the header.
+        raise TooLarge(
+            f"The image is far larger than the {max_pixels / 1e6:g} megapixels "
+            "this server analyses."
+        ) from error
+    except PIL_DECODE_ERRORS as error:
+        raise BadImage(
+            f"The file looks like a {image_format} but its header is damaged."
+        ) from error
+    with image:
+        _check_pixel_count(image.width, image.height, max_pixels)
+        notes = []
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            kind = "page" if image_format == "TIFF" else "frame"
+            notes.append(
+                f"This {image_format} has {frames} {kind}s: only the first was analysed "
+                f"(stack support is coming)."
+            )
+        try:
+            image.seek(0)
+            image.load()
+        except PIL_DECODE_ERRORS as error:
+            raise BadImage(
+                f"The {image_format} file is truncated or damaged, so its pixels cannot be read."
+            ) from error
+        mode = image.mode
+        array, conversion_note = _pil_to_array(image)
+    if conversion_note:
+        notes.append(conversion_note)
+    return array, mode, notes
+
+
+def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str | None]:
+    """A numpy array in a mode numpy understands: 1, L, I, F, I;16*, LA, RGB or RGBA."""
+    mode = image.mode
+    if mode in ("1", "L", "I", "F", "LA", "RGB", "RGBA") or mode.startswith("I;16"):
+        return np.asarray(image), None
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        return np.asarray(image.convert("RGBA" if has_alpha else "RGB")), None
+    if mode == "La":
+        return np.asarray(image.convert("LA")), None
+    note = f"The image was in {mode} colours and was converted to RGB first." if mode else None
+    return np.asarray(image.convert("RGB")), note
+
+
+def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
+    """First page of a TIFF with tifffile (16-bit, float, stacks); PIL for codecs it lacks."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page_count = len(tiff.pages)
+            page = tiff.pages[0]
+            _check_pixel_count(page.imagewidth, page.imagelength, max_pixels)
+            if page.photometric not in TIFFFILE_PHOTOMETRICS:
+                # Palette, CMYK, inverted grayscale, YCbCr: PIL knows how to turn them into RGB/L.
+                return _decode_with_pil(data, "TIFF", max_pixels)
+            try:
+                array = page.asarray()
+            except ValueError as error:
+                if "imagecodecs" not in str(error):
+                    raise
+                # LZW, JPEG, PackBits...: tifffile needs an extra package, PIL decodes them.
+                return _decode_with_pil(data, "TIFF", max_pixels)
+            axes = page.axes
+    except TIFF_DECODE_ERRORS as error:
+        raise BadImage(
+            "The TIFF file is truncated or damaged, so its pixels cannot be read."
+        ) from error
+    array = _channels_last(array, axes)
+    notes = []
+    if page_count > 1:
+        notes.append(
+            f"Multi-page TIFF: only the first of {page_count} pages was analysed "
+            f"(stack support is coming)."
+        )
+    return array, _mode_name(array), notes
+
+
+def _channels_last(array: np.ndarray, axes: str) -> np.ndarray:
+    """HxW or HxWxC from tifffile's axes (e.g. 'YX', 'YXS', 'SYX')."""
+    if "S" in axes and axes.index("S") != len(axes) - 1:
+        array = np.moveaxis(array, axes.index("S"), -1)
+    array = np.squeeze(array)
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (2, 3, 4)):
+        return array
+    raise BadImage(
+        f"This TIFF page has an unusual layout (axes {axes}, shape {array.shape}); "
+        "expected one grayscale or colour plane."
+    )
+
+
+def _mode_name(array: np.ndarray) -> str:
+    """A PIL-style mode name for an array read by tifffile."""
+    channels = {2: "LA", 3: "RGB", 4: "RGBA"}.get(array.shape[-1]) if array.ndim == 3 else None
+    if channels:
+        return channels if array.dtype == np.uint8 else f"{channels};{array.dtype.itemsize * 8}"
+    if array.dtype == bool:
+        return "1"
+    if array.dtype == np.uint8:
+        return "L"
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:
+        return "I;16" if array.dtype.byteorder in ("=", "<", "|") else "I;16B"
+    return "F" if array.dtype.kind == "f" else "I"
+
+
+def _to_signal(array: np.ndarray, mode: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """float32 HxW in [0, 1] from any decoded array, with notes on what was done."""
+    unit, notes = _to_unit_range(array)
+    if unit.ndim == 2:
+        return unit, notes
+    colour = unit[..., :3] if unit.shape[-1] >= 3 else unit[..., :1]
+    if colour.shape[-1] == 1:  # LA: gray plus alpha
+        return np.ascontiguousarray(colour[..., 0]), notes
+    signal, note = _select_signal_channel(colour)
+    return signal, notes + (note,)
+
+
+def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Scale by the dtype's range (8/16-bit) or by the data's own min..max (32-bit, float)."""
+    if array.dtype == bool:
+        return array.astype(np.float32), ()
+    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):  # any byte order
+        full_scale = np.float32(255 if array.dtype.itemsize == 1 else 65535)
+        return array.astype(np.float32) / full_scale, ()
+    values = array.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise BadImage("The image holds no finite values (all NaN or infinite).")
+    low, high = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, low)
+    span = high - low
+    scaled = (values - low) / span if span > 0 else np.zeros_like(values)
+    note = (
+        f"{array.dtype.itemsize * 8}-bit {'float' if array.dtype.kind == 'f' else 'integer'} "
+        f"values were scaled from their own range ({low:g} to {high:g}) to 0..1."
+    )
+    return scaled.astype(np.float32), (note,)
+
+
+def _select_signal_channel(colour: np.ndarray) -> tuple[np.ndarray, str]:
+    """The dominant channel of an HxWx3 float image, or its luminance; and a note saying which."""
+    step = max(1, int(np.sqrt(colour.shape[0] * colour.shape[1] / STATISTICS_SAMPLE_PIXELS)))
+    sample = colour[::step, ::step]
+    if float(np.abs(sample - sample[..., :1]).max()) < 1.5 / 255:
+        return np.ascontiguousarray(colour[..., 0]), (
+            "The colour channels are identical, so the image was read as grayscale."
+        )
+    spreads = sample.reshape(-1, 3).std(axis=0)
+    order = np.argsort(spreads)[::-1]
+    strongest, runner_up = spreads[order[0]], spreads[order[1]]
+    if strongest > 0 and strongest >= SIGNAL_CHANNEL_DOMINANCE * runner_up:
+        name = CHANNEL_NAMES[int(order[0])]
+        return np.ascontiguousarray(colour[..., order[0]]), (
+            f"Colour image: the {name} channel carries the signal and was used."
+        )
+    luminance = colour @ LUMINANCE_WEIGHTS
+    return luminance.astype(np.float32), (
+        "Colour image with signal in several channels: its brightness "
+        "(luminance, 0.299 R + 0.587 G + 0.114 B) was used."
+    )
+
+
+def normalise_for_model(pixels: np.ndarray) -> np.ndarray:
+    """Robust contrast stretch (1st..99.8th percentile -> 0..1) of a float32 HxW image.
+
+    The one per-image normalisation before every network, in serving and in training, so a dim
+    16-bit image and a bright 8-bit one look alike to the model.
+    """
+    pixels = np.asarray(pixels, dtype=np.float32)
+    low, high = np.percentile(pixels, [MODEL_LOW_PERCENTILE, MODEL_HIGH_PERCENTILE])
+    if high - low < 1e-6:
+        # Sparse signal (fewer bright pixels than the top percentile): use the maximum instead.
+        high = float(pixels.max())
+    if high - low < 1e-6:
+        return np.zeros_like(pixels, dtype=np.float32)
+    stretched = (pixels - np.float32(low)) / np.float32(high - low)
+    return np.clip(stretched, 0.0, 1.0).astype(np.float32)
+
+
+def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Smoothly resize a float32 HxW image to size = (height, width) (PIL bilinear, antialiased)."""
+    height, width = size
+    if pixels.shape == (height, width):
+        return np.asarray(pixels, dtype=np.float32)
+    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def encode_gray_png(gray: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 HxW array."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(gray, dtype=np.uint8), mode="L").save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    )
+    return buffer.getvalue()
+
+
+def to_display_png(pixels: np.ndarray) -> bytes:
+    """8-bit grayscale PNG of a float32 HxW image, stretched by its 0.5/99.5 percentiles."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    low, high = np.percentile(pixels, [DISPLAY_LOW_PERCENTILE, DISPLAY_HIGH_PERCENTILE])
+    if high - low < 1e-6:
+        low, high = float(pixels.min()), float(max(pixels.max(), pixels.min() + 1e-6))
+    stretched = np.clip((pixels - low) / (high - low), 0.0, 1.0)
+    return encode_gray_png(np.round(stretched * 255).astype(np.uint8))
+
+
+def probability_to_png(probability: np.ndarray) -> bytes:
+    """8-bit grayscale PNG of probability * 255 (float32 HxW in [0, 1]); no stretching."""
+    scaled = np.round(np.clip(probability, 0.0, 1.0) * 255).astype(np.uint8)
+    return encode_gray_png(scaled)
+
+
+def png_data_url(png: bytes) -> str:
+    """A data: URL for PNG bytes, for JSON answers and <img> tags."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -1,0 +1,283 @@
+"""The OpenAPI 3.1 description of the JSON API, as data (served at /api/v1/openapi.json)."""
+
+from __future__ import annotations
+
+from devolearn_web.registry import MODEL_NAMES
+
+LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
+TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
+
+ERROR_RESPONSES = {
+    "400": "The image cannot be decoded, or a field is missing or out of range.",
+    "404": "No model by that name (the message lists the valid names).",
+    "413": "The file has too many bytes or too many pixels (decompression bombs included).",
+    "415": "The file is not a PNG, JPEG, TIFF, BMP or GIF image.",
+    "503": "The model is not installed, damaged, or does not match its card.",
+}
+
+
+def _error_response(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _schemas() -> dict:
+    timings = {
+        "type": "object",
+        "description": "Milliseconds spent in each stage of the request.",
+        "properties": {stage: {"type": "number"} for stage in TIMING_STAGES},
+        "required": list(TIMING_STAGES),
+    }
+    notes = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Plain sentences on how the image was read (channel used, pages...).",
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "integer", "description": "The HTTP status again."},
+                "error": {"type": "string", "description": "A sentence saying what went wrong."},
+            },
+            "required": ["status", "error"],
+        },
+        "ModelCard": {
+            "type": "object",
+            "description": "The model card (docs/model-cards.md) plus its status on this server.",
+            "properties": {
+                "name": {"type": "string", "enum": list(MODEL_NAMES)},
+                "title": {"type": "string"},
+                "version": {"type": "string"},
+                "task": {"type": "string", "enum": ["segmentation", "lineage"]},
+                "ready": {"type": "boolean"},
+                "problem": {"type": ["string", "null"]},
+            },
+            "required": ["name", "ready", "problem"],
+            "additionalProperties": True,
+        },
+        "SegmentedObject": {
+            "type": "object",
+            "properties": {
+                "label": {"type": "integer", "description": "Its value in the label image."},
+                "x": {"type": "number", "description": "Centroid column, upload pixels."},
+                "y": {"type": "number", "description": "Centroid row, upload pixels."},
+                "area": {"type": "integer", "description": "Pixels, at the upload's size."},
+            },
+            "required": ["label", "x", "y", "area"],
+        },
+        "Segmentation": {
+            "type": "object",
+            "properties": {
+                "model": {"type": "string", "enum": ["membrane", "nucleus"]},
+                "width": {"type": "integer", "description": "The upload's width in pixels."},
+                "height": {"type": "integer", "description": "The upload's height in pixels."},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                "count": {"type": "integer"},
+                "objects": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/SegmentedObject"},
+                },
+                "probability": {
+                    "type": "string",
+                    "description": "data:image/png;base64 URL of an 8-bit grayscale PNG, "
+                    "probability x 255, at the upload's size.",
+                },
+                "notes": notes,
+                "timings_ms": timings,
+                "figures": {"type": "object", "description": "Only with include=figures."},
+                "input": {"type": "string", "description": "Only with include=figures."},
+            },
+            "required": [
+                "model",
+                "width",
+                "height",
+                "threshold",
+                "count",
+                "objects",
+                "probability",
+                "notes",
+                "timings_ms",
+            ],
+        },
+        "Lineage": {
+            "type": "object",
+            "properties": {
+                "model": {"type": "string", "const": "lineage"},
+                "populations": {
+                    "type": "object",
+                    "description": "Cells per founder lineage, in the order A, E, M, P, C, D, Z.",
+                    "properties": {key: {"type": "integer"} for key in LINEAGES},
+                    "required": list(LINEAGES),
+                },
+                "total": {"type": "integer"},
+                "outside_training_range": {
+                    "type": "boolean",
+                    "description": "True when A exceeds 250, past the training data.",
+                },
+                "notes": notes,
+                "timings_ms": timings,
+                "figures": {"type": "object", "description": "Only with include=figures."},
+                "input": {"type": "string", "description": "Only with include=figures."},
+            },
+            "required": [
+                "model",
+                "populations",
+                "total",
+                "outside_training_range",
+                "notes",
+                "timings_ms",
+            ],
+        },
+        "ModelStatus": {
+            "type": "object",
+            "properties": {
+                "ready": {"type": "boolean"},
+                "loaded": {"type": "boolean"},
+                "problem": {"type": ["string", "null"]},
+            },
+            "required": ["ready", "loaded", "problem"],
+        },
+    }
+
+
+def _predict_operation() -> dict:
+    return {
+        "summary": "Run a model on one image",
+        "operationId": "predict",
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": list(MODEL_NAMES)},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {
+                                "type": "string",
+                                "contentMediaType": "application/octet-stream",
+                                "description": "PNG, JPEG, TIFF (8/16-bit, first page), BMP, GIF.",
+                            },
+                            "threshold": {
+                                "type": "number",
+                                "minimum": 0,
+                                "maximum": 1,
+                                "description": "Segmentation only; default from the card.",
+                            },
+                            "include": {
+                                "type": "string",
+                                "enum": ["figures"],
+                                "description": "Add Plotly figures and the input as a PNG.",
+                            },
+                        },
+                        "required": ["file"],
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Segmentation (membrane, nucleus) or lineage counts.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/Segmentation"},
+                                {"$ref": "#/components/schemas/Lineage"},
+                            ]
+                        }
+                    }
+                },
+            },
+            **{status: _error_response(text) for status, text in ERROR_RESPONSES.items()},
+        },
+    }
+
+
+def openapi_document() -> dict:
+    """The whole OpenAPI 3.1 document as a dict."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "DevoLearn Web API",
+            "version": "1.0.0",
+            "description": "C. elegans embryo models (cell membrane and nucleus segmentation, "
+            "lineage populations) run on the server's CPU.",
+        },
+        "paths": {
+            "/api/v1/models": {
+                "get": {
+                    "summary": "List the models and their cards",
+                    "operationId": "listModels",
+                    "responses": {
+                        "200": {
+                            "description": "Every model's card.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "models": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/ModelCard"},
+                                            }
+                                        },
+                                        "required": ["models"],
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/api/v1/predict/{name}": {"post": _predict_operation()},
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {"200": {"description": "OpenAPI 3.1 JSON."}},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Which models are ready",
+                    "operationId": "health",
+                    "responses": {
+                        "200": {
+                            "description": "'ok' when every model is ready, else 'degraded'.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "status": {
+                                                "type": "string",
+                                                "enum": ["ok", "degraded"],
+                                            },
+                                            "models": {
+                                                "type": "object",
+                                                "additionalProperties": {
+                                                    "$ref": "#/components/schemas/ModelStatus"
+                                                },
+                                            },
+                                        },
+                                        "required": ["status", "models"],
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": _schemas()},
+    }

@@ -1,0 +1,321 @@
+"""The three models as pipelines: preprocess (from the model card) -> ONNX Runtime -> postprocess.
+
+Order of preprocessing: resize to the card's input size first, then `normalise_for_model`, so the
+percentile stretch sees the same 256x256 picture the network sees (training does the same).
+Segmentation maps go back to the upload's own size BEFORE thresholding, so objects are counted
+and measured in upload pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from skimage.segmentation import relabel_sequential
+
+from devolearn_web.errors import BadParameter, ModelUnavailable
+from devolearn_web.imaging import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    decode_image,
+    normalise_for_model,
+    png_data_url,
+    probability_to_png,
+    resize_image,
+)
+from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
+from devolearn_web.segmentation import (
+    SegmentedObject,
+    label_connected_components,
+    measure_objects,
+    split_touching_objects,
+    threshold_probability_map,
+)
+
+# Models whose objects are round and touch (nuclei): split them by distance transform + watershed.
+# Membrane cells are already separated by the dark membrane gaps, so components suffice.
+SPLIT_TOUCHING_MODELS = frozenset({"nucleus"})
+DEFAULT_TRAINING_RANGE = {"A": 250}
+# Above this many upload pixels, touching objects are split on a smaller copy (see label_objects).
+SPLIT_WORKING_PIXELS = 2_000_000
+
+
+@dataclass
+class SegmentationResult:
+    """A segmentation at the upload's size: probability float32 HxW, labels int32 HxW, objects."""
+
+    model: str
+    width: int
+    height: int
+    threshold: float
+    probability: np.ndarray
+    labels: np.ndarray
+    objects: list[SegmentedObject]
+    notes: tuple[str, ...]
+    timings_ms: dict[str, float]
+    probability_png: bytes = field(default=b"", repr=False)
+
+    @property
+    def count(self) -> int:
+        return len(self.objects)
+
+    def to_json(self) -> dict:
+        """The API's segmentation answer."""
+        png = self.probability_png or probability_to_png(self.probability)
+        return {
+            "model": self.model,
+            "width": self.width,
+            "height": self.height,
+            "threshold": self.threshold,
+            "count": self.count,
+            "objects": [obj.to_dict() for obj in self.objects],
+            "probability": png_data_url(png),
+            "notes": list(self.notes),
+            "timings_ms": _rounded(self.timings_ms),
+        }
+
+
+@dataclass
+class LineageResult:
+    """Cells per founder lineage (keys in the card's order: A, E, M, P, C, D, Z)."""
+
+    model: str
+    populations: dict[str, int]
+    total: int
+    outside_training_range: bool
+    notes: tuple[str, ...]
+    timings_ms: dict[str, float]
+
+    def to_json(self) -> dict:
+        """The API's lineage answer."""
+        return {
+            "model": self.model,
+            "populations": dict(self.populations),
+            "total": self.total,
+            "outside_training_range": self.outside_training_range,
+            "notes": list(self.notes),
+            "timings_ms": _rounded(self.timings_ms),
+        }
+
+
+def _rounded(timings: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 2) for key, value in timings.items()}
+
+
+def build_input_tensor(pixels: np.ndarray, card: dict) -> np.ndarray:
+    """float32 (1, C, H, W) network input from a float32 HxW image, as the model card says."""
+    height, width = card["input"]["size"]
+    normalised = normalise_for_model(resize_image(pixels, (height, width)))
+    if card["input"]["normalisation"] == "symmetric":
+        normalised = (normalised - np.float32(0.5)) / np.float32(0.5)
+    channels = int(card["input"]["channels"])
+    return np.ascontiguousarray(np.repeat(normalised[None, None], channels, axis=1))
+
+
+def apply_output_activation(output: np.ndarray, card: dict) -> np.ndarray:
+    """The network's output as float32, through a sigmoid when the card says the file has none."""
+    output = np.asarray(output, dtype=np.float32)
+    if card["output"]["activation"] == "sigmoid":
+        output = 1.0 / (1.0 + np.exp(-output))
+    return output.astype(np.float32)
+
+
+def run_model(model: LoadedModel, tensor: np.ndarray) -> np.ndarray:
+    """The model's raw output for one input tensor; ModelUnavailable when the run fails."""
+    input_name = model.card["input"].get("name", "input")
+    output_name = model.card["output"].get("name", "output")
+    try:
+        return model.session.run([output_name], {input_name: tensor})[0]
+    except ORT_ERRORS as error:
+        raise ModelUnavailable(
+            f"The {model.name} model failed to run ({type(error).__name__}); "
+            "its file may not match its card."
+        ) from error
+
+
+def resolve_threshold(threshold: float | None, card: dict) -> float:
+    """The threshold to use: the caller's (checked to be in 0..1) or the card's default."""
+    if threshold is None:
+        return float(card["output"]["default_threshold"])
+    if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise BadParameter("The threshold must be a number from 0 to 1.")
+    if not 0.0 <= threshold <= 1.0:
+        raise BadParameter(f"The threshold must be between 0 and 1; {threshold:g} is not.")
+    return float(threshold)
+
+
+def predict(
+    registry: ModelRegistry,
+    name: str,
+    image: DecodedImage,
+    threshold: float | None = None,
+    decode_ms: float = 0.0,
+) -> SegmentationResult | LineageResult:
+    """Run one model on a decoded image; decode_ms (time spent decoding) goes into the timings."""
+    model = registry.get(name)
+    card = model.card
+    if card["task"] == "segmentation":
+        threshold = resolve_threshold(threshold, card)
+    clock = _Stopwatch(decode_ms)
+    tensor = build_input_tensor(image.pixels, card)
+    clock.lap("preprocess")
+    output = run_model(model, tensor)
+    clock.lap("inference")
+    if card["task"] == "segmentation":
+        return _segment(model, image, output, threshold, clock)
+    return _count_lineages(model, image, output, clock)
+
+
+def _segment(
+    model: LoadedModel,
+    image: DecodedImage,
+    output: np.ndarray,
+    threshold: float,
+    clock: _Stopwatch,
+) -> SegmentationResult:
+    activated = np.clip(apply_output_activation(output, model.card), 0.0, 1.0)
+    probability_at_model_size = _single_map(activated, model)
+    probability = np.clip(
+        resize_image(probability_at_model_size, (image.height, image.width)), 0.0, 1.0
+    )
+    labels = label_objects(
+        probability, threshold, split_touching=model.name in SPLIT_TOUCHING_MODELS
+    )
+    objects = measure_objects(labels)
+    png = probability_to_png(probability)
+    clock.lap("postprocess")
+    return SegmentationResult(
+        model=model.name,
+        width=image.width,
+        height=image.height,
+        threshold=threshold,
+        probability=probability,
+        labels=labels,
+        objects=objects,
+        notes=image.notes,
+        timings_ms=clock.timings(),
+        probability_png=png,
+    )
+
+
+def label_objects(probability: np.ndarray, threshold: float, split_touching: bool) -> np.ndarray:
+    """int32 HxW instance labels of a float32 HxW probability map, at its own size.
+
+    Splitting touching objects (h-maxima + watershed) costs O(N log N) in the pixels: about 9 s
+    for a 12-megapixel upload on 2 cores. The map holds no detail finer than the network's
+    256x256 grid, so above SPLIT_WORKING_PIXELS the split runs on a smaller copy (still several
+    working pixels per network pixel) and its labels are scaled back and clipped to the
+    full-size mask, so every labelled pixel is above the threshold at the upload's size.
+    """
+    mask = threshold_probability_map(probability, threshold)
+    if not split_touching:
+        return label_connected_components(mask)
+    if probability.size <= SPLIT_WORKING_PIXELS:
+        return split_touching_objects(mask, smoothing=probability)
+    height, width = probability.shape
+    scale = math.sqrt(SPLIT_WORKING_PIXELS / probability.size)
+    working_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    working = resize_image(probability, working_shape)
+    working_labels = split_touching_objects(
+        threshold_probability_map(working, threshold), smoothing=working
+    )
+    rows = np.arange(height) * working_shape[0] // height
+    cols = np.arange(width) * working_shape[1] // width
+    labels = working_labels[rows[:, None], cols[None, :]]
+    labels[~mask] = 0
+    return relabel_sequential(labels)[0].astype(np.int32)
+
+
+def _single_map(output: np.ndarray, model: LoadedModel) -> np.ndarray:
+    squeezed = np.squeeze(output)
+    if squeezed.ndim != 2:
+        raise ModelUnavailable(
+            f"The {model.name} model returned an output of shape {output.shape}, "
+            "not one probability map."
+        )
+    return squeezed
+
+
+def _count_lineages(
+    model: LoadedModel, image: DecodedImage, output: np.ndarray, clock: _Stopwatch
+) -> LineageResult:
+    card_output = model.card["output"]
+    lineages, maxima = list(card_output["lineages"]), card_output["maxima"]
+    values = apply_output_activation(output, model.card).reshape(-1)
+    if values.size != len(lineages):
+        raise ModelUnavailable(
+            f"The {model.name} model returned {values.size} numbers, "
+            f"not one per lineage ({len(lineages)})."
+        )
+    counts = np.rint(np.clip(values * np.asarray(maxima, dtype=np.float32), 0, None))
+    populations = {lineage: int(count) for lineage, count in zip(lineages, counts, strict=True)}
+    training_range = card_output.get("training_range", DEFAULT_TRAINING_RANGE)
+    exceeded = [
+        f"{lineage} is predicted at {populations[lineage]} cells, past the {limit}"
+        for lineage, limit in training_range.items()
+        if lineage in populations and populations[lineage] > limit
+    ]
+    notes = image.notes
+    if exceeded:
+        notes += (
+            f"Lineage {'; '.join(exceeded)} the model was trained on: "
+            "these counts are an extrapolation.",
+        )
+    clock.lap("postprocess")
+    return LineageResult(
+        model=model.name,
+        populations=populations,
+        total=int(sum(populations.values())),
+        outside_training_range=bool(exceeded),
+        notes=notes,
+        timings_ms=clock.timings(),
+    )
+
+
+def predict_bytes(
+    registry: ModelRegistry,
+    name: str,
+    data: bytes,
+    filename: str | None = None,
+    threshold: float | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
+    """Decode an upload in memory and run a model on it; the result and the decoded image."""
+    registry.card(name)  # an unknown or uninstalled model fails before any decoding work
+    started = time.perf_counter()
+    image = decode_image(data, filename, max_pixels=max_pixels)
+    decode_ms = (time.perf_counter() - started) * 1000
+    return predict(registry, name, image, threshold, decode_ms=decode_ms), image
+
+
+def predict_file(name: str, path: Path, models_dir: Path) -> dict:
+    """Decode an image file, run a model on it and return the API's JSON answer (for scripts)."""
+    registry = _registry_for(Path(models_dir).resolve())
+    result, _ = predict_bytes(registry, name, Path(path).read_bytes(), filename=Path(path).name)
+    return result.to_json()
+
+
+@functools.lru_cache(maxsize=8)
+def _registry_for(models_dir: Path) -> ModelRegistry:
+    # Scripts call predict_file in loops: one registry per folder keeps the sessions loaded.
+    return ModelRegistry(models_dir)
+
+
+class _Stopwatch:
+    """Milliseconds per named stage, plus the total (which includes the decode time given)."""
+
+    def __init__(self, decode_ms: float) -> None:
+        self._timings = {"decode": decode_ms}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self._timings[stage] = (now - self._last) * 1000
+        self._last = now
+
+    def timings(self) -> dict[str, float]:
+        return {**self._timings, "total": sum(self._timings.values())}

@@ -1,0 +1,313 @@
+"""The models and their cards: one ONNX Runtime session per model per process, lazily, locked.
+
+A missing, corrupt or mismatched model never stops the app: that model reports its problem (in
+/healthz and as a 503 from its API), the others keep working. A file whose sha256 differs from
+its card is refused, because the card's metrics and conventions would then describe some other
+network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime
+from flask import Flask, current_app
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    EngineError,
+    EPFail,
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoModel,
+    NoSuchFile,
+    NotImplemented,
+    RuntimeException,
+)
+
+from devolearn_web.errors import ModelUnavailable, UnknownModel
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAMES = ("membrane", "nucleus", "lineage")
+EXTENSION_KEY = "devolearn_registry"
+# What ONNX Runtime raises for a bad file or a failed run (none of them subclass each other).
+ORT_ERRORS = (
+    EngineError,
+    EPFail,
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoModel,
+    NoSuchFile,
+    NotImplemented,
+    RuntimeException,
+)
+TASKS = ("segmentation", "lineage")
+NORMALISATIONS = ("unit", "symmetric")
+ACTIVATIONS = ("none", "sigmoid")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to run: its card and its ONNX Runtime session."""
+
+    name: str
+    card: dict
+    session: onnxruntime.InferenceSession
+
+
+class ModelRegistry:
+    """Lazy, cached, thread-safe access to the models in one folder."""
+
+    names: tuple[str, ...] = MODEL_NAMES
+
+    def __init__(
+        self, models_dir: Path, intra_op_threads: int = 1, inter_op_threads: int = 1
+    ) -> None:
+        self.models_dir = Path(models_dir)
+        self.intra_op_threads = intra_op_threads
+        self.inter_op_threads = inter_op_threads
+        self.load_count: dict[str, int] = {name: 0 for name in self.names}
+        self._locks = {name: threading.Lock() for name in self.names}
+        self._loaded: dict[str, LoadedModel] = {}
+        # Failed loads, remembered with the file's (size, mtime) so a fixed file is retried.
+        self._failures: dict[str, tuple[tuple, str]] = {}
+        self._digests: dict[Path, tuple[tuple, str]] = {}
+
+    def card(self, name: str) -> dict:
+        """The model's card (a dict); UnknownModel or ModelUnavailable when it cannot be read."""
+        self._check_name(name)
+        if name in self._loaded:
+            return self._loaded[name].card
+        return self._read_card(name)
+
+    def cards(self) -> list[dict]:
+        """Every model's card with its status; a model whose card is unreadable gets its name."""
+        answer = []
+        for name in self.names:
+            state = self.status_of(name)
+            try:
+                card = dict(self.card(name))
+            except ModelUnavailable:
+                card = {"name": name}
+            card.update(ready=state["ready"], problem=state["problem"])
+            answer.append(card)
+        return answer
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model, loading it on first use (once per process, one lock per model)."""
+        self._check_name(name)
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        with self._locks[name]:
+            loaded = self._loaded.get(name)
+            if loaded is None:
+                loaded = self._load(name)
+                self._loaded[name] = loaded
+            return loaded
+
+    def preload(self) -> None:
+        """Load every model now; a model that fails is logged and reported, not fatal."""
+        for name in self.names:
+            try:
+                self.get(name)
+            except ModelUnavailable as error:
+                logger.warning("Model %s is unavailable: %s", name, error.message)
+
+    def status(self) -> dict[str, dict]:
+        """Per model: {"ready": bool, "loaded": bool, "problem": str | None}."""
+        return {name: self.status_of(name) for name in self.names}
+
+    def status_of(self, name: str) -> dict:
+        """One model's status; checks the card and the file's sha256 without loading it."""
+        if name in self._loaded:
+            return {"ready": True, "loaded": True, "problem": None}
+        try:
+            card = self._read_card(name)
+            self._verified_model_bytes(name, card, read=False)
+            failure = self._failures.get(name)
+            if failure and failure[0] == _file_signature(self._model_path(name, card)):
+                raise ModelUnavailable(failure[1])
+        except ModelUnavailable as error:
+            return {"ready": False, "loaded": False, "problem": error.message}
+        return {"ready": True, "loaded": False, "problem": None}
+
+    def _check_name(self, name: str) -> None:
+        if name not in self.names:
+            valid = ", ".join(self.names)
+            raise UnknownModel(f"There is no model called '{name}'. The models are: {valid}.")
+
+    def _read_card(self, name: str) -> dict:
+        path = self.models_dir / f"{name}.json"
+        if not path.is_file():
+            if not (self.models_dir / f"{name}.onnx").is_file():
+                missing = f"{name}.onnx and its card {path.name} are"
+            else:
+                missing = f"its card {path.name} is"
+            raise ModelUnavailable(
+                f"The {name} model is not installed: {missing} missing "
+                "from the server's models folder."
+            )
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelUnavailable(
+                f"The {name} model's card {path.name} cannot be read ({error})."
+            ) from error
+        problem = card_problem(name, card)
+        if problem:
+            raise ModelUnavailable(f"The {name} model's card {path.name} is not valid: {problem}.")
+        return card
+
+    def _model_path(self, name: str, card: dict) -> Path:
+        return self.models_dir / card.get("file", f"{name}.onnx")
+
+    def _verified_model_bytes(self, name: str, card: dict, read: bool = True) -> bytes | None:
+        """The model file's bytes (None when read=False), once it exists and matches its sha256."""
+        path = self._model_path(name, card)
+        if not path.is_file():
+            raise ModelUnavailable(
+                f"The {name} model is not installed: {path.name} is missing "
+                "from the server's models folder."
+            )
+        expected = card.get("sha256")
+        data = path.read_bytes() if read else None
+        if expected:
+            actual = self._sha256(path, data)
+            if actual.lower() != str(expected).lower():
+                raise ModelUnavailable(
+                    f"The {name} model file {path.name} does not match its card (sha256 "
+                    f"{actual[:12]}... instead of {str(expected)[:12]}...): it may be damaged or "
+                    "replaced without its card, so it is not used."
+                )
+        return data
+
+    def _sha256(self, path: Path, data: bytes | None) -> str:
+        stat = path.stat()
+        signature = (stat.st_size, stat.st_mtime_ns)
+        cached = self._digests.get(path)
+        if cached and cached[0] == signature:
+            return cached[1]
+        digest = hashlib.sha256(data if data is not None else path.read_bytes()).hexdigest()
+        self._digests[path] = (signature, digest)
+        return digest
+
+    def _load(self, name: str) -> LoadedModel:
+        card = self._read_card(name)
+        path = self._model_path(name, card)
+        signature = _file_signature(path)
+        failure = self._failures.get(name)
+        if failure and failure[0] == signature:
+            raise ModelUnavailable(failure[1])
+        try:
+            data = self._verified_model_bytes(name, card)
+            session = self._create_session(name, data, card)
+        except ModelUnavailable as error:
+            self._failures[name] = (signature, error.message)
+            raise
+        self._failures.pop(name, None)
+        self.load_count[name] += 1
+        logger.info("Loaded model %s from %s", name, path)
+        return LoadedModel(name=name, card=card, session=session)
+
+    def _create_session(self, name: str, data: bytes, card: dict) -> onnxruntime.InferenceSession:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: ORT's warnings are not the visitor's concern
+        try:
+            session = onnxruntime.InferenceSession(
+                data, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except ORT_ERRORS as error:
+            raise ModelUnavailable(
+                f"The {name} model file cannot be loaded by ONNX Runtime: it is damaged or not "
+                f"an ONNX model ({type(error).__name__})."
+            ) from error
+        inputs = [tensor.name for tensor in session.get_inputs()]
+        outputs = [tensor.name for tensor in session.get_outputs()]
+        if card["input"].get("name", "input") not in inputs:
+            raise ModelUnavailable(
+                f"The {name} model has inputs {inputs}, not '{card['input'].get('name')}' "
+                "as its card says."
+            )
+        if card["output"].get("name", "output") not in outputs:
+            raise ModelUnavailable(
+                f"The {name} model has outputs {outputs}, not '{card['output'].get('name')}' "
+                "as its card says."
+            )
+        return session
+
+
+def card_problem(name: str, card: object) -> str | None:
+    """What is wrong with a card for the fields the app relies on, or None."""
+    if not isinstance(card, dict):
+        return "it is not a JSON object"
+    if card.get("name") != name:
+        return f"its name is {card.get('name')!r}, expected {name!r}"
+    if card.get("task") not in TASKS:
+        return f"task must be one of {TASKS}"
+    model_input, output = card.get("input"), card.get("output")
+    if not isinstance(model_input, dict) or not isinstance(output, dict):
+        return "it needs 'input' and 'output' sections"
+    size = model_input.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(s) for s in size)):
+        return "input.size must be [height, width]"
+    if model_input.get("channels") not in (1, 3):
+        return "input.channels must be 1 or 3"
+    if model_input.get("normalisation") not in NORMALISATIONS:
+        return f"input.normalisation must be one of {NORMALISATIONS}"
+    if output.get("activation") not in ACTIVATIONS:
+        return f"output.activation must be one of {ACTIVATIONS}"
+    file_name = card.get("file", f"{name}.onnx")
+    if not isinstance(file_name, str) or Path(file_name).name != file_name:
+        return "file must be a plain file name in the models folder"
+    if card["task"] == "segmentation":
+        threshold = output.get("default_threshold")
+        if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            return "output.default_threshold must be a number from 0 to 1"
+    else:
+        lineages, maxima = output.get("lineages"), output.get("maxima")
+        if not (isinstance(lineages, list) and isinstance(maxima, list)):
+            return "output.lineages and output.maxima must be lists"
+        if len(lineages) != len(maxima) or not lineages:
+            return "output.lineages and output.maxima must have the same length"
+    return None
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _file_signature(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return ("missing",)
+    return (stat.st_size, stat.st_mtime_ns)
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's registry from its config; load every model now if PRELOAD_MODELS."""
+    registry = ModelRegistry(
+        Path(app.config["MODELS_DIR"]),
+        intra_op_threads=int(app.config["ORT_INTRA_OP_THREADS"]),
+        inter_op_threads=int(app.config["ORT_INTER_OP_THREADS"]),
+    )
+    app.extensions[EXTENSION_KEY] = registry
+    if app.config.get("PRELOAD_MODELS"):
+        registry.preload()
+
+
+def get_registry() -> ModelRegistry:
+    """The current app's registry."""
+    return current_app.extensions[EXTENSION_KEY]

@@ -1,0 +1,1 @@
+"""The app's blueprints: `pages` (HTML for people) and `api` (JSON for programs)."""

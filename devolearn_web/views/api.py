@@ -1,0 +1,82 @@
+"""The JSON API: list the models, run one on an upload, describe itself, report health."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from devolearn_web.errors import BadParameter, TooLarge
+from devolearn_web.figures import build_figures
+from devolearn_web.openapi import openapi_document
+from devolearn_web.pipelines import predict_bytes
+from devolearn_web.registry import get_registry
+
+bp = Blueprint("api", __name__)
+
+
+@bp.get("/api/v1/models")
+def list_models():
+    """Every model's card, with "ready" and "problem" added."""
+    return jsonify({"models": get_registry().cards()})
+
+
+@bp.post("/api/v1/predict/<name>")
+def predict_upload(name: str):
+    """Run a model on the multipart field `file`; optional fields `threshold` and `include`."""
+    registry = get_registry()
+    registry.card(name)  # 404 for an unknown model before looking at the upload
+    threshold = parse_threshold(request.form.get("threshold"))
+    upload = request.files.get("file")
+    if upload is None:
+        raise BadParameter("No image was sent: attach it in the multipart form field 'file'.")
+    data = upload.read()
+    limit = current_app.config["MAX_UPLOAD_BYTES"]
+    if len(data) > limit:
+        raise TooLarge(
+            f"The file is {len(data) / 1e6:.1f} MB; this server accepts up to {limit / 1e6:g} MB."
+        )
+    result, image = predict_bytes(
+        registry,
+        name,
+        data,
+        filename=upload.filename,
+        threshold=threshold,
+        max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+    )
+    answer = result.to_json()
+    if "figures" in parse_include(request.form.get("include")):
+        answer.update(build_figures(result, image))
+    return jsonify(answer)
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API."""
+    return jsonify(openapi_document())
+
+
+@bp.get("/healthz")
+def healthz():
+    """ "ok" when every model is ready, "degraded" otherwise, with each model's status."""
+    models = get_registry().status()
+    healthy = all(state["ready"] for state in models.values())
+    return jsonify({"status": "ok" if healthy else "degraded", "models": models})
+
+
+def parse_threshold(raw: str | None) -> float | None:
+    """The threshold form field as a float in 0..1, None when absent or blank."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError as error:
+        raise BadParameter(
+            f"The threshold must be a number from 0 to 1; '{raw[:40]}' is not a number."
+        ) from error
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise BadParameter(f"The threshold must be between 0 and 1; {raw[:40]} is not.")
+    return value
+
+
+def parse_include(raw: str | None) -> set[str]:
+    """The comma-separated `include` field as a set of words (only "figures" means anything)."""
+    return {word.strip() for word in (raw or "").split(",") if word.strip()}

@@ -1,0 +1,45 @@
+"""Gunicorn settings (used by the Procfile and `make serve`); every value from the environment.
+
+Fork safety: `preload_app` imports the app (Flask, NumPy, SciPy, ONNX Runtime) once in the
+master so workers start fast and share those pages, but ONNX Runtime sessions own thread pools
+that do not survive fork(). So sessions are never created in the master: `post_worker_init`
+loads them in each worker after the fork when PRELOAD_MODELS is set, and otherwise each worker
+loads a model on its first request. The `gthread` workers let one process (one copy of the
+three models, ~350 MB) answer several requests at once; ONNX Runtime's run() is thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+# One worker with threads fits a 512 MB dyno; raise WEB_CONCURRENCY where memory allows.
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+preload_app = True
+# A 40-megapixel upload through the nucleus watershed takes a while on 2 cores.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = 20
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+# This file runs in the master before it imports the app, so this is the place to keep
+# create_app() from building sessions there: the request moves to the workers (after fork).
+os.environ.setdefault("DEVOLEARN_PRELOAD_IN_WORKERS", os.environ.get("PRELOAD_MODELS", ""))
+os.environ["PRELOAD_MODELS"] = "0"
+
+
+def post_worker_init(worker) -> None:
+    """In each worker, after fork: load every model now when PRELOAD_MODELS was set."""
+    if not _flag(os.environ.get("DEVOLEARN_PRELOAD_IN_WORKERS", "")):
+        return
+    application = worker.wsgi
+    with application.app_context():
+        application.extensions["devolearn_registry"].preload()

@@ -1,0 +1,187 @@
+"""Bad input gets a 4xx and a sentence, never a 500: JSON for the API, a page for browsers."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+
+def png_bytes(width: int = 64, height: int = 48) -> bytes:
+    noise = np.random.default_rng(3).integers(0, 255, (height, width), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encoded(image_format: str, **options) -> bytes:
+    noise = np.random.default_rng(4).integers(0, 255, (64, 64), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def png_bomb(side: int = 100_000) -> bytes:
+    """A valid PNG signature and IHDR claiming side x side pixels, followed by almost nothing."""
+    data = bytearray(png_bytes(8, 8))
+    ihdr = struct.pack(">II", side, side) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def tiff_bomb(side: int = 60_000) -> bytes:
+    """A TIFF whose first page claims side x side pixels (its tags patched after writing)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((4, 4), dtype=np.uint8))
+    data = bytearray(buffer.getvalue())
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tiff:
+        tags = [tiff.pages[0].tags[name] for name in ("ImageWidth", "ImageLength")]
+        for tag in tags:
+            fmt = "<H" if tag.dtype == tifffile.DATATYPE.SHORT else "<I"
+            data[tag.valueoffset : tag.valueoffset + struct.calcsize(fmt)] = struct.pack(fmt, side)
+    return bytes(data)
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+UPLOAD_ERRORS = [
+    pytest.param(b"", "x.png", 400, ["empty"], id="zero-bytes"),
+    pytest.param(b"just some words\n", "notes.png", 415, ["text file", "PNG, JPEG"], id="text"),
+    pytest.param(truncated(png_bytes()), "cut.png", 400, ["truncated"], id="truncated-png"),
+    pytest.param(truncated(encoded("JPEG")), "cut.jpg", 400, ["truncated"], id="truncated-jpeg"),
+    pytest.param(truncated(encoded("TIFF")), "cut.tif", 400, ["TIFF"], id="truncated-tiff"),
+    pytest.param(png_bytes()[:20], "header.png", 400, ["damaged"], id="png-header-only"),
+    pytest.param(
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>',
+        "drawing.svg",
+        415,
+        ["SVG"],
+        id="svg",
+    ),
+    pytest.param(
+        b"<!doctype html><html><body>hi</body></html>", "page.png", 415, ["HTML"], id="html"
+    ),
+    pytest.param(b"%PDF-1.4\n%...", "paper.pdf", 415, ["PDF"], id="pdf"),
+    pytest.param(png_bomb(7_000), "big.png", 413, ["7000 x 7000"], id="png-over-our-limit"),
+    pytest.param(png_bomb(10_000), "bomb.png", 413, ["megapixels"], id="png-over-pil-warning"),
+    pytest.param(png_bomb(), "bomb.png", 413, ["megapixels"], id="png-decompression-bomb"),
+    pytest.param(tiff_bomb(), "bomb.tif", 413, ["megapixels"], id="tiff-decompression-bomb"),
+]
+
+
+@pytest.mark.parametrize(("data", "filename", "status", "words"), UPLOAD_ERRORS)
+def test_bad_uploads_get_a_clear_error(client, data, filename, status, words):
+    response = client.post("/api/v1/predict/nucleus", data={"file": (io.BytesIO(data), filename)})
+    assert response.status_code == status
+    answer = response.get_json()
+    assert answer["status"] == status
+    for word in words:
+        assert word in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "words"),
+    [
+        ("abc", "not a number"),
+        ("-1", "between 0 and 1"),
+        ("2", "between 0 and 1"),
+        ("nan", "between 0 and 1"),
+    ],
+)
+def test_bad_thresholds_are_400(client, five_disks_png, threshold, words):
+    response = client.post(
+        "/api/v1/predict/membrane",
+        data={"file": (io.BytesIO(five_disks_png), "x.png"), "threshold": threshold},
+    )
+    assert response.status_code == 400
+    assert words in response.get_json()["error"]
+
+
+def test_missing_file_field_is_400(client):
+    response = client.post("/api/v1/predict/membrane", data={"threshold": "0.5"})
+    assert response.status_code == 400
+    assert "field 'file'" in response.get_json()["error"]
+
+
+def test_unknown_model_is_404_listing_the_models(client, five_disks_png):
+    response = client.post(
+        "/api/v1/predict/heart", data={"file": (io.BytesIO(five_disks_png), "x.png")}
+    )
+    assert response.status_code == 404
+    assert response.get_json() == {
+        "status": 404,
+        "error": "There is no model called 'heart'. The models are: membrane, nucleus, lineage.",
+    }
+
+
+def test_upload_over_the_byte_limit_is_413(make_app):
+    data = png_bytes()
+    client = make_app(MAX_UPLOAD_BYTES=len(data) - 1).test_client()
+    response = client.post("/api/v1/predict/membrane", data={"file": (io.BytesIO(data), "x.png")})
+    assert response.status_code == 413
+    assert "MB" in response.get_json()["error"]
+
+
+def test_request_over_max_content_length_is_our_413(make_app):
+    client = make_app(MAX_UPLOAD_BYTES=1000, MAX_CONTENT_LENGTH=2000).test_client()
+    response = client.post(
+        "/api/v1/predict/membrane", data={"file": (io.BytesIO(b"\0" * 5000), "x.png")}
+    )
+    assert response.status_code == 413
+    assert response.get_json()["status"] == 413
+    assert "larger than this server accepts" in response.get_json()["error"]
+
+
+def test_image_over_the_pixel_limit_is_413(make_app):
+    client = make_app(MAX_IMAGE_PIXELS=1000).test_client()
+    response = client.post(
+        "/api/v1/predict/membrane", data={"file": (io.BytesIO(png_bytes(64, 48)), "x.png")}
+    )
+    assert response.status_code == 413
+    assert "64 x 48" in response.get_json()["error"]
+
+
+def test_unknown_api_route_and_wrong_method_answer_json(client):
+    missing = client.get("/api/v1/nothing")
+    assert missing.status_code == 404 and missing.get_json()["status"] == 404
+    wrong_method = client.get("/api/v1/predict/membrane")
+    assert wrong_method.status_code == 405
+    assert "HTTP method" in wrong_method.get_json()["error"]
+
+
+def test_clients_that_prefer_json_get_json_anywhere(client):
+    response = client.get("/no/such/page", headers={"Accept": "application/json"})
+    assert response.status_code == 404
+    assert response.get_json()["status"] == 404
+
+
+def test_browsers_get_the_same_sentence_on_a_page(client):
+    response = client.get("/no/such/page", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert "There is no page or API endpoint at this address." in response.get_data(as_text=True)
+
+
+def test_unexpected_errors_are_a_logged_500_in_the_same_shape(app, monkeypatch, five_disks_png):
+    from devolearn_web.views import api
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(api, "predict_bytes", broken)
+    response = app.test_client().post(
+        "/api/v1/predict/membrane", data={"file": (io.BytesIO(five_disks_png), "x.png")}
+    )
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "status": 500,
+        "error": "Something went wrong on the server; the error has been logged.",
+    }

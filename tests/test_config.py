@@ -1,0 +1,88 @@
+"""Settings come from the environment, with safe defaults, when the app is created."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devolearn_web.config import DEFAULT_MODELS_DIR, Config, request_size_limit
+
+ENVIRONMENT = (
+    "SECRET_KEY",
+    "DEVOLEARN_MODELS_DIR",
+    "ORT_INTRA_OP_THREADS",
+    "ORT_INTER_OP_THREADS",
+    "MAX_UPLOAD_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "PRELOAD_MODELS",
+    "LOG_LEVEL",
+)
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_defaults(clean_environment):
+    config = Config()
+    assert config.MODELS_DIR == DEFAULT_MODELS_DIR == Path(__file__).parent.parent / "models"
+    assert config.MAX_UPLOAD_BYTES == 25_000_000
+    assert config.MAX_IMAGE_PIXELS == 40_000_000
+    assert (config.ORT_INTRA_OP_THREADS, config.ORT_INTER_OP_THREADS) == (1, 1)
+    assert config.PRELOAD_MODELS is False
+    assert config.LOG_LEVEL == "INFO"
+    assert len(config.SECRET_KEY) >= 32
+
+
+def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path):
+    clean_environment.setenv("SECRET_KEY", "s3cret")
+    clean_environment.setenv("DEVOLEARN_MODELS_DIR", str(tmp_path))
+    clean_environment.setenv("ORT_INTRA_OP_THREADS", "2")
+    clean_environment.setenv("ORT_INTER_OP_THREADS", "3")
+    clean_environment.setenv("MAX_UPLOAD_BYTES", "1000")
+    clean_environment.setenv("MAX_IMAGE_PIXELS", "2000")
+    clean_environment.setenv("PRELOAD_MODELS", "1")
+    clean_environment.setenv("LOG_LEVEL", "debug")
+    assert Config().as_dict() == {
+        "SECRET_KEY": "s3cret",
+        "MODELS_DIR": tmp_path,
+        "ORT_INTRA_OP_THREADS": 2,
+        "ORT_INTER_OP_THREADS": 3,
+        "MAX_UPLOAD_BYTES": 1000,
+        "MAX_IMAGE_PIXELS": 2000,
+        "PRELOAD_MODELS": True,
+        "LOG_LEVEL": "DEBUG",
+    }
+
+
+def test_a_malformed_number_names_the_variable(clean_environment):
+    clean_environment.setenv("MAX_UPLOAD_BYTES", "25MB")
+    with pytest.raises(ValueError, match="MAX_UPLOAD_BYTES"):
+        Config()
+
+
+def test_the_app_reads_the_environment_when_created(clean_environment, tiny_models_dir):
+    from devolearn_web import create_app
+
+    clean_environment.setenv("DEVOLEARN_MODELS_DIR", str(tiny_models_dir))
+    clean_environment.setenv("MAX_UPLOAD_BYTES", "5000")
+    app = create_app()
+    assert app.config["MODELS_DIR"] == tiny_models_dir
+    assert app.config["MAX_CONTENT_LENGTH"] == request_size_limit(5000) > 5000
+    assert app.extensions["devolearn_registry"].models_dir == tiny_models_dir
+
+
+def test_importing_the_package_loads_no_model_runtime():
+    import subprocess
+    import sys
+
+    code = "import sys, devolearn_web.segmentation; print('onnxruntime' in sys.modules)"
+    root = Path(__file__).parent.parent
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert output.stdout.strip() == "False"

@@ -1,0 +1,172 @@
+"""Pipelines on the tiny models: upload-size outputs, counting, splitting, lineage counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from devolearn_web.errors import BadParameter
+from devolearn_web.imaging import decode_image
+from devolearn_web.pipelines import (
+    LineageResult,
+    SegmentationResult,
+    build_input_tensor,
+    predict,
+    predict_file,
+)
+from devolearn_web.registry import ModelRegistry
+
+TOUCHING_PAIR = [(80, 70), (104, 70)]  # radius 13: the disks overlap by 2 pixels
+
+
+@pytest.fixture
+def registry(tiny_models_dir):
+    return ModelRegistry(tiny_models_dir)
+
+
+def disks_image(image_maker, centres, shape=(140, 200), radius=12):
+    return decode_image(
+        image_maker.encode(image_maker.uint8(image_maker.disks(shape, centres, radius)))
+    )
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus"])
+def test_segmentation_is_at_the_upload_size(registry, image_maker, name):
+    image = disks_image(image_maker, image_maker.five_disks)
+    result = predict(registry, name, image)
+    assert isinstance(result, SegmentationResult)
+    assert (result.width, result.height) == (200, 140)
+    assert result.probability.shape == (140, 200) and result.probability.dtype == np.float32
+    assert result.labels.shape == (140, 200) and result.labels.dtype == np.int32
+    assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus"])
+def test_five_separate_disks_are_five_objects_at_their_centres(registry, image_maker, name):
+    result = predict(registry, name, disks_image(image_maker, image_maker.five_disks))
+    assert result.count == 5
+    found = sorted((round(obj.x), round(obj.y)) for obj in result.objects)
+    assert found == sorted(image_maker.five_disks)
+    for obj in result.objects:
+        assert abs(obj.area - np.pi * 12**2) < 0.25 * np.pi * 12**2  # measured in upload pixels
+
+
+def test_touching_nuclei_are_split_but_membrane_components_are_not(registry, image_maker):
+    image = disks_image(image_maker, TOUCHING_PAIR, radius=13)
+    assert predict(registry, "nucleus", image).count == 2
+    assert predict(registry, "membrane", image).count == 1
+
+
+def test_threshold_changes_what_counts(registry, image_maker):
+    image = disks_image(image_maker, image_maker.five_disks)
+    assert predict(registry, "membrane", image, threshold=0.0).count == 1  # everything is one blob
+    assert predict(registry, "membrane", image, threshold=1.0).count == 0
+    assert predict(registry, "membrane", image).threshold == 0.5  # the card's default
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, float("nan")])
+def test_threshold_outside_zero_to_one_is_refused(registry, image_maker, threshold):
+    with pytest.raises(BadParameter):
+        predict(
+            registry,
+            "nucleus",
+            disks_image(image_maker, image_maker.five_disks),
+            threshold=threshold,
+        )
+
+
+def test_large_upload_keeps_its_own_size(registry, image_maker):
+    centres = [(x, y) for x in (100, 300, 500) for y in (100, 300)]
+    image = disks_image(image_maker, centres, shape=(420, 640), radius=40)
+    result = predict(registry, "nucleus", image)
+    assert result.labels.shape == (420, 640)
+    assert result.count == 6
+
+
+def test_segmentation_json_matches_the_contract(registry, image_maker):
+    answer = predict(
+        registry, "nucleus", disks_image(image_maker, image_maker.five_disks)
+    ).to_json()
+    assert list(answer) == [
+        "model",
+        "width",
+        "height",
+        "threshold",
+        "count",
+        "objects",
+        "probability",
+        "notes",
+        "timings_ms",
+    ]
+    assert answer["probability"].startswith("data:image/png;base64,")
+    assert list(answer["timings_ms"]) == [
+        "decode",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "total",
+    ]
+    json.dumps(answer)  # plain JSON types only
+
+
+def test_lineage_counts_are_integers_in_lineage_order(registry, image_maker):
+    result = predict(registry, "lineage", disks_image(image_maker, image_maker.five_disks))
+    assert isinstance(result, LineageResult)
+    assert list(result.populations) == ["A", "E", "M", "P", "C", "D", "Z"]
+    assert all(isinstance(count, int) and count >= 0 for count in result.populations.values())
+    assert result.total == sum(result.populations.values())
+    assert result.populations["P"] <= 1 and result.populations["Z"] <= 2  # bounded by the maxima
+    assert result.outside_training_range is False
+
+
+def test_lineage_past_the_training_range_is_flagged(models_copy, image_maker):
+    card_path = models_copy / "lineage.json"
+    card = json.loads(card_path.read_text())
+    card["output"]["training_range"] = {"A": 5}
+    card_path.write_text(json.dumps(card))
+    result = predict(
+        ModelRegistry(models_copy), "lineage", disks_image(image_maker, image_maker.five_disks)
+    )
+    assert result.populations["A"] > 5
+    assert result.outside_training_range is True
+    assert "extrapolation" in result.notes[-1]
+
+
+def test_input_tensor_follows_the_card():
+    pixels = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
+    unit_card = {"input": {"size": [16, 24], "channels": 1, "normalisation": "unit"}}
+    tensor = build_input_tensor(pixels, unit_card)
+    assert tensor.shape == (1, 1, 16, 24) and tensor.dtype == np.float32
+    assert tensor.min() == 0.0 and tensor.max() == 1.0
+    symmetric_card = {"input": {"size": [8, 8], "channels": 3, "normalisation": "symmetric"}}
+    tensor = build_input_tensor(pixels, symmetric_card)
+    assert tensor.shape == (1, 3, 8, 8)
+    assert tensor.min() == -1.0 and tensor.max() == 1.0
+    np.testing.assert_array_equal(tensor[0, 0], tensor[0, 2])
+
+
+def test_predict_file_returns_the_api_answer(tiny_models_dir, tmp_path, five_disks_png):
+    path = tmp_path / "disks.png"
+    path.write_bytes(five_disks_png)
+    answer = predict_file("membrane", path, tiny_models_dir)
+    assert answer["model"] == "membrane" and answer["count"] == 5
+
+
+def test_large_uploads_split_on_a_smaller_copy_with_the_same_answer(
+    registry, image_maker, monkeypatch
+):
+    from devolearn_web import pipelines
+
+    centres = [(80, 80), (126, 80), (300, 200), (100, 210)]  # the first two touch
+    image = disks_image(image_maker, centres, shape=(280, 400), radius=24)
+    full = predict(registry, "nucleus", image)
+    monkeypatch.setattr(pipelines, "SPLIT_WORKING_PIXELS", 20_000)
+    reduced = predict(registry, "nucleus", image)
+    assert full.count == reduced.count == 4
+    assert reduced.labels.shape == (280, 400) and reduced.labels.dtype == np.int32
+    assert (reduced.probability[reduced.labels > 0] >= reduced.threshold).all()
+    for big, small in zip(full.objects, reduced.objects, strict=True):
+        assert abs(big.x - small.x) < 2 and abs(big.y - small.y) < 2
+        assert abs(big.area - small.area) < 0.1 * big.area
