@@ -1,0 +1,301 @@
+"""Plotly figures for the model pages, as plain dicts in Plotly's JSON schema (no plotly import)."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+from skimage.segmentation import find_boundaries
+
+from devolearn_web.imaging import DecodedImage, png_data_url, to_display_png
+from devolearn_web.pipelines import LineageResult, SegmentationResult
+
+# Inputs larger than this on their long side are shown downsampled; the axes stay in upload
+# pixels (the image trace stretches each display pixel over dx x dy upload pixels), so a
+# 4000x4000 upload does not ship 16 MP of PNG three times over.
+MAX_DISPLAY_SIDE = 1024
+
+# The instant threshold mask: the browser (static/js/threshold.js) paints the same colour,
+# read from layout.meta, so the server's picture and the slider's picture look alike.
+MASK_RGBA = (0, 210, 200, 105)
+MASK_IMAGE_NAME = "threshold-mask"
+OUTLINES_IMAGE_NAME = "outlines"
+
+# Distinct, colour-blind-friendly colours for object outlines and the label map (Okabe-Ito).
+OBJECT_PALETTE = np.array(
+    [
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 158, 115),
+        (240, 228, 66),
+        (0, 114, 178),
+        (213, 94, 0),
+        (204, 121, 167),
+        (255, 255, 255),
+    ],
+    dtype=np.uint8,
+)
+
+LINEAGE_ORDER = ("A", "E", "M", "P", "C", "D", "Z")
+LINEAGE_FOUNDERS = {
+    "A": "AB lineage",
+    "E": "E lineage (gut)",
+    "M": "MS lineage",
+    "P": "P lineage (germline, P4)",
+    "C": "C lineage",
+    "D": "D lineage",
+    "Z": "Z2/Z3 (germline)",
+}
+# The original DevoLearn training data stopped at A = 250; these were the other lineages'
+# largest counts then (docs: domain.md). Shown as a reference line on the bar chart.
+LINEAGE_TRAINING_MAXIMA = {"A": 250, "E": 16, "M": 78, "P": 1, "C": 31, "D": 16, "Z": 2}
+
+# The order the page shows each model's figures in (JSON objects may come back key-sorted).
+FIGURE_ORDER = {
+    "membrane": ("input", "segmentation", "centroids"),
+    "nucleus": ("input", "outlines"),
+    "lineage": ("input", "populations"),
+}
+
+PLOT_FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13}
+
+
+class DisplayImage(NamedTuple):
+    """A PNG data URI and how many upload pixels (x, y) one of its pixels spans."""
+
+    source: str
+    dx: float = 1.0
+    dy: float = 1.0
+
+
+def build_figures(result: SegmentationResult | LineageResult, image: DecodedImage) -> dict:
+    """Figures for one prediction: {"figures": {key: plotly figure dict}, "input": PNG data URI}."""
+    shown = _display_input(image.pixels)
+    if isinstance(result, LineageResult):
+        figures = _lineage_figures(result, shown, image)
+    elif result.model == "membrane":
+        figures = _membrane_figures(result, shown)
+    else:
+        figures = _nucleus_figures(result, shown)
+    return {"figures": figures, "input": shown.source}
+
+
+def _membrane_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
+    width, height = result.width, result.height
+    count = len(result.objects)
+    segmentation = _image_figure(
+        f"Segmentation map · {count} {_plural(count, 'cell')}", shown, width, height
+    )
+    segmentation["layout"]["images"] = [_mask_image(result), _outlines_image(result.labels)]
+    centroids = _label_map_figure(
+        f"Centroid map · {count} {_plural(count, 'cell')}", result.labels, width, height
+    )
+    centroids["data"].append(_centroid_markers(result, "Cell", show_labels=count <= 60))
+    return {
+        "input": _image_figure("Input", shown, width, height),
+        "segmentation": segmentation,
+        "centroids": centroids,
+    }
+
+
+def _nucleus_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
+    width, height = result.width, result.height
+    count = len(result.objects)
+    outlined = _image_figure(
+        f"Nuclei outlined · {count} {_plural(count, 'nucleus', 'nuclei')}",
+        shown,
+        width,
+        height,
+    )
+    outlined["layout"]["images"] = [_mask_image(result), _outlines_image(result.labels)]
+    outlined["data"].append(_centroid_markers(result, "Nucleus", show_labels=False))
+    return {
+        "input": _image_figure("Input", shown, width, height),
+        "outlines": outlined,
+    }
+
+
+def _lineage_figures(result: LineageResult, shown: DisplayImage, image: DecodedImage) -> dict:
+    counts = [int(result.populations[name]) for name in LINEAGE_ORDER]
+    over_range = [result.outside_training_range and name == "A" for name in LINEAGE_ORDER]
+    bars = {
+        "type": "bar",
+        "name": "predicted cells",
+        "x": list(LINEAGE_ORDER),
+        "y": counts,
+        "text": [str(count) for count in counts],
+        "textposition": "outside",
+        "customdata": [LINEAGE_FOUNDERS[name] for name in LINEAGE_ORDER],
+        "hovertemplate": "%{customdata}: %{y} cells<extra></extra>",
+        "marker": {"color": ["#c0392b" if over else "#2a7ab0" for over in over_range]},
+    }
+    training_maxima = {
+        "type": "scatter",
+        "mode": "markers",
+        "name": "largest count in the training data",
+        "x": list(LINEAGE_ORDER),
+        "y": [LINEAGE_TRAINING_MAXIMA[name] for name in LINEAGE_ORDER],
+        "marker": {"symbol": "line-ew-open", "size": 28, "line": {"width": 2, "color": "#555"}},
+        "hovertemplate": "training data reached %{y} cells<extra></extra>",
+    }
+    populations = {
+        "data": [bars, training_maxima],
+        "layout": {
+            "title": {"text": f"Cells per lineage · {result.total} in all", "x": 0.02},
+            "font": PLOT_FONT,
+            "margin": {"l": 55, "r": 15, "t": 45, "b": 45},
+            "xaxis": {"title": {"text": "founder lineage"}, "fixedrange": False},
+            "yaxis": {"title": {"text": "cells"}, "rangemode": "tozero"},
+            "legend": {"orientation": "h", "y": -0.2},
+            "uirevision": result.model,
+            "bargap": 0.3,
+            "hovermode": "closest",
+        },
+    }
+    return {
+        "input": _image_figure("Input", shown, image.width, image.height),
+        "populations": populations,
+    }
+
+
+def _image_figure(title: str, shown: DisplayImage, width: int, height: int) -> dict:
+    """A figure showing one image at upload-pixel coordinates, y downwards, equal aspect."""
+    trace = {
+        "type": "image",
+        "name": "input",
+        "source": shown.source,
+        # Pixel centres sit at x0 + i*dx; this keeps the image edges at -0.5 and width - 0.5.
+        "x0": -0.5 + shown.dx / 2,
+        "y0": -0.5 + shown.dy / 2,
+        "dx": shown.dx,
+        "dy": shown.dy,
+        "hovertemplate": "x %{x:.0f}, y %{y:.0f}<extra></extra>",
+    }
+    return {"data": [trace], "layout": _image_layout(title, width, height)}
+
+
+def _image_layout(title: str, width: int, height: int) -> dict:
+    axis = {
+        "showgrid": False,
+        "zeroline": False,
+        "constrain": "domain",
+        "ticks": "outside",
+        "automargin": True,
+    }
+    return {
+        "title": {"text": title, "x": 0.02},
+        "font": PLOT_FONT,
+        "margin": {"l": 50, "r": 15, "t": 45, "b": 40},
+        "xaxis": {**axis, "range": [-0.5, width - 0.5], "title": {"text": "x (pixels)"}},
+        "yaxis": {
+            **axis,
+            "range": [height - 0.5, -0.5],
+            "scaleanchor": "x",
+            "scaleratio": 1,
+            "title": {"text": "y (pixels)"},
+        },
+        "plot_bgcolor": "#111111",
+        "hovermode": "closest",
+        "dragmode": "zoom",
+        # Keeps the visitor's zoom when the page swaps in figures for a new threshold.
+        "uirevision": "image",
+        "showlegend": False,
+        "meta": {"width": width, "height": height, "mask_rgba": list(MASK_RGBA)},
+    }
+
+
+def _overlay_image(name: str, source: str, width: int, height: int, anchor: str = "top") -> dict:
+    """An RGBA picture laid exactly over the image's pixels (upload pixel coordinates).
+
+    Plotly keys layout images by their geometry (xref, x, sizex, yref, y, sizey) and draws only
+    one of several that share it, so the two overlays of a figure are anchored at different
+    corners (anchor "top" or "bottom") to cover the same pixels under different keys.
+    """
+    return {
+        "name": name,
+        "source": source,
+        "xref": "x",
+        "yref": "y",
+        "x": -0.5,
+        "y": -0.5 if anchor == "top" else height - 0.5,
+        "sizex": width,
+        "sizey": height,
+        "xanchor": "left",
+        "yanchor": anchor,
+        "sizing": "stretch",
+        "layer": "above",
+        "opacity": 1,
+    }
+
+
+def _mask_image(result: SegmentationResult) -> dict:
+    """The probability map thresholded as the slider does it, painted in MASK_RGBA."""
+    mask = result.probability >= result.threshold
+    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    rgba[mask] = MASK_RGBA
+    return _overlay_image(MASK_IMAGE_NAME, _png_data_uri(rgba), result.width, result.height)
+
+
+def _outlines_image(labels: np.ndarray) -> dict:
+    """Each object's inner boundary in its own colour; touching objects stay visibly apart."""
+    boundary = find_boundaries(labels, mode="inner") & (labels > 0)
+    rgba = np.zeros((*labels.shape, 4), dtype=np.uint8)
+    rgba[boundary, :3] = OBJECT_PALETTE[(labels[boundary] - 1) % len(OBJECT_PALETTE)]
+    rgba[boundary, 3] = 255
+    height, width = labels.shape
+    return _overlay_image(OUTLINES_IMAGE_NAME, _png_data_uri(rgba), width, height, "bottom")
+
+
+def _label_map_figure(title: str, labels: np.ndarray, width: int, height: int) -> dict:
+    """Objects filled in palette colours on black, the background of the centroid map."""
+    rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
+    inside = labels > 0
+    rgb[inside] = (OBJECT_PALETTE[(labels[inside] - 1) % len(OBJECT_PALETTE)] * 0.55).astype(
+        np.uint8
+    )
+    return _image_figure(title, DisplayImage(_png_data_uri(rgb)), width, height)
+
+
+def _centroid_markers(result: SegmentationResult, noun: str, show_labels: bool) -> dict:
+    objects = result.objects
+    return {
+        "type": "scatter",
+        "mode": "markers+text" if show_labels else "markers",
+        "name": "centroids",
+        "x": [obj.x for obj in objects],
+        "y": [obj.y for obj in objects],
+        "text": [str(obj.label) for obj in objects],
+        "textposition": "top center",
+        "textfont": {"color": "white", "size": 11},
+        "customdata": [[obj.label, obj.area] for obj in objects],
+        "hovertemplate": (
+            f"{noun} %{{customdata[0]}}<br>x %{{x:.1f}}, y %{{y:.1f}}"
+            "<br>area %{customdata[1]} px<extra></extra>"
+        ),
+        "marker": {"size": 7, "color": "#ff3d7f", "line": {"width": 1, "color": "white"}},
+    }
+
+
+def _display_input(pixels: np.ndarray) -> DisplayImage:
+    """The input (float32 HxW, 0..1) as a contrast-stretched PNG, downsampled when huge."""
+    height, width = pixels.shape
+    factor = max(1, math.ceil(max(height, width) / MAX_DISPLAY_SIDE))
+    if factor > 1:
+        pixels = np.asarray(Image.fromarray(pixels.astype(np.float32)).reduce(factor))
+    source = png_data_url(to_display_png(pixels))
+    return DisplayImage(source, width / pixels.shape[1], height / pixels.shape[0])
+
+
+def _png_data_uri(array: np.ndarray) -> str:
+    """A uint8 HxW, HxWx3 or HxWx4 array as a PNG data URI (mode follows the shape)."""
+    buffer = io.BytesIO()
+    # Overlays are mostly empty; a light compression level is fast and still small.
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=3)
+    return png_data_url(buffer.getvalue())
+
+
+def _plural(count: int, singular: str, plural: str | None = None) -> str:
+    return singular if count == 1 else (plural or singular + "s")

@@ -1,0 +1,344 @@
+"""The HTML pages: home, one page per model, model cards, example images and Plotly.js."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.resources
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from PIL import Image
+
+from devolearn_web.errors import ModelUnavailable
+from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
+from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
+from devolearn_web.imaging import decode_image, to_display_png
+from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
+from devolearn_web.registry import get_registry
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("pages", __name__)
+
+# What the drop zone accepts; anything else is refused in the browser before any request.
+ACCEPTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp")
+THUMBNAIL_WIDTH = 160
+DEFAULT_THRESHOLD = 0.5
+TIMELAPSE_FOLDER = "home"
+TIMELAPSE_MANIFEST = "timelapse.json"
+
+# Card fields that have their own place on the card page; any others are listed at the end.
+CARD_FIELDS_SHOWN = {
+    "name",
+    "title",
+    "version",
+    "task",
+    "architecture",
+    "file",
+    "sha256",
+    "opset",
+    "input",
+    "output",
+    "training_data",
+    "metrics",
+    "hyperparameters",
+    "training_plot",
+    "reproduce",
+    "limitations",
+}
+
+
+@dataclass(frozen=True)
+class ModelPage:
+    """The words around one model's page; the numbers come from its model card."""
+
+    name: str
+    heading: str
+    eyebrow: str
+    summary: str
+    task: str
+    input_hint: str
+    count_noun: str
+    count_noun_one: str
+    mask_meaning: str = ""
+
+
+MODEL_PAGES: dict[str, ModelPage] = {
+    "membrane": ModelPage(
+        name="membrane",
+        heading="Cell membrane segmentation",
+        eyebrow="Segmentation · membranes",
+        summary=(
+            "Finds the inside of every cell in a membrane-labelled z-slice. Each separate blob"
+            " is one cell: you get the segmentation map over your image, the cell count and a"
+            " centroid map."
+        ),
+        task="segmentation",
+        input_hint="A grayscale membrane z-slice",
+        count_noun="cells",
+        count_noun_one="cell",
+        mask_meaning="inside a cell",
+    ),
+    "nucleus": ModelPage(
+        name="nucleus",
+        heading="Nucleus segmentation",
+        eyebrow="Segmentation · nuclei",
+        summary=(
+            "Finds nuclei in a GFP-histone z-slice or projection, splits the ones that touch,"
+            " and counts and measures them: outlines over your image and a table of every"
+            " nucleus."
+        ),
+        task="segmentation",
+        input_hint="A nuclear-marker z-slice or projection",
+        count_noun="nuclei",
+        count_noun_one="nucleus",
+        mask_meaning="nucleus",
+    ),
+    "lineage": ModelPage(
+        name="lineage",
+        heading="Lineage populations",
+        eyebrow="Regression · founder lineages",
+        summary=(
+            "Estimates how many cells each founder lineage (A, E, M, P, C, D, Z) holds in a"
+            " whole-embryo image, and warns when the embryo is older than the ones the model"
+            " learned from."
+        ),
+        task="lineage",
+        input_hint="A whole-embryo image",
+        count_noun="cells in all",
+        count_noun_one="cell in all",
+    ),
+}
+
+
+@bp.app_context_processor
+def navigation_context() -> dict:
+    """The sidebar's links (every template, error pages included), marking the current page."""
+    path = request.path
+    navigation = [{"label": "Home", "url": url_for("pages.home")}] + [
+        {"label": page.heading, "url": url_for("pages.model_page", name=name)}
+        for name, page in MODEL_PAGES.items()
+    ]
+    card_links = [
+        {"label": page.heading, "url": url_for("pages.model_card", name=name)}
+        for name, page in MODEL_PAGES.items()
+    ]
+    for item in navigation + card_links:
+        item["active"] = item["url"] == path
+    return {"navigation": navigation, "card_links": card_links}
+
+
+@bp.get("/")
+def home() -> str:
+    """What DevoLearn does, the three models, the time-lapse player and the community links."""
+    status = get_registry().status()
+    models = [
+        {
+            "heading": page.heading,
+            "summary": page.summary,
+            "url": url_for("pages.model_page", name=name),
+            "card_url": url_for("pages.model_card", name=name),
+            "ready": bool(status.get(name, {}).get("ready")),
+            "problem": status.get(name, {}).get("problem"),
+        }
+        for name, page in MODEL_PAGES.items()
+    ]
+    return render_template("home.html", models=models, timelapse=_timelapse())
+
+
+@bp.get("/<any(membrane, nucleus, lineage):name>")
+def model_page(name: str) -> str:
+    """A model's page: drop zone, examples, threshold slider and the (empty) results area."""
+    page = MODEL_PAGES[name]
+    card, problem = _card_or_problem(name)
+    output = (card or {}).get("output", {})
+    default_threshold = float(output.get("default_threshold", DEFAULT_THRESHOLD))
+    training_range = output.get("training_range", DEFAULT_TRAINING_RANGE)
+    page_data = {
+        "model": name,
+        "task": page.task,
+        "accepted_extensions": list(ACCEPTED_EXTENSIONS),
+        "lineages": [{"key": key, "founder": LINEAGE_FOUNDERS[key]} for key in LINEAGE_ORDER],
+        "mask_rgba": list(MASK_RGBA),
+        "figure_order": list(FIGURE_ORDER[name]),
+        "training_range_a": training_range.get("A", DEFAULT_TRAINING_RANGE["A"]),
+    }
+    return render_template(
+        "model.html",
+        name=name,
+        page=asdict(page),
+        card=card,
+        problem=problem,
+        default_threshold=default_threshold,
+        examples=examples_for(name),
+        accept=",".join(ACCEPTED_EXTENSIONS + ACCEPTED_MIME_TYPES),
+        thumbnail_width=THUMBNAIL_WIDTH,
+        page_data=page_data,
+    )
+
+
+@bp.get("/models/<name>")
+def model_card(name: str) -> str:
+    """The model card: what the network is, what it was trained on, how well it does."""
+    registry = get_registry()
+    card, problem = _card_or_problem(name)  # UnknownModel (a 404 listing the names) propagates
+    checksum, plot_url, extra = None, None, {}
+    if card is not None:
+        checksum = _checksum_state(registry.models_dir, card)
+        if _training_plot_path(registry.models_dir, name).is_file():
+            plot_url = url_for("pages.training_plot", name=name)
+        extra = {key: value for key, value in card.items() if key not in CARD_FIELDS_SHOWN}
+    heading = card.get("title") if card else None
+    return render_template(
+        "card.html",
+        name=name,
+        heading=heading or MODEL_PAGES[name].heading,
+        card=card,
+        problem=problem,
+        checksum=checksum,
+        training_plot_url=plot_url,
+        extra_fields=extra,
+        page_url=url_for("pages.model_page", name=name),
+    )
+
+
+@bp.get("/models/<name>/training.png")
+def training_plot(name: str) -> Response:
+    """The model's training plot: only `<name>_training.png` from the models folder."""
+    registry = get_registry()
+    if name not in registry.names:
+        abort(404)
+    path = _training_plot_path(registry.models_dir, name)
+    if not path.is_file():
+        abort(404)
+    return send_file(path, mimetype="image/png", max_age=300)
+
+
+@bp.get("/examples/<filename>")
+def example_file(filename: str) -> Response:
+    """An example image (or its licence) listed in the manifest; anything else is a 404."""
+    if find_example(filename) is None and filename not in licence_files():
+        abort(404)
+    return send_file(_examples_dir() / filename, max_age=3600)
+
+
+@bp.get("/examples/<filename>/thumbnail.png")
+def example_thumbnail(filename: str) -> Response:
+    """A small contrast-stretched PNG of an example, made from the file itself."""
+    if find_example(filename) is None:
+        abort(404)
+    path = _examples_dir() / filename
+    png = _thumbnail_png(str(path), path.stat().st_mtime_ns)
+    return send_file(io.BytesIO(png), mimetype="image/png", max_age=3600)
+
+
+@bp.get("/static/vendor/plotly.min.js")
+def plotly_js() -> Response:
+    """Plotly.js from the installed plotly package, so no page needs a CDN."""
+    path = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    response = send_file(Path(str(path)), mimetype="text/javascript", max_age=86400)
+    response.headers["X-Plotly-Version"] = importlib.metadata.version("plotly")
+    return response
+
+
+def _card_or_problem(name: str) -> tuple[dict | None, str | None]:
+    """The model's card (None when unreadable) and the sentence saying why the model cannot run."""
+    registry = get_registry()
+    try:
+        card = registry.card(name)
+    except ModelUnavailable as error:
+        return None, error.message
+    return card, registry.status_of(name)["problem"]
+
+
+def _examples_dir() -> Path:
+    return Path(current_app.static_folder or "static") / EXAMPLES_FOLDER
+
+
+def _training_plot_path(models_dir: Path, name: str) -> Path:
+    return Path(models_dir) / f"{name}_training.png"
+
+
+def _checksum_state(models_dir: Path, card: dict) -> str:
+    """'match', 'mismatch' or 'missing': the model file against the card's sha256."""
+    path = Path(models_dir) / Path(str(card.get("file", ""))).name
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    digest = _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    return "match" if digest == str(card.get("sha256", "")).lower() else "mismatch"
+
+
+@lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    # mtime and size are part of the cache key so a replaced model file is hashed again.
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=32)
+def _thumbnail_png(path: str, mtime_ns: int) -> bytes:
+    decoded = decode_image(Path(path).read_bytes(), filename=Path(path).name)
+    height = max(1, round(decoded.height * THUMBNAIL_WIDTH / decoded.width))
+    small = Image.fromarray(decoded.pixels).resize((THUMBNAIL_WIDTH, height), Image.BILINEAR)
+    return to_display_png(np.asarray(small, dtype=np.float32))
+
+
+def _timelapse() -> dict | None:
+    """The home page's time-lapse manifest (static/home/timelapse.json), when it is usable."""
+    folder = Path(current_app.static_folder or "static") / TIMELAPSE_FOLDER
+    path = folder / TIMELAPSE_MANIFEST
+    if not path.is_file():
+        return None
+    # The folder's mtime changes when a frame is added or removed: that re-checks the frames.
+    manifest = _read_timelapse_manifest(
+        str(path), path.stat().st_mtime_ns, folder.stat().st_mtime_ns
+    )
+    if manifest is None:
+        return None
+    return {
+        "title": manifest.get("title", ""),
+        "manifest": manifest,
+        "base_url": url_for("static", filename=f"{TIMELAPSE_FOLDER}/"),
+    }
+
+
+@lru_cache(maxsize=4)
+def _read_timelapse_manifest(path: str, mtime_ns: int, folder_mtime_ns: int) -> dict | None:
+    folder = Path(path).parent
+    try:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        frames = manifest["frames"]
+        for frame in frames:
+            for key in ("input", "overlay"):
+                name = frame[key]
+                # Frames are plain file names beside the manifest; a missing one would show
+                # as a broken image and a console error, so the player is left out instead.
+                if Path(name).name != name or not (folder / name).is_file():
+                    raise ValueError(f"frame file {name!r} is not in {folder}")
+        if not frames:
+            raise ValueError("the manifest lists no frames")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("Time-lapse manifest %s is not usable: %s", path, error)
+        return None
+    return manifest

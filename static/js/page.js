@@ -1,0 +1,283 @@
+// A model page: a file (dropped, browsed or an example) is sent at once; the answer fills the
+// figures, count, notes and tables. On segmentation pages the threshold slider repaints the
+// mask in the browser at once and asks the server for new counts once the slider rests.
+
+import { ApiError, predict } from "./api.js";
+import { attachDropZone, rejectionMessage } from "./dropzone.js";
+import { purgeFigures, renderFigures, showMask } from "./figures.js";
+import {
+  csvDownloadLink,
+  lineageTable,
+  objectsTable,
+  probabilityDownloadLink,
+  showNotes,
+  showTimings,
+} from "./results.js";
+import { ThresholdMask } from "./threshold.js";
+
+// Counts, outlines and centroids are asked for this long after the slider stops moving.
+const REFRESH_DELAY_MS = 400;
+
+const root = document.getElementById("analysis");
+const pageData = JSON.parse(document.getElementById("page-data").textContent);
+const isSegmentation = pageData.task === "segmentation";
+const byId = (id) => document.getElementById(id);
+const ui = {
+  zone: byId("dropzone"),
+  input: byId("file-input"),
+  progress: byId("progress"),
+  progressText: byId("progress-text"),
+  message: byId("message"),
+  results: byId("results"),
+  count: byId("count-value"),
+  countNoun: byId("count-noun"),
+  fileInfo: byId("file-info"),
+  downloads: byId("downloads"),
+  warning: byId("range-warning"),
+  notes: byId("notes"),
+  figures: byId("figures"),
+  table: byId("table-container"),
+  timings: byId("timings"),
+  controls: byId("threshold-controls"),
+  slider: byId("threshold"),
+  sliderValue: byId("threshold-value"),
+  updateStatus: byId("update-status"),
+};
+
+const state = {
+  file: null,
+  run: 0, // one per file; answers from an older run are dropped
+  controller: null,
+  refreshTimer: null,
+  mask: null,
+  maskPlots: [],
+  downloadUrls: [],
+};
+
+function setState(name) {
+  root.dataset.state = name;
+}
+
+function showMessage(text) {
+  ui.message.textContent = text || "";
+  ui.message.hidden = !text;
+}
+
+function setBusy(text) {
+  ui.progressText.textContent = text;
+  ui.progress.hidden = false;
+  ui.zone.classList.add("is-busy");
+  root.setAttribute("aria-busy", "true");
+  setState("busy");
+}
+
+function clearBusy() {
+  ui.progress.hidden = true;
+  ui.zone.classList.remove("is-busy");
+  root.removeAttribute("aria-busy");
+}
+
+function cancelPending() {
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = null;
+  if (state.controller) state.controller.abort();
+  state.controller = null;
+}
+
+function fileStem(name) {
+  return name.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9_-]+/g, "_") || "image";
+}
+
+/** Analyse a new file: the first answer also loads the probability map for the slider. */
+async function analyse(file, { ignored = 0 } = {}) {
+  cancelPending();
+  state.file = file;
+  state.mask = null;
+  const run = ++state.run;
+  const controller = new AbortController();
+  state.controller = controller;
+  showMessage("");
+  setBusy(`Analysing “${file.name}”…`);
+  try {
+    const answer = await predict(root.dataset.predictUrl, file, { signal: controller.signal });
+    if (run !== state.run) return;
+    if (ignored > 0) {
+      answer.notes = [
+        `${ignored + 1} files were dropped: only “${file.name}” was analysed.`,
+        ...(answer.notes || []),
+      ];
+    }
+    await showAnswer(answer, file, run);
+    if (isSegmentation) await prepareSlider(answer, run);
+    if (run === state.run) setState("done");
+  } catch (error) {
+    if (error.name === "AbortError" || run !== state.run) return;
+    fail(error);
+  } finally {
+    if (run === state.run) clearBusy();
+  }
+}
+
+function fail(error) {
+  setState("error");
+  if (error instanceof ApiError) {
+    showMessage(error.message);
+  } else {
+    showMessage(`The page could not show the result: ${error.message}`);
+    console.warn(error);
+  }
+}
+
+async function showAnswer(answer, file, run) {
+  ui.results.hidden = false; // Plotly needs a visible container to size its plots
+  const count = isSegmentation ? answer.count : answer.total;
+  ui.count.textContent = String(count);
+  ui.countNoun.textContent = count === 1 ? root.dataset.countNounOne : root.dataset.countNoun;
+  ui.fileInfo.textContent = isSegmentation
+    ? `${file.name} · ${answer.width} × ${answer.height} pixels · threshold ${answer.threshold.toFixed(2)}`
+    : file.name;
+  showNotes(ui.notes, answer.notes);
+  showTimings(ui.timings, answer.timings_ms);
+  showRangeWarning(answer);
+  showTable(answer);
+  showDownloads(answer, file);
+  // A new file starts from its own full view; a threshold change keeps the visitor's zoom.
+  for (const figure of Object.values(answer.figures || {})) {
+    figure.layout = { ...figure.layout, uirevision: `run-${run}` };
+  }
+  state.maskPlots = await renderFigures(ui.figures, answer.figures || {}, {
+    filenamePrefix: `${pageData.model}-${fileStem(file.name)}`,
+    order: pageData.figure_order,
+  });
+  root.dataset.answers = String(Number(root.dataset.answers || 0) + 1);
+}
+
+function showRangeWarning(answer) {
+  const over = !isSegmentation && answer.outside_training_range;
+  ui.warning.hidden = !over;
+  if (over) {
+    const limit = pageData.training_range_a;
+    ui.warning.textContent =
+      `A = ${answer.populations.A} cells is past the model's training range (up to A = ${limit}): ` +
+      "this embryo is older than any the model learned from, so treat these counts as extrapolation.";
+  }
+}
+
+function showTable(answer) {
+  const table = isSegmentation
+    ? objectsTable(answer.objects || [], root.dataset.countNoun)
+    : lineageTable(answer.populations, answer.total, pageData.lineages);
+  ui.table.replaceChildren(table);
+}
+
+function showDownloads(answer, file) {
+  for (const url of state.downloadUrls) URL.revokeObjectURL(url);
+  state.downloadUrls = [];
+  if (!isSegmentation) {
+    ui.downloads.replaceChildren();
+    return;
+  }
+  const stem = `${pageData.model}-${fileStem(file.name)}`;
+  const csv = csvDownloadLink(answer.objects || [], `${stem}-objects.csv`);
+  state.downloadUrls.push(csv.href);
+  ui.downloads.replaceChildren(csv, probabilityDownloadLink(answer.probability, `${stem}-probability.png`));
+}
+
+async function prepareSlider(answer, run) {
+  const mask = new ThresholdMask(pageData.mask_rgba);
+  await mask.load(answer.probability);
+  if (run !== state.run) return;
+  state.mask = mask;
+  ui.slider.value = String(answer.threshold);
+  ui.sliderValue.textContent = answer.threshold.toFixed(2);
+  ui.updateStatus.textContent = "";
+  ui.controls.hidden = false;
+}
+
+function onSliderInput() {
+  const threshold = Number(ui.slider.value);
+  ui.sliderValue.textContent = threshold.toFixed(2);
+  if (!state.mask || !state.mask.ready) return;
+  const started = performance.now();
+  showMask(state.maskPlots, state.mask.render(threshold));
+  const painted = performance.now() - started;
+  // Read by the browser test and handy when tuning: how long the mask took to follow.
+  ui.slider.dataset.lastRepaintMs = painted.toFixed(1);
+  ui.slider.dataset.repaints = String(Number(ui.slider.dataset.repaints || 0) + 1);
+  scheduleRefresh(threshold);
+}
+
+function scheduleRefresh(threshold) {
+  clearTimeout(state.refreshTimer);
+  ui.updateStatus.textContent = "";
+  state.refreshTimer = setTimeout(() => refresh(threshold), REFRESH_DELAY_MS);
+}
+
+async function refresh(threshold) {
+  if (!state.file) return;
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController();
+  state.controller = controller;
+  const run = state.run;
+  ui.updateStatus.textContent = "Updating counts and outlines…";
+  try {
+    const answer = await predict(root.dataset.predictUrl, state.file, {
+      threshold,
+      signal: controller.signal,
+    });
+    // A later slider move has its own request coming: this answer is already stale.
+    if (run !== state.run || Number(ui.slider.value) !== threshold) return;
+    await showAnswer(answer, state.file, run);
+    ui.updateStatus.textContent = "";
+    setState("done");
+  } catch (error) {
+    if (error.name === "AbortError" || run !== state.run) return;
+    ui.updateStatus.textContent = "";
+    fail(error);
+  }
+}
+
+async function runExample(button) {
+  const name = button.dataset.exampleName;
+  cancelPending();
+  state.run += 1;
+  const run = state.run;
+  showMessage("");
+  setBusy(`Fetching the example “${name}”…`);
+  const unavailable = (status) => new ApiError(status, `The example “${name}” could not be loaded.`);
+  try {
+    const response = await fetch(button.dataset.exampleUrl).catch(() => {
+      throw unavailable(0);
+    });
+    if (!response.ok) throw unavailable(response.status);
+    const blob = await response.blob();
+    if (run !== state.run) return;
+    await analyse(new File([blob], name, { type: blob.type }));
+  } catch (error) {
+    if (run !== state.run) return;
+    clearBusy();
+    fail(error);
+  }
+}
+
+attachDropZone(ui.zone, ui.input, {
+  extensions: pageData.accepted_extensions,
+  onFile: (file, details) => analyse(file, details),
+  onReject: (file) => {
+    setState("rejected");
+    showMessage(rejectionMessage(file, pageData.accepted_extensions));
+  },
+});
+
+for (const button of document.querySelectorAll(".example-button")) {
+  button.addEventListener("click", () => runExample(button));
+}
+
+if (isSegmentation) ui.slider.addEventListener("input", onSliderInput);
+
+if (!window.Plotly) {
+  showMessage("The plotting library did not load, so figures cannot be shown. Reload the page.");
+} else {
+  purgeFigures(ui.figures);
+  setState("ready");
+}

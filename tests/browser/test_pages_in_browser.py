@@ -1,0 +1,301 @@
+"""The pages in a real browser: drop a file, see figures and counts, move the slider, examples."""
+
+from __future__ import annotations
+
+import base64
+import statistics
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+# Six disks of different brightness on a 708x512 image (the nucleus data's frame size). With the
+# tiny models, probability = sigmoid(20 * (brightness - 0.5)): 4 disks pass the default 0.5,
+# all 6 pass 0.2 and 3 pass 0.9.
+DISK_CENTRES = [(110, 120), (330, 110), (560, 130), (150, 380), (380, 390), (600, 380)]
+DISK_BRIGHTNESS = [1.0, 1.0, 0.8, 0.6, 0.45, 0.45]
+COUNT_AT_DEFAULT, COUNT_AT_LOW_THRESHOLD = 4, 6
+LOW_THRESHOLD = 0.2
+# The issue asks for under 50 ms; a shared 2-core machine gets slack, the real figure is printed.
+REPAINT_BOUND_MS = 150
+LINEAGE_ORDER = ["A", "E", "M", "P", "C", "D", "Z"]
+
+DROP_FILE_JS = """([base64Bytes, name, type]) => {
+    const bytes = Uint8Array.from(atob(base64Bytes), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type }));
+    const zone = document.getElementById("dropzone");
+    for (const kind of ["dragenter", "dragover", "drop"]) {
+        const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
+        zone.dispatchEvent(new DragEvent(kind, init));
+    }
+}"""
+
+# Move the slider as a visitor does (input events), timing each repaint until the next frame.
+SLIDE_JS = """async (thresholds) => {
+    const slider = document.getElementById("threshold");
+    const timings = [];
+    for (const value of thresholds) {
+        const started = performance.now();
+        slider.value = String(value);
+        slider.dispatchEvent(new Event("input", { bubbles: true }));
+        const handled = performance.now() - started;
+        await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+        timings.push({ handled, nextFrame: performance.now() - started,
+                       reported: Number(slider.dataset.lastRepaintMs) });
+    }
+    return timings;
+}"""
+
+# Remembers whether the progress indicator was ever visible (it may be brief).
+WATCH_PROGRESS_JS = """() => {
+    const progress = document.getElementById("progress");
+    window.progressWasShown = false;
+    new MutationObserver(() => {
+        if (!progress.hidden) window.progressWasShown = true;
+    }).observe(progress, { attributes: true });
+}"""
+
+# The mask overlay as the figure holds it and as the SVG on screen draws it.
+MASK_SOURCE_JS = """() => {
+    for (const plot of document.querySelectorAll(".figure-panel .plot")) {
+        const images = (plot.layout && plot.layout.images) || [];
+        const index = images.findIndex((image) => image.name === "threshold-mask");
+        if (index < 0) continue;
+        const drawn = plot.querySelectorAll(".layer-above image")[index];
+        const href = drawn.getAttribute("href") || drawn.getAttribute("xlink:href");
+        return [images[index].source, href];
+    }
+    return null;
+}"""
+
+
+@pytest.fixture
+def disk_image_png(image_maker) -> bytes:
+    """The six-disk test image as 8-bit PNG bytes."""
+    image = np.zeros((512, 708), dtype=np.float32)
+    for centre, brightness in zip(DISK_CENTRES, DISK_BRIGHTNESS, strict=True):
+        image = np.maximum(image, image_maker.disks(image.shape, [centre], 45, brightness))
+    return image_maker.encode(image_maker.uint8(image))
+
+
+def _drop(page, data: bytes, name: str, mime: str = "image/png") -> None:
+    page.evaluate(DROP_FILE_JS, [base64.b64encode(data).decode("ascii"), name, mime])
+
+
+def _wait_for_answer(page, answers_before: int = 0) -> None:
+    page.wait_for_function(
+        "(n) => { const root = document.getElementById('analysis');"
+        " return root.dataset.state === 'done' && Number(root.dataset.answers || 0) > n; }",
+        arg=answers_before,
+    )
+
+
+def _answers(page) -> int:
+    return int(page.get_attribute("#analysis", "data-answers") or 0)
+
+
+def _open_model_page(page, name: str) -> None:
+    page.goto(f"/{name}")
+    page.wait_for_selector("#analysis[data-state='ready']")
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus"])
+def test_segmentation_page_drop_slide_and_example(
+    watched_page, server_url: str, disk_image_png: bytes, name: str
+) -> None:
+    page, watch = watched_page
+    _open_model_page(page, name)
+
+    page.evaluate(WATCH_PROGRESS_JS)
+    _drop(page, disk_image_png, "six disks.png")
+    _wait_for_answer(page)
+    assert page.evaluate("() => window.progressWasShown") is True
+    assert page.text_content("#count-value") == str(COUNT_AT_DEFAULT)
+    assert len(page.locator("#table-container tbody tr").all()) == COUNT_AT_DEFAULT
+    assert page.locator(".figure-panel .plot .main-svg").count() >= 2
+    # Every overlay (mask, outlines) is really drawn, not just present in the layout.
+    drawn = page.evaluate(
+        "() => [...document.querySelectorAll('.figure-panel .plot')].map((plot) =>"
+        " [(plot.layout.images || []).length, plot.querySelectorAll('.layer-above image').length])"
+    )
+    assert all(in_layout == on_screen for in_layout, on_screen in drawn), drawn
+    assert any(in_layout == 2 for in_layout, _ in drawn)
+    assert page.input_value("#threshold") == "0.5"
+
+    # The mask follows the slider with no request to the server.
+    mask_before = page.evaluate(MASK_SOURCE_JS)
+    requests_before = len(watch.api_requests())
+    answers_before = _answers(page)
+    timings = page.evaluate(SLIDE_JS, [0.45, 0.3, LOW_THRESHOLD])
+    mask_after = page.evaluate(MASK_SOURCE_JS)
+    assert mask_before[0] == mask_before[1] and mask_after[0] == mask_after[1]
+    assert mask_after[0] != mask_before[0]
+    assert watch.api_requests()[requests_before:] == []
+    handled = [timing["handled"] for timing in timings]
+    next_frame = [timing["nextFrame"] for timing in timings]
+    print(
+        f"\n{name}: 708x512 mask repaint, input event -> Plotly image swapped: "
+        f"{', '.join(f'{ms:.1f}' for ms in handled)} ms (median {statistics.median(handled):.1f}); "
+        f"to the next frame: median {statistics.median(next_frame):.1f} ms"
+    )
+    assert statistics.median(handled) < REPAINT_BOUND_MS
+
+    # Counts, table and outlines follow with one debounced request carrying the threshold.
+    _wait_for_answer(page, answers_before)
+    assert page.text_content("#count-value") == str(COUNT_AT_LOW_THRESHOLD)
+    refreshes = watch.api_requests()[requests_before:]
+    assert refreshes == [("POST", f"{server_url}/api/v1/predict/{name}")]
+
+    # Plotly's zoom controls and our full-screen button are there, and work.
+    assert page.locator(".modebar-btn[data-title='Zoom in']").count() >= 2
+    assert page.locator(".modebar-btn[data-title='Download plot as a PNG']").count() >= 2
+    assert page.locator(".modebar-btn[data-title='Reset axes']").count() >= 2
+    first_plot = page.locator(".figure-panel .plot").first
+    x_range_before = first_plot.evaluate("(plot) => [...plot.layout.xaxis.range]")
+    page.locator(".figure-panel").first.hover()
+    page.locator(".figure-panel").first.locator(".modebar-btn[data-title='Zoom in']").click()
+    page.wait_for_function(
+        "([before]) => { const plot = document.querySelector('.figure-panel .plot');"
+        " const r = plot.layout.xaxis.range; return r[1] - r[0] < before[1] - before[0]; }",
+        arg=[x_range_before],
+    )
+    fullscreen = page.locator(".figure-panel .fullscreen-button").first
+    assert fullscreen.is_visible()
+    fullscreen.click()
+    page.wait_for_function("() => document.fullscreenElement?.classList.contains('figure-panel')")
+    page.evaluate("() => document.exitFullscreen()")
+    page.wait_for_function("() => document.fullscreenElement === null")
+
+    # An example from the gallery runs like a drop.
+    answers_before = _answers(page)
+    example = page.locator(".example-button").first
+    example_name = example.get_attribute("data-example-name")
+    example.click()
+    _wait_for_answer(page, answers_before)
+    assert example_name in page.text_content("#file-info")
+    assert int(page.text_content("#count-value")) >= 0
+    assert watch.console_errors == []
+
+
+def test_lineage_page_shows_counts_in_order_and_total(watched_page, disk_image_png) -> None:
+    page, watch = watched_page
+    _open_model_page(page, "lineage")
+    _drop(page, disk_image_png, "embryo.png")
+    _wait_for_answer(page)
+
+    rows = page.locator("#table-container tbody tr")
+    assert [row.get_attribute("data-lineage") for row in rows.all()] == LINEAGE_ORDER
+    counts = [int(row.locator("td").last.text_content()) for row in rows.all()]
+    total = int(page.text_content("#count-value"))
+    assert total == sum(counts)
+    assert page.text_content("#table-container tfoot td") == str(total)
+    bars = page.evaluate(
+        "() => document.querySelector('[data-figure-key=populations] .plot').data[0]"
+    )
+    assert bars["x"] == LINEAGE_ORDER and bars["y"] == counts
+    assert page.locator("#range-warning").is_hidden()
+
+    answers_before = _answers(page)
+    page.locator(".example-button").first.click()
+    _wait_for_answer(page, answers_before)
+    assert page.locator(".modebar-btn[data-title='Zoom in']").count() >= 1
+    assert page.locator(".figure-panel .fullscreen-button").count() == 2
+    assert watch.console_errors == []
+
+
+def test_lineage_page_warns_past_the_training_range(watched_page, disk_image_png) -> None:
+    page, watch = watched_page
+
+    def older_embryo(route):
+        # The tiny model cannot reach A > 250, so the server's real answer is edited on the way.
+        answer = route.fetch().json()
+        answer["populations"]["A"] = 312
+        answer["total"] = sum(answer["populations"].values())
+        answer["outside_training_range"] = True
+        route.fulfill(json=answer)
+
+    page.route("**/api/v1/predict/lineage", older_embryo)
+    _open_model_page(page, "lineage")
+    _drop(page, disk_image_png, "late embryo.png")
+    _wait_for_answer(page)
+    warning = page.locator("#range-warning")
+    assert warning.is_visible()
+    assert "312" in warning.text_content() and "250" in warning.text_content()
+    assert watch.console_errors == []
+
+
+@pytest.mark.parametrize(
+    "filename, content",
+    [
+        ('<img src=x onerror="alert(1)">.html', b"<html><body>not an image</body></html>"),
+        ("notes.txt", b"plain text"),
+    ],
+)
+def test_unsupported_file_is_refused_on_the_page_without_a_request(
+    watched_page, filename: str, content: bytes
+) -> None:
+    page, watch = watched_page
+    _open_model_page(page, "nucleus")
+    _drop(page, content, filename, "text/html")
+    page.wait_for_selector("#message:not([hidden])")
+    message = page.text_content("#message")
+    assert filename in message and "PNG" in message
+    assert page.locator("#message img").count() == 0
+    assert watch.api_requests() == []
+    assert watch.console_errors == []
+
+
+def test_server_error_sentence_is_shown(watched_page) -> None:
+    page, watch = watched_page
+    _open_model_page(page, "membrane")
+    _drop(page, b"\x89PNG\r\n\x1a\n but the rest is not", "broken.png")
+    page.wait_for_selector("#message:not([hidden])")
+    message = page.text_content("#message")
+    assert "PNG" in message and "damaged" in message
+    # The browser itself logs the failed request; nothing else may appear.
+    assert all("status of 400" in error for error in watch.console_errors)
+
+
+@pytest.mark.parametrize("path", ["/", "/models/membrane", "/models/nucleus", "/models/lineage"])
+def test_page_loads_without_console_errors(watched_page, path: str) -> None:
+    page, watch = watched_page
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    assert page.locator("select#page-select").is_visible()
+    if path == "/":
+        for link in (
+            "https://openworm.slack.com",
+            "https://pypi.org/project/devolearn/",
+            "https://github.com/DevoLearn/devolearn",
+        ):
+            assert page.locator(f"a[href='{link}']").count() >= 1
+        if page.locator("#timelapse").count():
+            page.click("#timelapse-play")
+            page.click("#timelapse-play")
+    else:
+        assert page.locator(".pill-ok", has_text="file matches").count() == 1
+        plot = page.locator("img.training-plot")
+        assert plot.evaluate("(image) => image.complete && image.naturalWidth > 0")
+    assert watch.console_errors == []
+
+
+def test_page_drop_down_switches_pages(watched_page) -> None:
+    page, watch = watched_page
+    page.goto("/membrane")
+    with page.expect_navigation():
+        page.select_option("#page-select", label="Nucleus segmentation")
+    assert page.url.endswith("/nucleus")
+    with page.expect_navigation():
+        page.select_option("#page-select", label="Home")
+    assert page.locator("h1").text_content().startswith("DevoLearn")
+    assert watch.console_errors == []
+
+
+def test_error_page_shows_the_sentence(watched_page) -> None:
+    page, _ = watched_page
+    response = page.goto("/models/no-such-model")
+    assert response.status == 404
+    assert "membrane, nucleus, lineage" in page.text_content(".error-message")
+    assert page.title().startswith("Error 404")

@@ -1,0 +1,176 @@
+"""Figures for the model pages: valid Plotly, in upload pixels, masks and outlines that match."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from devolearn_web.figures import (
+    FIGURE_ORDER,
+    LINEAGE_ORDER,
+    MASK_IMAGE_NAME,
+    MASK_RGBA,
+    MAX_DISPLAY_SIDE,
+    OUTLINES_IMAGE_NAME,
+    build_figures,
+)
+from devolearn_web.imaging import DecodedImage
+from devolearn_web.pipelines import LineageResult, SegmentationResult
+from devolearn_web.segmentation import measure_objects, split_touching_objects
+
+go = pytest.importorskip("plotly.graph_objects")
+
+
+def decoded(pixels: np.ndarray) -> DecodedImage:
+    height, width = pixels.shape
+    return DecodedImage(pixels.astype(np.float32), width, height, "L", ())
+
+
+def segmentation_result(model: str, probability: np.ndarray, threshold: float = 0.5):
+    labels = split_touching_objects(probability >= threshold, smoothing=probability)
+    height, width = probability.shape
+    return SegmentationResult(
+        model=model,
+        width=width,
+        height=height,
+        threshold=threshold,
+        probability=probability.astype(np.float32),
+        labels=labels,
+        objects=measure_objects(labels),
+        notes=(),
+        timings_ms={},
+    )
+
+
+def lineage_result(a_count: int = 21) -> LineageResult:
+    populations = dict(zip(LINEAGE_ORDER, [a_count, 2, 5, 0, 4, 1, 0], strict=True))
+    return LineageResult(
+        model="lineage",
+        populations=populations,
+        total=sum(populations.values()),
+        outside_training_range=a_count > 250,
+        notes=(),
+        timings_ms={},
+    )
+
+
+def png_pixels(data_uri: str) -> np.ndarray:
+    assert data_uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1]))))
+
+
+def layout_image(figure: dict, name: str) -> dict:
+    return next(image for image in figure["layout"]["images"] if image["name"] == name)
+
+
+@pytest.fixture
+def two_touching_disks(image_maker) -> np.ndarray:
+    """float32 90x160: two disks of radius 14 that touch, and one apart."""
+    return image_maker.disks((90, 160), [(40, 45), (66, 45), (125, 45)], 14)
+
+
+@pytest.mark.parametrize("model", ["membrane", "nucleus"])
+def test_segmentation_figures_are_valid_plotly_in_upload_pixels(model, two_touching_disks):
+    answer = build_figures(
+        segmentation_result(model, two_touching_disks), decoded(two_touching_disks)
+    )
+    assert tuple(answer["figures"]) == FIGURE_ORDER[model]
+    assert answer["input"].startswith("data:image/png;base64,")
+    for figure in answer["figures"].values():
+        go.Figure(figure)  # raises on anything outside Plotly's schema
+        layout = figure["layout"]
+        assert layout["xaxis"]["range"] == [-0.5, 159.5]
+        assert layout["yaxis"]["range"] == [89.5, -0.5]  # y downwards
+        assert layout["yaxis"]["scaleanchor"] == "x"
+        image_trace = figure["data"][0]
+        assert image_trace["type"] == "image"
+        assert png_pixels(image_trace["source"]).shape[:2] == (90, 160)
+
+
+@pytest.mark.parametrize("model", ["membrane", "nucleus"])
+def test_mask_overlay_is_the_thresholded_probability_in_the_browser_colour(model):
+    probability = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    result = segmentation_result(model, probability, threshold=0.7)
+    figures = build_figures(result, decoded(probability))["figures"]
+    overlaid = next(f for f in figures.values() if f["layout"].get("images"))
+    mask = png_pixels(layout_image(overlaid, MASK_IMAGE_NAME)["source"])
+    assert mask.shape == (30, 40, 4)
+    np.testing.assert_array_equal(mask[..., 3] > 0, probability >= 0.7)
+    assert tuple(mask[probability >= 0.7][0]) == MASK_RGBA
+    assert overlaid["layout"]["meta"]["mask_rgba"] == list(MASK_RGBA)
+
+
+@pytest.mark.parametrize("model", ["membrane", "nucleus"])
+def test_overlays_are_all_drawn_by_plotly(model, two_touching_disks):
+    # Plotly draws one layout image per (xref, x, sizex, yref, y, sizey): keys must differ.
+    result = segmentation_result(model, two_touching_disks)
+    for figure in build_figures(result, decoded(two_touching_disks))["figures"].values():
+        images = figure["layout"].get("images", [])
+        keys = {
+            tuple(image[k] for k in ("xref", "x", "sizex", "yref", "y", "sizey"))
+            for image in images
+        }
+        assert len(keys) == len(images)
+        for image in images:  # each covers the pixels from -0.5 to size - 0.5
+            top = image["y"] if image["yanchor"] == "top" else image["y"] - image["sizey"]
+            assert (image["x"], top, image["sizex"], image["sizey"]) == (-0.5, -0.5, 160, 90)
+
+
+def test_nucleus_outlines_keep_touching_nuclei_apart(two_touching_disks):
+    result = segmentation_result("nucleus", two_touching_disks)
+    assert len(result.objects) == 3
+    figure = build_figures(result, decoded(two_touching_disks))["figures"]["outlines"]
+    outlines = png_pixels(layout_image(figure, OUTLINES_IMAGE_NAME)["source"])
+    drawn = outlines[..., 3] > 0
+    # Outlines are boundaries: drawn pixels lie inside objects, object centres stay clear.
+    assert np.all(result.labels[drawn] > 0)
+    for obj in result.objects:
+        assert not drawn[round(obj.y), round(obj.x)]
+    # Each of the two touching nuclei has its own outline colour along the line between them.
+    colours = {tuple(outlines[row, col, :3]) for row, col in zip(*np.nonzero(drawn), strict=True)}
+    assert len(colours) >= 3
+    markers = figure["data"][1]
+    assert markers["x"] == [obj.x for obj in result.objects]
+    assert [label for label, _ in markers["customdata"]] == [1, 2, 3]
+
+
+def test_membrane_centroid_map_has_one_marker_per_cell(two_touching_disks):
+    result = segmentation_result("membrane", two_touching_disks)
+    centroids = build_figures(result, decoded(two_touching_disks))["figures"]["centroids"]
+    markers = centroids["data"][1]
+    assert len(markers["x"]) == len(result.objects)
+    assert "area" in markers["hovertemplate"]
+
+
+def test_lineage_bar_chart_lists_the_seven_lineages_in_order():
+    image = decoded(np.random.default_rng(0).random((60, 80)))
+    figures = build_figures(lineage_result(), image)["figures"]
+    assert tuple(figures) == FIGURE_ORDER["lineage"]
+    bars = figures["populations"]["data"][0]
+    assert bars["x"] == list(LINEAGE_ORDER)
+    assert bars["y"] == [21, 2, 5, 0, 4, 1, 0]
+    assert "33 in all" in figures["populations"]["layout"]["title"]["text"]
+    for figure in figures.values():
+        go.Figure(figure)
+
+
+def test_lineage_past_training_range_is_coloured_differently():
+    bars = build_figures(lineage_result(312), decoded(np.zeros((20, 20))))["figures"]
+    colours = bars["populations"]["data"][0]["marker"]["color"]
+    assert colours[0] != colours[1] and len(set(colours[1:])) == 1
+
+
+def test_large_input_is_shown_downsampled_with_axes_still_in_upload_pixels():
+    pixels = np.random.default_rng(1).random((1500, 2500)).astype(np.float32)
+    figures = build_figures(lineage_result(), decoded(pixels))["figures"]
+    trace = figures["input"]["data"][0]
+    shown = png_pixels(trace["source"])
+    assert max(shown.shape) <= MAX_DISPLAY_SIDE
+    assert trace["dx"] * shown.shape[1] == pytest.approx(2500)
+    assert trace["dy"] * shown.shape[0] == pytest.approx(1500)
+    assert trace["x0"] - trace["dx"] / 2 == pytest.approx(-0.5)
+    assert figures["input"]["layout"]["xaxis"]["range"] == [-0.5, 2499.5]

@@ -1,0 +1,188 @@
+"""The HTML pages: navigation, CSP-safe markup, model cards, the example allow-list, Plotly.js."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from devolearn_web.examples import EXAMPLES, examples_for
+
+PAGES = ["/", "/membrane", "/nucleus", "/lineage"]
+CARD_PAGES = ["/models/membrane", "/models/nucleus", "/models/lineage"]
+HTML = {"Accept": "text/html"}
+STATIC_EXAMPLES = Path(__file__).resolve().parent.parent / "static" / "examples"
+
+
+class TagCollector(HTMLParser):
+    """Every start tag with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags_of(html: str) -> list[tuple[str, dict]]:
+    collector = TagCollector()
+    collector.feed(html)
+    return collector.tags
+
+
+@pytest.mark.parametrize("path", PAGES + CARD_PAGES)
+def test_pages_have_no_inline_scripts_or_handlers(client, path):
+    response = client.get(path, headers=HTML)
+    assert response.status_code == 200
+    for tag, attrs in tags_of(response.get_data(as_text=True)):
+        if tag == "script":
+            assert "src" in attrs or attrs.get("type") == "application/json", attrs
+            assert not str(attrs.get("src", "")).startswith(("http:", "https:", "//"))
+        assert not [name for name in attrs if name.startswith("on")], (tag, attrs)
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_drop_down_lists_every_page_and_selects_this_one(client, path):
+    tags = tags_of(client.get(path, headers=HTML).get_data(as_text=True))
+    options = [attrs for tag, attrs in tags if tag == "option"]
+    assert [option["value"] for option in options] == PAGES
+    assert [option["value"] for option in options if "selected" in option] == [path]
+
+
+def test_home_page_links_the_community_and_the_models(client):
+    html = client.get("/", headers=HTML).get_data(as_text=True)
+    for link in (
+        "https://openworm.slack.com",
+        "https://pypi.org/project/devolearn/",
+        "https://github.com/DevoLearn/devolearn",
+        'href="/membrane"',
+        'href="/models/lineage"',
+    ):
+        assert link in html
+
+
+def test_home_page_without_frames_shows_no_player(client):
+    html = client.get("/", headers=HTML).get_data(as_text=True)
+    assert 'id="timelapse"' not in html and "timelapse.js" not in html
+
+
+def test_home_page_plays_the_frames_its_manifest_lists(app, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("f0_in.png", "f0_out.png", "f1_in.png", "f1_out.png"):
+        (home / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    frames = [
+        {"input": "f0_in.png", "overlay": "f0_out.png", "time_min": 30, "counts": {"nuclei": 8}},
+        {"input": "f1_in.png", "overlay": "f1_out.png", "time_min": 40, "counts": {"nuclei": 12}},
+    ]
+    (home / "timelapse.json").write_text(json.dumps({"title": "Test run", "frames": frames}))
+    app.static_folder = str(tmp_path)
+    html = app.test_client().get("/", headers=HTML).get_data(as_text=True)
+    assert 'id="timelapse"' in html and "timelapse.js" in html
+    assert "f0_in.png" in html and "Test run" in html
+
+    (home / "f1_out.png").unlink()  # a missing frame: no broken player
+    html = app.test_client().get("/", headers=HTML).get_data(as_text=True)
+    assert 'id="timelapse"' not in html
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
+def test_model_page_offers_examples_with_credit_and_a_drop_zone(client, name):
+    html = client.get(f"/{name}", headers=HTML).get_data(as_text=True)
+    assert len(examples_for(name)) >= 2
+    for example in examples_for(name):
+        assert f'data-example-name="{example.filename}"' in html
+    assert "MIT licence, © 2020 DevoLearn" in html
+    assert 'id="dropzone"' in html and 'type="file"' in html
+    assert ".tiff" in html and ".bmp" in html
+    assert ('id="threshold"' in html) == (name != "lineage")
+
+
+def test_slider_starts_at_the_card_default_threshold(make_app, models_copy):
+    card_path = models_copy / "nucleus.json"
+    card = json.loads(card_path.read_text())
+    card["output"]["default_threshold"] = 0.35
+    card_path.write_text(json.dumps(card))
+    html = make_app(MODELS_DIR=models_copy).test_client().get("/nucleus").get_data(as_text=True)
+    slider = next(attrs for tag, attrs in tags_of(html) if attrs.get("id") == "threshold")
+    assert slider["value"] == "0.35"
+
+
+def test_model_page_says_when_its_model_is_missing(make_app, models_copy):
+    (models_copy / "membrane.onnx").unlink()
+    client = make_app(MODELS_DIR=models_copy).test_client()
+    page = client.get("/membrane", headers=HTML)
+    assert page.status_code == 200
+    assert "membrane.onnx is missing" in page.get_data(as_text=True)
+    card = client.get("/models/membrane", headers=HTML).get_data(as_text=True)
+    assert "membrane.onnx is missing" in card and "file missing" in card
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
+def test_model_card_page_shows_the_card(client, name):
+    html = client.get(f"/models/{name}", headers=HTML).get_data(as_text=True)
+    for text in ("0.0.1-test", "Training data", "Metrics", "Hyperparameters", "Limitations"):
+        assert text in html
+    assert "file matches" in html
+    assert f'src="/models/{name}/training.png"' in html
+
+
+def test_unknown_model_card_is_a_404_page_listing_the_models(client):
+    response = client.get("/models/worm", headers=HTML)
+    assert response.status_code == 404
+    html = response.get_data(as_text=True)
+    assert "membrane, nucleus, lineage" in html and 'class="error-message"' in html
+
+
+def test_training_plot_is_served_only_under_its_own_name(client):
+    with client.get("/models/nucleus/training.png") as response:
+        assert response.status_code == 200 and response.mimetype == "image/png"
+    for path in ("/models/worm/training.png", "/models/nucleus/nucleus.onnx"):
+        assert client.get(path).status_code == 404
+
+
+def test_every_listed_example_exists_and_has_a_thumbnail(client):
+    for example in EXAMPLES:
+        assert (STATIC_EXAMPLES / example.filename).is_file()
+        with client.get(f"/examples/{example.filename}") as served:
+            assert served.status_code == 200
+            assert served.data == (STATIC_EXAMPLES / example.filename).read_bytes()
+        with client.get(f"/examples/{example.filename}/thumbnail.png") as thumbnail:
+            assert thumbnail.status_code == 200 and thumbnail.data.startswith(b"\x89PNG")
+        if example.licence:
+            with client.get(f"/examples/{example.licence}") as licence:
+                assert licence.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/examples/favicon.svg",
+        "/examples/..%2Fcss%2Fstyle.css",
+        "/examples/../app.py",
+        "/examples/%2e%2e/app.py",
+        "/examples/missing.png",
+        "/examples/LICENSE-devolearn.txt/thumbnail.png",
+    ],
+)
+def test_examples_route_serves_only_the_allow_list(client, path):
+    assert client.get(path).status_code == 404
+
+
+def test_plotly_js_is_served_from_the_plotly_package(client):
+    packaged = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    with client.get("/static/vendor/plotly.min.js") as response:
+        assert response.status_code == 200
+        assert "javascript" in response.mimetype
+        assert response.data == packaged.read_bytes()
+
+
+def test_error_page_for_browsers_carries_the_sentence(client):
+    response = client.get("/no/such/page", headers=HTML)
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    assert "There is no page or API endpoint at this address." in response.get_data(as_text=True)
