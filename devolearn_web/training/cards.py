@@ -1,0 +1,185 @@
+"""Model cards (models/<name>.json): build them from a run's records and check them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from devolearn_web.training.specs import (
+    DEFAULT_THRESHOLD,
+    LINEAGE_MAXIMA,
+    LINEAGES,
+    MODEL_SIDE,
+    MODEL_SPECS,
+    ModelSpec,
+)
+
+CARD_VERSION = "1.0.0"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+_SIMULATED_ONLY = (
+    "Trained only on simulated images of a digital embryo, never on real microscopy: the test "
+    "metrics are measured on simulated embryos the model never saw and say little about "
+    "real data."
+)
+LIMITATIONS = {
+    "nucleus": [
+        _SIMULATED_ONLY,
+        "On real data it was checked on one image only (embryo_sample.png, no ground truth): "
+        "compare its counts with your own before trusting them.",
+        "Every input is squashed to 256x256 whatever its aspect ratio, as in the original; in "
+        "dense late embryos a nucleus spans only a few pixels there and touching nuclei may "
+        "merge.",
+        "Touching nuclei are separated by a distance-transform watershed, which can split an "
+        "elongated, dividing nucleus in two.",
+    ],
+    "membrane": [
+        _SIMULATED_ONLY,
+        "On real data it was checked on one image only (seg_sample.jpg, no ground truth).",
+        "One connected component counts as one cell: a membrane the network misses merges two "
+        "cells, and a cell cut twice by the slice counts twice.",
+        "Every input is squashed to 256x256 whatever its aspect ratio, as in the original.",
+    ],
+    "lineage": [
+        _SIMULATED_ONLY,
+        "Populations are read from a 2D image of a 3D embryo: cells hidden behind others are "
+        "inferred, not seen.",
+        "Trained up to the stage where lineage A has 250 cells; later stages are extrapolation.",
+        "Unlike the original DevoLearn model this network ends in a sigmoid, so every output "
+        "stays in [0, 1] and no count exceeds its lineage's maximum.",
+    ],
+}
+
+
+def build_card(
+    spec: ModelSpec,
+    *,
+    sha256: str,
+    opset: int,
+    activation: str,
+    training_data: dict,
+    metrics: dict,
+    hyperparameters: dict,
+    reproduce: str,
+    limitations: list[str],
+    training_plot: str | None = None,
+    version: str = CARD_VERSION,
+    export: dict | None = None,
+    architecture: str | None = None,
+) -> dict:
+    """A model card in the layout of docs/model-cards.md."""
+    output: dict = {
+        "name": "output",
+        "activation": activation,
+        "meaning": spec.output_meaning,
+    }
+    if spec.is_segmentation:
+        output["default_threshold"] = DEFAULT_THRESHOLD
+    else:
+        output.update(
+            lineages=list(LINEAGES),
+            maxima=list(LINEAGE_MAXIMA),
+            training_range={"A": LINEAGE_MAXIMA[0]},
+        )
+    card = {
+        "name": spec.name,
+        "title": spec.title,
+        "version": version,
+        "task": spec.task,
+        "architecture": architecture or spec.architecture,
+        "file": f"{spec.name}.onnx",
+        "sha256": sha256,
+        "opset": opset,
+        "input": {
+            "name": "input",
+            "size": [MODEL_SIDE, MODEL_SIDE],
+            "channels": spec.channels,
+            "normalisation": spec.normalisation,
+            "description": spec.input_description,
+        },
+        "output": output,
+        "training_data": training_data,
+        "metrics": metrics,
+        "hyperparameters": hyperparameters,
+    }
+    if training_plot:
+        card["training_plot"] = training_plot
+    if export:
+        card["export"] = export
+    card["reproduce"] = reproduce
+    card["limitations"] = limitations
+    return card
+
+
+def validate_card(card: dict) -> list[str]:
+    """Problems that would break the app or mislead a reader; an empty list means valid."""
+    problems = []
+    name = card.get("name")
+    if name not in MODEL_SPECS:
+        return [f"name must be one of {sorted(MODEL_SPECS)}, got {name!r}"]
+    spec = MODEL_SPECS[name]
+    expected = {"task": spec.task, "file": f"{name}.onnx"}
+    problems += [f"{k} must be {v!r}" for k, v in expected.items() if card.get(k) != v]
+    for key in ("title", "version", "architecture", "reproduce"):
+        if not isinstance(card.get(key), str) or not card[key]:
+            problems.append(f"{key} must be a non-empty string")
+    if not SHA256.match(str(card.get("sha256", ""))):
+        problems.append("sha256 must be 64 lowercase hex digits")
+    if not isinstance(card.get("opset"), int) or card["opset"] < 11:
+        problems.append("opset must be an integer of at least 11")
+    problems += _input_problems(card.get("input", {}), spec)
+    problems += _output_problems(card.get("output", {}), spec)
+    data = card.get("training_data", {})
+    if not isinstance(data.get("simulated"), bool) or not data.get("description"):
+        problems.append("training_data needs simulated (true/false) and a description")
+    for key in ("metrics", "hyperparameters"):
+        if not isinstance(card.get(key), dict):
+            problems.append(f"{key} must be an object")
+    limitations = card.get("limitations")
+    if not limitations or not all(isinstance(item, str) and item for item in limitations):
+        problems.append("limitations must be a non-empty list of sentences")
+    return problems
+
+
+def _input_problems(block: dict, spec: ModelSpec) -> list[str]:
+    problems = []
+    if block.get("name") != "input":
+        problems.append("input.name must be 'input'")
+    if block.get("size") != [MODEL_SIDE, MODEL_SIDE]:
+        problems.append(f"input.size must be [{MODEL_SIDE}, {MODEL_SIDE}]")
+    if block.get("channels") != spec.channels:
+        problems.append(f"input.channels must be {spec.channels}")
+    if block.get("normalisation") not in ("unit", "symmetric"):
+        problems.append("input.normalisation must be 'unit' or 'symmetric'")
+    return problems
+
+
+def _output_problems(block: dict, spec: ModelSpec) -> list[str]:
+    problems = []
+    if block.get("name") != "output":
+        problems.append("output.name must be 'output'")
+    if block.get("activation") not in ("none", "sigmoid"):
+        problems.append("output.activation must be 'none' or 'sigmoid'")
+    if spec.is_segmentation:
+        threshold = block.get("default_threshold")
+        if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+            problems.append("output.default_threshold must be between 0 and 1")
+    else:
+        if block.get("lineages") != list(LINEAGES):
+            problems.append(f"output.lineages must be {list(LINEAGES)}")
+        if block.get("maxima") != list(LINEAGE_MAXIMA):
+            problems.append(f"output.maxima must be {list(LINEAGE_MAXIMA)}")
+        if not isinstance(block.get("training_range"), dict):
+            problems.append("output.training_range must be an object such as {'A': 250}")
+    return problems
+
+
+def write_card(card: dict, path: Path) -> Path:
+    """Write a card after checking it; raises ValueError listing its problems."""
+    problems = validate_card(card)
+    if problems:
+        raise ValueError("invalid model card: " + "; ".join(problems))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path

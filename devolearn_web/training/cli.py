@@ -1,0 +1,313 @@
+"""Command line: python -m devolearn_web.training <command> --model {membrane,nucleus,lineage}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from devolearn_web.training.layout import Workspace
+from devolearn_web.training.specs import MODEL_SPECS
+
+# CPU-friendly simulation sizes: (train, validation, test seeds, time points or frames per seed).
+DEFAULT_SIMULATION = {
+    "nucleus": (6, 2, 2, 12),
+    "membrane": (6, 2, 2, 12),
+    "lineage": (24, 4, 4, 40),
+}
+COMMANDS = (
+    "simulate",
+    "preprocess",
+    "tune",
+    "train",
+    "export",
+    "evaluate",
+    "card",
+    "import",
+    "all",
+    "benchmark",
+)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, choices=sorted(MODEL_SPECS))
+    parser.add_argument("--data-root", type=Path, default=Path("data"))
+    parser.add_argument("--runs-root", type=Path, default=Path("runs"))
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--docs-images-dir", type=Path, default=Path("docs/images"))
+    parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
+
+
+def _simulate_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("simulation")
+    group.add_argument("--train-seeds", type=int, help="embryos for training (seeds 0..)")
+    group.add_argument("--validation-seeds", type=int, help="embryos for validation (1000..)")
+    group.add_argument("--test-seeds", type=int, help="embryos for testing (2000..)")
+    group.add_argument("--timepoints", type=int, help="time points (lineage: frames) per embryo")
+    group.add_argument("--shape", type=int, nargs="+", help="Z H W (lineage: H W) of the images")
+    group.add_argument("--no-projections", action="store_true", help="nucleus: slices only")
+
+
+def _tune_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tuning (Optuna)")
+    group.add_argument("--trials", type=int, default=20, help="completed trials to reach")
+    group.add_argument("--data-fraction", type=float, default=0.1)
+    group.add_argument("--trial-epochs", type=int, default=2)
+    group.add_argument(
+        "--trial-images",
+        type=int,
+        default=192,
+        help="training images per trial (steps = this / batch size): caps each trial's cost",
+    )
+    group.add_argument("--trial-validation-images", type=int, default=48)
+
+
+def _train_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--minutes", type=float, default=60.0, help="total budget, across resumes")
+    group.add_argument("--max-epochs", type=int, default=100)
+    group.add_argument("--max-steps", type=int, help="total optimiser steps, across resumes")
+    group.add_argument("--learning-rate", type=float, help="default: tuned, else 1e-3")
+    group.add_argument("--batch-size", type=int, help="default: tuned, else 8")
+    group.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    group.add_argument("--validation-limit", type=int, help="validate on this many images")
+    group.add_argument("--no-augment", action="store_true")
+    group.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    group.add_argument("--fresh", action="store_true", help="discard the checkpoint, start over")
+
+
+def _precision_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bfloat16 autocast on the CPU (default on)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        default="cpu",
+        help="where to train (auto: a CUDA GPU when PyTorch sees one)",
+    )
+
+
+def _evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples-dir", type=Path, default=Path("../shared/samples"))
+    parser.add_argument("--threshold", type=float, default=0.5)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per pipeline step."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devolearn_web.training",
+        description="Simulate data, train, tune, export and evaluate the DevoLearn models.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "simulate": "write simulated train/validation/test datasets (disjoint seeds)",
+        "preprocess": "256x256 lossless PNGs + index.csv from dataset folders",
+        "tune": "Optuna study over learning rate and batch size",
+        "train": "train (resumes runs/<model>/checkpoint.pt)",
+        "export": "best checkpoint -> models/<model>.onnx (+ card)",
+        "evaluate": "measure the ONNX file on the test split and the real samples",
+        "card": "write models/<model>.json from the run's records",
+        "import": "a state_dict or an original devolearn-web ONNX file -> models/ + card",
+        "all": "every step in order; a rerun resumes",
+        "benchmark": "seconds per training step, bfloat16 and float32 side by side",
+    }
+    sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
+    for parser_ in sub.values():
+        _common(parser_)
+    _simulate_args(sub["simulate"])
+    sub["simulate"].add_argument("--force", action="store_true", help="delete and redo")
+    preprocess = sub["preprocess"]
+    for split in ("train", "validation", "test"):
+        preprocess.add_argument(f"--{split}", type=Path, help=f"{split} dataset folder")
+    preprocess.add_argument("--size", type=int, default=256)
+    preprocess.add_argument("--force", action="store_true", help="redo an existing index")
+    _tune_args(sub["tune"])
+    _precision_args(sub["tune"])
+    _train_args(sub["train"])
+    _precision_args(sub["train"])
+    sub["export"].add_argument("--float32", action="store_true", help="store float32 weights")
+    _evaluate_args(sub["evaluate"])
+    sub["evaluate"].add_argument("--onnx", type=Path, help="default: models/<model>.onnx")
+    for name in ("export", "card", "import", "all"):
+        sub[name].add_argument("--version", default="1.0.0", help="the card's version")
+    source = sub["import"].add_mutually_exclusive_group(required=True)
+    source.add_argument("--state-dict", type=Path, help="a .pt/.pth state_dict")
+    source.add_argument("--onnx", type=Path, help="an original devolearn-web ONNX file")
+    sub["import"].add_argument(
+        "--append-sigmoid",
+        action=argparse.BooleanOptionalAction,
+        help="state_dict only; default: yes for segmentation, no for lineage",
+    )
+    everything = sub["all"]
+    _simulate_args(everything)
+    _tune_args(everything)
+    _train_args(everything)
+    _precision_args(everything)
+    _evaluate_args(everything)
+    everything.add_argument("--no-tune", action="store_true", help="skip the Optuna study")
+    bench = sub["benchmark"]
+    bench.add_argument("--batch-size", type=int, default=8)
+    bench.add_argument("--side", type=int, default=256)
+    bench.add_argument("--steps", type=int, default=5)
+    bench.add_argument("--warmup", type=int, default=2)
+    return parser
+
+
+def workspace_from(args: argparse.Namespace) -> Workspace:
+    """The folders of the chosen model from the common flags."""
+    return Workspace(
+        model=args.model,
+        data_root=args.data_root,
+        runs_root=args.runs_root,
+        models_dir=args.models_dir,
+        docs_images_dir=args.docs_images_dir,
+    )
+
+
+def simulation_plan(args: argparse.Namespace):
+    """The SimulationPlan of the simulation flags, model defaults filling the gaps."""
+    from devolearn_web.training.simulate import SimulationPlan, plan_seeds
+
+    train, validation, test, timepoints = DEFAULT_SIMULATION[args.model]
+    seeds = plan_seeds(
+        args.train_seeds or train, args.validation_seeds or validation, args.test_seeds or test
+    )
+    return SimulationPlan(
+        model=args.model,
+        seeds=seeds,
+        timepoints=args.timepoints or timepoints,
+        shape=args.shape,
+        projections=not args.no_projections,
+    )
+
+
+def tune_settings(args: argparse.Namespace):
+    """TuneSettings from the tuning flags."""
+    from devolearn_web.training.tune import TuneSettings
+
+    return TuneSettings(
+        trials=args.trials,
+        data_fraction=args.data_fraction,
+        trial_epochs=args.trial_epochs,
+        trial_images=args.trial_images,
+        validation_limit=args.trial_validation_images,
+        bf16=args.bf16,
+        threads=args.threads,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def train_settings(args: argparse.Namespace):
+    """TrainSettings from the training flags."""
+    from devolearn_web.training.train import TrainSettings
+
+    return TrainSettings(
+        minutes=args.minutes,
+        max_epochs=args.max_epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        bf16=args.bf16,
+        threads=args.threads,
+        checkpoint_minutes=args.checkpoint_minutes,
+        validation_limit=args.validation_limit,
+        augment=not args.no_augment,
+        seed=args.seed,
+        workers=args.workers,
+        fresh=args.fresh,
+        device=args.device,
+    )
+
+
+def run_command(args: argparse.Namespace) -> object:
+    """Run one parsed command; returns what it produced (printed as JSON)."""
+    workspace = workspace_from(args)
+    command = args.command
+    # Each step imports only what it needs: `simulate` never loads torch, `evaluate` no optuna.
+    if command == "simulate":
+        from devolearn_web.training.simulate import simulate
+
+        return simulate(workspace, simulation_plan(args), force=args.force)
+    if command == "preprocess":
+        from devolearn_web.training.preprocess import preprocess
+
+        given = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
+        if given and len(given) != 3:
+            raise ValueError("give all three of --train, --validation and --test, or none")
+        index = preprocess(workspace, given or None, size=args.size, force=args.force)
+        from devolearn_web.training.index import split_sizes
+
+        return {"index": index.as_posix(), "images": split_sizes(index)}
+    if command == "tune":
+        from devolearn_web.training.tune import tune
+
+        return tune(workspace, tune_settings(args))
+    if command == "train":
+        from devolearn_web.training.train import train
+
+        return asdict(train(workspace, train_settings(args)))
+    if command == "export":
+        from devolearn_web.training.shipping import export_trained_model, write_trained_card
+
+        record = export_trained_model(workspace, float16_storage=not args.float32)
+        write_trained_card(workspace, args.version)
+        return record
+    if command == "evaluate":
+        from devolearn_web.training.evaluate import evaluate
+
+        return evaluate(workspace, args.onnx, args.samples_dir, args.threshold, args.threads)
+    if command == "card":
+        from devolearn_web.training.shipping import write_trained_card
+
+        return write_trained_card(workspace, args.version)
+    if command == "import":
+        from devolearn_web.training.importing import import_original_onnx, import_state_dict
+
+        if args.state_dict:
+            return import_state_dict(workspace, args.state_dict, args.append_sigmoid, args.version)
+        return import_original_onnx(workspace, args.onnx, args.version)
+    if command == "benchmark":
+        from devolearn_web.training.benchmark import time_training_steps
+
+        return time_training_steps(
+            args.model, args.batch_size, args.side, args.steps, args.warmup, args.threads
+        )
+    from devolearn_web.training.pipeline import PipelineSettings, run_all
+
+    settings = PipelineSettings(
+        simulation=simulation_plan(args),
+        tune=None if args.no_tune else tune_settings(args),
+        train=train_settings(args),
+        samples_dir=args.samples_dir,
+        threshold=args.threshold,
+        version=args.version,
+    )
+    return run_all(workspace, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, print the result as JSON; a known failure prints one line and returns 1."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from devolearn_web.training.run_records import record_command
+
+    # Recorded first, so a card written during this very command (export, all) names it.
+    if args.command != "benchmark":
+        record_command(workspace_from(args), args.command, argv)
+    try:
+        result = run_command(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str))
+    return 0

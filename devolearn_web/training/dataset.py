@@ -1,0 +1,105 @@
+"""PyTorch datasets that read feature/label pairs listed in the preprocessing index CSV."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from devolearn_web.training.augment import lineage_augmentation, segmentation_augmentation
+from devolearn_web.training.images import read_labels, read_unit_image
+from devolearn_web.training.index import read_index
+from devolearn_web.training.specs import LINEAGES, get_spec, lineage_maxima
+
+Transform = Callable[..., dict]
+
+
+def subset_rows(rows: list[dict], fraction: float, seed: int = 0) -> list[dict]:
+    """A reproducible random `fraction` of the rows (at least one), in their original order."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return rows
+    count = max(1, round(len(rows) * fraction))
+    chosen = sorted(random.Random(seed).sample(range(len(rows)), count))
+    return [rows[i] for i in chosen]
+
+
+class SegmentationDataset(Dataset):
+    """Items: image float32 (1, H, W) in [0, 1], target float32 (1, H, W), 1 where label != 0."""
+
+    def __init__(self, rows: list[dict], root: Path, transform: Transform | None = None):
+        self.rows = rows
+        self.root = root
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored image (float32 HxW, [0, 1]) and instance labels (int32 HxW), unaugmented."""
+        row = self.rows[index]
+        return read_unit_image(self.root / row["image"]), read_labels(self.root / row["label"])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, labels = self.load(index)
+        if self.transform is not None:
+            augmented = self.transform(image=image, mask=labels)
+            image, labels = np.clip(augmented["image"], 0.0, 1.0), augmented["mask"]
+        target = (labels != 0).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(target[None])
+
+
+def lineage_input(unit_image: np.ndarray) -> np.ndarray:
+    """The lineage network's input from a grayscale image: float32 (3, H, W) in [-1, 1]."""
+    symmetric = (unit_image.astype(np.float32) - 0.5) / 0.5
+    return np.repeat(symmetric[None], 3, axis=0)
+
+
+class LineageDataset(Dataset):
+    """Items: image float32 (3, H, W) in [-1, 1], target float32 (7,) = counts / maxima."""
+
+    def __init__(self, rows: list[dict], root: Path, transform: Transform | None = None):
+        self.rows = rows
+        self.root = root
+        self.transform = transform
+        counts = np.array([[float(row[name]) for name in LINEAGES] for row in rows], np.float32)
+        self.targets = counts.reshape(-1, len(LINEAGES)) / lineage_maxima()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = read_unit_image(self.root / self.rows[index]["image"])
+        if self.transform is not None:
+            image = np.clip(self.transform(image=image)["image"], 0.0, 1.0)
+        return torch.from_numpy(lineage_input(image)), torch.from_numpy(self.targets[index])
+
+
+def build_dataset(
+    model: str,
+    index_csv: Path,
+    split: str,
+    augment: bool = False,
+    fraction: float = 1.0,
+    seed: int = 0,
+    limit: int | None = None,
+    augment_seed: int | None = None,
+) -> SegmentationDataset | LineageDataset:
+    """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
+    rows = subset_rows(read_index(index_csv, split), fraction, seed)
+    if limit is not None:
+        rows = subset_rows(rows, min(1.0, limit / max(1, len(rows))), seed)
+    if not rows:
+        raise ValueError(f"the {split} split of {index_csv} is empty")
+    spec = get_spec(model)
+    augment_seed = seed if augment_seed is None else augment_seed
+    if spec.is_segmentation:
+        transform = segmentation_augmentation(augment_seed) if augment else None
+        return SegmentationDataset(rows, index_csv.parent, transform)
+    transform = lineage_augmentation(augment_seed) if augment else None
+    return LineageDataset(rows, index_csv.parent, transform)

@@ -1,0 +1,115 @@
+"""Image and label-map helpers for training: scaling, resizing, lossless PNG in and out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from devolearn_web import imaging
+
+GREEN = 1
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+    """Scale an image (any real dtype, HxW) to float32 [0, 1] by its own minimum and maximum."""
+    image = image.astype(np.float32)
+    low, high = float(image.min()), float(image.max())
+    if high <= low:
+        return np.zeros_like(image)
+    return (image - low) / (high - low)
+
+
+def signal_channel(image: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """The grayscale signal of an image: HxW as is; HxWxC by `channel`, else the busiest one."""
+    # Colour microscopy frames carry the signal in one channel and speckle in the others, so
+    # averaging or taking the maximum over channels would mix noise in.
+    if image.ndim == 2:
+        return image
+    colour = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
+    if channel is None:
+        channel = int(np.argmax(colour.reshape(-1, colour.shape[-1]).std(axis=0)))
+    return colour[..., channel]
+
+
+def scale_by_dtype(image: np.ndarray) -> np.ndarray:
+    """float32 HxW: 8-bit / 255, 16-bit / 65535, anything else by its own min..max (as the app)."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535)
+    return to_unit_range(image)
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize float32 HxW to size x size smoothly, exactly as the app does (PIL bilinear)."""
+    return imaging.resize_image(image.astype(np.float32), (size, size))
+
+
+def network_image(image: np.ndarray, size: int) -> np.ndarray:
+    """What the app feeds a network from a grayscale image (any dtype, HxW): float32 [0, 1]."""
+    # The app's own order and functions: scale by bit depth, resize, then the robust
+    # percentile stretch, so training images look exactly like served ones.
+    return imaging.normalise_for_model(resize_image(scale_by_dtype(image), size))
+
+
+def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """Resize an instance label map (int HxW) to size x size by nearest neighbour: int32."""
+    if labels.max() > np.iinfo(np.int32).max:
+        raise ValueError("label values must fit in int32")
+    resized = Image.fromarray(labels.astype(np.int32)).resize(
+        (size, size), Image.Resampling.NEAREST
+    )
+    return np.asarray(resized, dtype=np.int32)
+
+
+def separate_touching_labels(labels: np.ndarray) -> np.ndarray:
+    """Set to 0 one pixel of every 4-adjacent pair holding two different objects (int HxW)."""
+    # Resizing can close the thin gaps between neighbouring objects; without a gap two cells
+    # (or nuclei) merge into one connected component and the count drops.
+    out = labels.copy()
+    both = (labels[:, :-1] > 0) & (labels[:, 1:] > 0)
+    horizontal = both & (labels[:, :-1] != labels[:, 1:])
+    both = (labels[:-1, :] > 0) & (labels[1:, :] > 0)
+    vertical = both & (labels[:-1, :] != labels[1:, :])
+    out[:, :-1][horizontal] = 0
+    out[:-1, :][vertical] = 0
+    return out
+
+
+def write_image_png(path: Path, unit_image: np.ndarray) -> None:
+    """Write a float [0, 1] image (HxW) as an 8-bit grayscale PNG (lossless)."""
+    pixels = np.rint(np.clip(unit_image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, format="PNG")
+
+
+def write_labels_png(path: Path, labels: np.ndarray) -> None:
+    """Write an instance label map (int HxW, values < 65536) as a 16-bit PNG (lossless)."""
+    if labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max:
+        raise ValueError("a 16-bit label PNG holds labels 0..65535 only")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")
+
+
+def read_gray(path: Path, channel: int | None = None) -> np.ndarray:
+    """Read an image file as its grayscale signal (HxW, the file's own dtype)."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image)
+    return signal_channel(pixels, channel)
+
+
+def read_unit_image(path: Path) -> np.ndarray:
+    """Read an 8-bit grayscale PNG written by `write_image_png` as float32 [0, 1] (HxW)."""
+    return read_gray(path).astype(np.float32) / 255.0
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """Read a label PNG or TIFF as int32 (HxW)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return np.asarray(tifffile.imread(path)).astype(np.int32)
+    with Image.open(path) as image:
+        return np.asarray(image).astype(np.int32)

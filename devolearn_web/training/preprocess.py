@@ -1,0 +1,219 @@
+"""Turn dataset folders (Cell Tracking Challenge layout, lineage frames) into PNGs + index."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from devolearn_web.training.images import (
+    network_image,
+    read_gray,
+    read_labels,
+    resize_labels,
+    separate_touching_labels,
+    write_image_png,
+    write_labels_png,
+)
+from devolearn_web.training.index import (
+    LINEAGE_COLUMNS,
+    SEGMENTATION_COLUMNS,
+    write_index,
+)
+from devolearn_web.training.layout import SPLITS, Workspace
+from devolearn_web.training.specs import LINEAGES, MODEL_SIDE, get_spec
+
+SEQUENCE_DIR = re.compile(r"^\d{2,}$")
+GOLD_SLICE = re.compile(r"^man_seg_?(\d+)_(\d+)\.tiff?$")
+PROJECTION_NAME = re.compile(r"^(.+)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    """What sequences.csv says about one time point of one sequence."""
+
+    seed: str
+    minutes: str
+
+
+def read_sequences_csv(source: Path) -> dict[tuple[str, int], SequenceInfo]:
+    """(sequence, time index) -> seed and minutes, from sequences.csv when the folder has one."""
+    path = source / "sequences.csv"
+    if not path.exists():
+        return {}
+    table = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            sequence = row["sequence"].zfill(2)
+            table[(sequence, int(row["time_index"]))] = SequenceInfo(row["seed"], row["minutes"])
+    return table
+
+
+def trim_empty_ends(slices: dict[int, np.ndarray]) -> list[int]:
+    """The slice numbers between the first and the last slice that hold any object."""
+    occupied = [z for z in sorted(slices) if slices[z].any()]
+    if not occupied:
+        return []
+    return [z for z in sorted(slices) if occupied[0] <= z <= occupied[-1]]
+
+
+def _gold_slices(sequence_dir: Path) -> dict[str, dict[int, Path]]:
+    """Time-point digits (as written) -> {slice number: label TIFF} of one sequence's gold truth."""
+    found: dict[str, dict[int, Path]] = defaultdict(dict)
+    seg_dir = sequence_dir.parent / f"{sequence_dir.name}_GT" / "SEG"
+    for path in sorted(seg_dir.glob("man_seg*")):
+        match = GOLD_SLICE.match(path.name)
+        if match:
+            found[match.group(1)][int(match.group(2))] = path
+    return found
+
+
+def _sample_id(split: str, seed: str, sequence: str, time_index: int, suffix: str) -> str:
+    # Simulated seeds are disjoint across splits; real sequences may repeat, so name the split.
+    owner = f"s{int(seed):04d}" if seed else f"{split}-seq{sequence}"
+    return f"{owner}_t{time_index:03d}_{suffix}"
+
+
+def _write_pair(out_dir: Path, sample_id: str, image: np.ndarray, labels: np.ndarray, size: int):
+    """Write one resized image/label pair; returns (image path, label path, object count)."""
+    small_image = network_image(image, size)
+    small_labels = separate_touching_labels(resize_labels(labels, size))
+    image_path = Path("images") / f"{sample_id}.png"
+    label_path = Path("labels") / f"{sample_id}.png"
+    write_image_png(out_dir / image_path, small_image)
+    write_labels_png(out_dir / label_path, small_labels)
+    objects = int(np.unique(small_labels[small_labels > 0]).size)
+    return image_path.as_posix(), label_path.as_posix(), objects
+
+
+def iter_ctc_slices(source: Path, split: str, out_dir: Path, size: int) -> Iterator[dict]:
+    """Index rows for every annotated z-slice of every sequence in a CTC folder (written out)."""
+    info = read_sequences_csv(source)
+    for sequence_dir in sorted(p for p in source.iterdir() if SEQUENCE_DIR.match(p.name)):
+        sequence = sequence_dir.name
+        for digits, slice_paths in sorted(_gold_slices(sequence_dir).items()):
+            time_index = int(digits)
+            stack = tifffile.imread(sequence_dir / f"t{digits}.tif")
+            if stack.ndim == 2:
+                stack = stack[np.newaxis]
+            labels_by_slice = {z: read_labels(path) for z, path in slice_paths.items()}
+            meta = info.get((sequence, time_index), SequenceInfo("", ""))
+            for z in trim_empty_ends(labels_by_slice):
+                sample_id = _sample_id(split, meta.seed, sequence, time_index, f"z{z:03d}")
+                image_path, label_path, objects = _write_pair(
+                    out_dir, sample_id, stack[z], labels_by_slice[z], size
+                )
+                yield {
+                    "id": sample_id,
+                    "split": split,
+                    "kind": "slice",
+                    "sequence": sequence,
+                    "seed": meta.seed,
+                    "time_index": time_index,
+                    "minutes": meta.minutes,
+                    "slice": z,
+                    "image": image_path,
+                    "label": label_path,
+                    "objects": objects,
+                }
+
+
+def iter_projections(source: Path, split: str, out_dir: Path, size: int) -> Iterator[dict]:
+    """Index rows for whole-embryo projections (projections/images + labels), written out."""
+    image_dir = source / "projections" / "images"
+    if not image_dir.exists():
+        return
+    minutes_by_key = {
+        (meta.seed, time_index): meta.minutes
+        for (_, time_index), meta in read_sequences_csv(source).items()
+    }
+    for image_file in sorted(image_dir.glob("*.png")):
+        match = PROJECTION_NAME.match(image_file.stem)
+        if not match:
+            raise ValueError(f"{image_file.name}: expected <seed>_<TTT>.png")
+        seed, time_index = match.group(1), int(match.group(2))
+        label_file = source / "projections" / "labels" / f"{image_file.stem}.tif"
+        sample_id = _sample_id(split, seed, "", time_index, "proj")
+        image_path, label_path, objects = _write_pair(
+            out_dir, sample_id, read_gray(image_file), read_labels(label_file), size
+        )
+        yield {
+            "id": sample_id,
+            "split": split,
+            "kind": "projection",
+            "sequence": "",
+            "seed": seed,
+            "time_index": time_index,
+            "minutes": minutes_by_key.get((seed, time_index), ""),
+            "slice": "",
+            "image": image_path,
+            "label": label_path,
+            "objects": objects,
+        }
+
+
+def iter_lineage_frames(source: Path, split: str, out_dir: Path, size: int) -> Iterator[dict]:
+    """Index rows for every frame listed in populations.csv, images resized and written out."""
+    with (source / "populations.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    for row in table:
+        image_file = source / row["file"]
+        if not image_file.exists():
+            image_file = source / "images" / row["file"]
+        frame = int(row["frame"])
+        sample_id = _sample_id(split, row["seed"], "", frame, "frame")
+        image_path = Path("images") / f"{sample_id}.png"
+        write_image_png(out_dir / image_path, network_image(read_gray(image_file), size))
+        yield {
+            "id": sample_id,
+            "split": split,
+            "kind": "frame",
+            "seed": row["seed"],
+            "time_index": frame,
+            "minutes": row["minutes"],
+            "image": image_path.as_posix(),
+            **{lineage: int(row[lineage]) for lineage in LINEAGES},
+        }
+
+
+def preprocess(
+    workspace: Workspace,
+    sources: dict[str, Path] | None = None,
+    size: int = MODEL_SIDE,
+    force: bool = False,
+) -> Path:
+    """Write data/<model>/processed (images/, labels/, index.csv) from one folder per split."""
+    if workspace.index_csv.exists() and not force:
+        return workspace.index_csv
+    if workspace.processed_dir.exists():
+        shutil.rmtree(workspace.processed_dir)  # no stale samples from an older run
+    simulated = sources is None
+    sources = sources or {split: workspace.simulated_split_dir(split) for split in SPLITS}
+    spec = get_spec(workspace.model)
+    out_dir = workspace.processed_dir
+    rows: list[dict] = []
+    for split, source in sources.items():
+        if not source.exists():
+            raise FileNotFoundError(f"{source} not found; run the simulate command first")
+        if spec.is_segmentation:
+            rows.extend(iter_ctc_slices(source, split, out_dir, size))
+            rows.extend(iter_projections(source, split, out_dir, size))
+        else:
+            rows.extend(iter_lineage_frames(source, split, out_dir, size))
+    if not rows:
+        raise ValueError(
+            f"no annotated samples found under {', '.join(map(str, sources.values()))}"
+        )
+    columns = SEGMENTATION_COLUMNS if spec.is_segmentation else LINEAGE_COLUMNS
+    write_index(workspace.index_csv, rows, columns)
+    record = {"simulated": simulated, "sources": {k: str(v) for k, v in sources.items()}}
+    workspace.sources_record.write_text(json.dumps(record, indent=2) + "\n")
+    return workspace.index_csv

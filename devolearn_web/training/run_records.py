@@ -1,0 +1,136 @@
+"""What earlier pipeline steps recorded, gathered for the model card."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from devolearn_web.training.checkpoints import load_checkpoint
+from devolearn_web.training.hyperparameters import read_best_params
+from devolearn_web.training.index import split_seeds, split_sizes
+from devolearn_web.training.layout import SPLITS, Workspace
+from devolearn_web.training.simulate import read_simulation_record
+
+_WHAT_IS_SIMULATED = {
+    "nucleus": "GFP-histone nucleus z-slices (Fluo-N3DH-CE-like) and whole-embryo projections",
+    "membrane": "membrane z-slices (3DMMS-like) with cell-interior labels",
+    "lineage": "whole-embryo projections with the true population of each founder lineage",
+}
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _seed_span(seeds: list[int]) -> str:
+    if not seeds:
+        return "none"
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    return ", ".join(map(str, seeds))
+
+
+def _split_summary(split: str, seeds: list[int], images: int) -> str:
+    embryos = f"{len(seeds)} embryo" + ("" if len(seeds) == 1 else "s")
+    label = "seed" if len(seeds) == 1 else "seeds"
+    return f"{split}: {embryos} ({label} {_seed_span(seeds)}), {images} images"
+
+
+def training_data_record(workspace: Workspace) -> dict:
+    """Seeds, image counts and a plain statement of what the model was trained on."""
+    sizes = split_sizes(workspace.index_csv)
+    seeds = split_seeds(workspace.index_csv)
+    sources = _read_json(workspace.sources_record) or {"simulated": False, "sources": {}}
+    plan = read_simulation_record(workspace)
+    images = {split: sizes.get(split, 0) for split in SPLITS}
+    if sources["simulated"] and plan is not None:
+        per_seed = "frames" if workspace.model == "lineage" else "time points"
+        splits = "; ".join(
+            _split_summary(split, plan["seeds"][split], images[split]) for split in SPLITS
+        )
+        description = (
+            f"SIMULATED data only: {_WHAT_IS_SIMULATED[workspace.model]} rendered by "
+            f"devolearn_web.training.simulator, {plan['timepoints']} {per_seed} per embryo. "
+            f"{splits[0].upper()}{splits[1:]}. No real microscopy image was used for training, "
+            "tuning or testing."
+        )
+        return {
+            "simulated": True,
+            "description": description,
+            "train_seeds": plan["seeds"]["train"],
+            "validation_seeds": plan["seeds"]["validation"],
+            "test_seeds": plan["seeds"]["test"],
+            "images": images,
+        }
+    folders = ", ".join(f"{split}: {path}" for split, path in sources["sources"].items())
+    return {
+        "simulated": False,
+        "description": f"Dataset folders given to preprocess ({folders}).",
+        "train_seeds": seeds.get("train", []),
+        "validation_seeds": seeds.get("validation", []),
+        "test_seeds": seeds.get("test", []),
+        "images": images,
+    }
+
+
+def hyperparameter_record(workspace: Workspace) -> dict:
+    """Learning rate, batch size, how long it trained and how they were chosen."""
+    saved = load_checkpoint(workspace.checkpoint)
+    state, chosen = saved["state"], saved["hyperparameters"]
+    tuned = read_best_params(workspace.best_params)
+    history = state["history"]
+    record = {
+        "learning_rate": chosen["learning_rate"],
+        "batch_size": chosen["batch_size"],
+        "chosen_by": chosen["source"],
+        "epochs": history[-1]["epoch"] if history else 0,
+        "steps": state["step"],
+        "training_minutes": round(state["elapsed_seconds"] / 60.0, 1),
+        "bfloat16_autocast": chosen["bf16"],
+        "augmentation": chosen["augment"],
+        "optimizer": "Adam",
+        "best_epoch": state["best_epoch"],
+        "optuna_trials": tuned["trials"] if tuned else 0,
+    }
+    if tuned:
+        record["optuna"] = {
+            key: tuned[key]
+            for key in ("metric", "value", "data_fraction", "trial_epochs", "trial_images")
+        }
+    return record
+
+
+def metrics_record(workspace: Workspace, sha256: str) -> dict:
+    """metrics.json when it measured this very file (same sha256), else an empty record."""
+    metrics = _read_json(workspace.metrics_json)
+    if metrics is None or metrics.get("sha256") != sha256:
+        return {}
+    keep = ("test", "targets", "real_samples", "threshold")
+    return {key: metrics[key] for key in keep if key in metrics}
+
+
+def export_record(workspace: Workspace, sha256: str) -> dict | None:
+    """export.json when it describes this very file."""
+    record = _read_json(workspace.export_record)
+    if record is None or record.get("sha256") != sha256:
+        return None
+    return {key: value for key, value in record.items() if key != "sha256"}
+
+
+def record_command(workspace: Workspace, step: str, argv: list[str]) -> None:
+    """Remember the command line of a step; `all` replaces the single steps it covers."""
+    commands = _read_json(workspace.commands_record) or {}
+    if step == "all":
+        commands.clear()
+    commands.pop(step, None)  # re-inserted last: the record stays in the order steps ran
+    commands[step] = "python -m devolearn_web.training " + shlex.join(argv)
+    workspace.run_dir.mkdir(parents=True, exist_ok=True)
+    workspace.commands_record.write_text(json.dumps(commands, indent=2) + "\n")
+
+
+def reproduce_command(workspace: Workspace) -> str:
+    """The command lines that made this model, in the order they ran."""
+    commands = _read_json(workspace.commands_record) or {}
+    steps = [line for step, line in commands.items() if step != "card"]
+    return " && ".join(steps) or f"python -m devolearn_web.training all --model {workspace.model}"

@@ -1,0 +1,86 @@
+"""Turn a trained run into what the app serves: models/<name>.onnx and its model card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from devolearn_web.training.cards import CARD_VERSION, LIMITATIONS, build_card, write_card
+from devolearn_web.training.checkpoints import load_network_weights
+from devolearn_web.training.dataset import build_dataset
+from devolearn_web.training.export import export_network
+from devolearn_web.training.layout import Workspace
+from devolearn_web.training.models import build_model, input_shape
+from devolearn_web.training.onnx_runner import onnx_opset, sha256_of
+from devolearn_web.training.run_records import (
+    export_record,
+    hyperparameter_record,
+    metrics_record,
+    reproduce_command,
+    training_data_record,
+)
+from devolearn_web.training.specs import MODEL_SIDE, get_spec
+
+PARITY_IMAGES = 8
+
+
+def parity_inputs(workspace: Workspace, count: int = PARITY_IMAGES, seed: int = 0) -> np.ndarray:
+    """Parity-check inputs (float32 N x C x H x W): validation images plus one of noise."""
+    # Real-looking inputs exercise the network where it is used; the noise drives activations
+    # where validation images may not.
+    dataset = build_dataset(workspace.model, workspace.index_csv, "validation", limit=count)
+    images = [dataset[i][0].numpy() for i in range(len(dataset))]
+    shape = images[0].shape if images else input_shape(workspace.model, MODEL_SIDE)[1:]
+    noise = np.random.default_rng(seed).random(shape)
+    if get_spec(workspace.model).normalisation == "symmetric":
+        noise = noise * 2.0 - 1.0
+    return np.stack(images + [noise.astype(np.float32)])
+
+
+def export_trained_model(workspace: Workspace, float16_storage: bool = True) -> dict:
+    """Export the best checkpoint to models/<name>.onnx; record how faithful it is."""
+    if not workspace.best_checkpoint.exists():
+        raise FileNotFoundError(f"{workspace.best_checkpoint} not found; run train first")
+    network = build_model(workspace.model)
+    network.load_state_dict(load_network_weights(workspace.best_checkpoint))
+    report = export_network(
+        network,
+        workspace.model,
+        workspace.onnx_path,
+        parity_inputs(workspace),
+        float16_storage=float16_storage,
+    )
+    record = {
+        "sha256": sha256_of(workspace.onnx_path),
+        "source": workspace.best_checkpoint.as_posix(),
+        "weights_storage": "float16, cast to float32 at load" if float16_storage else "float32",
+        **report.to_dict(),
+    }
+    workspace.run_dir.mkdir(parents=True, exist_ok=True)
+    workspace.export_record.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def write_trained_card(workspace: Workspace, version: str = CARD_VERSION) -> dict:
+    """Write models/<name>.json for the exported file from the run's records."""
+    spec = get_spec(workspace.model)
+    if not workspace.onnx_path.exists():
+        raise FileNotFoundError(f"{workspace.onnx_path} not found; run export first")
+    sha256 = sha256_of(workspace.onnx_path)
+    card = build_card(
+        spec,
+        sha256=sha256,
+        opset=onnx_opset(workspace.onnx_path),
+        activation="none",  # the file ends in a sigmoid
+        training_data=training_data_record(workspace),
+        metrics=metrics_record(workspace, sha256),
+        hyperparameters=hyperparameter_record(workspace),
+        reproduce=reproduce_command(workspace),
+        limitations=LIMITATIONS[workspace.model],
+        training_plot=workspace.training_plot.name if workspace.training_plot.exists() else None,
+        version=version,
+        export=export_record(workspace, sha256),
+    )
+    write_card(card, workspace.card_path)
+    return card

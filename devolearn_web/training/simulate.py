@@ -1,0 +1,96 @@
+"""Write simulated train / validation / test datasets from disjoint seed ranges, and record them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from devolearn_web.training.layout import SPLITS, Workspace
+
+# Seed ranges never overlap, so a test embryo is never seen in training or tuning.
+SEED_BASES = {"train": 0, "validation": 1000, "test": 2000}
+
+
+@dataclass(frozen=True)
+class SimulationPlan:
+    """What to simulate: seeds per split, time points (frames for lineage) per seed, shape."""
+
+    model: str
+    seeds: dict[str, list[int]]
+    timepoints: int
+    shape: list[int] | None = None  # None: the simulator's default, the real datasets' shape
+    projections: bool = True  # nucleus only: also write whole-embryo projections
+
+    def to_record(self) -> dict:
+        return asdict(self)
+
+
+def plan_seeds(train: int, validation: int, test: int) -> dict[str, list[int]]:
+    """Disjoint seed lists per split: train from 0, validation from 1000, test from 2000."""
+    counts = {"train": train, "validation": validation, "test": test}
+    for split, count in counts.items():
+        if count < 1:
+            raise ValueError(f"the {split} split needs at least one seed, got {count}")
+        if count > 1000:
+            raise ValueError(f"at most 1000 seeds per split keep the ranges apart, got {count}")
+    return {
+        split: list(range(SEED_BASES[split], SEED_BASES[split] + counts[split])) for split in SPLITS
+    }
+
+
+def _writer(model: str):
+    # Imported late: the simulator is a separate room and only `simulate` needs it.
+    from devolearn_web.training import simulator
+
+    return {
+        "nucleus": simulator.write_nucleus_dataset,
+        "membrane": simulator.write_membrane_dataset,
+        "lineage": simulator.write_lineage_dataset,
+    }[model]
+
+
+def _write_split(plan: SimulationPlan, out_dir: Path, seeds: list[int]) -> None:
+    writer = _writer(plan.model)
+    kwargs: dict = {}
+    if plan.shape is not None:
+        kwargs["shape"] = tuple(plan.shape)
+    if plan.model == "lineage":
+        writer(out_dir, seeds, frames=plan.timepoints, **kwargs)
+    elif plan.model == "nucleus":
+        writer(out_dir, seeds, timepoints=plan.timepoints, projections=plan.projections, **kwargs)
+    else:
+        writer(out_dir, seeds, timepoints=plan.timepoints, **kwargs)
+
+
+def read_simulation_record(workspace: Workspace) -> dict | None:
+    """The recorded plan of the simulated data, or None when the data was not simulated here."""
+    if not workspace.simulation_record.exists():
+        return None
+    return json.loads(workspace.simulation_record.read_text())
+
+
+def simulate(workspace: Workspace, plan: SimulationPlan, force: bool = False) -> dict:
+    """Write the three splits under data/<model>/simulated and record the plan; skip if done."""
+    record = plan.to_record()
+    existing = read_simulation_record(workspace)
+    if existing is not None and not force:
+        if existing == record:
+            return existing
+        raise ValueError(
+            f"{workspace.simulation_record} records a different simulation; "
+            "pass --force to delete the old data and simulate again"
+        )
+    if force:
+        for folder in (workspace.data_dir / "simulated", workspace.processed_dir):
+            if folder.exists():
+                shutil.rmtree(folder)
+        workspace.simulation_record.unlink(missing_ok=True)
+    for split in SPLITS:
+        out_dir = workspace.simulated_split_dir(split)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_split(plan, out_dir, plan.seeds[split])
+    # Written last, so an interrupted simulation is redone rather than mistaken for complete.
+    workspace.simulation_record.write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,0 +1,105 @@
+"""What distinguishes the three models: task, input layout and output meaning (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from devolearn_web.imaging import MODEL_HIGH_PERCENTILE, MODEL_LOW_PERCENTILE
+
+MODEL_SIDE = 256
+LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
+# Largest population of each lineage in the original training data (at A = 250), same order.
+LINEAGE_MAXIMA = (250, 16, 78, 1, 31, 16, 2)
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model's fixed facts, shared by training, export, evaluation and its card."""
+
+    name: str
+    title: str
+    task: str  # "segmentation" or "lineage"
+    architecture: str
+    channels: int
+    normalisation: str  # "unit" ([0, 1]) or "symmetric" ([-1, 1])
+    input_description: str
+    output_meaning: str
+
+    @property
+    def is_segmentation(self) -> bool:
+        return self.task == "segmentation"
+
+
+_FPN = "segmentation_models_pytorch FPN, encoder resnet18, in_channels=1, classes=1"
+# devolearn_web.imaging.normalise_for_model, which training applies exactly as the app does.
+_STRETCH = (
+    f"contrast-stretched to [0, 1] (percentiles {MODEL_LOW_PERCENTILE:g} to "
+    f"{MODEL_HIGH_PERCENTILE:g} of the resized image, clipped)"
+)
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "membrane": ModelSpec(
+        name="membrane",
+        title="Cell membrane segmentation",
+        task="segmentation",
+        architecture=f"{_FPN}, sigmoid",
+        channels=1,
+        normalisation="unit",
+        input_description=(f"grayscale membrane z-slice, resized to 256x256, then {_STRETCH}"),
+        output_meaning=(
+            "per-pixel probability that the pixel lies inside a cell (membranes are gaps), "
+            "so one connected component is one cell"
+        ),
+    ),
+    "nucleus": ModelSpec(
+        name="nucleus",
+        title="Nucleus segmentation",
+        task="segmentation",
+        architecture=f"{_FPN}, sigmoid",
+        channels=1,
+        normalisation="unit",
+        input_description=(
+            "grayscale nucleus z-slice or whole-embryo projection (for colour images the "
+            f"signal channel), resized to 256x256, then {_STRETCH}"
+        ),
+        output_meaning="per-pixel probability that the pixel belongs to a nucleus",
+    ),
+    "lineage": ModelSpec(
+        name="lineage",
+        title="Lineage population",
+        task="lineage",
+        architecture="torchvision resnet18, fc = Linear(512, 7), sigmoid",
+        channels=3,
+        normalisation="symmetric",
+        input_description=(
+            "grayscale image of the whole embryo (for colour images the signal channel), resized "
+            f"to 256x256, {_STRETCH}, copied to 3 channels, then (x - 0.5) / 0.5 into [-1, 1]"
+        ),
+        output_meaning=(
+            "living cells per founder lineage divided by that lineage's maximum, in the order "
+            "A, E, M, P, C, D, Z; counts = clip(output * maxima, 0), rounded"
+        ),
+    ),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a model by name; an unknown name lists the valid ones."""
+    try:
+        return MODEL_SPECS[name]
+    except KeyError:
+        valid = ", ".join(sorted(MODEL_SPECS))
+        raise ValueError(f"unknown model {name!r}; choose one of: {valid}") from None
+
+
+def lineage_maxima() -> np.ndarray:
+    """The per-lineage maxima as float32, shape (7,)."""
+    return np.asarray(LINEAGE_MAXIMA, dtype=np.float32)
+
+
+def counts_from_scaled(scaled: np.ndarray) -> np.ndarray:
+    """Cell counts from scaled outputs (float, ..., 7) exactly as the app reads them: int64."""
+    return np.rint(np.clip(scaled * lineage_maxima(), 0, None)).astype(np.int64)

@@ -1,0 +1,159 @@
+"""Model cards follow docs/model-cards.md, and the pipeline's steps fill them honestly."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+pytestmark = pytest.mark.training
+
+SHA = "a" * 64
+
+
+def card_for(name: str) -> dict:
+    from devolearn_web.training.cards import LIMITATIONS, build_card
+    from devolearn_web.training.specs import get_spec
+
+    return build_card(
+        get_spec(name),
+        sha256=SHA,
+        opset=17,
+        activation="none",
+        training_data={"simulated": True, "description": "SIMULATED data only."},
+        metrics={"test": {"iou": 0.9}},
+        hyperparameters={"learning_rate": 0.002, "batch_size": 16},
+        reproduce=f"python -m devolearn_web.training all --model {name}",
+        limitations=LIMITATIONS[name],
+        training_plot=f"{name}_training.png",
+    )
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
+def test_built_cards_are_valid_and_declare_what_the_app_reads(name):
+    from devolearn_web.training.cards import validate_card
+
+    card = card_for(name)
+    assert validate_card(card) == []
+    assert card["file"] == f"{name}.onnx" and card["input"]["size"] == [256, 256]
+    if name == "lineage":
+        assert card["input"] | {"description": ""} == {
+            "name": "input",
+            "size": [256, 256],
+            "channels": 3,
+            "normalisation": "symmetric",
+            "description": "",
+        }
+        assert card["output"]["lineages"] == ["A", "E", "M", "P", "C", "D", "Z"]
+        assert card["output"]["maxima"] == [250, 16, 78, 1, 31, 16, 2]
+        assert card["output"]["training_range"] == {"A": 250}
+    else:
+        assert card["input"]["channels"] == 1 and card["input"]["normalisation"] == "unit"
+        assert card["output"]["default_threshold"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (("name",), "cells", "name must be one of"),
+        (("task",), "lineage", "task must be"),
+        (("sha256",), "ABC", "sha256"),
+        (("opset",), 9, "opset"),
+        (("input", "channels"), 3, "input.channels must be 1"),
+        (("input", "normalisation"), "zscore", "input.normalisation"),
+        (("output", "activation"), "softmax", "output.activation"),
+        (("output", "default_threshold"), 1.5, "default_threshold"),
+        (("training_data", "simulated"), "yes", "training_data"),
+        (("limitations",), [], "limitations"),
+    ],
+)
+def test_invalid_cards_are_caught(path, value, message):
+    from devolearn_web.training.cards import validate_card, write_card
+
+    card = copy.deepcopy(card_for("nucleus"))
+    target = card
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    problems = validate_card(card)
+    assert any(message in problem for problem in problems), problems
+    with pytest.raises(ValueError, match="invalid model card"):
+        write_card(card, __import__("pathlib").Path("/nonexistent/never_written.json"))
+
+
+def test_lineage_card_needs_lineage_order():
+    from devolearn_web.training.cards import validate_card
+
+    card = card_for("lineage")
+    card["output"]["lineages"] = ["A", "E", "M"]
+    assert any("output.lineages" in problem for problem in validate_card(card))
+
+
+def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
+    workspace_factory, tmp_path, monkeypatch
+):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from devolearn_web.training.cards import validate_card
+    from devolearn_web.training.cli import main
+    from devolearn_web.training.onnx_runner import sha256_of
+
+    workspace = workspace_factory("nucleus")
+    common = [
+        "--model",
+        "nucleus",
+        "--data-root",
+        str(workspace.data_root),
+        "--runs-root",
+        str(workspace.runs_root),
+        "--models-dir",
+        str(workspace.models_dir),
+        "--docs-images-dir",
+        str(workspace.docs_images_dir),
+    ]
+    train = ["--max-steps", "2", "--batch-size", "2", "--validation-limit", "2", "--no-bf16"]
+    assert main(["train", *common, *train]) == 0
+    assert main(["export", *common]) == 0
+    samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
+    assert main(["evaluate", *common, "--samples-dir", str(samples)]) == 0
+    assert main(["card", *common]) == 0
+
+    card = json.loads(workspace.card_path.read_text())
+    metrics = json.loads(workspace.metrics_json.read_text())
+    assert validate_card(card) == []
+    assert card["sha256"] == sha256_of(workspace.onnx_path) == metrics["sha256"]
+    assert card["metrics"]["test"]["images"] == metrics["test"]["images"] > 0
+    assert {"iou", "dice", "seg", "count_error_percent"} <= set(metrics["test"])
+    assert metrics["targets"]["seg"]["target"] == ">= 0.85"
+    data = card["training_data"]
+    assert data["simulated"] is True and "SIMULATED" in data["description"]
+    assert data["train_seeds"] == [0, 1] and data["test_seeds"] == [2000]
+    assert data["images"]["test"] == metrics["test"]["images"]
+    assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2
+    assert card["export"]["parity_max_abs_difference"] <= 1e-3
+    assert card["reproduce"].startswith("python -m devolearn_web.training train --model nucleus")
+    assert card["training_plot"] == "nucleus_training.png"
+    assert (workspace.models_dir / "nucleus_training.png").exists()
+
+
+def test_stale_metrics_never_reach_a_card(workspace_factory):
+    from devolearn_web.training.run_records import metrics_record
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    workspace.run_dir.mkdir(parents=True)
+    workspace.metrics_json.write_text(json.dumps({"sha256": "b" * 64, "test": {"iou": 1.0}}))
+    assert metrics_record(workspace, SHA) == {}
+    assert metrics_record(workspace, "b" * 64) == {"test": {"iou": 1.0}}
+
+
+def test_seed_ranges_of_the_splits_never_overlap():
+    from devolearn_web.training.simulate import plan_seeds
+
+    seeds = plan_seeds(train=30, validation=5, test=5)
+    assert seeds["train"] == list(range(30))
+    assert seeds["validation"][0] == 1000 and seeds["test"][0] == 2000
+    splits = [set(seeds[name]) for name in ("train", "validation", "test")]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    with pytest.raises(ValueError):
+        plan_seeds(train=0, validation=1, test=1)

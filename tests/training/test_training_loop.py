@@ -1,0 +1,136 @@
+"""A two-step training run on tiny data writes a checkpoint, history and plot, and resumes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+pytestmark = pytest.mark.training
+
+torch = pytest.importorskip("torch")
+
+
+def settings(**overrides):
+    from devolearn_web.training.train import TrainSettings
+
+    values = dict(
+        minutes=5.0,
+        max_steps=2,
+        batch_size=2,
+        learning_rate=1e-3,
+        # bfloat16 kernels take seconds to warm up for each new shape: float32 keeps tests fast.
+        bf16=False,
+        threads=2,
+        validation_limit=4,
+        checkpoint_minutes=60.0,
+    )
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def history_rows(workspace) -> list[dict]:
+    with workspace.history_csv.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_steps_write_checkpoint_history_plot_and_best(workspace_factory):
+    from devolearn_web.training.checkpoints import load_checkpoint
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("nucleus")
+    result = train(workspace, settings(bf16=True))
+    assert result.steps == 2 and result.stopped_by == "max_steps"
+    saved = load_checkpoint(workspace.checkpoint)
+    assert saved["state"]["step"] == 2
+    assert saved["hyperparameters"]["batch_size"] == 2
+    assert saved["hyperparameters"]["bf16"] is True
+    assert workspace.best_checkpoint.exists()
+    rows = history_rows(workspace)
+    assert len(rows) == 1
+    assert {"epoch", "train_loss", "val_loss", "val_iou", "val_dice"} <= set(rows[0])
+    assert 0.0 <= float(rows[0]["val_iou"]) <= 1.0
+    assert workspace.training_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_resumes_from_the_checkpoint(workspace_factory):
+    from devolearn_web.training.checkpoints import load_checkpoint
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("nucleus")
+    train(workspace, settings())
+    first = load_checkpoint(workspace.checkpoint)["state_dict"]
+    result = train(workspace, settings(max_steps=4))
+    assert result.steps == 4  # a fresh run would stop at 2
+    assert len(history_rows(workspace)) == 2
+    resumed = load_checkpoint(workspace.checkpoint)["state_dict"]
+    assert not torch.equal(first["encoder.conv1.weight"], resumed["encoder.conv1.weight"])
+    # Nothing left to do: a further rerun with the same limit trains no more.
+    assert train(workspace, settings(max_steps=4)).stopped_by == "already_done"
+
+
+def test_resuming_with_other_settings_is_refused(workspace_factory):
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("nucleus")
+    train(workspace, settings())
+    with pytest.raises(ValueError, match="batch_size 2 -> 4"):
+        train(workspace, settings(batch_size=4, max_steps=4))
+    assert train(workspace, settings(batch_size=4, fresh=True)).steps == 2
+
+
+def test_tuned_parameters_are_used_when_flags_are_absent(workspace_factory):
+    from devolearn_web.training.checkpoints import load_checkpoint
+    from devolearn_web.training.hyperparameters import write_best_params
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("membrane")
+    write_best_params(workspace.best_params, {"learning_rate": 0.004, "batch_size": 3})
+    train(workspace, settings(learning_rate=None, batch_size=None, max_steps=1))
+    chosen = load_checkpoint(workspace.checkpoint)["hyperparameters"]
+    assert (chosen["learning_rate"], chosen["batch_size"], chosen["source"]) == (
+        0.004,
+        3,
+        "optuna",
+    )
+
+
+def test_lineage_trains_on_mse_and_reports_mae(workspace_factory):
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("lineage")
+    train(workspace, settings())
+    row = history_rows(workspace)[0]
+    assert float(row["val_mae_pct_mean"]) >= 0.0
+    assert {f"val_mae_{name}" for name in "AEMPCDZ"} <= set(row)
+
+
+def test_epoch_batches_are_reproducible_and_drop_the_ragged_end():
+    from devolearn_web.training.loop import epoch_batches
+
+    batches = epoch_batches(10, 4, seed=1, epoch=0)
+    assert [len(batch) for batch in batches] == [4, 4]
+    assert batches == epoch_batches(10, 4, seed=1, epoch=0)
+    assert batches != epoch_batches(10, 4, seed=1, epoch=1)
+    assert epoch_batches(3, 8, seed=0, epoch=0)[0] != []
+
+
+def test_dice_bce_loss_is_small_for_confident_right_answers():
+    from devolearn_web.training.losses import DiceBCELoss
+
+    target = torch.zeros(1, 1, 8, 8)
+    target[..., 2:6, 2:6] = 1.0
+    good = DiceBCELoss()(target * 20 - 10, target)
+    bad = DiceBCELoss()(10 - target * 20, target)
+    assert float(good) < 0.01 < 1.0 < float(bad)
+
+
+def test_device_choice():
+    from devolearn_web.training.loop import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
