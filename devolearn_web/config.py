@@ -26,6 +26,16 @@ def _env_int(name: str, default: int) -> int:
         ) from error
 
 
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ValueError(f"Environment variable {name} must be a number, got {value!r}") from error
+
+
 def _env_flag(name: str, default: bool = False) -> bool:
     value = os.environ.get(name, "").strip().lower()
     if not value:
@@ -37,7 +47,8 @@ class Config:
     """Settings, read from the environment when the app is created (not at import)."""
 
     def __init__(self) -> None:
-        # A random key per process is safe here: the app keeps no sessions or logins.
+        # Without SECRET_KEY a random key is made per process (create_app logs a warning): safe
+        # because the app keeps no sessions, logins or signed cookies that must survive a restart.
         self.SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
         self.MODELS_DIR = Path(os.environ.get("DEVOLEARN_MODELS_DIR") or DEFAULT_MODELS_DIR)
         self.ORT_INTRA_OP_THREADS = _env_int("ORT_INTRA_OP_THREADS", 1)
@@ -46,6 +57,20 @@ class Config:
         self.MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000)
         self.PRELOAD_MODELS = _env_flag("PRELOAD_MODELS")
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+        # Stop a job after this many seconds with a clear 503, before Heroku's 30 s router limit
+        # and gunicorn's worker timeout cut it without a word; 0 switches the budget off.
+        self.JOB_TIME_BUDGET_SECONDS = _env_float("JOB_TIME_BUDGET_SECONDS", 20.0)
+        # Per client IP, per worker process, in memory: a token bucket over the model runs.
+        self.RATE_LIMIT_ENABLED = _env_flag("RATE_LIMIT_ENABLED", default=True)
+        # Generous enough for one person dropping files and resting the threshold slider often.
+        self.RATE_LIMIT_PER_MINUTE = _env_float("RATE_LIMIT_PER_MINUTE", 60.0)
+        self.RATE_LIMIT_BURST = _env_int("RATE_LIMIT_BURST", 20)
+        # How many proxies in front of the app append to X-Forwarded-For (Heroku's router: 1).
+        # 0 ignores the header, which any client can forge. Heroku sets DYNO in every dyno, and
+        # there every client arrives from the router, so without this all would share one bucket.
+        self.TRUSTED_PROXY_COUNT = _env_int(
+            "TRUSTED_PROXY_COUNT", 1 if os.environ.get("DYNO") else 0
+        )
 
     def as_dict(self) -> dict:
         """The settings as Flask config keys."""

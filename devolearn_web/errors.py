@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
+from PIL import Image
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
@@ -19,10 +20,12 @@ class DevoLearnError(Exception):
     status: int = 500
     message: str = "Something went wrong on the server."
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message or self.message)
         if message is not None:
             self.message = message
+        # Extra response headers, e.g. Retry-After on a 429.
+        self.headers = dict(headers or {})
 
 
 class BadImage(DevoLearnError):
@@ -67,12 +70,27 @@ class ModelUnavailable(DevoLearnError):
     message = "The model is not available on this server."
 
 
+class TooManyRequests(DevoLearnError):
+    """One client sent more images than the per-client rate limit allows (with Retry-After)."""
+
+    status = 429
+    message = "Too many images from your address in a short time; please wait and try again."
+
+
+class TookTooLong(DevoLearnError):
+    """The job ran past the server's per-request time budget and was stopped cleanly."""
+
+    status = 503
+    message = "The analysis took longer than this server allows for one image and was stopped."
+
+
 # Sentences for errors werkzeug raises before our code runs (routing, method, body size).
 HTTP_SENTENCES = {
     400: "The request could not be understood.",
     404: "There is no page or API endpoint at this address.",
     405: "This address does not accept that kind of request (HTTP method).",
     413: "The upload is larger than this server accepts.",
+    429: "Too many requests from your address in a short time; please wait and try again.",
 }
 
 
@@ -91,21 +109,38 @@ def render_error(status: int, message: str) -> tuple[Response | str, int]:
     return render_template("error.html", status=status, message=message), status
 
 
-def handle_devolearn_error(error: DevoLearnError) -> tuple[Response | str, int]:
-    """Render one of our typed errors."""
+def handle_devolearn_error(error: DevoLearnError) -> Response:
+    """Render one of our typed errors, with its extra headers."""
     if error.status >= 500:
         logger.warning("%s on %s: %s", type(error).__name__, request.path, error.message)
-    return render_error(error.status, error.message)
+    response = make_response(render_error(error.status, error.message))
+    response.headers.update(error.headers)
+    return response
 
 
-def handle_http_exception(error: HTTPException) -> tuple[Response | str, int]:
+def handle_http_exception(error: HTTPException) -> Response:
     """Render werkzeug's own errors (404, 405, 413...) in the same shape as ours."""
     status = error.code or 500
     message = HTTP_SENTENCES.get(status, error.description or HTTP_SENTENCES[400])
     if status == 413:
         limit = _upload_limit_sentence()
         message = f"{message} {limit}" if limit else message
-    return render_error(status, message)
+    response = make_response(render_error(status, message))
+    # Keep the headers the status needs, such as Allow on a 405 (RFC 9110).
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def handle_decompression_bomb(error: Image.DecompressionBombError) -> Response:
+    """PIL's own bomb guard fired in code that did not expect it: still a 413, not a 500."""
+    return handle_devolearn_error(
+        TooLarge(
+            "The image claims far more pixels than this server analyses (a file this small "
+            "cannot hold them: it may be damaged or a decompression bomb)."
+        )
+    )
 
 
 def handle_unexpected_error(error: Exception) -> tuple[Response | str, int]:
@@ -127,4 +162,5 @@ def register_error_handlers(app: Flask) -> None:
     """Route every error through one renderer."""
     app.register_error_handler(DevoLearnError, handle_devolearn_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Image.DecompressionBombError, handle_decompression_bomb)
     app.register_error_handler(Exception, handle_unexpected_error)

@@ -43,6 +43,12 @@ PNG_COMPRESS_LEVEL = 1
 # Deciding which channel carries the signal needs statistics, not every pixel.
 STATISTICS_SAMPLE_PIXELS = 1_000_000
 
+# Movies get their own answer (a 415 saying so) until stacks of frames can be analysed.
+MOVIE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
+# ISO media files (ftyp box) that hold still images rather than movies.
+STILL_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"avif")
+FILENAME_SHOWN_CHARACTERS = 80
+
 CHANNEL_NAMES = ("red", "green", "blue")
 LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -58,11 +64,25 @@ MAGIC_NUMBERS = (
     (b"BM", "BMP"),
 )
 
-# What PIL raises on truncated or corrupt data, besides OSError (which covers "truncated").
-PIL_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError)
+# What the parsers raise on hostile or damaged files, found by fuzzing them (tests/reliability/
+# test_decoder_fuzz.py): besides OSError ("truncated"), PIL raises TypeError("Missing
+# dimensions") and tifffile TypeError from arithmetic on corrupt tags.
+PARSER_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+)
+PIL_DECODE_ERRORS = PARSER_ERRORS
 # tifffile reads these TIFF colour models as plain values; PIL converts the others.
 TIFFFILE_PHOTOMETRICS = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
-TIFF_DECODE_ERRORS = (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError)
+TIFF_DECODE_ERRORS = (tifffile.TiffFileError, *PARSER_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -97,11 +117,37 @@ def sniff_format(data: bytes, filename: str | None = None) -> str:
     for magic, image_format in MAGIC_NUMBERS:
         if data.startswith(magic):
             return image_format
+    name = f"'{display_filename(filename)}' " if filename else "The file "
+    if _looks_like_movie(data, filename):
+        raise UnsupportedType(
+            f"{name}looks like a movie, and this site cannot read movies yet. "
+            f"Save one frame as an image and upload that. {ACCEPTED_FORMATS_SENTENCE}"
+        )
     what = _describe_unsupported(data)
-    name = f"'{filename}' " if filename else "The file "
     raise UnsupportedType(
         f"{name}is {what}, not an image this site can read. {ACCEPTED_FORMATS_SENTENCE}"
     )
+
+
+def display_filename(filename: str) -> str:
+    """A visitor's file name made safe to quote: no control characters, at most 80 characters."""
+    printable = "".join(
+        character if character.isprintable() else "\ufffd" for character in filename
+    )
+    if len(printable) > FILENAME_SHOWN_CHARACTERS:
+        return printable[: FILENAME_SHOWN_CHARACTERS - 1] + "\u2026"
+    return printable
+
+
+def _looks_like_movie(data: bytes, filename: str | None) -> bool:
+    """True for MP4/MOV, AVI, Matroska/WebM and MPEG bytes, or any file with a movie extension."""
+    if data[4:8] == b"ftyp" and data[8:12] not in STILL_IMAGE_BRANDS:
+        return True
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return True
+    if data.startswith((b"\x1aE\xdf\xa3", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
+        return True
+    return bool(filename) and filename.lower().endswith(MOVIE_EXTENSIONS)
 
 
 def _describe_unsupported(data: bytes) -> str:
@@ -114,7 +160,7 @@ def _describe_unsupported(data: bytes) -> str:
         return "a web page (HTML)"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "a WebP image"
-    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+    if data[4:8] == b"ftyp" and data[8:12] in STILL_IMAGE_BRANDS:
         return "a HEIC/AVIF image"
     if data.startswith(b"PK\x03\x04"):
         return "a ZIP archive"
@@ -152,9 +198,14 @@ def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
     with image:
         _check_pixel_count(image.width, image.height, max_pixels)
         notes = []
-        frames = getattr(image, "n_frames", 1)
-        if frames > 1:
-            kind = "page" if image_format == "TIFF" else "frame"
+        kind = "page" if image_format == "TIFF" else "frame"
+        frames = _count_frames(image)
+        if frames is None:
+            notes.append(
+                f"This {image_format} has several {kind}s and the later ones are damaged: "
+                "only the first was analysed."
+            )
+        elif frames > 1:
             notes.append(
                 f"This {image_format} has {frames} {kind}s: only the first was analysed "
                 f"(stack support is coming)."
@@ -171,6 +222,15 @@ def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
     if conversion_note:
         notes.append(conversion_note)
     return array, mode, notes
+
+
+def _count_frames(image: Image.Image) -> int | None:
+    """Frames (GIF) or pages (TIFF) in the file; None when a later one is damaged."""
+    try:
+        return int(getattr(image, "n_frames", 1))
+    except PIL_DECODE_ERRORS:
+        # Counting walks every frame header; a damaged later frame must not cost the first one.
+        return None
 
 
 def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str | None]:
@@ -204,6 +264,12 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
                     raise
                 # LZW, JPEG, PackBits...: tifffile needs an extra package, PIL decodes them.
                 return _decode_with_pil(data, "TIFF", max_pixels)
+            except NotImplementedError as error:
+                # Packed bit depths (12-bit cameras) need the imagecodecs package (found by fuzz).
+                raise UnsupportedType(
+                    f"This TIFF stores {page.bitspersample}-bit packed values, which this server "
+                    "cannot read; please save it as an 8- or 16-bit TIFF."
+                ) from error
             axes = page.axes
     except TIFF_DECODE_ERRORS as error:
         raise BadImage(
@@ -221,9 +287,13 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
 
 def _channels_last(array: np.ndarray, axes: str) -> np.ndarray:
     """HxW or HxWxC from tifffile's axes (e.g. 'YX', 'YXS', 'SYX')."""
-    if "S" in axes and axes.index("S") != len(axes) - 1:
+    has_samples = "S" in axes and array.ndim == len(axes)
+    if has_samples and axes.index("S") != len(axes) - 1:
         array = np.moveaxis(array, axes.index("S"), -1)
-    array = np.squeeze(array)
+    # Drop leading length-1 axes only: a 1 x N or 1 x 1 image must stay two-dimensional.
+    plane_ndim = 3 if has_samples else 2
+    while array.ndim > plane_ndim and array.shape[0] == 1:
+        array = array[0]
     if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (2, 3, 4)):
         return array
     raise BadImage(

@@ -11,8 +11,11 @@ ERROR_RESPONSES = {
     "400": "The image cannot be decoded, or a field is missing or out of range.",
     "404": "No model by that name (the message lists the valid names).",
     "413": "The file has too many bytes or too many pixels (decompression bombs included).",
-    "415": "The file is not a PNG, JPEG, TIFF, BMP or GIF image.",
-    "503": "The model is not installed, damaged, or does not match its card.",
+    "415": "The file is not a PNG, JPEG, TIFF, BMP or GIF image (movies included, for now).",
+    "429": "Too many images from this client; the Retry-After header says how many seconds to "
+    "wait.",
+    "503": "The model is not installed, damaged, or does not match its card; or the job ran "
+    "past the server's time budget (JOB_TIME_BUDGET_SECONDS) and was stopped.",
 }
 
 
@@ -131,6 +134,7 @@ def _schemas() -> dict:
                 "timings_ms",
             ],
         },
+        "Frames": _frames_schema(),
         "ModelStatus": {
             "type": "object",
             "properties": {
@@ -165,7 +169,9 @@ def _predict_operation() -> dict:
                             "file": {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
-                                "description": "PNG, JPEG, TIFF (8/16-bit, first page), BMP, GIF.",
+                                "description": "PNG, JPEG, TIFF (8/16-bit; a multi-page TIFF "
+                                "or ImageJ hyperstack is a stack), BMP, GIF (animated: a movie), "
+                                "MP4, MOV or AVI movie.",
                             },
                             "threshold": {
                                 "type": "number",
@@ -178,6 +184,7 @@ def _predict_operation() -> dict:
                                 "enum": ["figures"],
                                 "description": "Add Plotly figures and the input as a PNG.",
                             },
+                            **_frames_request_fields(),
                         },
                         "required": ["file"],
                     }
@@ -186,16 +193,20 @@ def _predict_operation() -> dict:
         },
         "responses": {
             "200": {
-                "description": "Segmentation (membrane, nucleus) or lineage counts.",
+                "description": "Segmentation (membrane, nucleus) or lineage counts; a stack or "
+                "movie as Frames; a file for any format but json (made in memory from this "
+                "request, nothing is stored).",
                 "content": {
                     "application/json": {
                         "schema": {
                             "oneOf": [
                                 {"$ref": "#/components/schemas/Segmentation"},
                                 {"$ref": "#/components/schemas/Lineage"},
+                                {"$ref": "#/components/schemas/Frames"},
                             ]
                         }
-                    }
+                    },
+                    **_download_contents(),
                 },
             },
             **{status: _error_response(text) for status, text in ERROR_RESPONSES.items()},
@@ -280,4 +291,104 @@ def openapi_document() -> dict:
             },
         },
         "components": {"schemas": _schemas()},
+    }
+
+
+def _frames_request_fields() -> dict:
+    """Form fields for stacks, movies and downloads (devolearn_web.views.frames)."""
+    return {
+        "format": {
+            "type": "string",
+            "enum": ["json", "csv", "tiff", "probability-tiff", "png", "zip"],
+            "default": "json",
+            "description": "json, or a file: csv (objects, or lineage per frame), tiff (16-bit "
+            "labels; multi-page ImageJ for stacks), probability-tiff (float32), png (mask at the "
+            "threshold; one image only), zip (all of them, a mask PNG per frame). Lineage: csv.",
+        },
+        "axes": {
+            "type": "string",
+            "pattern": "^[TZCtzc]{1,3}$",
+            "description": "Stacks: override the guessed axes, outermost first (T time, Z slice, "
+            "C channel), e.g. T or TZC.",
+        },
+        "channel": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Stacks with channels: the channel to analyse (default: the one "
+            "carrying the most signal).",
+        },
+        "frame": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Analyse only this frame of a stack or movie (a single-image answer "
+            "with its index and position).",
+        },
+        "progress": {
+            "type": "string",
+            "enum": ["ndjson"],
+            "description": "Stacks and movies: answer application/x-ndjson, one "
+            '{"progress": {"done", "total"}} line per batch, then {"result": Frames} (or '
+            '{"error", "status"}).',
+        },
+    }
+
+
+def _download_contents() -> dict:
+    binary = {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}
+    return {
+        "text/csv": {"schema": {"type": "string"}},
+        "image/tiff": binary,
+        "image/png": binary,
+        "application/zip": binary,
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    }
+
+
+def _frames_schema() -> dict:
+    """A stack or movie: the single-image answer for every frame, in order, plus summaries."""
+    return {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string", "enum": list(MODEL_NAMES)},
+            "kind": {"type": "string", "enum": ["stack", "movie"]},
+            "axes": {
+                "type": "object",
+                "description": "guessed and used axes (e.g. TZCYX), where the guess came from, "
+                "the file's shape, the frame count, the slider axes and the channel used.",
+                "properties": {
+                    "guessed": {"type": "string"},
+                    "used": {"type": "string"},
+                    "source": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "frames": {"type": "integer"},
+                    "slider": {"type": "array", "items": {"type": "string"}},
+                    "channel": {"type": ["integer", "null"]},
+                    "channels": {"type": "integer"},
+                },
+                "required": ["guessed", "used", "source", "frames"],
+            },
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "frame_count": {"type": "integer"},
+            "frames": {
+                "type": "array",
+                "description": "Segmentation or Lineage per frame, with index and position "
+                "({'z': 3}, {'time': 2, 'seconds': 0.4}); probability PNGs and figures only for "
+                "stacks of up to 64 frames.",
+                "items": {"type": "object"},
+            },
+            "count_per_frame": {"type": "array", "items": {"type": "integer"}},
+            "threshold": {"type": "number"},
+            "populations_per_frame": {
+                "type": "object",
+                "properties": {
+                    key: {"type": "array", "items": {"type": "integer"}} for key in LINEAGES
+                },
+            },
+            "total_per_frame": {"type": "array", "items": {"type": "integer"}},
+            "outside_training_range_frames": {"type": "array", "items": {"type": "integer"}},
+            "notes": {"type": "array", "items": {"type": "string"}},
+            "timings_ms": {"type": "object"},
+        },
+        "required": ["model", "kind", "axes", "frame_count", "frames", "notes", "timings_ms"],
     }

@@ -11,12 +11,16 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+from scipy.special import expit
 from skimage.segmentation import relabel_sequential
 
+from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.errors import BadParameter, ModelUnavailable
 from devolearn_web.imaging import (
     DEFAULT_MAX_PIXELS,
@@ -120,21 +124,39 @@ def apply_output_activation(output: np.ndarray, card: dict) -> np.ndarray:
     """The network's output as float32, through a sigmoid when the card says the file has none."""
     output = np.asarray(output, dtype=np.float32)
     if card["output"]["activation"] == "sigmoid":
-        output = 1.0 / (1.0 + np.exp(-output))
+        # expit, not 1 / (1 + exp(-x)): a confident logit below -88 would overflow float32.
+        output = expit(output)
     return output.astype(np.float32)
 
 
-def run_model(model: LoadedModel, tensor: np.ndarray) -> np.ndarray:
-    """The model's raw output for one input tensor; ModelUnavailable when the run fails."""
+def run_model(
+    model: LoadedModel, tensor: np.ndarray, deadline: Deadline = NO_DEADLINE
+) -> np.ndarray:
+    """The model's raw output for one input tensor; ModelUnavailable when the run fails, and
+    TookTooLong when the deadline stops it."""
     input_name = model.card["input"].get("name", "input")
     output_name = model.card["output"].get("name", "output")
+    deadline.check("starting the model")
+    run_options = onnxruntime.RunOptions()
+    # A terminated run is expected here, not an error worth ONNX Runtime's own log line.
+    run_options.log_severity_level = 4
     try:
-        return model.session.run([output_name], {input_name: tensor})[0]
+        with deadline.alarm(lambda: setattr(run_options, "terminate", True)):
+            output = model.session.run([output_name], {input_name: tensor}, run_options)[0]
     except ORT_ERRORS as error:
+        if run_options.terminate:
+            raise deadline.exceeded("running the model") from error
         raise ModelUnavailable(
             f"The {model.name} model failed to run ({type(error).__name__}); "
             "its file may not match its card."
         ) from error
+    if not np.isfinite(output).all():
+        # A broken or mis-exported network: its NaNs would become a plausible-looking answer.
+        raise ModelUnavailable(
+            f"The {model.name} model returned values that are not numbers (NaN or infinite); "
+            "its file may be damaged, so no result is given."
+        )
+    return output
 
 
 def resolve_threshold(threshold: float | None, card: dict) -> float:
@@ -154,17 +176,22 @@ def predict(
     image: DecodedImage,
     threshold: float | None = None,
     decode_ms: float = 0.0,
+    deadline: Deadline = NO_DEADLINE,
 ) -> SegmentationResult | LineageResult:
-    """Run one model on a decoded image; decode_ms (time spent decoding) goes into the timings."""
+    """Run one model on a decoded image; decode_ms (time spent decoding) goes into the timings.
+
+    The deadline is checked before each stage and stops the model run itself (TookTooLong)."""
     model = registry.get(name)
     card = model.card
     if card["task"] == "segmentation":
         threshold = resolve_threshold(threshold, card)
     clock = _Stopwatch(decode_ms)
+    deadline.check("preparing the image for the model")
     tensor = build_input_tensor(image.pixels, card)
     clock.lap("preprocess")
-    output = run_model(model, tensor)
+    output = run_model(model, tensor, deadline)
     clock.lap("inference")
+    deadline.check("finding and measuring objects")
     if card["task"] == "segmentation":
         return _segment(model, image, output, threshold, clock)
     return _count_lineages(model, image, output, clock)
@@ -276,6 +303,43 @@ def _count_lineages(
     )
 
 
+def predict_batch(
+    registry: ModelRegistry,
+    name: str,
+    images: Sequence[DecodedImage],
+    threshold: float | None = None,
+    deadline: Deadline = NO_DEADLINE,
+) -> list[SegmentationResult | LineageResult]:
+    """Run a model on several decoded images in ONE ONNX Runtime call (dynamic batch axis).
+
+    Each result's timings carry its share of the batch's preprocess and inference time.
+    """
+    model = registry.get(name)
+    card = model.card
+    if card["task"] == "segmentation":
+        threshold = resolve_threshold(threshold, card)
+    if not images:
+        return []
+    started = time.perf_counter()
+    tensor = np.concatenate([build_input_tensor(image.pixels, card) for image in images])
+    preprocessed = time.perf_counter()
+    output = run_model(model, tensor, deadline)
+    deadline.check("finding and measuring objects")
+    share = {
+        "preprocess": (preprocessed - started) * 1000 / len(images),
+        "inference": (time.perf_counter() - preprocessed) * 1000 / len(images),
+    }
+    results: list[SegmentationResult | LineageResult] = []
+    for index, image in enumerate(images):
+        clock = _Stopwatch(0.0, **share)
+        row = output[index : index + 1]
+        if card["task"] == "segmentation":
+            results.append(_segment(model, image, row, threshold, clock))
+        else:
+            results.append(_count_lineages(model, image, row, clock))
+    return results
+
+
 def predict_bytes(
     registry: ModelRegistry,
     name: str,
@@ -283,13 +347,15 @@ def predict_bytes(
     filename: str | None = None,
     threshold: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    deadline: Deadline = NO_DEADLINE,
 ) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
     """Decode an upload in memory and run a model on it; the result and the decoded image."""
     registry.card(name)  # an unknown or uninstalled model fails before any decoding work
     started = time.perf_counter()
     image = decode_image(data, filename, max_pixels=max_pixels)
     decode_ms = (time.perf_counter() - started) * 1000
-    return predict(registry, name, image, threshold, decode_ms=decode_ms), image
+    result = predict(registry, name, image, threshold, decode_ms=decode_ms, deadline=deadline)
+    return result, image
 
 
 def predict_file(name: str, path: Path, models_dir: Path) -> dict:
@@ -308,8 +374,8 @@ def _registry_for(models_dir: Path) -> ModelRegistry:
 class _Stopwatch:
     """Milliseconds per named stage, plus the total (which includes the decode time given)."""
 
-    def __init__(self, decode_ms: float) -> None:
-        self._timings = {"decode": decode_ms}
+    def __init__(self, decode_ms: float, **earlier_ms: float) -> None:
+        self._timings = {"decode": decode_ms, **earlier_ms}
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:

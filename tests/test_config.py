@@ -17,12 +17,17 @@ ENVIRONMENT = (
     "MAX_IMAGE_PIXELS",
     "PRELOAD_MODELS",
     "LOG_LEVEL",
+    "JOB_TIME_BUDGET_SECONDS",
+    "RATE_LIMIT_ENABLED",
+    "RATE_LIMIT_PER_MINUTE",
+    "RATE_LIMIT_BURST",
+    "TRUSTED_PROXY_COUNT",
 )
 
 
 @pytest.fixture
 def clean_environment(monkeypatch):
-    for name in ENVIRONMENT:
+    for name in (*ENVIRONMENT, "DYNO"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -36,6 +41,10 @@ def test_defaults(clean_environment):
     assert config.PRELOAD_MODELS is False
     assert config.LOG_LEVEL == "INFO"
     assert len(config.SECRET_KEY) >= 32
+    assert config.JOB_TIME_BUDGET_SECONDS == 20.0
+    assert config.RATE_LIMIT_ENABLED is True
+    assert (config.RATE_LIMIT_PER_MINUTE, config.RATE_LIMIT_BURST) == (60.0, 20)
+    assert config.TRUSTED_PROXY_COUNT == 0
 
 
 def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path):
@@ -47,6 +56,11 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("MAX_IMAGE_PIXELS", "2000")
     clean_environment.setenv("PRELOAD_MODELS", "1")
     clean_environment.setenv("LOG_LEVEL", "debug")
+    clean_environment.setenv("JOB_TIME_BUDGET_SECONDS", "12.5")
+    clean_environment.setenv("RATE_LIMIT_ENABLED", "0")
+    clean_environment.setenv("RATE_LIMIT_PER_MINUTE", "120")
+    clean_environment.setenv("RATE_LIMIT_BURST", "4")
+    clean_environment.setenv("TRUSTED_PROXY_COUNT", "1")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -56,6 +70,11 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "MAX_IMAGE_PIXELS": 2000,
         "PRELOAD_MODELS": True,
         "LOG_LEVEL": "DEBUG",
+        "JOB_TIME_BUDGET_SECONDS": 12.5,
+        "RATE_LIMIT_ENABLED": False,
+        "RATE_LIMIT_PER_MINUTE": 120.0,
+        "RATE_LIMIT_BURST": 4,
+        "TRUSTED_PROXY_COUNT": 1,
     }
 
 
@@ -86,3 +105,10 @@ def test_importing_the_package_loads_no_model_runtime():
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert output.stdout.strip() == "False"
+
+
+def test_heroku_dynos_trust_the_router_for_client_addresses(clean_environment):
+    clean_environment.setenv("DYNO", "web.1")
+    assert Config().TRUSTED_PROXY_COUNT == 1
+    clean_environment.setenv("TRUSTED_PROXY_COUNT", "0")
+    assert Config().TRUSTED_PROXY_COUNT == 0

@@ -25,6 +25,7 @@ SERVING_PACKAGES = {
     "scipy",
     "scikit-image",
     "tifffile",
+    "av",
 }
 
 

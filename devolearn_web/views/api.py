@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from devolearn_web.budget import Deadline
 from devolearn_web.errors import BadParameter, TooLarge
 from devolearn_web.figures import build_figures
 from devolearn_web.openapi import openapi_document
 from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import get_registry
+from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file
 
 bp = Blueprint("api", __name__)
 
@@ -22,6 +24,8 @@ def list_models():
 @bp.post("/api/v1/predict/<name>")
 def predict_upload(name: str):
     """Run a model on the multipart field `file`; optional fields `threshold` and `include`."""
+    # The budget starts with the request: receiving the upload counts against a router's limit.
+    deadline = Deadline(current_app.config["JOB_TIME_BUDGET_SECONDS"])
     registry = get_registry()
     registry.card(name)  # 404 for an unknown model before looking at the upload
     threshold = parse_threshold(request.form.get("threshold"))
@@ -34,6 +38,10 @@ def predict_upload(name: str):
         raise TooLarge(
             f"The file is {len(data) / 1e6:.1f} MB; this server accepts up to {limit / 1e6:g} MB."
         )
+    if needs_frames_or_file(data, request.form):  # stacks, movies, CSV/TIFF/PNG/ZIP downloads
+        return answer_frames_or_file(
+            registry, name, data, upload.filename, threshold, request.form, deadline
+        )
     result, image = predict_bytes(
         registry,
         name,
@@ -41,6 +49,7 @@ def predict_upload(name: str):
         filename=upload.filename,
         threshold=threshold,
         max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
+        deadline=deadline,
     )
     answer = result.to_json()
     if "figures" in parse_include(request.form.get("include")):

@@ -37,8 +37,10 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
 
 # What the drop zone accepts; anything else is refused in the browser before any request.
-ACCEPTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp")
+ACCEPTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
+ACCEPTED_EXTENSIONS += (".mp4", ".mov", ".avi")  # movies (devolearn_web.movies)
+ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/gif")
+ACCEPTED_MIME_TYPES += ("video/mp4", "video/quicktime", "video/x-msvideo")
 THUMBNAIL_WIDTH = 160
 DEFAULT_THRESHOLD = 0.5
 TIMELAPSE_FOLDER = "home"

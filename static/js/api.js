@@ -8,12 +8,22 @@ export class ApiError extends Error {
   }
 }
 
-/** Send the file (kept in memory by the page) with an optional threshold; resolve to the JSON. */
-export async function predict(url, file, { threshold = null, signal = undefined } = {}) {
+/**
+ * Send the file (kept in memory by the page) with an optional threshold and extra form fields;
+ * resolve to the JSON. With onProgress, a stack or movie is answered as NDJSON progress lines
+ * (onProgress(done, total) for each) before the answer itself.
+ */
+export async function predict(
+  url,
+  file,
+  { threshold = null, signal = undefined, fields = {}, onProgress = null } = {},
+) {
   const form = new FormData();
   form.append("file", file, file.name);
   form.append("include", "figures");
   if (threshold !== null) form.append("threshold", threshold.toFixed(3));
+  for (const [key, value] of Object.entries(fields)) form.append(key, value);
+  if (onProgress) form.append("progress", "ndjson");
 
   let response;
   try {
@@ -28,6 +38,10 @@ export async function predict(url, file, { threshold = null, signal = undefined 
     throw new ApiError(0, "The server could not be reached. Check the connection and try again.");
   }
 
+  const type = response.headers.get("Content-Type") || "";
+  if (response.ok && type.startsWith("application/x-ndjson")) {
+    return readProgressLines(response, onProgress || (() => {}));
+  }
   let body = null;
   try {
     body = await response.json();
@@ -43,4 +57,23 @@ export async function predict(url, file, { threshold = null, signal = undefined 
   }
   if (!body) throw new ApiError(response.status, "The server's answer could not be read.");
   return body;
+}
+
+/** Read {"progress"} lines until the {"result"} line (or an {"error"} line, thrown). */
+async function readProgressLines(response, onProgress) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let pending = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    pending += value || "";
+    const lines = pending.split("\n");
+    pending = done ? "" : lines.pop();
+    for (const line of lines.filter((text) => text.trim())) {
+      const event = JSON.parse(line);
+      if (event.progress) onProgress(event.progress.done, event.progress.total);
+      if (event.error) throw new ApiError(event.status || 500, event.error);
+      if (event.result) return event.result;
+    }
+    if (done) throw new ApiError(response.status, "The server's answer ended before the result.");
+  }
 }

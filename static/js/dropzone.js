@@ -10,7 +10,8 @@ export function rejectionMessage(file, extensions) {
   const endings = `${extensions.slice(0, -1).join(", ")} or ${extensions[extensions.length - 1]}`;
   return (
     `“${file.name}” is not an image this page can analyse. Please choose a PNG, JPEG, ` +
-    `TIFF (8 or 16 bit) or BMP image: a file ending in ${endings}.`
+    `TIFF (8 or 16 bit, stacks too), BMP or GIF image, or an MP4, MOV or AVI movie: ` +
+    `a file ending in ${endings}.`
   );
 }
 

@@ -6,13 +6,20 @@ import { ApiError, predict } from "./api.js";
 import { attachDropZone, rejectionMessage } from "./dropzone.js";
 import { purgeFigures, renderFigures, showMask } from "./figures.js";
 import {
-  csvDownloadLink,
   lineageTable,
   objectsTable,
   probabilityDownloadLink,
   showNotes,
   showTimings,
 } from "./results.js";
+import {
+  describePosition,
+  downloadButtons,
+  drawFrameChart,
+  fetchDownload,
+  markCurrentFrame,
+  saveBlob,
+} from "./stack.js";
 import { ThresholdMask } from "./threshold.js";
 
 // Counts, outlines and centroids are asked for this long after the slider stops moving.
@@ -42,6 +49,16 @@ const ui = {
   slider: byId("threshold"),
   sliderValue: byId("threshold-value"),
   updateStatus: byId("update-status"),
+  stack: byId("stack-controls"),
+  stackAxesText: byId("stack-axes-text"),
+  stackAxesForm: byId("stack-axes-form"),
+  stackAxes: byId("stack-axes"),
+  frameSlider: byId("frame-slider"),
+  frameValue: byId("frame-value"),
+  frameChart: byId("frame-chart"),
+  skipFirst: byId("skip-first"),
+  skipLast: byId("skip-last"),
+  runningMax: byId("running-max"),
 };
 
 const state = {
@@ -52,7 +69,22 @@ const state = {
   mask: null,
   maskPlots: [],
   downloadUrls: [],
+  stackAnswer: null, // the last stack or movie answer; frames are shown from it
+  frameIndex: 0,
+  axes: "", // the visitor's axes override for the held file ("" = the server's guess)
 };
+
+/** Form fields sent with every request for the held file. */
+function requestFields() {
+  return state.axes ? { axes: state.axes } : {};
+}
+
+function showProgress(done, total) {
+  ui.progressText.textContent = `Analysing frame ${done} of ${total}…`;
+  const bar = ui.progress.querySelector("progress");
+  bar.max = total;
+  bar.value = done;
+}
 
 function setState(name) {
   root.dataset.state = name;
@@ -89,8 +121,9 @@ function fileStem(name) {
 }
 
 /** Analyse a new file: the first answer also loads the probability map for the slider. */
-async function analyse(file, { ignored = 0 } = {}) {
+async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   cancelPending();
+  if (!keepAxes) state.axes = "";
   state.file = file;
   state.mask = null;
   const run = ++state.run;
@@ -99,7 +132,12 @@ async function analyse(file, { ignored = 0 } = {}) {
   showMessage("");
   setBusy(`Analysing “${file.name}”…`);
   try {
-    const answer = await predict(root.dataset.predictUrl, file, { signal: controller.signal });
+    ui.progress.querySelector("progress").removeAttribute("value");
+    const answer = await predict(root.dataset.predictUrl, file, {
+      signal: controller.signal,
+      fields: requestFields(),
+      onProgress: showProgress,
+    });
     if (run !== state.run) return;
     if (ignored > 0) {
       answer.notes = [
@@ -107,8 +145,7 @@ async function analyse(file, { ignored = 0 } = {}) {
         ...(answer.notes || []),
       ];
     }
-    await showAnswer(answer, file, run);
-    if (isSegmentation) await prepareSlider(answer, run);
+    await showAnyAnswer(answer, file, run, { newFile: true });
     if (run === state.run) setState("done");
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
@@ -126,6 +163,60 @@ function fail(error) {
     showMessage(`The page could not show the result: ${error.message}`);
     console.warn(error);
   }
+}
+
+/** A single image's answer, or a stack/movie answer shown one frame at a time. */
+async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
+  if (!answer.kind) {
+    state.stackAnswer = null;
+    ui.stack.hidden = true;
+    await showAnswer(answer, file, run);
+    if (isSegmentation && newFile) await prepareSlider(answer, run);
+    return;
+  }
+  state.stackAnswer = answer;
+  if (newFile) state.frameIndex = 0;
+  state.frameIndex = Math.min(state.frameIndex, answer.frame_count - 1);
+  showStackControls(answer);
+  await drawFrameChart(ui.frameChart, answer, chartOptions());
+  await showFrame(state.frameIndex, run);
+}
+
+function chartOptions() {
+  return {
+    skipFirst: ui.skipFirst ? Number(ui.skipFirst.value) || 0 : 0,
+    skipLast: ui.skipLast ? Number(ui.skipLast.value) || 0 : 0,
+    runningMax: ui.runningMax ? ui.runningMax.checked : false,
+    current: state.frameIndex,
+    trainingA: pageData.training_range_a,
+  };
+}
+
+function showStackControls(answer) {
+  const axes = answer.axes;
+  const channel = axes.channels > 1 ? ` · channel ${axes.channel} of ${axes.channels}` : "";
+  ui.stackAxesText.textContent =
+    `${answer.kind === "movie" ? "Movie" : "Stack"} of ${answer.frame_count} frames · axes ` +
+    `${axes.used} (guessed ${axes.guessed}: ${axes.source})${channel}`;
+  ui.stackAxes.value = axes.used.replace(/[YXS]/g, "");
+  ui.stackAxesForm.hidden = answer.kind === "movie";
+  ui.frameSlider.max = String(answer.frame_count - 1);
+  ui.frameSlider.value = String(state.frameIndex);
+  ui.stack.hidden = false;
+}
+
+/** Show frame `index` of the held stack answer: figures, count, table, mask for the slider. */
+async function showFrame(index, run) {
+  const answer = state.stackAnswer;
+  const frame = answer.frames[index];
+  state.frameIndex = index;
+  ui.frameValue.textContent = describePosition(frame, answer.frame_count);
+  ui.frameSlider.dataset.shown = String(index);
+  markCurrentFrame(ui.frameChart, index);
+  await showAnswer({ ...frame, notes: [...answer.notes, ...(frame.notes || [])] }, state.file, run);
+  showDownloads(answer, state.file);
+  if (isSegmentation && frame.probability) await prepareSlider(frame, run);
+  else if (isSegmentation) ui.controls.hidden = false;
 }
 
 async function showAnswer(answer, file, run) {
@@ -171,16 +262,30 @@ function showTable(answer) {
 }
 
 function showDownloads(answer, file) {
-  for (const url of state.downloadUrls) URL.revokeObjectURL(url);
-  state.downloadUrls = [];
-  if (!isSegmentation) {
-    ui.downloads.replaceChildren();
-    return;
+  // Every file is made by the server from the upload sent again (nothing is kept there).
+  const buttons = downloadButtons(pageData.task, Boolean(state.stackAnswer), (format, button) =>
+    requestDownload(format, button, file),
+  );
+  ui.downloads.replaceChildren(...buttons);
+  if (isSegmentation && !state.stackAnswer && answer.probability) {
+    const stem = `${pageData.model}-${fileStem(file.name)}`;
+    ui.downloads.append(probabilityDownloadLink(answer.probability, `${stem}-probability.png`));
   }
-  const stem = `${pageData.model}-${fileStem(file.name)}`;
-  const csv = csvDownloadLink(answer.objects || [], `${stem}-objects.csv`);
-  state.downloadUrls.push(csv.href);
-  ui.downloads.replaceChildren(csv, probabilityDownloadLink(answer.probability, `${stem}-probability.png`));
+}
+
+async function requestDownload(format, button, file) {
+  const fields = { ...requestFields(), format };
+  if (isSegmentation) fields.threshold = Number(ui.slider.value).toFixed(3);
+  button.disabled = true;
+  try {
+    const { blob, filename } = await fetchDownload(root.dataset.predictUrl, file, fields);
+    root.dataset.lastDownload = `${filename} ${blob.size}`;
+    saveBlob(blob, filename);
+  } catch (error) {
+    showMessage(error.message);
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function prepareSlider(answer, run) {
@@ -224,10 +329,11 @@ async function refresh(threshold) {
     const answer = await predict(root.dataset.predictUrl, state.file, {
       threshold,
       signal: controller.signal,
+      fields: requestFields(),
     });
     // A later slider move has its own request coming: this answer is already stale.
     if (run !== state.run || Number(ui.slider.value) !== threshold) return;
-    await showAnswer(answer, state.file, run);
+    await showAnyAnswer(answer, state.file, run);
     ui.updateStatus.textContent = "";
     setState("done");
   } catch (error) {
@@ -274,6 +380,27 @@ for (const button of document.querySelectorAll(".example-button")) {
 }
 
 if (isSegmentation) ui.slider.addEventListener("input", onSliderInput);
+
+ui.frameSlider.addEventListener("input", () => {
+  if (!state.stackAnswer) return;
+  const index = Number(ui.frameSlider.value);
+  const run = state.run;
+  showFrame(index, run).catch(fail);
+});
+
+ui.stackAxesForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!state.file) return;
+  state.axes = ui.stackAxes.value.trim().toUpperCase();
+  analyse(state.file, { keepAxes: true });
+});
+
+for (const control of [ui.skipFirst, ui.skipLast, ui.runningMax]) {
+  if (!control) continue;
+  control.addEventListener(control.type === "checkbox" ? "change" : "input", () => {
+    if (state.stackAnswer) drawFrameChart(ui.frameChart, state.stackAnswer, chartOptions());
+  });
+}
 
 if (!window.Plotly) {
   showMessage("The plotting library did not load, so figures cannot be shown. Reload the page.");

@@ -1,0 +1,186 @@
+"""Stacks and movies through a model: frames in batches, per-frame results, one JSON answer.
+
+The answer has the same shape for a z-stack and a movie:
+{"model", "kind": "stack" | "movie", "axes": {...}, "frames": [<single-image result + index and
+position>...], "count_per_frame" (segmentation) or "populations_per_frame" (lineage),
+"notes", "timings_ms"}. Frames go to ONNX Runtime `BATCH_SIZE` at a time (one call per batch,
+not per frame); `answer_events` yields progress after each batch so a page can show a bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.downloads import LINEAGE_ORDER, MAX_LABEL_16_BIT
+from devolearn_web.errors import BadParameter
+from devolearn_web.imaging import DEFAULT_MAX_PIXELS
+from devolearn_web.movies import decode_movie, sniff_movie
+from devolearn_web.pipelines import LineageResult, SegmentationResult, predict_batch
+from devolearn_web.registry import ModelRegistry
+from devolearn_web.stacks import (
+    DEFAULT_MAX_STACK_FRAMES,
+    DEFAULT_MAX_STACK_VOXELS,
+    FrameStack,
+    read_tiff_stack,
+    tiff_frame_count,
+)
+
+BATCH_SIZE = 16
+# Per-frame probability maps and figures go into the JSON up to this many frames (a z-stack of
+# tens of slices); past it (a 389-frame movie) frames carry numbers only.
+MAX_FRAMES_WITH_IMAGES = 64
+TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess")
+
+Result = SegmentationResult | LineageResult
+
+
+def has_frames(data: bytes) -> bool:
+    """True for a movie, an animated GIF or a TIFF with more than one frame."""
+    return sniff_movie(data) is not None or tiff_frame_count(data) > 1
+
+
+def load_frames(
+    data: bytes,
+    axes: str | None = None,
+    channel: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_voxels: int = DEFAULT_MAX_STACK_VOXELS,
+    max_frames: int = DEFAULT_MAX_STACK_FRAMES,
+) -> FrameStack:
+    """Decode a movie or multi-page TIFF (in memory) into a FrameStack."""
+    if sniff_movie(data) is not None:
+        if axes is not None and axes != "T":
+            raise BadParameter("A movie's frames are time points: its axes cannot be changed.")
+        return decode_movie(data, max_pixels, max_frames, max_voxels)
+    return read_tiff_stack(data, axes, channel, max_voxels, max_frames)
+
+
+def predict_stack(
+    registry: ModelRegistry,
+    name: str,
+    stack: FrameStack,
+    threshold: float | None = None,
+    deadline: Deadline = NO_DEADLINE,
+    batch_seconds: float | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[tuple[int, Result]]:
+    """(frame index, result) for every frame, in order, the model run once per batch.
+
+    `deadline` bounds the whole stack; `batch_seconds`, when given, bounds each batch instead
+    (a streamed answer sends bytes after every batch, which is what keeps a router waiting).
+    """
+    for start in range(0, stack.count, batch_size):
+        indices = range(start, min(start + batch_size, stack.count))
+        images = [stack.image(index) for index in indices]
+        batch_deadline = Deadline(batch_seconds) if batch_seconds else deadline
+        results = predict_batch(registry, name, images, threshold, batch_deadline)
+        yield from zip(indices, results, strict=True)
+
+
+def answer_events(
+    registry: ModelRegistry,
+    name: str,
+    stack: FrameStack,
+    threshold: float | None = None,
+    include_figures: bool = False,
+    decode_ms: float = 0.0,
+    deadline: Deadline = NO_DEADLINE,
+    batch_seconds: float | None = None,
+) -> Iterator[dict]:
+    """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}."""
+    frames: list[dict] = []
+    totals = dict.fromkeys(TIMING_STAGES, 0.0)
+    totals["decode"] = decode_ms
+    with_images = stack.count <= MAX_FRAMES_WITH_IMAGES
+    started = time.perf_counter()
+    results = predict_stack(registry, name, stack, threshold, deadline, batch_seconds)
+    for index, result in results:
+        frame = frame_json(result, index, stack.positions[index], with_images)
+        if include_figures and with_images:
+            from devolearn_web.figures import build_figures  # Plotly dicts only when asked
+
+            frame.update(build_figures(result, stack.image(index)))
+        frames.append(frame)
+        for stage in TIMING_STAGES[1:]:
+            totals[stage] += result.timings_ms.get(stage, 0.0)
+        if (index + 1) % BATCH_SIZE == 0 or index + 1 == stack.count:
+            yield {"progress": {"done": index + 1, "total": stack.count}}
+    totals["total"] = decode_ms + (time.perf_counter() - started) * 1000
+    yield {"result": stack_json(name, stack, frames, totals, with_images)}
+
+
+def frame_json(result: Result, index: int, position: dict, with_images: bool) -> dict:
+    """One frame's single-image JSON, plus its index and position; the PNG only when asked."""
+    answer = result.to_json() if with_images or isinstance(result, LineageResult) else _lean(result)
+    answer.update(index=index, position=dict(position))
+    return answer
+
+
+def _lean(result: SegmentationResult) -> dict:
+    # The single-image JSON without its probability PNG (not even encoded).
+    answer = dataclasses.replace(result, probability_png=b"-").to_json()
+    answer.pop("probability")
+    return answer
+
+
+def stack_json(
+    name: str, stack: FrameStack, frames: list[dict], timings: dict, with_images: bool
+) -> dict:
+    """The whole answer for a stack or movie (see the module docstring)."""
+    answer: dict = {"model": name, "kind": stack.kind, "axes": dict(stack.axes)}
+    answer.update(width=stack.width, height=stack.height, frame_count=stack.count)
+    notes = list(stack.notes)
+    if not with_images:
+        notes.append(
+            f"{stack.count} frames: counts for every frame; probability maps and figures are "
+            f"sent for stacks of up to {MAX_FRAMES_WITH_IMAGES} frames (downloads have them all)."
+        )
+    if frames and "populations" in frames[0]:
+        answer["populations_per_frame"] = {
+            key: [frame["populations"][key] for frame in frames] for key in LINEAGE_ORDER
+        }
+        answer["total_per_frame"] = [frame["total"] for frame in frames]
+        outside = [frame["index"] for frame in frames if frame["outside_training_range"]]
+        answer["outside_training_range_frames"] = outside
+        if outside:
+            notes.append(
+                f"{len(outside)} of {stack.count} frames are past the model's training range "
+                "(A > 250 cells): their counts are an extrapolation."
+            )
+    else:
+        answer["threshold"] = frames[0]["threshold"] if frames else None
+        answer["count_per_frame"] = [frame["count"] for frame in frames]
+    answer.update(
+        frames=frames,
+        notes=notes,
+        timings_ms={key: round(value, 2) for key, value in timings.items()},
+    )
+    return answer
+
+
+def collect_results(
+    registry: ModelRegistry,
+    name: str,
+    stack: FrameStack,
+    threshold: float | None = None,
+    deadline: Deadline = NO_DEADLINE,
+) -> list[Result]:
+    """Every frame's result, labels as uint16 (when they fit) to halve what a long stack holds."""
+    results = []
+    for _, result in predict_stack(registry, name, stack, threshold, deadline):
+        if isinstance(result, SegmentationResult):
+            if result.labels.max(initial=0) <= MAX_LABEL_16_BIT:
+                result.labels = result.labels.astype(np.uint16)
+            result.probability_png = b""  # downloads write their own files; drop the page's PNG
+        results.append(result)
+    return results
+
+
+def frame_axis(stack: FrameStack) -> str:
+    """'T' for movies and time-only stacks, else 'Z' (the axis ImageJ files are written with)."""
+    return "T" if stack.axes.get("slider") == ["time"] else "Z"

@@ -1,0 +1,182 @@
+"""The predict endpoint's answers for stacks, movies and downloads (called by views.api).
+
+Downloads are made from the request itself: the client sends the file again with `format=...`
+(the page still holds it in memory), the server decodes it, runs the model and writes the CSV,
+TIFF, PNG or ZIP into memory and sends it back. Nothing is stored between requests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+from flask import Response, current_app, jsonify, stream_with_context
+from werkzeug.datastructures import MultiDict
+
+from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.downloads import build_download, check_format, safe_stem
+from devolearn_web.errors import BadParameter, DevoLearnError, TooLarge
+from devolearn_web.imaging import DecodedImage
+from devolearn_web.pipelines import LineageResult, SegmentationResult, predict, predict_bytes
+from devolearn_web.registry import ModelRegistry
+from devolearn_web.stack_pipeline import (
+    answer_events,
+    collect_results,
+    frame_axis,
+    has_frames,
+    load_frames,
+)
+from devolearn_web.stacks import (
+    DEFAULT_MAX_STACK_FRAMES,
+    DEFAULT_MAX_STACK_VOXELS,
+    FrameStack,
+    parse_axes_override,
+    parse_channel,
+)
+
+FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "zip")
+NDJSON = "application/x-ndjson"
+# TIFF, PNG and ZIP downloads hold every frame's maps at once; CSVs and JSON do not.
+DEFAULT_MAX_DOWNLOAD_VOXELS = 60_000_000
+
+
+def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
+    """True when the upload is a stack or movie, or the request asks for a file, not JSON."""
+    return parse_format(form.get("format")) != "json" or has_frames(data)
+
+
+def parse_format(raw: str | None) -> str:
+    """The `format` field: json (default), csv, tiff, probability-tiff, png or zip."""
+    value = (raw or "json").strip().lower()
+    if value not in FORMATS:
+        raise BadParameter(
+            f"The format '{value[:20]}' is not known; choose one of: {', '.join(FORMATS)}."
+        )
+    return value
+
+
+def parse_frame(raw: str | None, count: int) -> int | None:
+    """The `frame` field (0-based index of one frame to analyse alone), or None."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        frame = int(raw)
+    except ValueError as error:
+        raise BadParameter(f"The frame must be a whole number; not '{raw[:20]}'.") from error
+    if not 0 <= frame < count:
+        raise BadParameter(f"Frame {frame} does not exist: there are {count} (0 to {count - 1}).")
+    return frame
+
+
+def answer_frames_or_file(
+    registry: ModelRegistry,
+    name: str,
+    data: bytes,
+    filename: str | None,
+    threshold: float | None,
+    form: MultiDict,
+    deadline: Deadline = NO_DEADLINE,
+) -> Response:
+    """JSON (or NDJSON with progress) for a stack or movie; a file for any `format` but json."""
+    requested = parse_format(form.get("format"))
+    task = registry.card(name)["task"]
+    include_figures = "figures" in {word.strip() for word in form.get("include", "").split(",")}
+    stem = safe_stem(filename, name)
+    max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+    if not has_frames(data):
+        check_format(requested, task, 1)
+        result, _ = predict_bytes(
+            registry, name, data, filename, threshold, max_pixels, deadline=deadline
+        )
+        return _file_response(*build_download(requested, stem, [result], [{}]))
+
+    started = time.perf_counter()
+    stack = load_frames(
+        data,
+        axes=parse_axes_override(form.get("axes")),
+        channel=parse_channel(form.get("channel")),
+        max_pixels=max_pixels,
+        max_voxels=current_app.config.get("MAX_STACK_VOXELS", DEFAULT_MAX_STACK_VOXELS),
+        max_frames=current_app.config.get("MAX_STACK_FRAMES", DEFAULT_MAX_STACK_FRAMES),
+    )
+    decode_ms = (time.perf_counter() - started) * 1000
+    frame = parse_frame(form.get("frame"), stack.count)
+    if frame is not None:
+        image = stack.image(frame)
+        result = predict(registry, name, image, threshold, decode_ms=decode_ms, deadline=deadline)
+        return _one_frame(result, image, stack, frame, requested, stem, include_figures)
+    if requested != "json":
+        check_format(requested, task, stack.count)
+        _check_download_size(requested, stack.count * stack.width * stack.height)
+        results = collect_results(registry, name, stack, threshold, deadline)
+        body = build_download(requested, stem, results, stack.positions, frame_axis(stack))
+        return _file_response(*body)
+    if (form.get("progress") or "").strip().lower() == "ndjson":
+        # Bytes flow after every batch, so a router's first-byte limit cannot cut a long movie:
+        # the time budget then bounds each batch, not the whole stack.
+        events = answer_events(
+            registry,
+            name,
+            stack,
+            threshold,
+            include_figures,
+            decode_ms,
+            NO_DEADLINE,
+            batch_seconds=deadline.seconds,
+        )
+        return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
+    events = answer_events(registry, name, stack, threshold, include_figures, decode_ms, deadline)
+    answer = None
+    for event in events:
+        answer = event.get("result", answer)
+    return jsonify(answer)
+
+
+def _one_frame(
+    result: SegmentationResult | LineageResult,
+    image: DecodedImage,
+    stack: FrameStack,
+    frame: int,
+    requested: str,
+    stem: str,
+    include_figures: bool,
+) -> Response:
+    """One frame of a stack, answered as a single image (JSON with its position, or a file)."""
+    if requested != "json":
+        task = "lineage" if isinstance(result, LineageResult) else "segmentation"
+        check_format(requested, task, 1)
+        return _file_response(*build_download(requested, f"{stem}-frame{frame}", [result], [{}]))
+    answer = result.to_json()
+    answer.update(index=frame, position=dict(stack.positions[frame]), axes=dict(stack.axes))
+    if include_figures:
+        from devolearn_web.figures import build_figures
+
+        answer.update(build_figures(result, image))
+    return jsonify(answer)
+
+
+def _check_download_size(requested: str, voxels: int) -> None:
+    limit = current_app.config.get("MAX_DOWNLOAD_VOXELS", DEFAULT_MAX_DOWNLOAD_VOXELS)
+    if requested != "csv" and voxels > limit:
+        raise TooLarge(
+            f"This stack has {voxels / 1e6:.0f} million pixels in all: image downloads are made "
+            f"for up to {limit / 1e6:g} million here. Ask for format=csv, or use the command "
+            "line (flask devolearn predict), which has no such limit."
+        )
+
+
+def _ndjson(events: Iterator[dict]) -> Iterator[str]:
+    """One JSON object per line; an error after the first line is sent as a line too."""
+    try:
+        for event in events:
+            yield json.dumps(event, separators=(",", ":")) + "\n"
+    except DevoLearnError as error:
+        yield json.dumps({"error": error.message, "status": error.status}) + "\n"
+
+
+def _file_response(body: bytes, media_type: str, filename: str) -> Response:
+    response = Response(body, mimetype=media_type)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response

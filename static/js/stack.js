@@ -1,0 +1,172 @@
+// Stacks and movies on a model page: the axes guess (and its override), a slice/time slider
+// over the per-frame figures, a Plotly line chart of counts (or lineage populations) per frame,
+// and downloads made by re-sending the file the page still holds with format=...
+
+const LINEAGE_COLOURS = {
+  A: "#0072b2",
+  E: "#e69f00",
+  M: "#009e73",
+  P: "#cc79a7",
+  C: "#d55e00",
+  D: "#56b4e9",
+  Z: "#555555",
+};
+const AXIS_NAMES = { z: "slice", time: "frame" };
+
+const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+
+/** "slice 3 of 35" / "frame 12 of 389 (4.0 s)" / "frame 2, slice 5" for a frame's position. */
+export function describePosition(frame, count) {
+  const position = frame.position || {};
+  const parts = Object.entries(position)
+    .filter(([key]) => key in AXIS_NAMES)
+    .map(([key, value]) => `${AXIS_NAMES[key]} ${value}`);
+  const seconds = typeof position.seconds === "number" ? ` (${position.seconds.toFixed(1)} s)` : "";
+  const where = parts.length ? parts.join(", ") : `frame ${frame.index}`;
+  return `${where}${seconds} · ${frame.index + 1} of ${count}`;
+}
+
+/** Running maximum of a list of numbers (cells do not disappear). */
+export function runningMaximum(values) {
+  let best = -Infinity;
+  return values.map((value) => (best = Math.max(best, value)));
+}
+
+/** The per-frame chart: counts (segmentation) or lineage populations with the page's options. */
+export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = false, current = 0, trainingA = 250 }) {
+  const count = answer.frame_count;
+  const first = Math.min(Math.max(0, skipFirst), count);
+  const last = Math.max(first, count - Math.max(0, skipLast));
+  const indices = [...Array(last - first).keys()].map((i) => i + first);
+  const axisWord = (answer.axes.slider || []).length === 1 && answer.axes.slider[0] === "z" ? "slice" : "frame";
+  const data = [];
+  let title;
+  if (answer.populations_per_frame) {
+    const series = answer.populations_per_frame;
+    for (const [key, values] of Object.entries(series)) {
+      const shown = indices.map((i) => values[i]);
+      data.push({
+        type: "scatter",
+        mode: "lines",
+        name: key,
+        x: indices,
+        y: runningMax ? runningMaximum(shown) : shown,
+        line: { color: LINEAGE_COLOURS[key] || "#333", width: 2 },
+        hovertemplate: `${key}: %{y} cells at ${axisWord} %{x}<extra></extra>`,
+      });
+    }
+    const outside = indices.filter((i) => series.A[i] > trainingA);
+    if (outside.length) {
+      data.push({
+        type: "scatter",
+        mode: "markers",
+        name: `past A = ${trainingA} (outside the training range)`,
+        x: outside,
+        y: outside.map((i) => series.A[i]),
+        marker: { color: "#c0392b", symbol: "x", size: 7 },
+        hovertemplate: `${axisWord} %{x}: A = %{y}, outside the training range<extra></extra>`,
+      });
+    }
+    title = `Cells per lineage, ${axisWord} by ${axisWord}${runningMax ? " (running maximum)" : ""}`;
+  } else {
+    data.push({
+      type: "scatter",
+      mode: "lines+markers",
+      name: "count",
+      x: indices,
+      y: indices.map((i) => answer.count_per_frame[i]),
+      line: { color: "#2a7ab0", width: 2 },
+      marker: { size: 5 },
+      hovertemplate: `${axisWord} %{x}: %{y} objects<extra></extra>`,
+    });
+    title = `Objects per ${axisWord}`;
+  }
+  const layout = {
+    title: { text: title, x: 0.02 },
+    margin: { l: 55, r: 15, t: 45, b: 45 },
+    xaxis: { title: { text: axisWord }, rangemode: "tozero" },
+    yaxis: { title: { text: answer.populations_per_frame ? "cells" : "count" }, rangemode: "tozero" },
+    hovermode: "x unified",
+    legend: { orientation: "h", y: -0.25 },
+    shapes: [
+      {
+        type: "line",
+        name: "current-frame",
+        xref: "x",
+        yref: "paper",
+        x0: current,
+        x1: current,
+        y0: 0,
+        y1: 1,
+        line: { color: "#888", width: 1, dash: "dot" },
+      },
+    ],
+    uirevision: "frames",
+  };
+  return { data, layout };
+}
+
+/** POST the held file again with format=...; resolve to {blob, filename}. */
+export async function fetchDownload(url, file, fields) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  for (const [key, value] of Object.entries(fields)) if (value !== null && value !== "") form.append(key, value);
+  const response = await fetch(url, { method: "POST", body: form });
+  if (!response.ok) {
+    let sentence = `The download could not be made (HTTP status ${response.status}).`;
+    try {
+      sentence = (await response.json()).error || sentence;
+    } catch {
+      // keep the generic sentence
+    }
+    throw new Error(sentence);
+  }
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const match = disposition.match(/filename="([^"]+)"/);
+  return { blob: await response.blob(), filename: match ? match[1] : "devolearn-download" };
+}
+
+/** The download buttons for one answer: each asks the server for a file made from the upload. */
+export function downloadButtons(task, isStack, onRequest) {
+  const choices =
+    task === "segmentation"
+      ? [
+          ["csv", "Objects (CSV)"],
+          ["tiff", isStack ? "Labels (16-bit multi-page TIFF)" : "Labels (16-bit TIFF)"],
+          ["probability-tiff", "Probability (TIFF)"],
+          isStack ? ["zip", "Everything (ZIP)"] : ["png", "Mask (PNG)"],
+        ]
+      : [["csv", isStack ? "Populations per frame (CSV)" : "Populations (CSV)"]];
+  return choices.map(([format, label]) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button button-small";
+    button.textContent = label;
+    button.dataset.format = format;
+    button.addEventListener("click", () => onRequest(format, button));
+    return button;
+  });
+}
+
+/** Save a blob under a file name (an <a download> clicked once). */
+export function saveBlob(blob, filename) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+/** Draw (or update) the per-frame chart in its container. */
+export async function drawFrameChart(container, answer, options) {
+  const { data, layout } = frameChart(answer, options);
+  await window.Plotly.react(container, data, layout, PLOT_CONFIG);
+}
+
+/** Move the chart's dotted line to the frame shown. */
+export function markCurrentFrame(container, index) {
+  if (!container.data) return;
+  window.Plotly.relayout(container, { "shapes[0].x0": index, "shapes[0].x1": index });
+}

@@ -1,0 +1,105 @@
+"""Stacks and movies in a real browser: drop a stack, move the slice slider, chart and downloads."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.browser
+
+DROP_FILE_JS = """([base64Bytes, name, type]) => {
+    const bytes = Uint8Array.from(atob(base64Bytes), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type }));
+    const zone = document.getElementById("dropzone");
+    for (const kind of ["dragenter", "dragover", "drop"]) {
+        const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
+        zone.dispatchEvent(new DragEvent(kind, init));
+    }
+}"""
+
+MOVE_SLIDER_JS = """([id, value]) => {
+    const slider = document.getElementById(id);
+    slider.value = String(value);
+    slider.dispatchEvent(new Event("input", { bubbles: true }));
+}"""
+
+DISKS = [(60, 60), (180, 60), (300, 60), (120, 200), (260, 200)]
+
+
+def _drop(page, data: bytes, name: str, mime: str) -> None:
+    page.evaluate(DROP_FILE_JS, [base64.b64encode(data).decode("ascii"), name, mime])
+
+
+def _wait_done(page) -> None:
+    page.wait_for_function(
+        "() => { const root = document.getElementById('analysis');"
+        " return root.dataset.state === 'done' && Number(root.dataset.answers || 0) > 0; }"
+    )
+
+
+def test_stack_drop_slice_slider_threshold_and_download(watched_page, image_maker) -> None:
+    page, watch = watched_page
+    planes = [image_maker.disks((280, 380), DISKS[: count + 1], 25) for count in range(4)]
+    stack = image_maker.tiff(image_maker.uint8(np.stack(planes)), photometric="minisblack")
+    page.goto("/nucleus")
+    page.wait_for_selector("#analysis[data-state='ready']")
+
+    _drop(page, stack, "embryo stack.tif", "image/tiff")
+    _wait_done(page)
+    assert page.locator("#stack-controls").is_visible()
+    assert "ZYX" in page.text_content("#stack-axes-text")
+    assert page.text_content("#count-value") == "1"
+    chart = page.evaluate("() => document.getElementById('frame-chart').data[0].y")
+    assert chart == [1, 2, 3, 4]
+
+    page.evaluate(MOVE_SLIDER_JS, ["frame-slider", 3])
+    page.wait_for_function("() => document.getElementById('count-value').textContent === '4'")
+    assert "slice 3" in page.text_content("#frame-value")
+    assert page.locator("#table-container tbody tr").count() == 4
+
+    # The threshold slider repaints the shown slice's mask in the browser, with no request.
+    requests_before = len(watch.api_requests())
+    page.evaluate(MOVE_SLIDER_JS, ["threshold", 0.95])
+    assert page.get_attribute("#threshold", "data-repaints") == "1"
+    assert watch.api_requests()[requests_before:] == []
+
+    page.locator("#downloads button[data-format='csv']").click()
+    page.wait_for_function(
+        "() => (document.getElementById('analysis').dataset.lastDownload || '')"
+        ".startsWith('nucleus-embryo_stack.csv')"
+    )
+    assert watch.console_errors == []
+
+
+def test_lineage_movie_chart_options(watched_page, image_maker) -> None:
+    from PIL import Image
+
+    page, watch = watched_page
+    frames = [
+        Image.fromarray(image_maker.uint8(image_maker.disks((64, 96), [(48, 32)], 6 + 3 * i)))
+        for i in range(8)
+    ]
+    import io
+
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    page.goto("/lineage")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    _drop(page, buffer.getvalue(), "embryo.gif", "image/gif")
+    _wait_done(page)
+    traces = page.evaluate("() => document.getElementById('frame-chart').data.map((t) => t.name)")
+    assert traces[:7] == ["A", "E", "M", "P", "C", "D", "Z"]
+    assert page.locator("#stack-axes-form").is_hidden()  # a movie's axes are fixed
+
+    page.fill("#skip-first", "2")
+    page.fill("#skip-last", "1")
+    page.wait_for_function("() => document.getElementById('frame-chart').data[0].x.length === 5")
+    assert page.evaluate("() => document.getElementById('frame-chart').data[0].x[0]") == 2
+    page.check("#running-max")
+    page.wait_for_function(
+        "() => document.getElementById('frame-chart').layout.title.text.includes('running')"
+    )
+    assert watch.console_errors == []

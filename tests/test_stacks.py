@@ -1,0 +1,170 @@
+"""Multi-page TIFFs and ImageJ hyperstacks: axes guessed or given, every slice analysed in order."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from devolearn_web.errors import BadParameter
+from devolearn_web.stacks import parse_axes_override, read_tiff_stack, tiff_frame_count
+
+DISKS = [(30, 30), (90, 30), (150, 30), (60, 100), (130, 100)]
+
+
+def disk_stack(image_maker, counts: list[int], dtype=np.uint8) -> np.ndarray:
+    """(N, 140, 200) slices: slice i holds counts[i] bright disks."""
+    planes = [image_maker.disks((140, 200), DISKS[:count], 12) for count in counts]
+    scale = 255 if dtype == np.uint8 else 65535
+    return np.round(np.stack(planes) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "shape, options, axes, frames, slider",
+    [
+        ((4, 20, 30), {"photometric": "minisblack"}, "ZYX", 4, ["z"]),
+        ((5, 20, 30), {"metadata": {"axes": "TYX"}}, "TYX", 5, ["time"]),
+        ((2, 3, 20, 30), {"imagej": True, "metadata": {"axes": "TZYX"}}, "TZYX", 6, ["time", "z"]),
+        ((3, 2, 20, 30), {"imagej": True, "metadata": {"axes": "ZCYX"}}, "ZCYX", 3, ["z"]),
+        ((4, 20, 30, 3), {"photometric": "rgb"}, "ZYXS", 4, ["z"]),
+    ],
+)
+def test_stack_axes_are_guessed_from_the_file(image_maker, shape, options, axes, frames, slider):
+    data = image_maker.tiff(
+        np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8), **options
+    )
+    stack = read_tiff_stack(data)
+    assert stack.axes["guessed"] == axes
+    assert stack.count == frames == tiff_frame_count(data)
+    assert stack.axes["slider"] == slider
+    assert stack.pixels(0).dtype == np.float32 and stack.pixels(0).shape == (20, 30)
+
+
+def test_time_and_z_are_flattened_time_outermost(image_maker):
+    values = np.arange(2 * 3, dtype=np.uint8).reshape(2, 3, 1, 1) * 10 + np.zeros(
+        (2, 3, 4, 5), np.uint8
+    )
+    stack = read_tiff_stack(image_maker.tiff(values, imagej=True, metadata={"axes": "TZYX"}))
+    assert [p for p in stack.positions[:4]] == [
+        {"time": 0, "z": 0},
+        {"time": 0, "z": 1},
+        {"time": 0, "z": 2},
+        {"time": 1, "z": 0},
+    ]
+    assert stack.data[4, 0, 0] == 40  # time 1, z 1
+
+
+def test_axes_override_turns_pages_into_time_points(image_maker):
+    data = image_maker.tiff(np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
+    stack = read_tiff_stack(data, axes_override="T")
+    assert stack.axes["guessed"] == "ZYX" and stack.axes["used"] == "TYX"
+    assert stack.positions[2] == {"time": 2}
+
+
+def test_channel_with_the_signal_is_chosen_and_can_be_overridden(image_maker):
+    signal = disk_stack(image_maker, [1, 2], np.uint16)
+    hyperstack = np.stack([np.full_like(signal, 100), signal], axis=1)  # Z, C, Y, X
+    data = image_maker.tiff(hyperstack, imagej=True, metadata={"axes": "ZCYX"})
+    assert read_tiff_stack(data).axes["channel"] == 1
+    assert read_tiff_stack(data, channel=0).pixels(0).max() == pytest.approx(100 / 65535)
+
+
+@pytest.mark.parametrize("raw", ["XYZ", "ZZ", "Q", "T Z C X"])
+def test_bad_axes_are_refused_with_a_sentence(raw):
+    with pytest.raises(BadParameter):
+        parse_axes_override(raw)
+
+
+def test_axes_override_of_the_wrong_length_is_refused(image_maker):
+    data = image_maker.tiff(np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
+    with pytest.raises(BadParameter, match="1 besides the image plane"):
+        read_tiff_stack(data, axes_override="TZ")
+
+
+def test_api_answers_a_stack_frame_by_frame(client, image_maker):
+    data = image_maker.tiff(disk_stack(image_maker, [1, 3, 5]), photometric="minisblack")
+    response = client.post(
+        "/api/v1/predict/nucleus",
+        data={"file": (io.BytesIO(data), "stack.tif"), "include": "figures"},
+    )
+    answer = response.get_json()
+    assert response.status_code == 200, answer
+    assert answer["model"] == "nucleus" and answer["kind"] == "stack"
+    assert answer["count_per_frame"] == [1, 3, 5]
+    assert [frame["count"] for frame in answer["frames"]] == [1, 3, 5]
+    assert [frame["position"] for frame in answer["frames"]] == [{"z": 0}, {"z": 1}, {"z": 2}]
+    assert answer["frames"][0]["probability"].startswith("data:image/png;base64,")
+    assert "figures" in answer["frames"][2]
+    assert answer["axes"]["guessed"] == "ZYX"
+
+
+def test_stack_is_sent_to_the_model_in_batches(app, image_maker, monkeypatch):
+    from devolearn_web import stack_pipeline
+    from devolearn_web.pipelines import run_model as real_run_model
+
+    calls = []
+
+    def counting_run_model(model, tensor, deadline):
+        calls.append(tensor.shape[0])
+        return real_run_model(model, tensor, deadline)
+
+    monkeypatch.setattr("devolearn_web.pipelines.run_model", counting_run_model)
+    data = image_maker.tiff(np.zeros((20, 16, 16), np.uint8), photometric="minisblack")
+    with app.app_context():
+        from devolearn_web.registry import get_registry
+
+        stack = stack_pipeline.load_frames(data)
+        results = list(stack_pipeline.predict_stack(get_registry(), "membrane", stack))
+    assert len(results) == 20
+    assert calls == [stack_pipeline.BATCH_SIZE, 20 - stack_pipeline.BATCH_SIZE]
+
+
+def test_lineage_stack_gives_populations_per_frame(client, image_maker):
+    data = image_maker.tiff(disk_stack(image_maker, [1, 5]), imagej=True, metadata={"axes": "TYX"})
+    answer = client.post(
+        "/api/v1/predict/lineage", data={"file": (io.BytesIO(data), "t.tif")}
+    ).get_json()
+    assert answer["kind"] == "stack"
+    assert list(answer["populations_per_frame"]) == ["A", "E", "M", "P", "C", "D", "Z"]
+    assert answer["total_per_frame"] == [frame["total"] for frame in answer["frames"]]
+    assert answer["outside_training_range_frames"] == []
+
+
+def test_progress_is_streamed_as_ndjson_before_the_answer(client, image_maker):
+    data = image_maker.tiff(np.zeros((18, 16, 16), np.uint8), photometric="minisblack")
+    response = client.post(
+        "/api/v1/predict/membrane",
+        data={"file": (io.BytesIO(data), "s.tif"), "progress": "ndjson"},
+    )
+    assert response.mimetype == "application/x-ndjson"
+    events = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert [event["progress"] for event in events[:-1]] == [
+        {"done": 16, "total": 18},
+        {"done": 18, "total": 18},
+    ]
+    assert events[-1]["result"]["frame_count"] == 18
+
+
+def test_one_frame_of_a_stack_can_be_asked_for(client, image_maker):
+    data = image_maker.tiff(disk_stack(image_maker, [1, 4]), photometric="minisblack")
+    answer = client.post(
+        "/api/v1/predict/membrane", data={"file": (io.BytesIO(data), "s.tif"), "frame": "1"}
+    ).get_json()
+    assert answer["count"] == 4 and answer["position"] == {"z": 1}
+
+
+def test_real_sample_as_a_stack_counts_like_the_single_image(client, real_sample, image_maker):
+    from PIL import Image
+
+    gray = np.asarray(Image.open(real_sample("seg_sample.jpg")).convert("L"))
+    data = image_maker.tiff(np.stack([gray, gray]), photometric="minisblack")
+    single = client.post(
+        "/api/v1/predict/membrane",
+        data={"file": (io.BytesIO(image_maker.encode(gray)), "seg.png")},
+    ).get_json()
+    stack = client.post(
+        "/api/v1/predict/membrane", data={"file": (io.BytesIO(data), "seg.tif")}
+    ).get_json()
+    assert stack["count_per_frame"] == [single["count"], single["count"]]
