@@ -134,3 +134,17 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_learning_rate_decays_along_a_cosine_to_a_small_floor():
+    from devolearn_web.training.train import (
+        FINAL_LEARNING_RATE_FRACTION,
+        cosine_learning_rate_factor,
+    )
+
+    assert cosine_learning_rate_factor(0.0) == pytest.approx(1.0)
+    assert cosine_learning_rate_factor(0.5) == pytest.approx(0.5 + FINAL_LEARNING_RATE_FRACTION / 2)
+    assert cosine_learning_rate_factor(1.0) == pytest.approx(FINAL_LEARNING_RATE_FRACTION)
+    assert cosine_learning_rate_factor(3.0) == pytest.approx(FINAL_LEARNING_RATE_FRACTION)
+    factors = [cosine_learning_rate_factor(p / 10) for p in range(11)]
+    assert factors == sorted(factors, reverse=True)
