@@ -7,6 +7,7 @@ from dataclasses import dataclass
 EXAMPLES_FOLDER = "examples"  # inside the app's static folder
 REAL_SAMPLE_CREDIT = "Real sample from the devolearn package · MIT licence, © 2020 DevoLearn"
 REAL_SAMPLE_LICENCE = "LICENSE-devolearn.txt"
+SIMULATED_CREDIT = "Simulated by this project (python -m devolearn_web.training.showcase)"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,30 @@ EXAMPLES: tuple[Example, ...] = (
         REAL_SAMPLE_CREDIT + " (converted to 16 bit by this project)",
         ("nucleus", "lineage"),
         REAL_SAMPLE_LICENCE,
+    ),
+    Example(
+        "simulated_membrane_slice.png",
+        "Simulated membrane z-slice, a later embryo",
+        SIMULATED_CREDIT,
+        ("membrane",),
+    ),
+    Example(
+        "simulated_nucleus_slice_16bit.tif",
+        "Simulated nucleus z-slice, 16-bit TIFF",
+        SIMULATED_CREDIT,
+        ("nucleus",),
+    ),
+    Example(
+        "simulated_nucleus_stack_16bit.tif",
+        "Simulated nucleus z-stack, 6 slices (multi-page TIFF)",
+        SIMULATED_CREDIT,
+        ("nucleus",),
+    ),
+    Example(
+        "simulated_embryo_projection.png",
+        "Simulated embryo of 129 cells (truth: A 64, E 8, M 32, P 0, C 15, D 8, Z 2)",
+        SIMULATED_CREDIT,
+        ("lineage", "nucleus"),
     ),
 )
 

@@ -93,8 +93,12 @@ def make_examples(out_dir: Path, work: Path) -> list[Path]:
     path = out_dir / "simulated_nucleus_slice_16bit.tif"
     tifffile.imwrite(path, stack[brightest], compression="zlib")
     written.append(path)
+    # Every other slice at half the width and height keeps the example small in the repository.
+    z, height, width = stack.shape
+    small = stack[::2, : height // 2 * 2, : width // 2 * 2].astype(np.float32)
+    small = small.reshape(small.shape[0], height // 2, 2, width // 2, 2).mean(axis=(2, 4))
     path = out_dir / "simulated_nucleus_stack_16bit.tif"
-    tifffile.imwrite(path, stack, compression="zlib", metadata={"axes": "ZYX"})
+    tifffile.imwrite(path, small.astype(np.uint16), compression="zlib", metadata={"axes": "ZYX"})
     written.append(path)
 
     membrane = write_membrane_dataset(work / "membrane", [EXAMPLE_SEEDS["membrane"]], 4)
