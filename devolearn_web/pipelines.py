@@ -33,6 +33,7 @@ from devolearn_web.imaging import (
 )
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
 from devolearn_web.segmentation import (
+    SPLIT_TOUCHING_MODELS,
     SegmentedObject,
     label_connected_components,
     measure_objects,
@@ -42,7 +43,6 @@ from devolearn_web.segmentation import (
 
 # Models whose objects are round and touch (nuclei): split them by distance transform + watershed.
 # Membrane cells are already separated by the dark membrane gaps, so components suffice.
-SPLIT_TOUCHING_MODELS = frozenset({"nucleus"})
 DEFAULT_TRAINING_RANGE = {"A": 250}
 # Above this many upload pixels, touching objects are split on a smaller copy (see label_objects).
 SPLIT_WORKING_PIXELS = 2_000_000

@@ -12,9 +12,7 @@ import numpy as np
 
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
-    label_connected_components,
-    split_touching_objects,
-    threshold_probability_map,
+    label_instances,
 )
 from devolearn_web.training.dataset import lineage_input
 from devolearn_web.training.images import (
@@ -75,11 +73,8 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _instances(model: str, probability: np.ndarray, threshold: float) -> np.ndarray:
-    """Objects exactly as the app counts them: split nuclei, connected cells (int32 HxW)."""
-    mask = threshold_probability_map(probability, threshold)
-    if model == "nucleus":
-        return split_touching_objects(mask, smoothing=probability)
-    return label_connected_components(mask)
+    """Objects exactly as the app counts them (int32 HxW)."""
+    return label_instances(model, probability, threshold)
 
 
 def evaluate_segmentation(
