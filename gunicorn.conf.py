@@ -17,6 +17,13 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# The cores are shared out between the workers: one model run may use every core of its share
+# (a lone request on a 2-core dyno runs its network on both), and two workers do not fight
+# over the same cores. Measured with `python -m bench --only latency,throughput`
+# (docs/performance.md); an explicit ORT_INTRA_OP_THREADS still wins.
+# sched_getaffinity: the cores this process may run on (a container's cpuset), not the host's.
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+os.environ.setdefault("ORT_INTRA_OP_THREADS", str(max(1, _cores // workers)))
 preload_app = True
 # A 40-megapixel upload through the nucleus watershed takes a while on 2 cores.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))

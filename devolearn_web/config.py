@@ -53,7 +53,8 @@ class Config:
         self.MODELS_DIR = Path(os.environ.get("DEVOLEARN_MODELS_DIR") or DEFAULT_MODELS_DIR)
         self.ORT_INTRA_OP_THREADS = _env_int("ORT_INTRA_OP_THREADS", 1)
         self.ORT_INTER_OP_THREADS = _env_int("ORT_INTER_OP_THREADS", 1)
-        self.MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 25_000_000)
+        # One Cell Tracking Challenge time point (35 x 512 x 708, 16-bit) is 25.4 MB; leave room.
+        self.MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 40_000_000)
         self.MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000)
         self.PRELOAD_MODELS = _env_flag("PRELOAD_MODELS")
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()

@@ -35,7 +35,7 @@ def clean_environment(monkeypatch):
 def test_defaults(clean_environment):
     config = Config()
     assert config.MODELS_DIR == DEFAULT_MODELS_DIR == Path(__file__).parent.parent / "models"
-    assert config.MAX_UPLOAD_BYTES == 25_000_000
+    assert config.MAX_UPLOAD_BYTES == 40_000_000
     assert config.MAX_IMAGE_PIXELS == 40_000_000
     assert (config.ORT_INTRA_OP_THREADS, config.ORT_INTER_OP_THREADS) == (1, 1)
     assert config.PRELOAD_MODELS is False

@@ -65,9 +65,16 @@ def test_home_page_links_the_community_and_the_models(client):
         assert link in html
 
 
-def test_home_page_without_frames_shows_no_player(client):
-    html = client.get("/", headers=HTML).get_data(as_text=True)
+def test_home_page_without_frames_shows_no_player(app, tmp_path):
+    (tmp_path / "home").mkdir()
+    app.static_folder = str(tmp_path)
+    html = app.test_client().get("/", headers=HTML).get_data(as_text=True)
     assert 'id="timelapse"' not in html and "timelapse.js" not in html
+
+
+def test_home_page_plays_the_shipped_time_lapse(client):
+    html = client.get("/", headers=HTML).get_data(as_text=True)
+    assert 'id="timelapse"' in html and "frame_000_input.png" in html
 
 
 def test_home_page_plays_the_frames_its_manifest_lists(app, tmp_path):

@@ -29,6 +29,7 @@ COMMANDS = (
     "import",
     "all",
     "benchmark",
+    "quantize",
 )
 
 
@@ -118,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "import": "a state_dict or an original devolearn-web ONNX file -> models/ + card",
         "all": "every step in order; a rerun resumes",
         "benchmark": "seconds per training step, bfloat16 and float32 side by side",
+        "quantize": "int8 models/<model>.int8.onnx, adopted only if test accuracy holds",
     }
     sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
     for parser_ in sub.values():
@@ -153,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_args(everything)
     _evaluate_args(everything)
     everything.add_argument("--no-tune", action="store_true", help="skip the Optuna study")
+    quantize = sub["quantize"]
+    quantize.add_argument("--calibration-images", type=int, default=64)
+    quantize.add_argument("--threshold", type=float, default=0.5)
+    quantize.add_argument(
+        "--calibration-method", choices=("MinMax", "Percentile", "Entropy"), default="MinMax"
+    )
     bench = sub["benchmark"]
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--side", type=int, default=256)
@@ -280,6 +288,16 @@ def run_command(args: argparse.Namespace) -> object:
 
         return time_training_steps(
             args.model, args.batch_size, args.side, args.steps, args.warmup, args.threads
+        )
+    if command == "quantize":
+        from devolearn_web.training.quantize import quantize
+
+        return quantize(
+            workspace,
+            args.calibration_images,
+            args.threshold,
+            args.threads,
+            method=args.calibration_method,
         )
     from devolearn_web.training.pipeline import PipelineSettings, run_all
 

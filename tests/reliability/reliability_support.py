@@ -26,8 +26,9 @@ REPOSITORY_ROOT = Path(__file__).resolve().parent.parent.parent
 SLOW_MODEL_SIDE = 1024
 # Each step squares a 1024 x 1024 matrix (2 GFLOP, about 10 ms on this CPU) and squashes it
 # through a sigmoid (so values stay finite): a run of this many steps lasts seconds, and ONNX
-# Runtime can stop it between any two nodes.
-SLOW_MODEL_STEPS = 150
+# Runtime can stop it between any two nodes. (150 steps ran in under a second once gunicorn.conf.py
+# gave each worker both cores, so the margin is wide.)
+SLOW_MODEL_STEPS = 600
 
 
 def build_slow_segmentation_model(path: Path) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks of DevoLearn Web (`python -m bench`): never imported by the app."""
