@@ -79,7 +79,7 @@ class SegmentationResult:
             "objects": [obj.to_dict() for obj in self.objects],
             "probability": png_data_url(png),
             "notes": list(self.notes),
-            "timings_ms": _rounded(self.timings_ms),
+            "timings_ms": rounded_timings(self.timings_ms),
         }
 
 
@@ -102,11 +102,12 @@ class LineageResult:
             "total": self.total,
             "outside_training_range": self.outside_training_range,
             "notes": list(self.notes),
-            "timings_ms": _rounded(self.timings_ms),
+            "timings_ms": rounded_timings(self.timings_ms),
         }
 
 
-def _rounded(timings: dict[str, float]) -> dict[str, float]:
+def rounded_timings(timings: dict[str, float]) -> dict[str, float]:
+    """Stage timings in milliseconds, rounded to 0.01 ms for the answer."""
     return {key: round(value, 2) for key, value in timings.items()}
 
 

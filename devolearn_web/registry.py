@@ -17,18 +17,7 @@ from pathlib import Path
 
 import onnxruntime
 from flask import Flask, current_app
-from onnxruntime.capi.onnxruntime_pybind11_state import (
-    EngineError,
-    EPFail,
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    NoModel,
-    NoSuchFile,
-    NotImplemented,
-    RuntimeException,
-)
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from devolearn_web.errors import ModelUnavailable, UnknownModel
 
@@ -37,17 +26,20 @@ logger = logging.getLogger(__name__)
 MODEL_NAMES = ("membrane", "nucleus", "lineage")
 EXTENSION_KEY = "devolearn_registry"
 # What ONNX Runtime raises for a bad file or a failed run (none of them subclass each other).
-ORT_ERRORS = (
-    EngineError,
-    EPFail,
-    Fail,
-    InvalidArgument,
-    InvalidGraph,
-    InvalidProtobuf,
-    NoModel,
-    NoSuchFile,
-    NotImplemented,
-    RuntimeException,
+ORT_ERRORS = tuple(
+    getattr(ort_state, name)
+    for name in (
+        "EngineError",
+        "EPFail",
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "InvalidProtobuf",
+        "NoModel",
+        "NoSuchFile",
+        "NotImplemented",
+        "RuntimeException",
+    )
 )
 TASKS = ("segmentation", "lineage")
 NORMALISATIONS = ("unit", "symmetric")

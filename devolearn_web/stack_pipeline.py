@@ -20,7 +20,12 @@ from devolearn_web.downloads import LINEAGE_ORDER, MAX_LABEL_16_BIT
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS
 from devolearn_web.movies import decode_movie, sniff_movie
-from devolearn_web.pipelines import LineageResult, SegmentationResult, predict_batch
+from devolearn_web.pipelines import (
+    LineageResult,
+    SegmentationResult,
+    predict_batch,
+    rounded_timings,
+)
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.stacks import (
     DEFAULT_MAX_STACK_FRAMES,
@@ -158,7 +163,7 @@ def stack_json(
     answer.update(
         frames=frames,
         notes=notes,
-        timings_ms={key: round(value, 2) for key, value in timings.items()},
+        timings_ms=rounded_timings(timings),
     )
     return answer
 
