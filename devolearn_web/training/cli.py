@@ -50,6 +50,12 @@ def _simulate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timepoints", type=int, help="time points (lineage: frames) per embryo")
     group.add_argument("--shape", type=int, nargs="+", help="Z H W (lineage: H W) of the images")
     group.add_argument("--no-projections", action="store_true", help="nucleus: slices only")
+    group.add_argument(
+        "--projection-seeds",
+        type=int,
+        default=0,
+        help="nucleus: extra training embryos (seeds 500..) seen only as projections",
+    )
 
 
 def _tune_args(parser: argparse.ArgumentParser) -> None:
@@ -194,6 +200,7 @@ def simulation_plan(args: argparse.Namespace):
         timepoints=args.timepoints or timepoints,
         shape=args.shape,
         projections=not args.no_projections,
+        projection_seeds=args.projection_seeds,
     )
 
 

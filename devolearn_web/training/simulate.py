@@ -11,6 +11,8 @@ from devolearn_web.training.layout import SPLITS, Workspace
 
 # Seed ranges never overlap, so a test embryo is never seen in training or tuning.
 SEED_BASES = {"train": 0, "validation": 1000, "test": 2000}
+# Nucleus training embryos seen only as projections: from 500, clear of the stack seeds.
+PROJECTION_ONLY_SEED_BASE = 500
 
 
 @dataclass(frozen=True)
@@ -22,9 +24,13 @@ class SimulationPlan:
     timepoints: int
     shape: list[int] | None = None  # None: the simulator's default, the real datasets' shape
     projections: bool = True  # nucleus only: also write whole-embryo projections
+    projection_seeds: int = 0  # nucleus only: extra training embryos seen only as projections
 
     def to_record(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if not self.projection_seeds:
+            del record["projection_seeds"]  # records written before the option still match
+        return record
 
 
 def plan_seeds(train: int, validation: int, test: int) -> dict[str, list[int]]:
@@ -51,15 +57,37 @@ def _writer(model: str):
     }[model]
 
 
-def _write_split(plan: SimulationPlan, out_dir: Path, seeds: list[int]) -> None:
+def projection_only_seeds(plan: SimulationPlan, split: str) -> list[int]:
+    """The nucleus training embryos rendered only as projections (none outside `train`)."""
+    if split != "train" or not plan.projection_seeds:
+        return []
+    first = PROJECTION_ONLY_SEED_BASE
+    extra = list(range(first, first + plan.projection_seeds))
+    if set(extra) & set(plan.seeds["train"]) or extra[-1] >= SEED_BASES["validation"]:
+        raise ValueError(
+            f"projection-only seeds {extra[0]}..{extra[-1]} overlap other embryos; "
+            "use fewer than 500 training seeds and 500 projection seeds"
+        )
+    return extra
+
+
+def _write_split(plan: SimulationPlan, split: str, out_dir: Path) -> None:
     writer = _writer(plan.model)
+    seeds = plan.seeds[split]
     kwargs: dict = {}
     if plan.shape is not None:
         kwargs["shape"] = tuple(plan.shape)
     if plan.model == "lineage":
         writer(out_dir, seeds, frames=plan.timepoints, **kwargs)
     elif plan.model == "nucleus":
-        writer(out_dir, seeds, timepoints=plan.timepoints, projections=plan.projections, **kwargs)
+        writer(
+            out_dir,
+            seeds,
+            timepoints=plan.timepoints,
+            projections=plan.projections,
+            projection_only_seeds=projection_only_seeds(plan, split),
+            **kwargs,
+        )
     else:
         writer(out_dir, seeds, timepoints=plan.timepoints, **kwargs)
 
@@ -90,7 +118,7 @@ def simulate(workspace: Workspace, plan: SimulationPlan, force: bool = False) ->
     for split in SPLITS:
         out_dir = workspace.simulated_split_dir(split)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_split(plan, out_dir, plan.seeds[split])
+        _write_split(plan, split, out_dir)
     # Written last, so an interrupted simulation is redone rather than mistaken for complete.
     workspace.simulation_record.write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,13 @@ def write_nucleus_dataset(
     timepoints: int,
     shape: tuple[int, int, int] = (35, 512, 708),
     projections: bool = True,
+    projection_only_seeds: Sequence[int] = (),
 ) -> Path:
-    """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir."""
+    """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir.
+
+    `projection_only_seeds` add embryos seen only as whole-embryo projections, with wider blur:
+    a stack gives one projection per time point against dozens of slices, too few to learn to
+    separate the crowded, blurred nuclei of a real projection such as embryo_sample.png."""
     out_dir = Path(out_dir)
     rows_written = []
     for number, seed in enumerate(seeds, start=1):
@@ -67,6 +73,13 @@ def write_nucleus_dataset(
             rows_written.append(_sequence_row(embryo, sequence, index, minutes))
             if projections:
                 _write_projection(out_dir / "projections", embryo, index, minutes, shape[1:])
+    for seed in projection_only_seeds:
+        embryo = simulate_embryo(seed)
+        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+        for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
+            _write_projection(
+                out_dir / "projections", embryo, index, minutes, shape[1:], blur_scale=(1.0, 2.0)
+            )
     _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
     return out_dir
 
@@ -129,11 +142,19 @@ def write_lineage_dataset(
 
 
 def _write_projection(
-    out_dir: Path, embryo: Embryo, index: int, minutes: float, shape: tuple[int, int]
+    out_dir: Path,
+    embryo: Embryo,
+    index: int,
+    minutes: float,
+    shape: tuple[int, int],
+    blur_scale: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     rng = np.random.default_rng((embryo.seed, _STREAM_PROJECTION, index))
     view = random_projection_view(rng, embryo, tuple(shape))
-    image, labels = render_nucleus_projection(embryo, minutes, view, NucleusLook.draw(rng), rng)
+    look = NucleusLook.draw(rng)
+    if blur_scale != (1.0, 1.0):
+        look = replace(look, blur_px=look.blur_px * float(rng.uniform(*blur_scale)))
+    image, labels = render_nucleus_projection(embryo, minutes, view, look, rng)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(out_dir / "images" / f"{embryo.seed}_{index:03d}.png")
