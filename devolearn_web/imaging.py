@@ -40,8 +40,9 @@ DISPLAY_LOW_PERCENTILE = 0.5
 DISPLAY_HIGH_PERCENTILE = 99.5
 # Fast PNG compression: data URLs are sent once, and on 2 cores encoding time dominates.
 PNG_COMPRESS_LEVEL = 1
-# Deciding which channel carries the signal needs statistics, not every pixel.
-STATISTICS_SAMPLE_PIXELS = 1_000_000
+# Deciding which channel carries the signal needs statistics, not every pixel: a channel's
+# spread estimated from 65,536 evenly spaced pixels is within a percent or two of the full one.
+STATISTICS_SAMPLE_PIXELS = 65_536
 
 # Movies get their own answer (a 415 saying so) until stacks of frames can be analysed.
 MOVIE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
@@ -318,14 +319,30 @@ def _mode_name(array: np.ndarray) -> str:
 
 def _to_signal(array: np.ndarray, mode: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """float32 HxW in [0, 1] from any decoded array, with notes on what was done."""
+    if array.ndim == 3 and array.shape[-1] >= 3 and _is_8_or_16_bit(array):
+        # Choose the channel on the integers, then convert only it: converting all four
+        # channels of an RGBA upload to float32 cost more than the choice itself.
+        colour = array[..., :3]
+        full_scale = np.float32(255 if array.dtype.itemsize == 1 else 65535)
+        channel, note = _select_signal_channel(colour, full_scale)
+        if channel is None:
+            signal = (colour @ LUMINANCE_WEIGHTS) / full_scale
+        else:
+            signal = colour[..., channel].astype(np.float32) / full_scale
+        return np.ascontiguousarray(signal, dtype=np.float32), (note,)
     unit, notes = _to_unit_range(array)
     if unit.ndim == 2:
         return unit, notes
     colour = unit[..., :3] if unit.shape[-1] >= 3 else unit[..., :1]
     if colour.shape[-1] == 1:  # LA: gray plus alpha
         return np.ascontiguousarray(colour[..., 0]), notes
-    signal, note = _select_signal_channel(colour)
-    return signal, notes + (note,)
+    channel, note = _select_signal_channel(colour, np.float32(1.0))
+    signal = colour @ LUMINANCE_WEIGHTS if channel is None else colour[..., channel]
+    return np.ascontiguousarray(signal, dtype=np.float32), notes + (note,)
+
+
+def _is_8_or_16_bit(array: np.ndarray) -> bool:
+    return array.dtype.kind == "u" and array.dtype.itemsize in (1, 2)
 
 
 def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -350,24 +367,21 @@ def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return scaled.astype(np.float32), (note,)
 
 
-def _select_signal_channel(colour: np.ndarray) -> tuple[np.ndarray, str]:
-    """The dominant channel of an HxWx3 float image, or its luminance; and a note saying which."""
+def _select_signal_channel(colour: np.ndarray, full_scale: np.float32) -> tuple[int | None, str]:
+    """Which channel of an HxWx3 image carries the signal (None: use luminance), and a note.
+
+    `full_scale` is the value of a fully bright pixel (255, 65535, or 1 for unit floats)."""
     step = max(1, int(np.sqrt(colour.shape[0] * colour.shape[1] / STATISTICS_SAMPLE_PIXELS)))
-    sample = colour[::step, ::step]
+    sample = colour[::step, ::step].astype(np.float32) / full_scale
     if float(np.abs(sample - sample[..., :1]).max()) < 1.5 / 255:
-        return np.ascontiguousarray(colour[..., 0]), (
-            "The colour channels are identical, so the image was read as grayscale."
-        )
+        return 0, "The colour channels are identical, so the image was read as grayscale."
     spreads = sample.reshape(-1, 3).std(axis=0)
     order = np.argsort(spreads)[::-1]
     strongest, runner_up = spreads[order[0]], spreads[order[1]]
     if strongest > 0 and strongest >= SIGNAL_CHANNEL_DOMINANCE * runner_up:
         name = CHANNEL_NAMES[int(order[0])]
-        return np.ascontiguousarray(colour[..., order[0]]), (
-            f"Colour image: the {name} channel carries the signal and was used."
-        )
-    luminance = colour @ LUMINANCE_WEIGHTS
-    return luminance.astype(np.float32), (
+        return int(order[0]), f"Colour image: the {name} channel carries the signal and was used."
+    return None, (
         "Colour image with signal in several channels: its brightness "
         "(luminance, 0.299 R + 0.587 G + 0.114 B) was used."
     )

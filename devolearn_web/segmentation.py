@@ -6,18 +6,34 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import regionprops
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
-# The networks see 256x256; sizes below are stated at that scale and grow with the upload.
+# The networks see 256x256; sizes below are stated at that scale and grow with the map.
 MODEL_SIDE = 256
 MIN_OBJECT_AREA_AT_MODEL_SCALE = 6
-NUCLEUS_PEAK_DISTANCE_AT_MODEL_SCALE = 2.0
-# Models whose touching objects are split by watershed. Cells are convex blobs too, and a
-# faint membrane leaves a gap the threshold cannot see: on the simulated membrane test set the
-# split cut the cell-count error from 88% to 21% at threshold 0.5.
-SPLIT_TOUCHING_MODELS = frozenset({"nucleus", "membrane"})
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How touching objects are cut apart: watershed of the smoothed distance map, one seed per
+    local maximum. Sizes are in model pixels (the 256x256 grid) and grow with the map."""
+
+    peak_window: int = 3  # a seed is the highest point within this many pixels around it
+    smoothing_sigma: float = 1.0  # Gaussian blur of the distance map, merging ragged peaks
+    # The window also grows to this fraction of the local thickness (the distance value), so
+    # a big cell's uneven ridge gives one seed while small touching nuclei still get two.
+    size_factor: float = 0.0
+
+
+# Models whose touching objects are split, and how: chosen on the simulated validation split by
+# `python -m devolearn_web.training split-search` (docs/performance.md). Cells are convex blobs
+# too, and a faint membrane leaves a gap the threshold cannot see.
+SPLIT_SETTINGS = {
+    "nucleus": SplitSettings(peak_window=3, smoothing_sigma=1.0),
+    "membrane": SplitSettings(peak_window=3, smoothing_sigma=1.0),
+}
+SPLIT_TOUCHING_MODELS = frozenset(SPLIT_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -55,7 +71,11 @@ def label_connected_components(mask: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def split_touching_objects(mask: np.ndarray, smoothing: np.ndarray | None = None) -> np.ndarray:
+def split_touching_objects(
+    mask: np.ndarray,
+    smoothing: np.ndarray | None = None,
+    settings: SplitSettings = SplitSettings(),
+) -> np.ndarray:
     """Label a mask, splitting touching round objects by distance transform and watershed.
 
     `smoothing` (optional, float32 HxW, e.g. the probability map) breaks ties between flat
@@ -64,14 +84,13 @@ def split_touching_objects(mask: np.ndarray, smoothing: np.ndarray | None = None
     labels = label_connected_components(mask)
     if labels.max() == 0:
         return labels
+    scale = scale_factor(mask.shape)
     distance = ndi.distance_transform_edt(labels > 0).astype(np.float32)
     if smoothing is not None:
-        distance = distance + 0.01 * smoothing.astype(np.float32)
-    # Seeds are the peaks of the distance map that stand at least h above their surroundings:
-    # touching nuclei leave a saddle between their centres, a single nucleus does not.
-    height = NUCLEUS_PEAK_DISTANCE_AT_MODEL_SCALE * scale_factor(mask.shape) * 0.5
-    distance = ndi.gaussian_filter(distance, sigma=max(0.5, 0.5 * scale_factor(mask.shape)))
-    seeds = _h_maxima_seeds(distance, labels, height)
+        distance += np.float32(0.01) * smoothing.astype(np.float32)
+    distance = ndi.gaussian_filter(distance, sigma=max(0.5, settings.smoothing_sigma * scale))
+    windows = _peak_windows(distance, labels, settings, scale)
+    seeds = _peak_seeds(distance, labels, windows)
     split = watershed(-distance, seeds, mask=labels > 0)
     return _relabel_sequential(split)
 
@@ -79,42 +98,93 @@ def split_touching_objects(mask: np.ndarray, smoothing: np.ndarray | None = None
 def label_instances(model: str, probability: np.ndarray, threshold: float) -> np.ndarray:
     """Objects of one model's probability map (float32 HxW), as the app counts them."""
     mask = threshold_probability_map(probability, threshold)
-    if model in SPLIT_TOUCHING_MODELS:
-        return split_touching_objects(mask, smoothing=probability)
+    if model in SPLIT_SETTINGS:
+        return split_touching_objects(mask, smoothing=probability, settings=SPLIT_SETTINGS[model])
     return label_connected_components(mask)
 
 
-def _h_maxima_seeds(distance: np.ndarray, labels: np.ndarray, height: float) -> np.ndarray:
-    from skimage.morphology import h_maxima
+def upscale_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Labels (int HxW) scaled to a larger mask's shape by nearest neighbour and clipped to it.
 
-    peaks = h_maxima(distance, height) & (labels > 0)
-    seeds, _ = ndi.label(peaks)
-    # An object whose distance map is flat enough to have no h-maximum still needs one seed.
-    missing = np.setdiff1d(np.unique(labels[labels > 0]), np.unique(labels[seeds > 0]))
+    Objects are found on the network's own grid, which holds all the detail there is; the
+    upload-size mask keeps the outlines smooth. Objects the clipping empties are dropped."""
+    height, width = mask.shape
+    rows = ((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.intp)
+    cols = ((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.intp)
+    scaled = labels[rows[:, None], cols[None, :]].astype(np.int32)
+    scaled[~mask] = 0
+    areas = np.bincount(scaled.ravel(), minlength=int(labels.max()) + 1)
+    if (areas[1:] > 0).all():
+        return scaled
+    return _relabel_sequential(scaled)
+
+
+# Windows grow in whole pixels up to this many model pixels (a few maximum filters in all).
+LARGEST_PEAK_WINDOW_AT_MODEL_SCALE = 12
+
+
+def _peak_windows(
+    distance: np.ndarray, labels: np.ndarray, settings: SplitSettings, scale: float
+) -> np.ndarray:
+    """The peak window (pixels, int HxW) at each pixel: fixed, or grown with the thickness."""
+    base = max(1, round(settings.peak_window * scale))
+    if settings.size_factor <= 0:
+        return np.full(distance.shape, base, dtype=np.intp)
+    largest = max(base, round(LARGEST_PEAK_WINDOW_AT_MODEL_SCALE * scale))
+    grown = np.rint(settings.size_factor * distance)
+    return np.clip(grown, base, largest).astype(np.intp)
+
+
+def _peak_seeds(distance: np.ndarray, labels: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """One seed label per local maximum of the distance map within each object (int32 HxW)."""
+    # Touching nuclei leave a saddle between their centres: each centre is the highest point
+    # in its window, a single round nucleus has one such point. Plateaus form one seed.
+    inside = labels > 0
+    peaks = np.zeros(distance.shape, dtype=bool)
+    for window in np.unique(windows[inside]):
+        here = inside & (windows == window)
+        peaks |= here & (distance == ndi.maximum_filter(distance, size=2 * int(window) + 1))
+    seeds, found = ndi.label(peaks)
+    # An object whose highest point lies in a taller neighbour's window still needs a seed:
+    # the whole object seeds itself.
+    seeded = np.zeros(int(labels.max()) + 1, dtype=bool)
+    seeded[labels[peaks]] = True
+    seeded[0] = True
+    missing = np.flatnonzero(~seeded)
     if missing.size:
-        next_label = seeds.max() + 1
-        for index, label in enumerate(missing):
-            rows, cols = np.nonzero(labels == label)
-            best = np.argmax(distance[rows, cols])
-            seeds[rows[best], cols[best]] = next_label + index
-    return seeds
+        lookup = np.zeros(seeded.size, dtype=np.int32)
+        lookup[missing] = found + 1 + np.arange(missing.size, dtype=np.int32)
+        own = lookup[labels]
+        seeds = np.where(own > 0, own, seeds)
+    return seeds.astype(np.int32)
 
 
 def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    present = np.unique(labels[labels > 0])
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    present = present[present > 0]
     lookup = np.zeros(int(labels.max()) + 1, dtype=np.int32)
     lookup[present] = np.arange(1, present.size + 1, dtype=np.int32)
     return lookup[labels]
 
 
 def measure_objects(labels: np.ndarray) -> list[SegmentedObject]:
-    """Centroid and area of every labelled object (int HxW), in label order."""
+    """Centroid and area of every labelled object (int HxW, labels 1..n), in label order."""
+    flat = labels.ravel()
+    size = int(labels.max()) + 1
+    if size == 1:
+        return []
+    height, width = labels.shape
+    # One pass per statistic over the pixels (bincount), not one region object per label.
+    areas = np.bincount(flat, minlength=size)
+    row_sums = np.bincount(flat, weights=np.repeat(np.arange(height, dtype=np.float64), width))
+    col_sums = np.bincount(flat, weights=np.tile(np.arange(width, dtype=np.float64), height))
     return [
         SegmentedObject(
-            label=int(region.label),
-            x=round(float(region.centroid[1]), 2),
-            y=round(float(region.centroid[0]), 2),
-            area=int(region.area),
+            label=label,
+            x=round(float(col_sums[label] / areas[label]), 2),
+            y=round(float(row_sums[label] / areas[label]), 2),
+            area=int(areas[label]),
         )
-        for region in regionprops(labels)
+        for label in range(1, size)
+        if areas[label]
     ]

@@ -154,19 +154,17 @@ def test_predict_file_returns_the_api_answer(tiny_models_dir, tmp_path, five_dis
     assert answer["model"] == "membrane" and answer["count"] == 5
 
 
-def test_large_uploads_split_on_a_smaller_copy_with_the_same_answer(
-    registry, image_maker, monkeypatch
-):
-    from devolearn_web import pipelines
-
+def test_counts_do_not_depend_on_the_upload_size(registry, image_maker):
     centres = [(80, 80), (126, 80), (300, 200), (100, 210)]  # the first two touch
-    image = disks_image(image_maker, centres, shape=(280, 400), radius=24)
-    full = predict(registry, "nucleus", image)
-    monkeypatch.setattr(pipelines, "SPLIT_WORKING_PIXELS", 20_000)
-    reduced = predict(registry, "nucleus", image)
-    assert full.count == reduced.count == 4
-    assert reduced.labels.shape == (280, 400) and reduced.labels.dtype == np.int32
-    assert (reduced.probability[reduced.labels > 0] >= reduced.threshold).all()
-    for big, small in zip(full.objects, reduced.objects, strict=True):
-        assert abs(big.x - small.x) < 2 and abs(big.y - small.y) < 2
-        assert abs(big.area - small.area) < 0.1 * big.area
+    small = predict(registry, "nucleus", disks_image(image_maker, centres, (280, 400), radius=24))
+    big_centres = [(3 * x, 3 * y) for x, y in centres]
+    big = predict(
+        registry, "nucleus", disks_image(image_maker, big_centres, (840, 1200), radius=72)
+    )
+    assert small.count == big.count == 4
+    assert big.labels.shape == (840, 1200) and big.labels.dtype == np.int32
+    # Every labelled pixel is above the threshold at the upload's own size.
+    assert (big.probability[big.labels > 0] >= big.threshold).all()
+    for one, other in zip(small.objects, big.objects, strict=True):
+        assert abs(3 * one.x - other.x) < 4 and abs(3 * one.y - other.y) < 4
+        assert abs(9 * one.area - other.area) < 0.1 * other.area

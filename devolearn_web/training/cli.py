@@ -30,6 +30,7 @@ COMMANDS = (
     "all",
     "benchmark",
     "quantize",
+    "split-search",
 )
 
 
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "all": "every step in order; a rerun resumes",
         "benchmark": "seconds per training step, bfloat16 and float32 side by side",
         "quantize": "int8 models/<model>.int8.onnx, adopted only if test accuracy holds",
+        "split-search": "score ways of splitting touching objects on the validation split",
     }
     sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
     for parser_ in sub.values():
@@ -167,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument(
         "--calibration-method", choices=("MinMax", "Percentile", "Entropy"), default="MinMax"
     )
+    search = sub["split-search"]
+    search.add_argument("--images", type=int, default=300, help="validation maps to score")
+    search.add_argument("--threshold", type=float, default=0.5)
     bench = sub["benchmark"]
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--side", type=int, default=256)
@@ -306,6 +311,10 @@ def run_command(args: argparse.Namespace) -> object:
             args.threads,
             method=args.calibration_method,
         )
+    if command == "split-search":
+        from devolearn_web.training.split_search import main_table
+
+        return main_table(workspace, args.images, args.threshold, args.threads)
     from devolearn_web.training.pipeline import PipelineSettings, run_all
 
     settings = PipelineSettings(

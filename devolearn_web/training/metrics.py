@@ -40,8 +40,11 @@ def seg_scores(reference: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         raise ValueError(f"shapes differ: {reference.shape} vs {predicted.shape}")
     ref_ids, ref_index = np.unique(reference, return_inverse=True)
     pred_ids, pred_index = np.unique(predicted, return_inverse=True)
-    pairs = np.zeros((ref_ids.size, pred_ids.size), dtype=np.int64)
-    np.add.at(pairs, (ref_index.ravel(), pred_index.ravel()), 1)
+    # Pixel counts of every (reference, predicted) pair, in one bincount of combined indices.
+    combined = ref_index.ravel().astype(np.int64) * pred_ids.size + pred_index.ravel()
+    pairs = np.bincount(combined, minlength=ref_ids.size * pred_ids.size).reshape(
+        ref_ids.size, pred_ids.size
+    )
     ref_sizes = pairs.sum(axis=1)
     pred_sizes = pairs.sum(axis=0)
     ref_rows = np.nonzero(ref_ids != 0)[0]

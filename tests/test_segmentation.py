@@ -1,0 +1,90 @@
+"""Objects from probability maps: the split of touching objects, scaling labels up, measuring."""
+
+import numpy as np
+import pytest
+from skimage.measure import regionprops
+
+from devolearn_web.segmentation import (
+    SplitSettings,
+    label_instances,
+    measure_objects,
+    split_touching_objects,
+    upscale_labels,
+)
+
+
+def disks(shape, centres, radius):
+    rows, cols = np.indices(shape)
+    mask = np.zeros(shape, dtype=bool)
+    for x, y in centres:
+        mask |= (cols - x) ** 2 + (rows - y) ** 2 <= radius**2
+    return mask
+
+
+def test_two_touching_disks_become_two_objects_and_one_disk_stays_one():
+    mask = disks((256, 256), [(60, 60), (78, 60), (180, 180)], radius=10)
+    labels = split_touching_objects(mask)
+    assert labels.max() == 3
+    assert set(np.unique(labels[mask])) == {1, 2, 3}  # every mask pixel belongs to an object
+    # The touching pair is cut between the centres, not across a disk.
+    assert labels[60, 60] != labels[60, 78]
+
+
+def test_an_elongated_blob_is_not_cut_into_pieces():
+    rows, cols = np.indices((256, 256))
+    ellipse = ((cols - 128) / 30.0) ** 2 + ((rows - 128) / 12.0) ** 2 <= 1
+    assert split_touching_objects(ellipse, settings=SplitSettings(peak_window=3)).max() == 1
+
+
+def test_a_small_object_beside_a_big_one_keeps_its_own_label():
+    # Apart, but the small disk's highest point lies within the big one's peak window.
+    mask = disks((256, 256), [(100, 100)], radius=20) | disks((256, 256), [(126, 100)], 3)
+    labels = split_touching_objects(mask, settings=SplitSettings(peak_window=30))
+    assert labels.max() == 2 and labels[100, 100] != labels[100, 126] > 0
+
+
+def test_settings_scale_with_the_map():
+    small = disks((256, 256), [(60, 60), (78, 60)], radius=10)
+    big = disks((768, 768), [(180, 180), (234, 180)], radius=30)
+    assert split_touching_objects(small).max() == split_touching_objects(big).max() == 2
+
+
+def test_models_without_split_settings_count_connected_blobs():
+    probability = disks((256, 256), [(60, 60), (78, 60)], radius=10).astype(np.float32)
+    assert label_instances("lineage", probability, 0.5).max() == 1
+    assert label_instances("nucleus", probability, 0.5).max() == 2
+
+
+def test_upscaled_labels_follow_the_larger_mask_and_drop_emptied_objects():
+    labels = np.zeros((4, 4), dtype=np.int32)
+    labels[0:2, 0:2] = 1
+    labels[3, 3] = 2
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[0:3, 0:3] = True  # object 2's pixels are all outside the mask
+    scaled = upscale_labels(labels, mask)
+    assert scaled.shape == (8, 8) and scaled.dtype == np.int32
+    assert scaled.max() == 1
+    np.testing.assert_array_equal(scaled[0:3, 0:3], 1)
+    assert not scaled[~mask].any()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_measures_match_scikit_image(seed):
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((90, 130), dtype=np.int32)
+    for label in range(1, 8):
+        top, left = rng.integers(0, 70), rng.integers(0, 110)
+        labels[top : top + rng.integers(2, 20), left : left + rng.integers(2, 20)] = label
+    labels = split_touching_objects(labels > 0)
+    objects = measure_objects(labels)
+    expected = regionprops(labels)
+    assert [obj.label for obj in objects] == [region.label for region in expected]
+    for obj, region in zip(objects, expected, strict=True):
+        assert obj.area == region.area
+        assert obj.y == pytest.approx(region.centroid[0], abs=0.006)
+        assert obj.x == pytest.approx(region.centroid[1], abs=0.006)
+
+
+def test_an_empty_map_has_no_objects():
+    assert measure_objects(np.zeros((10, 10), dtype=np.int32)) == []
+    assert split_touching_objects(np.zeros((10, 10), dtype=bool)).max() == 0
