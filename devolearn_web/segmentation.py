@@ -169,15 +169,17 @@ def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
 
 def measure_objects(labels: np.ndarray) -> list[SegmentedObject]:
     """Centroid and area of every labelled object (int HxW, labels 1..n), in label order."""
-    flat = labels.ravel()
     size = int(labels.max()) + 1
     if size == 1:
         return []
-    height, width = labels.shape
-    # One pass per statistic over the pixels (bincount), not one region object per label.
-    areas = np.bincount(flat, minlength=size)
-    row_sums = np.bincount(flat, weights=np.repeat(np.arange(height, dtype=np.float64), width))
-    col_sums = np.bincount(flat, weights=np.tile(np.arange(width, dtype=np.float64), height))
+    # One bincount per statistic over the labelled pixels only, not one region per label.
+    flat = labels.ravel()
+    where = np.flatnonzero(flat)
+    owners = flat[where]
+    rows, cols = np.divmod(where, labels.shape[1])
+    areas = np.bincount(owners, minlength=size)
+    row_sums = np.bincount(owners, weights=rows, minlength=size)
+    col_sums = np.bincount(owners, weights=cols, minlength=size)
     return [
         SegmentedObject(
             label=label,

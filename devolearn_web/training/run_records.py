@@ -10,7 +10,7 @@ from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.hyperparameters import read_best_params
 from devolearn_web.training.index import split_seeds, split_sizes
 from devolearn_web.training.layout import SPLITS, Workspace
-from devolearn_web.training.simulate import read_simulation_record
+from devolearn_web.training.simulate import PROJECTION_ONLY_SEED_BASE, read_simulation_record
 
 _WHAT_IS_SIMULATED = {
     "nucleus": "GFP-histone nucleus z-slices (Fluo-N3DH-CE-like) and whole-embryo projections",
@@ -49,11 +49,19 @@ def training_data_record(workspace: Workspace) -> dict:
         splits = "; ".join(
             _split_summary(split, plan["seeds"][split], images[split]) for split in SPLITS
         )
+        extra = plan.get("projection_seeds", 0)
+        projection_only = (
+            f" The train images also hold {extra} embryos (seeds {PROJECTION_ONLY_SEED_BASE}-"
+            f"{PROJECTION_ONLY_SEED_BASE + extra - 1}) seen only as whole-embryo projections, "
+            "with up to twice the usual blur."
+            if extra
+            else ""
+        )
         description = (
             f"SIMULATED data only: {_WHAT_IS_SIMULATED[workspace.model]} rendered by "
             f"devolearn_web.training.simulator, {plan['timepoints']} {per_seed} per embryo. "
-            f"{splits[0].upper()}{splits[1:]}. No real microscopy image was used for training, "
-            "tuning or testing."
+            f"{splits[0].upper()}{splits[1:]}.{projection_only} No real microscopy image was "
+            "used for training, tuning or testing."
         )
         return {
             "simulated": True,

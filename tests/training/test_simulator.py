@@ -181,6 +181,45 @@ def test_nucleus_dataset_has_the_cell_tracking_challenge_layout(tmp_path):
     assert labels.dtype == np.uint16 and labels.max() > 0
 
 
+def test_projection_only_seeds_add_projections_and_no_stacks(tmp_path):
+    out = write_nucleus_dataset(
+        tmp_path / "nuc", seeds=[5], timepoints=2, shape=(3, 40, 56), projection_only_seeds=[500]
+    )
+    names = sorted(path.name for path in (out / "projections" / "images").glob("*.png"))
+    assert names == ["500_000.png", "500_001.png", "5_000.png", "5_001.png"]
+    assert sorted(path.name for path in out.iterdir() if path.is_dir()) == [
+        "01",
+        "01_GT",
+        "projections",
+    ]
+    labels = tifffile.imread(out / "projections" / "labels" / "500_001.tif")
+    assert labels.shape == (40, 56) and labels.max() > 0
+    # Adding them leaves the stack embryo's own projections as they were.
+    plain = write_nucleus_dataset(tmp_path / "plain", seeds=[5], timepoints=2, shape=(3, 40, 56))
+    for name in ("5_000.png", "5_001.png"):
+        assert (out / "projections" / "images" / name).read_bytes() == (
+            plain / "projections" / "images" / name
+        ).read_bytes()
+
+
+def test_projection_only_seeds_go_to_the_training_split_only():
+    from devolearn_web.training.simulate import (
+        SimulationPlan,
+        plan_seeds,
+        projection_only_seeds,
+    )
+
+    plan = SimulationPlan("nucleus", plan_seeds(2, 1, 1), 2, projection_seeds=3)
+    assert projection_only_seeds(plan, "train") == [500, 501, 502]
+    assert projection_only_seeds(plan, "validation") == projection_only_seeds(plan, "test") == []
+    assert plan.to_record()["projection_seeds"] == 3
+    assert "projection_seeds" not in SimulationPlan("nucleus", plan.seeds, 2).to_record()
+    with pytest.raises(ValueError, match="overlap"):
+        projection_only_seeds(
+            SimulationPlan("nucleus", plan_seeds(600, 1, 1), 2, projection_seeds=3), "train"
+        )
+
+
 def test_writers_are_deterministic_for_a_seed(tmp_path):
     first = write_membrane_dataset(tmp_path / "a", seeds=[3], timepoints=1, shape=(2, 32, 44))
     second = write_membrane_dataset(tmp_path / "b", seeds=[3], timepoints=1, shape=(2, 32, 44))
