@@ -28,7 +28,7 @@ from devolearn_web.training.metrics import count_error_percent, count_objects, s
 from devolearn_web.training.onnx_runner import OnnxModel
 
 PEAK_WINDOWS = (2, 3, 4, 5)
-SIZE_FACTORS = (0.0, 0.5, 0.75)
+SIZE_FACTORS = (0.0, 0.5, 0.75, 1.0, 1.25)
 SMOOTHING_SIGMAS = (0.5, 1.0)
 # What each model is judged by in the issue: SEG for nuclei, the cell count for membranes.
 OBJECTIVES = {"nucleus": ("seg", "max"), "membrane": ("count_error_percent", "min")}
