@@ -37,8 +37,9 @@ LIMITATIONS = {
     "membrane": [
         _SIMULATED_ONLY,
         "On real data it was checked on one image only (seg_sample.jpg, no ground truth).",
-        "One connected component counts as one cell: a membrane the network misses merges two "
-        "cells, and a cell cut twice by the slice counts twice.",
+        "Where the network misses a membrane, touching cells are separated by a "
+        "distance-transform watershed, which can leave two flat cells merged or cut a long one "
+        "in two; a cell cut twice by the slice counts twice.",
         "Every input is squashed to 256x256 whatever its aspect ratio, as in the original.",
     ],
     "lineage": [
