@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 
 from bench.context import BenchContext
@@ -39,6 +41,8 @@ def measure_cold_start(context: BenchContext) -> list[Row]:
     variants = {
         "models loaded on first request (default)": {},
         "PRELOAD_MODELS=1 (all 3 loaded in the worker first)": {"PRELOAD_MODELS": "1"},
+        # A dyno's first boot: its optimised copies of the models are made on the first load.
+        "first boot, empty optimised-model cache": {"_fresh_cache": "1"},
     }
     if context.has_int8:
         variants["float32 models, loaded on first request"] = {"_baseline": "1"}
@@ -46,10 +50,16 @@ def measure_cold_start(context: BenchContext) -> list[Row]:
     for _ in range(context.rounds + (0 if context.quick else 1)):
         for label, settings in variants.items():
             settings = dict(settings)
+            fresh_cache = None
+            if settings.pop("_fresh_cache", None):
+                fresh_cache = tempfile.mkdtemp(prefix="bench-ort-cache-")
+                settings["ORT_OPTIMIZED_CACHE_DIR"] = fresh_cache
             models_dir = (
                 context.baseline_dir if settings.pop("_baseline", None) else context.models_dir
             )
             seconds[label].append(first_prediction_seconds(models_dir, upload, **settings))
+            if fresh_cache:
+                shutil.rmtree(fresh_cache, ignore_errors=True)
     rows = []
     for label, values in seconds.items():
         summary = Summary.of(values)

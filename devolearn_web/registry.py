@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from devolearn_web.errors import ModelUnavailable, UnknownModel
+from devolearn_web.optimized_models import optimized_copy
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +62,18 @@ class ModelRegistry:
     names: tuple[str, ...] = MODEL_NAMES
 
     def __init__(
-        self, models_dir: Path, intra_op_threads: int = 1, inter_op_threads: int = 1
+        self,
+        models_dir: Path,
+        intra_op_threads: int = 1,
+        inter_op_threads: int = 1,
+        optimized_cache_dir: Path | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
+        # Where this machine's optimised copies of the files are kept (optimized_models.py);
+        # None loads the files themselves.
+        self.optimized_cache_dir = optimized_cache_dir
         self.load_count: dict[str, int] = {name: 0 for name in self.names}
         self._locks = {name: threading.Lock() for name in self.names}
         self._loaded: dict[str, LoadedModel] = {}
@@ -215,7 +223,7 @@ class ModelRegistry:
             # ONNX Runtime reads the file itself: handing it the bytes costs ~25 MB more peak
             # memory per model (measured with bench); the signature check below keeps the
             # guarantee that the file loaded is the file whose sha256 was checked.
-            session = self._create_session(name, str(path), card)
+            session = self._session_for(name, path, card)
             if _file_signature(path) != signature:
                 raise ModelUnavailable(
                     f"The {name} model file {path.name} changed while it was being loaded; "
@@ -229,13 +237,31 @@ class ModelRegistry:
         logger.info("Loaded model %s from %s", name, path)
         return LoadedModel(name=name, card=card, session=session)
 
+    def _session_for(self, name: str, path: Path, card: dict) -> onnxruntime.InferenceSession:
+        """A session on the checked file, through its optimised copy when there is a cache."""
+        expected = self._served_file(name, card)[1]
+        if self.optimized_cache_dir is not None and expected:
+            copy = optimized_copy(path, str(expected).lower(), self.optimized_cache_dir)
+            if copy is not None:
+                try:
+                    return self._create_session(name, str(copy), card, optimized=True)
+                except ModelUnavailable:
+                    # A damaged cache entry must not take the model down: drop it, use the file.
+                    logger.warning("Discarding the unreadable optimised copy %s", copy)
+                    copy.unlink(missing_ok=True)
+        return self._create_session(name, str(path), card)
+
     def _create_session(
-        self, name: str, data: bytes | str, card: dict
+        self, name: str, data: bytes | str, card: dict, optimized: bool = False
     ) -> onnxruntime.InferenceSession:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = self.inter_op_threads
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (
+            onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+            if optimized  # already done, for this CPU, by optimized_models.optimized_copy
+            else onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
         options.log_severity_level = 3  # errors only: ORT's warnings are not the visitor's concern
         # Without the arena a worker gives activation memory back after each run: 60-85 MB
         # less peak with three models, at no measured cost in time (`python -m bench --only
@@ -326,10 +352,12 @@ def _file_signature(path: Path) -> tuple:
 
 def init_app(app: Flask) -> None:
     """Create the app's registry from its config; load every model now if PRELOAD_MODELS."""
+    cache = app.config.get("ORT_OPTIMIZED_CACHE_DIR")
     registry = ModelRegistry(
         Path(app.config["MODELS_DIR"]),
         intra_op_threads=int(app.config["ORT_INTRA_OP_THREADS"]),
         inter_op_threads=int(app.config["ORT_INTER_OP_THREADS"]),
+        optimized_cache_dir=Path(cache) if cache else None,
     )
     app.extensions[EXTENSION_KEY] = registry
     if app.config.get("PRELOAD_MODELS"):

@@ -114,4 +114,5 @@ def test_bench_prints_memory_and_cold_start_rows_for_tiny_models(
     table = capsys.readouterr().out
     assert "peak RSS of one worker" in table
     assert "spawn -> first nucleus answer" in table
-    assert table.count("| 2 memory") == 2 and table.count("| 3 cold start") == 2
+    assert table.count("| 2 memory") == 2 and table.count("| 3 cold start") == 3
+    assert "first boot, empty optimised-model cache" in table

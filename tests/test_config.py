@@ -13,6 +13,7 @@ ENVIRONMENT = (
     "DEVOLEARN_MODELS_DIR",
     "ORT_INTRA_OP_THREADS",
     "ORT_INTER_OP_THREADS",
+    "ORT_OPTIMIZED_CACHE_DIR",
     "MAX_UPLOAD_BYTES",
     "MAX_IMAGE_PIXELS",
     "PRELOAD_MODELS",
@@ -38,6 +39,7 @@ def test_defaults(clean_environment):
     assert config.MAX_UPLOAD_BYTES == 40_000_000
     assert config.MAX_IMAGE_PIXELS == 40_000_000
     assert (config.ORT_INTRA_OP_THREADS, config.ORT_INTER_OP_THREADS) == (1, 1)
+    assert config.ORT_OPTIMIZED_CACHE_DIR == ""  # the files themselves, unless gunicorn sets one
     assert config.PRELOAD_MODELS is False
     assert config.LOG_LEVEL == "INFO"
     assert len(config.SECRET_KEY) >= 32
@@ -52,6 +54,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("DEVOLEARN_MODELS_DIR", str(tmp_path))
     clean_environment.setenv("ORT_INTRA_OP_THREADS", "2")
     clean_environment.setenv("ORT_INTER_OP_THREADS", "3")
+    clean_environment.setenv("ORT_OPTIMIZED_CACHE_DIR", str(tmp_path / "cache"))
     clean_environment.setenv("MAX_UPLOAD_BYTES", "1000")
     clean_environment.setenv("MAX_IMAGE_PIXELS", "2000")
     clean_environment.setenv("PRELOAD_MODELS", "1")
@@ -66,6 +69,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "MODELS_DIR": tmp_path,
         "ORT_INTRA_OP_THREADS": 2,
         "ORT_INTER_OP_THREADS": 3,
+        "ORT_OPTIMIZED_CACHE_DIR": str(tmp_path / "cache"),
         "MAX_UPLOAD_BYTES": 1000,
         "MAX_IMAGE_PIXELS": 2000,
         "PRELOAD_MODELS": True,
