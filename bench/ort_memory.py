@@ -2,20 +2,23 @@
 
 Each way runs in a fresh process (so one way's peak is not another's): the shipped files with
 ONNX Runtime's full optimisation (what the app does), with `ORT_ENABLE_EXTENDED` (no NCHWc
-layout transform), and a file saved already optimised (`optimized_model_filepath`) loaded with
-optimisation off. Prints one line per way and repeat.
+layout transform), and the copy the app makes (`devolearn_web.optimized_models`: saved already
+optimised, loaded with optimisation off). Prints one line per way and repeat.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-WAYS = ("full optimisation (shipped)", "extended optimisation", "pre-optimised file")
+from devolearn_web.optimized_models import optimized_copy
+
+WAYS = ("full optimisation at load", "extended optimisation", "optimised copy (the app)")
 FPN_MODELS = ("nucleus", "membrane")
 
 _CHILD = r"""
@@ -51,16 +54,6 @@ print(json.dumps({"sessions_mb": loaded - before,
                   "forward_ms": float(np.median(times) * 1000)}))
 """
 
-_OPTIMISE = r"""
-import sys, onnxruntime as ort
-source, target = sys.argv[1], sys.argv[2]
-options = ort.SessionOptions()
-options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-options.optimized_model_filepath = target
-options.log_severity_level = 3
-ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-"""
-
 
 def measure(way: str, folder: Path, threads: int) -> dict:
     """One way's figures, from a fresh Python process."""
@@ -83,16 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         optimised = Path(scratch)
         for name in FPN_MODELS:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    _OPTIMISE,
-                    str(args.models_dir / f"{name}.onnx"),
-                    str(optimised / f"{name}.onnx"),
-                ],
-                check=True,
-            )
+            # The app's own way of making the copy (a subprocess, as in a worker).
+            source = args.models_dir / f"{name}.onnx"
+            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+            copy = optimized_copy(source, digest, optimised / "cache")
+            if copy is None:
+                raise SystemExit(f"could not make an optimised copy of {source}")
+            copy.rename(optimised / f"{name}.onnx")
         folders = {"full": args.models_dir, "extended": args.models_dir, "preoptimised": optimised}
         for repeat in range(args.repeats):
             for way, label in zip(folders, WAYS, strict=True):
