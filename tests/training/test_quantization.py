@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from processed_samples import write_processed_samples
 
 pytestmark = pytest.mark.training
 
@@ -15,7 +16,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 pytest.importorskip("torch")  # devolearn_web.training.dataset needs it
 
-from devolearn_web.training.index import SEGMENTATION_COLUMNS, write_index  # noqa: E402
 from devolearn_web.training.layout import Workspace  # noqa: E402
 from devolearn_web.training.quantize import (  # noqa: E402
     Acceptance,
@@ -80,8 +80,6 @@ def _disk_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture
 def membrane_workspace(tiny_models_dir: Path, tmp_path: Path) -> Workspace:
     """The tiny membrane model (3x3 mean + sigmoid) and a processed index of disk images."""
-    from devolearn_web.training.images import write_image_png, write_labels_png
-
     models_dir = tmp_path / "models"
     shutil.copytree(tiny_models_dir, models_dir)
     card = json.loads((models_dir / "membrane.json").read_text())
@@ -89,17 +87,8 @@ def membrane_workspace(tiny_models_dir: Path, tmp_path: Path) -> Workspace:
     (models_dir / "membrane.json").write_text(json.dumps(card))
     workspace = Workspace("membrane", tmp_path / "data", tmp_path / "runs", models_dir)
     rng = np.random.default_rng(0)
-    rows = []
-    for index, split in enumerate(["train"] * 4 + ["test"] * 4):
-        image, labels = _disk_sample(rng)
-        sample_id = f"s{index:02d}"
-        write_image_png(workspace.processed_dir / "images" / f"{sample_id}.png", image)
-        write_labels_png(workspace.processed_dir / "labels" / f"{sample_id}.png", labels)
-        row = dict.fromkeys(SEGMENTATION_COLUMNS, "")
-        row.update(id=sample_id, split=split, kind="slice", image=f"images/{sample_id}.png")
-        row.update(label=f"labels/{sample_id}.png", objects=str(DISKS_PER_IMAGE))
-        rows.append(row)
-    write_index(workspace.index_csv, rows, SEGMENTATION_COLUMNS)
+    splits = ["train"] * 4 + ["test"] * 4
+    write_processed_samples(workspace, [(split, *_disk_sample(rng)) for split in splits])
     return workspace
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from processed_samples import write_processed_samples
 
 pytestmark = pytest.mark.training
 
 from devolearn_web.segmentation import SplitSettings  # noqa: E402
-from devolearn_web.training.index import SEGMENTATION_COLUMNS, write_index  # noqa: E402
 from devolearn_web.training.layout import Workspace  # noqa: E402
 from devolearn_web.training.split_search import (  # noqa: E402
     format_table,
@@ -39,23 +39,11 @@ def touching_pairs(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture
 def membrane_workspace(tiny_models_dir: Path, tmp_path: Path) -> Workspace:
-    from devolearn_web.training.images import write_image_png, write_labels_png
-
     models_dir = tmp_path / "models"
     shutil.copytree(tiny_models_dir, models_dir)
     workspace = Workspace("membrane", tmp_path / "data", tmp_path / "runs", models_dir)
     rng = np.random.default_rng(0)
-    rows = []
-    for index in range(3):
-        image, labels = touching_pairs(rng)
-        sample_id = f"v{index}"
-        write_image_png(workspace.processed_dir / "images" / f"{sample_id}.png", image)
-        write_labels_png(workspace.processed_dir / "labels" / f"{sample_id}.png", labels)
-        row = dict.fromkeys(SEGMENTATION_COLUMNS, "")
-        row.update(id=sample_id, split="validation", kind="slice", objects="4")
-        row.update(image=f"images/{sample_id}.png", label=f"labels/{sample_id}.png")
-        rows.append(row)
-    write_index(workspace.index_csv, rows, SEGMENTATION_COLUMNS)
+    write_processed_samples(workspace, [("validation", *touching_pairs(rng)) for _ in range(3)])
     return workspace
 
 
