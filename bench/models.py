@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from devolearn_web.registry import int8_section_to_serve
+
 MODEL_NAMES = ("membrane", "nucleus", "lineage")
 
 
@@ -14,9 +16,9 @@ def read_card(models_dir: Path, name: str) -> dict:
 
 
 def quantized_file(models_dir: Path, name: str) -> Path | None:
-    """The int8 file the card tells the app to serve, or None (the float32 file is served)."""
-    section = read_card(models_dir, name).get("quantized")
-    if not isinstance(section, dict) or not section.get("serve"):
+    """The int8 file the app serves on this CPU, or None (the float32 file is served)."""
+    section = int8_section_to_serve(read_card(models_dir, name))
+    if section is None:
         return None
     path = models_dir / str(section.get("file", ""))
     return path if path.is_file() else None

@@ -19,6 +19,7 @@ import onnxruntime
 from flask import Flask, current_app
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from devolearn_web.cpu_features import has_any_flag
 from devolearn_web.errors import ModelUnavailable, UnknownModel
 from devolearn_web.optimized_models import optimized_copy
 
@@ -172,8 +173,9 @@ class ModelRegistry:
 
     def _served_file(self, name: str, card: dict) -> tuple[Path, str | None]:
         """(path, expected sha256) of the file to serve: the card's int8 file when its
-        `quantized` section says `serve` and the file is there, else the float32 `file`."""
-        quantized = quantized_section(card)
+        `quantized` section says `serve`, this CPU has what it requires and the file is there,
+        else the float32 `file`."""
+        quantized = int8_section_to_serve(card)
         if quantized is not None:
             path = self.models_dir / quantized["file"]
             if path.is_file():
@@ -235,6 +237,15 @@ class ModelRegistry:
         self._failures.pop(name, None)
         self.load_count[name] += 1
         logger.info("Loaded model %s from %s", name, path)
+        quantized = quantized_section(card)
+        if quantized is not None and not int8_runs_as_measured(quantized):
+            logger.info(
+                "Model %s: this CPU has none of %s, where %s was measured; serving the float32 "
+                "file instead",
+                name,
+                ", ".join(map(str, quantized["requires_cpu_flags"])),
+                quantized["file"],
+            )
         return LoadedModel(name=name, card=card, session=session)
 
     def _session_for(self, name: str, path: Path, card: dict) -> onnxruntime.InferenceSession:
@@ -336,6 +347,23 @@ def quantized_section(card: dict) -> dict | None:
     if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
         return None
     return section
+
+
+def int8_section_to_serve(card: dict) -> dict | None:
+    """The card's `quantized` section when its int8 file is to be served on this CPU."""
+    section = quantized_section(card)
+    return section if section is not None and int8_runs_as_measured(section) else None
+
+
+def int8_runs_as_measured(section: dict) -> bool:
+    """True when this CPU has one of the section's `requires_cpu_flags` (or it needs none).
+
+    The int8 file was accepted on a CPU whose int8 arithmetic is exact (cpu_features.py);
+    elsewhere ONNX Runtime computes other answers from it, so the float32 file is served."""
+    needed = section.get("requires_cpu_flags")
+    if not needed:
+        return True
+    return isinstance(needed, list) and has_any_flag(str(flag) for flag in needed)
 
 
 def _positive_int(value: object) -> bool:

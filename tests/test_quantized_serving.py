@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from devolearn_web import cpu_features
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.registry import ModelRegistry, quantized_section
 
@@ -49,6 +50,22 @@ def test_float32_file_is_served_otherwise(models_copy: Path, section: dict | Non
     _stand_in_int8(models_copy)
     _set_quantized(models_copy, section)
     assert _served_graph(models_copy) == "tiny_nucleus"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "served"),
+    [({"avx2", "avx512_vnni"}, "tiny_membrane"), ({"avx2", "fma"}, "tiny_nucleus")],
+    ids=["cpu-has-vnni", "cpu-lacks-vnni"],
+)
+def test_int8_file_needing_cpu_flags_is_served_only_where_the_cpu_has_one(
+    models_copy: Path, monkeypatch: pytest.MonkeyPatch, cpu: set, served: str
+) -> None:
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset(cpu))
+    sha256 = _stand_in_int8(models_copy)
+    needs = ["avx512_vnni", "avx_vnni"]
+    section = {"file": INT8_NAME, "sha256": sha256, "serve": True, "requires_cpu_flags": needs}
+    _set_quantized(models_copy, section)
+    assert _served_graph(models_copy) == served
 
 
 def test_missing_int8_file_falls_back_to_float32(models_copy: Path) -> None:

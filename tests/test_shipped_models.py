@@ -10,7 +10,7 @@ import pytest
 
 from devolearn_web.imaging import decode_image
 from devolearn_web.pipelines import predict
-from devolearn_web.registry import ModelRegistry
+from devolearn_web.registry import ModelRegistry, int8_section_to_serve
 from devolearn_web.training.cards import validate_card
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -52,6 +52,6 @@ def test_the_app_counts_the_real_sample_as_the_card_records(name, shipped_regist
     result = predict(shipped_registry, name, decode_image(path.read_bytes(), path.name))
     served = result.total if name == "lineage" else result.count
     expected = figures["total"] if name == "lineage" else figures["count"]
-    quantized = shipped_registry.get(name).card.get("quantized", {}).get("serve", False)
+    quantized = int8_section_to_serve(shipped_registry.get(name).card) is not None
     allowed = max(2, round(0.05 * expected)) if quantized else 0
     assert abs(served - expected) <= allowed, (served, expected)

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from devolearn_web.cpu_features import SATURATION_FREE_INT8_FLAGS, int8_sums_saturate
 from devolearn_web.segmentation import label_instances
 from devolearn_web.training.cards import write_card
 from devolearn_web.training.dataset import lineage_input
@@ -119,9 +120,12 @@ def quantize_file(
     calibration: np.ndarray,
     method: str = DEFAULT_CALIBRATION_METHOD,
     float_prefixes: tuple[str, ...] = (),
+    reduce_range: bool = False,
 ) -> Path:
     """Write the int8 QDQ model of a float ONNX file (per-channel int8 weights, uint8
-    activations whose ranges `method` calibrates on `calibration`, float32 (N, C, H, W))."""
+    activations whose ranges `method` calibrates on `calibration`, float32 (N, C, H, W)).
+
+    reduce_range: weights in 7 bits, so no CPU's int8 sums saturate (cpu_features.py)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -159,6 +163,7 @@ def quantize_file(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
             nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod[method],
             extra_options=CALIBRATION_OPTIONS.get(method, {}),
@@ -317,9 +322,15 @@ def quantize(
     calibration = network_inputs(model, workspace.index_csv, CALIBRATION_SPLIT, calibration_images)
     reference = measure_file(model, float_path, workspace.index_csv, threshold, threads)
     candidate = workspace.run_dir / "int8-candidate.onnx"
+    # Where int8 sums saturate, the file is measured as such CPUs run it, and 7-bit weights keep
+    # them from saturating; elsewhere the full 8 bits are measured exactly, so the app serves
+    # that file only on CPUs that compute it the same way.
+    portable = int8_sums_saturate()
     attempts, adopted = [], None
     for recipe in RECIPES[get_spec(model).task]:
-        quantize_file(float_path, candidate, calibration, method, recipe.float_prefixes)
+        quantize_file(
+            float_path, candidate, calibration, method, recipe.float_prefixes, reduce_range=portable
+        )
         measured = measure_file(model, candidate, workspace.index_csv, threshold, threads)
         comparison = compare(model, reference, measured)
         broken = verdict(model, comparison, rules)
@@ -327,7 +338,8 @@ def quantize(
             {
                 "recipe": recipe.name,
                 "method": (
-                    f"ONNX Runtime quantize_static, QDQ, per-channel int8 weights, uint8 "
+                    f"ONNX Runtime quantize_static, QDQ, per-channel "
+                    f"{'7-bit (reduce_range)' if portable else 'int8'} weights, uint8 "
                     f"activations, {method} calibration on {len(calibration)} "
                     f"{CALIBRATION_SPLIT} images; the last weighted layer and the sigmoid kept "
                     f"float32"
@@ -348,6 +360,7 @@ def quantize(
         "acceptance": asdict(rules),
         "attempts": attempts,
         "adopted": adopted is not None,
+        "int8_sums_saturate_on_this_cpu": portable,
     }
     if adopted is not None:
         target = workspace.models_dir / int8_file_name(model)
@@ -362,6 +375,8 @@ def quantize(
             "test_metrics": adopted["comparison"]["test"],
             "acceptance": record["acceptance"],
         }
+        if not portable:
+            card["quantized"]["requires_cpu_flags"] = list(SATURATION_FREE_INT8_FLAGS)
         write_card(card, card_path)
         record["int8_file"] = target.as_posix()
     elif card.pop("quantized", None) is not None:  # an earlier int8 file no longer fits

@@ -16,6 +16,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 pytest.importorskip("torch")  # devolearn_web.training.dataset needs it
 
+from devolearn_web.cpu_features import int8_sums_saturate  # noqa: E402
 from devolearn_web.training.layout import Workspace  # noqa: E402
 from devolearn_web.training.quantize import (  # noqa: E402
     Acceptance,
@@ -122,7 +123,10 @@ def test_quantize_file_writes_a_qdq_model_close_to_the_float_one(tmp_path: Path)
     float_path = tmp_path / "m.onnx"
     write_two_conv_model(float_path)
     calibration = np.random.default_rng(0).random((4, 1, SIDE, SIDE), dtype=np.float32)
-    int8_path = quantize_file(float_path, tmp_path / "m.int8.onnx", calibration)
+    # As `quantize` does: 7-bit weights where this CPU's int8 sums would saturate.
+    int8_path = quantize_file(
+        float_path, tmp_path / "m.int8.onnx", calibration, reduce_range=int8_sums_saturate()
+    )
     graph = onnx.load(str(int8_path)).graph
     quantized_inputs = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
     by_name = {node.name: node for node in graph.node}
@@ -136,6 +140,22 @@ def test_quantize_file_writes_a_qdq_model_close_to_the_float_one(tmp_path: Path)
         return session.run(None, {"input": calibration[:1]})[0]
 
     assert np.abs(run(int8_path) - run(float_path)).max() < 0.05
+
+
+@pytest.mark.parametrize(("reduce_range", "largest"), [(False, 127), (True, 64)])
+def test_reduce_range_keeps_weights_in_7_bits(tmp_path: Path, reduce_range, largest) -> None:
+    float_path = tmp_path / "m.onnx"
+    write_two_conv_model(float_path)
+    calibration = np.random.default_rng(0).random((4, 1, SIDE, SIDE), dtype=np.float32)
+    int8_path = quantize_file(
+        float_path, tmp_path / "m.int8.onnx", calibration, reduce_range=reduce_range
+    )
+    weights = [
+        onnx.numpy_helper.to_array(item)
+        for item in onnx.load(str(int8_path)).graph.initializer
+        if item.data_type == onnx.TensorProto.INT8
+    ]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == largest
 
 
 SEGMENTATION_OK = {"same_count_fraction": 1.0, "iou_drop": 0.0, "mean_abs_count_difference": 0}
@@ -173,6 +193,10 @@ def test_quantize_adopts_an_accurate_int8_model(membrane_workspace: Workspace) -
     assert card["metrics"] == {"test": {}}  # the float32 model's own metrics are untouched
     assert section["test_metrics"]["int8"]["iou"] > 0.9
     assert [attempt["recipe"] for attempt in record["attempts"]] == ["int8 everywhere"]
+    # A file measured with exact int8 sums is served only on CPUs that compute it that way.
+    exact = not int8_sums_saturate()
+    assert ("requires_cpu_flags" in section) is exact
+    assert record["int8_sums_saturate_on_this_cpu"] is not exact
     assert record["attempts"][0]["comparison"]["same_count_fraction"] == 1.0
     saved = json.loads((membrane_workspace.run_dir / "quantization.json").read_text())
     assert saved["adopted"] is True
