@@ -139,10 +139,7 @@ def _peak_seeds(distance: np.ndarray, labels: np.ndarray, windows: np.ndarray) -
     # Touching nuclei leave a saddle between their centres: each centre is the highest point
     # in its window, a single round nucleus has one such point. Plateaus form one seed.
     inside = labels > 0
-    peaks = np.zeros(distance.shape, dtype=bool)
-    for window in np.unique(windows[inside]):
-        here = inside & (windows == window)
-        peaks |= here & (distance == ndi.maximum_filter(distance, size=2 * int(window) + 1))
+    peaks = _local_maxima(distance, inside, windows)
     seeds, found = ndi.label(peaks)
     # An object whose highest point lies in a taller neighbour's window still needs a seed:
     # the whole object seeds itself.
@@ -156,6 +153,30 @@ def _peak_seeds(distance: np.ndarray, labels: np.ndarray, windows: np.ndarray) -
         own = lookup[labels]
         seeds = np.where(own > 0, own, seeds)
     return seeds.astype(np.int32)
+
+
+def _local_maxima(distance: np.ndarray, inside: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Pixels inside objects that are the highest within their own window (bool HxW).
+
+    A pixel highest in a large window is highest in the smallest one too, so one maximum filter
+    of the smallest window finds the few candidates, and only those are checked in their own
+    window: the same pixels as one full-image filter per window size, for a fraction of the
+    work (a dozen filters cost the membrane split about 9 ms). At the borders the window is
+    clipped, which gives the same maxima as the filter's mirrored edges.
+    """
+    if not inside.any():
+        return np.zeros(distance.shape, dtype=bool)
+    smallest = int(windows[inside].min())
+    peaks = inside & (distance == ndi.maximum_filter(distance, size=2 * smallest + 1))
+    rows, cols = np.nonzero(peaks & (windows > smallest))
+    for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
+        window = int(windows[row, col])
+        around = distance[
+            max(0, row - window) : row + window + 1, max(0, col - window) : col + window + 1
+        ]
+        if around.max() > distance[row, col]:
+            peaks[row, col] = False
+    return peaks
 
 
 def _relabel_sequential(labels: np.ndarray) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
 from devolearn_web.segmentation import (
     SplitSettings,
+    _local_maxima,
     label_instances,
     measure_objects,
     split_touching_objects,
@@ -88,3 +90,32 @@ def test_measures_match_scikit_image(seed):
 def test_an_empty_map_has_no_objects():
     assert measure_objects(np.zeros((10, 10), dtype=np.int32)) == []
     assert split_touching_objects(np.zeros((10, 10), dtype=bool)).max() == 0
+
+
+def _maxima_one_filter_per_window(distance, inside, windows):
+    """The plain definition: one full-image maximum filter per window size."""
+    peaks = np.zeros(distance.shape, dtype=bool)
+    for window in np.unique(windows[inside]):
+        here = inside & (windows == window)
+        peaks |= here & (distance == ndi.maximum_filter(distance, size=2 * int(window) + 1))
+    return peaks
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_local_maxima_match_one_filter_per_window(seed):
+    rng = np.random.default_rng(seed)
+    probability = ndi.gaussian_filter(rng.random((96, 128)), 3).astype(np.float32)
+    probability = (probability - probability.min()) / np.ptp(probability)
+    inside = probability > 0.45
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(inside), 1.0).astype(np.float32)
+    # Windows from 1 to 6 pixels, growing with the thickness as the membrane settings do.
+    windows = np.clip(np.rint(distance), 1, 6).astype(np.intp)
+    expected = _maxima_one_filter_per_window(distance, inside, windows)
+    assert expected.sum() > 3
+    np.testing.assert_array_equal(_local_maxima(distance, inside, windows), expected)
+
+
+def test_local_maxima_of_an_empty_mask():
+    shape = (8, 8)
+    found = _local_maxima(np.zeros(shape, np.float32), np.zeros(shape, bool), np.ones(shape, int))
+    assert not found.any()
