@@ -53,6 +53,9 @@ class Config:
         self.MODELS_DIR = Path(os.environ.get("DEVOLEARN_MODELS_DIR") or DEFAULT_MODELS_DIR)
         self.ORT_INTRA_OP_THREADS = _env_int("ORT_INTRA_OP_THREADS", 1)
         self.ORT_INTER_OP_THREADS = _env_int("ORT_INTER_OP_THREADS", 1)
+        # ONNX Runtime's pool threads spin for a while after each run, waiting for more work;
+        # on a 2-core dyno that takes the core the request's own object finding needs next.
+        self.ORT_ALLOW_SPINNING = _env_flag("ORT_ALLOW_SPINNING", default=False)
         # A folder for this machine's optimised copies of the model files (about 40 MB less
         # memory per float32 FPN); gunicorn.conf.py sets one, empty loads the files themselves.
         self.ORT_OPTIMIZED_CACHE_DIR = os.environ.get("ORT_OPTIMIZED_CACHE_DIR", "").strip()

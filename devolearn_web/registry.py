@@ -68,10 +68,12 @@ class ModelRegistry:
         intra_op_threads: int = 1,
         inter_op_threads: int = 1,
         optimized_cache_dir: Path | None = None,
+        allow_spinning: bool = False,
     ) -> None:
         self.models_dir = Path(models_dir)
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
+        self.allow_spinning = allow_spinning
         # Where this machine's optimised copies of the files are kept (optimized_models.py);
         # None loads the files themselves.
         self.optimized_cache_dir = optimized_cache_dir
@@ -278,6 +280,11 @@ class ModelRegistry:
         # less peak with three models, at no measured cost in time (`python -m bench --only
         # options`, docs/performance.md); the memory pattern still plans each run's buffers.
         options.enable_cpu_mem_arena = False
+        if not self.allow_spinning:
+            # Idle pool threads sleep instead of spinning: the cores go to the request's own
+            # postprocessing and to other requests (`python -m bench`, docs/performance.md).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             session = onnxruntime.InferenceSession(
                 data, sess_options=options, providers=["CPUExecutionProvider"]
@@ -386,6 +393,7 @@ def init_app(app: Flask) -> None:
         intra_op_threads=int(app.config["ORT_INTRA_OP_THREADS"]),
         inter_op_threads=int(app.config["ORT_INTER_OP_THREADS"]),
         optimized_cache_dir=Path(cache) if cache else None,
+        allow_spinning=bool(app.config.get("ORT_ALLOW_SPINNING", False)),
     )
     app.extensions[EXTENSION_KEY] = registry
     if app.config.get("PRELOAD_MODELS"):

@@ -14,6 +14,7 @@ ENVIRONMENT = (
     "ORT_INTRA_OP_THREADS",
     "ORT_INTER_OP_THREADS",
     "ORT_OPTIMIZED_CACHE_DIR",
+    "ORT_ALLOW_SPINNING",
     "MAX_UPLOAD_BYTES",
     "MAX_IMAGE_PIXELS",
     "PRELOAD_MODELS",
@@ -40,6 +41,7 @@ def test_defaults(clean_environment):
     assert config.MAX_IMAGE_PIXELS == 40_000_000
     assert (config.ORT_INTRA_OP_THREADS, config.ORT_INTER_OP_THREADS) == (1, 1)
     assert config.ORT_OPTIMIZED_CACHE_DIR == ""  # the files themselves, unless gunicorn sets one
+    assert config.ORT_ALLOW_SPINNING is False
     assert config.PRELOAD_MODELS is False
     assert config.LOG_LEVEL == "INFO"
     assert len(config.SECRET_KEY) >= 32
@@ -55,6 +57,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("ORT_INTRA_OP_THREADS", "2")
     clean_environment.setenv("ORT_INTER_OP_THREADS", "3")
     clean_environment.setenv("ORT_OPTIMIZED_CACHE_DIR", str(tmp_path / "cache"))
+    clean_environment.setenv("ORT_ALLOW_SPINNING", "1")
     clean_environment.setenv("MAX_UPLOAD_BYTES", "1000")
     clean_environment.setenv("MAX_IMAGE_PIXELS", "2000")
     clean_environment.setenv("PRELOAD_MODELS", "1")
@@ -70,6 +73,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "ORT_INTRA_OP_THREADS": 2,
         "ORT_INTER_OP_THREADS": 3,
         "ORT_OPTIMIZED_CACHE_DIR": str(tmp_path / "cache"),
+        "ORT_ALLOW_SPINNING": True,
         "MAX_UPLOAD_BYTES": 1000,
         "MAX_IMAGE_PIXELS": 2000,
         "PRELOAD_MODELS": True,

@@ -147,3 +147,14 @@ def test_a_model_with_neither_file_says_both_are_missing(models_copy):
     (models_copy / "lineage.onnx").unlink()
     problem = ModelRegistry(models_copy).status()["lineage"]["problem"]
     assert "lineage.onnx and its card lineage.json are missing" in problem
+
+
+def test_pool_threads_sleep_between_runs_unless_spinning_is_allowed(tiny_models_dir):
+    key = "session.intra_op.allow_spinning"
+    registry = ModelRegistry(tiny_models_dir, intra_op_threads=2)
+    options = registry.get("nucleus").session.get_session_options()
+    assert options.get_session_config_entry(key) == "0"
+    spinning = ModelRegistry(tiny_models_dir, intra_op_threads=2, allow_spinning=True)
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        # ONNX Runtime's own default (spin) applies.
+        spinning.get("nucleus").session.get_session_options().get_session_config_entry(key)
