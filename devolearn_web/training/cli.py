@@ -85,6 +85,12 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-augment", action="store_true")
     group.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     group.add_argument("--fresh", action="store_true", help="discard the checkpoint, start over")
+    group.add_argument(
+        "--init-from",
+        type=Path,
+        help="a new run starts from this ONNX file's weights (e.g. the shipped model) "
+        "instead of random ones",
+    )
 
 
 def _precision_args(parser: argparse.ArgumentParser) -> None:
@@ -245,6 +251,7 @@ def train_settings(args: argparse.Namespace):
         workers=args.workers,
         fresh=args.fresh,
         device=args.device,
+        init_from=getattr(args, "init_from", None),
     )
 
 

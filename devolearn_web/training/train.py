@@ -64,6 +64,7 @@ class TrainSettings:
     workers: int = 0
     fresh: bool = False  # ignore and replace an existing checkpoint
     device: str = "cpu"  # "cpu", "cuda" or "auto"
+    init_from: Path | None = None  # a new run starts from this ONNX file's weights
 
 
 @dataclass
@@ -161,6 +162,8 @@ class TrainingRun:
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit
         )
+        if settings.init_from is not None and self.state.step == 0:
+            self._start_from_onnx(settings.init_from)
         self.loss_fn = build_loss(self.spec.task)
         self._started = time.monotonic()
         self._elapsed_before = self.state.elapsed_seconds
@@ -172,6 +175,14 @@ class TrainingRun:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.state = RunState(**saved["state"])
         log.info("resuming %s at step %d", self.workspace.model, self.state.step)
+
+    def _start_from_onnx(self, path: Path) -> None:
+        from devolearn_web.training.warm_start import load_onnx_weights, statistics_images
+
+        images = statistics_images(self.workspace.model, self.workspace.index_csv)
+        device = next(self.network.parameters()).device
+        load_onnx_weights(self.network, path, images.to(device))
+        log.info("starting %s from the weights of %s", self.workspace.model, path)
 
     def _elapsed(self) -> float:
         return self._elapsed_before + (time.monotonic() - self._started)
