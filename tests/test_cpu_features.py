@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from devolearn_web.cpu_features import cpu_flags, has_any_flag, int8_sums_saturate
+from devolearn_web.cpu_features import (
+    bfloat16_is_native,
+    cpu_flags,
+    has_any_flag,
+    int8_sums_saturate,
+)
 
 X86_VNNI = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\nprocessor\t: 1\n"
 ARM = "processor\t: 0\nFeatures\t: fp asimd asimddp\n"
@@ -49,3 +54,11 @@ def test_has_any_flag() -> None:
 )
 def test_int8_sums_saturate_only_on_x86_without_vnni(flags, machine, saturates) -> None:
     assert int8_sums_saturate(frozenset(flags), machine) is saturates
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [({"avx2", "avx512f"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True)],
+)
+def test_bfloat16_is_native_only_with_hardware_support(flags, native) -> None:
+    assert bfloat16_is_native(frozenset(flags)) is native

@@ -148,3 +148,25 @@ def test_learning_rate_decays_along_a_cosine_to_a_small_floor():
     assert cosine_learning_rate_factor(3.0) == pytest.approx(FINAL_LEARNING_RATE_FRACTION)
     factors = [cosine_learning_rate_factor(p / 10) for p in range(11)]
     assert factors == sorted(factors, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("given", "device", "native", "expected"),
+    [
+        (None, "cpu", False, False),
+        (None, "cpu", True, True),
+        (None, "cuda", False, True),
+        (True, "cpu", False, True),
+        (False, "cuda", True, False),
+    ],
+)
+def test_bfloat16_by_default_only_where_it_is_fast(monkeypatch, given, device, native, expected):
+    import argparse
+
+    from devolearn_web import cpu_features
+    from devolearn_web.training.cli import use_bfloat16
+
+    monkeypatch.setattr(
+        cpu_features, "cpu_flags", lambda: frozenset({"avx512_bf16"} if native else set())
+    )
+    assert use_bfloat16(argparse.Namespace(bf16=given, device=device)) is expected
