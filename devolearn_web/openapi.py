@@ -141,8 +141,14 @@ def _schemas() -> dict:
                 "ready": {"type": "boolean"},
                 "loaded": {"type": "boolean"},
                 "problem": {"type": ["string", "null"]},
+                "file": {
+                    "type": ["string", "null"],
+                    "description": "The model file served on this server: the int8 file where "
+                    "its card allows it on this CPU, else the float32 file; null when the card "
+                    "cannot be read.",
+                },
             },
-            "required": ["ready", "loaded", "problem"],
+            "required": ["ready", "loaded", "problem", "file"],
         },
     }
 

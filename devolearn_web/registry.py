@@ -55,6 +55,7 @@ class LoadedModel:
     name: str
     card: dict
     session: onnxruntime.InferenceSession
+    file: str = ""  # the file name the session was loaded from (int8 or float32)
 
 
 class ModelRegistry:
@@ -130,18 +131,22 @@ class ModelRegistry:
         return {name: self.status_of(name) for name in self.names}
 
     def status_of(self, name: str) -> dict:
-        """One model's status; checks the card and the file's sha256 without loading it."""
-        if name in self._loaded:
-            return {"ready": True, "loaded": True, "problem": None}
+        """One model's status, with the file it serves (on this CPU); checks the card and the
+        file's sha256 without loading it."""
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return {"ready": True, "loaded": True, "problem": None, "file": loaded.file}
+        file = None
         try:
             card = self._read_card(name)
+            file = self._model_path(name, card).name
             self._verified_model_bytes(name, card, read=False)
             failure = self._failures.get(name)
             if failure and failure[0] == _file_signature(self._model_path(name, card)):
                 raise ModelUnavailable(failure[1])
         except ModelUnavailable as error:
-            return {"ready": False, "loaded": False, "problem": error.message}
-        return {"ready": True, "loaded": False, "problem": None}
+            return {"ready": False, "loaded": False, "problem": error.message, "file": file}
+        return {"ready": True, "loaded": False, "problem": None, "file": file}
 
     def _check_name(self, name: str) -> None:
         if name not in self.names:
@@ -248,7 +253,7 @@ class ModelRegistry:
                 ", ".join(map(str, quantized["requires_cpu_flags"])),
                 quantized["file"],
             )
-        return LoadedModel(name=name, card=card, session=session)
+        return LoadedModel(name=name, card=card, session=session, file=path.name)
 
     def _session_for(self, name: str, path: Path, card: dict) -> onnxruntime.InferenceSession:
         """A session on the checked file, through its optimised copy when there is a cache."""

@@ -127,7 +127,12 @@ def test_healthz_is_ok_with_every_model(client):
     answer = client.get("/healthz").get_json()
     assert answer["status"] == "ok"
     assert set(answer["models"]) == {"membrane", "nucleus", "lineage"}
-    assert answer["models"]["nucleus"] == {"ready": True, "loaded": False, "problem": None}
+    assert answer["models"]["nucleus"] == {
+        "ready": True,
+        "loaded": False,
+        "problem": None,
+        "file": "nucleus.onnx",
+    }
 
 
 def test_healthz_reports_a_missing_model_and_its_api_answers_503(

@@ -45,9 +45,19 @@ def test_concurrent_requests_through_the_app_load_once(app, five_disks_png):
 
 def test_status_before_and_after_loading(tiny_models_dir):
     registry = ModelRegistry(tiny_models_dir)
-    assert registry.status()["membrane"] == {"ready": True, "loaded": False, "problem": None}
+    assert registry.status()["membrane"] == {
+        "ready": True,
+        "loaded": False,
+        "problem": None,
+        "file": "membrane.onnx",
+    }
     registry.get("membrane")
-    assert registry.status()["membrane"] == {"ready": True, "loaded": True, "problem": None}
+    assert registry.status()["membrane"] == {
+        "ready": True,
+        "loaded": True,
+        "problem": None,
+        "file": "membrane.onnx",
+    }
 
 
 def test_unknown_model_lists_the_valid_names(tiny_models_dir):

@@ -193,3 +193,34 @@ def test_error_page_for_browsers_carries_the_sentence(client):
     assert response.status_code == 404
     assert response.mimetype == "text/html"
     assert "There is no page or API endpoint at this address." in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "served"),
+    [
+        ({"avx512_vnni"}, "nucleus.int8.onnx (int8)"),
+        ({"avx2"}, "nucleus.onnx (float32): the int8 file nucleus.int8.onnx was accepted on a CPU"),
+    ],
+)
+def test_card_page_says_which_file_this_server_runs(
+    make_app, models_copy, monkeypatch, cpu, served
+):
+    from devolearn_web import cpu_features
+
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset(cpu))
+    (models_copy / "nucleus.int8.onnx").write_bytes((models_copy / "nucleus.onnx").read_bytes())
+    card_path = models_copy / "nucleus.json"
+    card = json.loads(card_path.read_text())
+    card["quantized"] = {
+        "file": "nucleus.int8.onnx",
+        "serve": True,
+        "requires_cpu_flags": ["avx512_vnni"],
+    }
+    card_path.write_text(json.dumps(card))
+    html = make_app(MODELS_DIR=models_copy).test_client().get("/models/nucleus", headers=HTML)
+    assert served in html.get_data(as_text=True)
+
+
+def test_card_page_names_the_float32_file_when_there_is_no_int8_one(client):
+    html = client.get("/models/membrane", headers=HTML).get_data(as_text=True)
+    assert 'id="served-file">membrane.onnx</dd>' in html

@@ -65,7 +65,11 @@ def test_int8_file_needing_cpu_flags_is_served_only_where_the_cpu_has_one(
     needs = ["avx512_vnni", "avx_vnni"]
     section = {"file": INT8_NAME, "sha256": sha256, "serve": True, "requires_cpu_flags": needs}
     _set_quantized(models_copy, section)
-    assert _served_graph(models_copy) == served
+    registry = ModelRegistry(models_copy)
+    expected_file = INT8_NAME if served == "tiny_membrane" else "nucleus.onnx"
+    assert registry.status_of("nucleus")["file"] == expected_file  # before loading, as /healthz
+    assert registry.get("nucleus").session.get_modelmeta().graph_name == served
+    assert registry.status_of("nucleus")["file"] == expected_file
 
 
 def test_missing_int8_file_falls_back_to_float32(models_copy: Path) -> None:

@@ -30,7 +30,7 @@ from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, 
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
 from devolearn_web.imaging import decode_image, to_display_png
 from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
-from devolearn_web.registry import get_registry
+from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
 
 logger = logging.getLogger(__name__)
 
@@ -201,9 +201,10 @@ def model_card(name: str) -> str:
     """The model card: what the network is, what it was trained on, how well it does."""
     registry = get_registry()
     card, problem = _card_or_problem(name)  # UnknownModel (a 404 listing the names) propagates
-    checksum, plot_url, extra = None, None, {}
+    checksum, plot_url, extra, served = None, None, {}, None
     if card is not None:
         checksum = _checksum_state(registry.models_dir, card)
+        served = _served_file_sentence(card, registry.status_of(name)["file"])
         if _training_plot_path(registry.models_dir, name).is_file():
             plot_url = url_for("pages.training_plot", name=name)
         extra = {key: value for key, value in card.items() if key not in CARD_FIELDS_SHOWN}
@@ -215,6 +216,7 @@ def model_card(name: str) -> str:
         card=card,
         problem=problem,
         checksum=checksum,
+        served=served,
         training_plot_url=plot_url,
         extra_fields=extra,
         page_url=url_for("pages.model_page", name=name),
@@ -258,6 +260,24 @@ def plotly_js() -> Response:
     response = send_file(Path(str(path)), mimetype="text/javascript", max_age=86400)
     response.headers["X-Plotly-Version"] = importlib.metadata.version("plotly")
     return response
+
+
+def _served_file_sentence(card: dict, served: str | None) -> str | None:
+    """Which file this server runs, and why not the int8 one when the card offers one."""
+    if served is None:
+        return None
+    quantized = quantized_section(card)
+    if quantized is None:
+        return served
+    if served == quantized["file"]:
+        return f"{served} (int8)"
+    needed = quantized.get("requires_cpu_flags") or []
+    if needed and not int8_runs_as_measured(quantized):
+        return (
+            f"{served} (float32): the int8 file {quantized['file']} was accepted on a CPU with "
+            f"{' or '.join(map(str, needed))}, which this server's CPU lacks"
+        )
+    return f"{served} (float32): the int8 file {quantized['file']} is missing"
 
 
 def _card_or_problem(name: str) -> tuple[dict | None, str | None]:

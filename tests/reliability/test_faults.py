@@ -96,7 +96,12 @@ def test_a_broken_model_is_named_and_the_others_keep_working(
 
     for other in OTHER_MODELS[name]:
         assert predict(client, other).status_code == 200
-        assert report["models"][other] == {"ready": True, "loaded": True, "problem": None}
+        assert report["models"][other] == {
+            "ready": True,
+            "loaded": True,
+            "problem": None,
+            "file": f"{other}.onnx",
+        }
     # Asking again does not crash or retry forever: the same clear answer.
     assert predict(client, name).status_code == 503
 
