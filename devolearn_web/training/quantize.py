@@ -120,12 +120,13 @@ def quantize_file(
     calibration: np.ndarray,
     method: str = DEFAULT_CALIBRATION_METHOD,
     float_prefixes: tuple[str, ...] = (),
-    reduce_range: bool = False,
+    unsigned_weights: bool = False,
 ) -> Path:
     """Write the int8 QDQ model of a float ONNX file (per-channel int8 weights, uint8
     activations whose ranges `method` calibrates on `calibration`, float32 (N, C, H, W)).
 
-    reduce_range: weights in 7 bits, so no CPU's int8 sums saturate (cpu_features.py)."""
+    unsigned_weights: uint8 weights (U8U8), whose products ONNX Runtime sums exactly on every
+    CPU; int8 weights (U8S8) are faster with VNNI but saturate without it (cpu_features.py)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -162,8 +163,7 @@ def quantize_file(
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            reduce_range=reduce_range,
+            weight_type=QuantType.QUInt8 if unsigned_weights else QuantType.QInt8,
             nodes_to_exclude=excluded,
             calibrate_method=CalibrationMethod[method],
             extra_options=CALIBRATION_OPTIONS.get(method, {}),
@@ -322,14 +322,19 @@ def quantize(
     calibration = network_inputs(model, workspace.index_csv, CALIBRATION_SPLIT, calibration_images)
     reference = measure_file(model, float_path, workspace.index_csv, threshold, threads)
     candidate = workspace.run_dir / "int8-candidate.onnx"
-    # Where int8 sums saturate, the file is measured as such CPUs run it, and 7-bit weights keep
-    # them from saturating; elsewhere the full 8 bits are measured exactly, so the app serves
-    # that file only on CPUs that compute it the same way.
+    # Where U8S8 sums saturate (x86 without VNNI), uint8 weights are used: exact on every CPU,
+    # so the file runs everywhere as measured here. Elsewhere int8 weights (faster with VNNI)
+    # are measured exactly, and the app serves that file only on CPUs that compute it so.
     portable = int8_sums_saturate()
     attempts, adopted = [], None
     for recipe in RECIPES[get_spec(model).task]:
         quantize_file(
-            float_path, candidate, calibration, method, recipe.float_prefixes, reduce_range=portable
+            float_path,
+            candidate,
+            calibration,
+            method,
+            recipe.float_prefixes,
+            unsigned_weights=portable,
         )
         measured = measure_file(model, candidate, workspace.index_csv, threshold, threads)
         comparison = compare(model, reference, measured)
@@ -339,7 +344,7 @@ def quantize(
                 "recipe": recipe.name,
                 "method": (
                     f"ONNX Runtime quantize_static, QDQ, per-channel "
-                    f"{'7-bit (reduce_range)' if portable else 'int8'} weights, uint8 "
+                    f"{'uint8 (U8U8)' if portable else 'int8'} weights, uint8 "
                     f"activations, {method} calibration on {len(calibration)} "
                     f"{CALIBRATION_SPLIT} images; the last weighted layer and the sigmoid kept "
                     f"float32"
