@@ -14,6 +14,7 @@ from PIL import Image
 from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
 from devolearn_web.imaging import (
     decode_image,
+    encode_gray_png,
     normalise_for_model,
     probability_to_png,
     resize_image,
@@ -286,3 +287,13 @@ def test_display_and_probability_pngs_are_8bit_grayscale():
     assert np.asarray(shown).max() == 255  # dim input stretched for display
     probability = Image.open(io.BytesIO(probability_to_png(pixels)))
     assert np.asarray(probability).max() == 3  # probabilities are not stretched
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (512, 708)])
+def test_gray_png_round_trips_through_pillow(shape):
+    gray = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    gray[0, 0], gray[-1, -1] = 0, 255  # "up" differences that wrap around modulo 256
+    decoded = Image.open(io.BytesIO(encode_gray_png(gray)))
+    decoded.load()  # checks the zlib stream and the chunk CRCs
+    assert decoded.mode == "L" and decoded.size == (shape[1], shape[0])
+    np.testing.assert_array_equal(np.asarray(decoded), gray)
