@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import remove_small_objects
 from skimage.segmentation import watershed
 
 # The networks see 256x256; sizes below are stated at that scale and grow with the map.
@@ -67,9 +66,15 @@ def _min_area(shape: tuple[int, int]) -> int:
 
 def label_connected_components(mask: np.ndarray) -> np.ndarray:
     """Label each 4-connected blob of a boolean mask (HxW); specks below the minimum area go."""
-    cleaned = remove_small_objects(mask, max_size=_min_area(mask.shape) - 1)
-    labels, _ = ndi.label(cleaned)
-    return labels.astype(np.int32)
+    labels, count = ndi.label(mask)
+    if count == 0:
+        return labels.astype(np.int32)
+    # One labelling pass, then specks dropped and the rest renumbered 1..n in label order.
+    keep = np.bincount(labels.ravel(), minlength=count + 1) >= _min_area(mask.shape)
+    keep[0] = False
+    lookup = np.zeros(count + 1, dtype=np.int32)
+    lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return lookup[labels]
 
 
 def split_touching_objects(
