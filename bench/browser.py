@@ -8,11 +8,11 @@ animation frame (when the browser paints it).
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from bench.context import BenchContext
 from bench.inputs import model_upload
+from bench.page_scripts import SLIDE_JS, drop_file
 from bench.report import Row, format_ms
 from bench.server import running_server
 from bench.stats import Summary
@@ -22,31 +22,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 MAX_REPAINT_MS = 50.0
 VIEWPORT = {"width": 1400, "height": 1000}
-
-DROP_FILE_JS = """([base64Bytes, name, type]) => {
-    const bytes = Uint8Array.from(atob(base64Bytes), (c) => c.charCodeAt(0));
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name, { type }));
-    const zone = document.getElementById("dropzone");
-    for (const kind of ["dragenter", "dragover", "drop"]) {
-        const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
-        zone.dispatchEvent(new DragEvent(kind, init));
-    }
-}"""
-
-SLIDE_JS = """async (thresholds) => {
-    const slider = document.getElementById("threshold");
-    const timings = [];
-    for (const value of thresholds) {
-        const started = performance.now();
-        slider.value = String(value);
-        slider.dispatchEvent(new Event("input", { bubbles: true }));
-        const handled = performance.now() - started;
-        await new Promise((resolve) => requestAnimationFrame(() => resolve()));
-        timings.push({ handled, nextFrame: performance.now() - started });
-    }
-    return timings;
-}"""
 
 
 def slider_values(count: int) -> list[float]:
@@ -104,8 +79,7 @@ def _slide_on_page(chromium, port: int, name: str, context: BenchContext, moves:
         page.set_default_timeout(60_000)
         page.goto(f"/{name}")
         page.wait_for_selector("#analysis[data-state='ready']")
-        upload = base64.b64encode(model_upload(name, context.samples_dir)).decode("ascii")
-        page.evaluate(DROP_FILE_JS, [upload, f"{name}.png", "image/png"])
+        drop_file(page, model_upload(name, context.samples_dir), f"{name}.png", "image/png")
         page.wait_for_function(
             "() => { const root = document.getElementById('analysis');"
             " return root.dataset.state === 'done' && Number(root.dataset.answers || 0) > 0; }"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import statistics
 
 import numpy as np
 import pytest
+
+from bench.page_scripts import SLIDE_JS, drop_file
 
 pytestmark = pytest.mark.browser
 
@@ -20,33 +21,6 @@ LOW_THRESHOLD = 0.2
 # The issue asks for under 50 ms; a shared 2-core machine gets slack, the real figure is printed.
 REPAINT_BOUND_MS = 150
 LINEAGE_ORDER = ["A", "E", "M", "P", "C", "D", "Z"]
-
-DROP_FILE_JS = """([base64Bytes, name, type]) => {
-    const bytes = Uint8Array.from(atob(base64Bytes), (c) => c.charCodeAt(0));
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name, { type }));
-    const zone = document.getElementById("dropzone");
-    for (const kind of ["dragenter", "dragover", "drop"]) {
-        const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
-        zone.dispatchEvent(new DragEvent(kind, init));
-    }
-}"""
-
-# Move the slider as a visitor does (input events), timing each repaint until the next frame.
-SLIDE_JS = """async (thresholds) => {
-    const slider = document.getElementById("threshold");
-    const timings = [];
-    for (const value of thresholds) {
-        const started = performance.now();
-        slider.value = String(value);
-        slider.dispatchEvent(new Event("input", { bubbles: true }));
-        const handled = performance.now() - started;
-        await new Promise((resolve) => requestAnimationFrame(() => resolve()));
-        timings.push({ handled, nextFrame: performance.now() - started,
-                       reported: Number(slider.dataset.lastRepaintMs) });
-    }
-    return timings;
-}"""
 
 # Remembers whether the progress indicator was ever visible (it may be brief).
 WATCH_PROGRESS_JS = """() => {
@@ -80,10 +54,6 @@ def disk_image_png(image_maker) -> bytes:
     return image_maker.encode(image_maker.uint8(image))
 
 
-def _drop(page, data: bytes, name: str, mime: str = "image/png") -> None:
-    page.evaluate(DROP_FILE_JS, [base64.b64encode(data).decode("ascii"), name, mime])
-
-
 def _wait_for_answer(page, answers_before: int = 0) -> None:
     page.wait_for_function(
         "(n) => { const root = document.getElementById('analysis');"
@@ -109,7 +79,7 @@ def test_segmentation_page_drop_slide_and_example(
     _open_model_page(page, name)
 
     page.evaluate(WATCH_PROGRESS_JS)
-    _drop(page, disk_image_png, "six disks.png")
+    drop_file(page, disk_image_png, "six disks.png")
     _wait_for_answer(page)
     assert page.evaluate("() => window.progressWasShown") is True
     assert page.text_content("#count-value") == str(COUNT_AT_DEFAULT)
@@ -182,7 +152,7 @@ def test_segmentation_page_drop_slide_and_example(
 def test_lineage_page_shows_counts_in_order_and_total(watched_page, disk_image_png) -> None:
     page, watch = watched_page
     _open_model_page(page, "lineage")
-    _drop(page, disk_image_png, "embryo.png")
+    drop_file(page, disk_image_png, "embryo.png")
     _wait_for_answer(page)
 
     rows = page.locator("#table-container tbody tr")
@@ -218,7 +188,7 @@ def test_lineage_page_warns_past_the_training_range(watched_page, disk_image_png
 
     page.route("**/api/v1/predict/lineage", older_embryo)
     _open_model_page(page, "lineage")
-    _drop(page, disk_image_png, "late embryo.png")
+    drop_file(page, disk_image_png, "late embryo.png")
     _wait_for_answer(page)
     warning = page.locator("#range-warning")
     assert warning.is_visible()
@@ -238,7 +208,7 @@ def test_unsupported_file_is_refused_on_the_page_without_a_request(
 ) -> None:
     page, watch = watched_page
     _open_model_page(page, "nucleus")
-    _drop(page, content, filename, "text/html")
+    drop_file(page, content, filename, "text/html")
     page.wait_for_selector("#message:not([hidden])")
     message = page.text_content("#message")
     assert filename in message and "PNG" in message
@@ -250,7 +220,7 @@ def test_unsupported_file_is_refused_on_the_page_without_a_request(
 def test_server_error_sentence_is_shown(watched_page) -> None:
     page, watch = watched_page
     _open_model_page(page, "membrane")
-    _drop(page, b"\x89PNG\r\n\x1a\n but the rest is not", "broken.png")
+    drop_file(page, b"\x89PNG\r\n\x1a\n but the rest is not", "broken.png")
     page.wait_for_selector("#message:not([hidden])")
     message = page.text_content("#message")
     assert "PNG" in message and "damaged" in message

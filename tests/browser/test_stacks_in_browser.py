@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.browser
+from bench.page_scripts import drop_file
 
-DROP_FILE_JS = """([base64Bytes, name, type]) => {
-    const bytes = Uint8Array.from(atob(base64Bytes), (c) => c.charCodeAt(0));
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name, { type }));
-    const zone = document.getElementById("dropzone");
-    for (const kind of ["dragenter", "dragover", "drop"]) {
-        const init = { dataTransfer: transfer, bubbles: true, cancelable: true };
-        zone.dispatchEvent(new DragEvent(kind, init));
-    }
-}"""
+pytestmark = pytest.mark.browser
 
 MOVE_SLIDER_JS = """([id, value]) => {
     const slider = document.getElementById(id);
@@ -27,10 +16,6 @@ MOVE_SLIDER_JS = """([id, value]) => {
 }"""
 
 DISKS = [(60, 60), (180, 60), (300, 60), (120, 200), (260, 200)]
-
-
-def _drop(page, data: bytes, name: str, mime: str) -> None:
-    page.evaluate(DROP_FILE_JS, [base64.b64encode(data).decode("ascii"), name, mime])
 
 
 def _wait_done(page) -> None:
@@ -47,7 +32,7 @@ def test_stack_drop_slice_slider_threshold_and_download(watched_page, image_make
     page.goto("/nucleus")
     page.wait_for_selector("#analysis[data-state='ready']")
 
-    _drop(page, stack, "embryo stack.tif", "image/tiff")
+    drop_file(page, stack, "embryo stack.tif", "image/tiff")
     _wait_done(page)
     assert page.locator("#stack-controls").is_visible()
     assert "ZYX" in page.text_content("#stack-axes-text")
@@ -88,7 +73,7 @@ def test_lineage_movie_chart_options(watched_page, image_maker) -> None:
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100)
     page.goto("/lineage")
     page.wait_for_selector("#analysis[data-state='ready']")
-    _drop(page, buffer.getvalue(), "embryo.gif", "image/gif")
+    drop_file(page, buffer.getvalue(), "embryo.gif", "image/gif")
     _wait_done(page)
     traces = page.evaluate("() => document.getElementById('frame-chart').data.map((t) => t.name)")
     assert traces[:7] == ["A", "E", "M", "P", "C", "D", "Z"]
