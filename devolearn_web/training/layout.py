@@ -87,7 +87,13 @@ class Workspace:
 
     @property
     def training_plot(self) -> Path:
+        """The shipped plot, beside the model file (copied there when its card is written)."""
         return self.models_dir / f"{self.model}_training.png"
+
+    @property
+    def run_training_plot(self) -> Path:
+        """The run's own plot: a run that is never shipped must not replace the shipped one."""
+        return self.run_dir / "training.png"
 
     @property
     def real_overlay(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 
@@ -68,6 +69,8 @@ def write_trained_card(workspace: Workspace, version: str = CARD_VERSION) -> dic
     if not workspace.onnx_path.exists():
         raise FileNotFoundError(f"{workspace.onnx_path} not found; run export first")
     sha256 = sha256_of(workspace.onnx_path)
+    if workspace.run_training_plot.exists():
+        shutil.copyfile(workspace.run_training_plot, workspace.training_plot)
     card = build_card(
         spec,
         sha256=sha256,

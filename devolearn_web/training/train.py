@@ -270,7 +270,7 @@ class TrainingRun:
         self._save(self.workspace.checkpoint)
         write_history_csv(self.state.history, self.workspace.history_csv)
         plot_history(
-            self.state.history, self.spec.task, self.workspace.training_plot, self.spec.title
+            self.state.history, self.spec.task, self.workspace.run_training_plot, self.spec.title
         )
 
     def run(self) -> TrainResult:

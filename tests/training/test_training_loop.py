@@ -50,7 +50,9 @@ def test_two_steps_write_checkpoint_history_plot_and_best(workspace_factory):
     assert len(rows) == 1
     assert {"epoch", "train_loss", "val_loss", "val_iou", "val_dice"} <= set(rows[0])
     assert 0.0 <= float(rows[0]["val_iou"]) <= 1.0
-    assert workspace.training_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert workspace.run_training_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Only writing the card ships a plot: a run that is not shipped leaves models/ alone.
+    assert not workspace.training_plot.exists()
 
 
 def test_rerun_resumes_from_the_checkpoint(workspace_factory):
