@@ -281,6 +281,13 @@ def verdict(model: str, comparison: dict, rules: Acceptance) -> list[str]:
     return broken
 
 
+def _measured_elsewhere(section: object, sums_saturate_here: bool) -> bool:
+    """True for a card's int8 section that only a CPU unlike this one could have measured."""
+    return (
+        sums_saturate_here and isinstance(section, dict) and bool(section.get("requires_cpu_flags"))
+    )
+
+
 def int8_file_name(model: str) -> str:
     return f"{model}.int8.onnx"
 
@@ -384,6 +391,10 @@ def quantize(
             card["quantized"]["requires_cpu_flags"] = list(SATURATION_FREE_INT8_FLAGS)
         write_card(card, card_path)
         record["int8_file"] = target.as_posix()
+    elif _measured_elsewhere(card.get("quantized"), portable):
+        # An int8 file that needs exact int8 sums was measured on a CPU that has them; this
+        # one cannot stand in for it, so its verdict stays (the app serves it only there).
+        record["kept_earlier_int8_file"] = card["quantized"]["file"]
     elif card.pop("quantized", None) is not None:  # an earlier int8 file no longer fits
         write_card(card, card_path)
     workspace.run_dir.mkdir(parents=True, exist_ok=True)

@@ -214,6 +214,29 @@ def test_quantize_refuses_when_a_rule_breaks(membrane_workspace: Workspace) -> N
     assert (membrane_workspace.models_dir / "membrane.json").read_text() == card_before
 
 
+@pytest.mark.parametrize(("saturates_here", "kept"), [(True, True), (False, False)])
+def test_a_refusal_keeps_an_int8_file_only_another_cpu_could_measure(
+    membrane_workspace: Workspace, monkeypatch: pytest.MonkeyPatch, saturates_here, kept
+) -> None:
+    from devolearn_web.training import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "int8_sums_saturate", lambda: saturates_here)
+    card_path = membrane_workspace.models_dir / "membrane.json"
+    card = json.loads(card_path.read_text())
+    needs_vnni = {
+        "file": "membrane.int8.onnx",
+        "serve": True,
+        "requires_cpu_flags": ["avx512_vnni"],
+    }
+    card_path.write_text(json.dumps({**card, "quantized": needs_vnni}))
+    impossible = Acceptance(min_same_count_fraction=1.01)
+    record = quantize(membrane_workspace, calibration_images=4, threads=1, rules=impossible)
+    assert not record["adopted"]
+    # Where int8 sums saturate, the VNNI-measured file cannot be judged: its section stays.
+    # Where they are exact, the refusal is this CPU's own verdict on int8: the section goes.
+    assert ("quantized" in json.loads(card_path.read_text())) is kept
+
+
 def test_quantize_command_line(membrane_workspace: Workspace, capsys) -> None:
     from devolearn_web.training.cli import main
 
