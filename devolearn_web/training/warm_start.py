@@ -83,7 +83,9 @@ def load_onnx_weights(
             norm.bias.copy_(bias)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
-    mean, variance = _input_statistics(network, [modules[name] for name in folded_bias], images)
+    mean, variance = _input_statistics(
+        network, {name: modules[name] for name in folded_bias}, images
+    )
     for norm_name, bias in folded_bias.items():
         norm = modules[norm_name]
         with torch.no_grad():
@@ -94,10 +96,10 @@ def load_onnx_weights(
 
 
 def _input_statistics(
-    network: nn.Module, norms: list[nn.BatchNorm2d], images: torch.Tensor, batch: int = 16
+    network: nn.Module, norms: dict[str, nn.BatchNorm2d], images: torch.Tensor, batch: int = 16
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Per-channel mean and variance of each batch norm's input over `images` (float64 sums)."""
-    names = {id(norm): name for name, norm in network.named_modules() if norm in norms}
+    """Per-channel mean and variance of each named batch norm's input over `images`."""
+    names = {id(norm): name for name, norm in norms.items()}
     sums: dict[str, list] = {}
 
     def record(module, inputs, _output):
@@ -107,7 +109,7 @@ def _input_statistics(
         total[1] = total[1] + values.sum(dim=1)
         total[2] = total[2] + (values * values).sum(dim=1)
 
-    handles = [norm.register_forward_hook(record) for norm in norms]
+    handles = [norm.register_forward_hook(record) for norm in norms.values()]
     was_training = network.training
     network.eval()
     try:
