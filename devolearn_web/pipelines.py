@@ -31,6 +31,7 @@ from devolearn_web.imaging import (
     probability_to_png,
     resize_image,
 )
+from devolearn_web.lineage_counts import lineage_counts
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
 from devolearn_web.segmentation import (
     SegmentedObject,
@@ -259,7 +260,7 @@ def _count_lineages(
             f"The {model.name} model returned {values.size} numbers, "
             f"not one per lineage ({len(lineages)})."
         )
-    counts = np.rint(np.clip(values * np.asarray(maxima, dtype=np.float32), 0, None))
+    counts = lineage_counts(values, lineages, maxima, card_output.get("calibration"))
     populations = {lineage: int(count) for lineage, count in zip(lineages, counts, strict=True)}
     training_range = card_output.get("training_range", DEFAULT_TRAINING_RANGE)
     exceeded = [

@@ -21,6 +21,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from devolearn_web.cpu_features import has_any_flag
 from devolearn_web.errors import ModelUnavailable, UnknownModel
+from devolearn_web.lineage_counts import calibration_problem
 from devolearn_web.optimized_models import optimized_copy
 
 logger = logging.getLogger(__name__)
@@ -347,6 +348,8 @@ def card_problem(name: str, card: object) -> str | None:
             return "output.lineages and output.maxima must be lists"
         if len(lineages) != len(maxima) or not lineages:
             return "output.lineages and output.maxima must have the same length"
+        if "calibration" in output:
+            return calibration_problem(output["calibration"], lineages)
     return None
 
 

@@ -146,6 +146,12 @@ def test_invalid_cards_are_explained(tiny_models_dir, change, words):
     assert words in card_problem("membrane", card)
 
 
+def test_a_lineage_card_with_a_broken_calibration_is_explained(tiny_models_dir):
+    card = json.loads((tiny_models_dir / "lineage.json").read_text())
+    card["output"]["calibration"] = {"knots": {"E": {"network": [3, 1], "count": [0, 1]}}}
+    assert "output.calibration.knots.E" in card_problem("lineage", card)
+
+
 def test_valid_tiny_cards_have_no_problem(tiny_models_dir):
     for name in ("membrane", "nucleus", "lineage"):
         card = json.loads((tiny_models_dir / f"{name}.json").read_text())

@@ -224,3 +224,15 @@ def test_card_page_says_which_file_this_server_runs(
 def test_card_page_names_the_float32_file_when_there_is_no_int8_one(client):
     html = client.get("/models/membrane", headers=HTML).get_data(as_text=True)
     assert 'id="served-file">membrane.onnx</dd>' in html
+
+
+def test_card_page_sums_up_the_count_calibration(make_app, models_copy):
+    card_path = models_copy / "lineage.json"
+    card = json.loads(card_path.read_text())
+    curve = {"network": [0.5, 7.0, 13.4], "count": [0.0, 8.0, 16.0]}
+    card["output"]["calibration"] = {"method": "isotonic regression", "knots": {"E": curve}}
+    card_path.write_text(json.dumps(card))
+    html = make_app(MODELS_DIR=models_copy).test_client().get("/models/lineage", headers=HTML)
+    text = html.get_data(as_text=True)
+    assert "isotonic regression" in text and "E: 3 knots" in text
+    assert "13.4" not in text  # the curve itself stays in the JSON card

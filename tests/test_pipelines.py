@@ -134,6 +134,21 @@ def test_lineage_past_the_training_range_is_flagged(models_copy, image_maker):
     assert "extrapolation" in result.notes[-1]
 
 
+def test_lineage_counts_go_through_the_card_calibration(models_copy, image_maker):
+    image = disks_image(image_maker, image_maker.five_disks)
+    plain = predict(ModelRegistry(models_copy), "lineage", image)
+    card_path = models_copy / "lineage.json"
+    card = json.loads(card_path.read_text())
+    # Every network count of E is read as 7 cells; the other lineages are left alone.
+    card["output"]["calibration"] = {"knots": {"E": {"network": [0, 16], "count": [7, 7]}}}
+    card_path.write_text(json.dumps(card))
+    calibrated = predict(ModelRegistry(models_copy), "lineage", image)
+    assert calibrated.populations["E"] == 7
+    assert {k: v for k, v in calibrated.populations.items() if k != "E"} == {
+        k: v for k, v in plain.populations.items() if k != "E"
+    }
+
+
 def test_input_tensor_follows_the_card():
     pixels = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
     unit_card = {"input": {"size": [16, 24], "channels": 1, "normalisation": "unit"}}

@@ -201,13 +201,14 @@ def model_card(name: str) -> str:
     """The model card: what the network is, what it was trained on, how well it does."""
     registry = get_registry()
     card, problem = _card_or_problem(name)  # UnknownModel (a 404 listing the names) propagates
-    checksum, plot_url, extra, served = None, None, {}, None
+    checksum, plot_url, extra, served, output = None, None, {}, None, None
     if card is not None:
         checksum = _checksum_state(registry.models_dir, card)
         served = _served_file_sentence(card, registry.status_of(name)["file"])
         if _training_plot_path(registry.models_dir, name).is_file():
             plot_url = url_for("pages.training_plot", name=name)
         extra = {key: value for key, value in card.items() if key not in CARD_FIELDS_SHOWN}
+        output = _output_shown(card.get("output"))
     heading = card.get("title") if card else None
     return render_template(
         "card.html",
@@ -217,6 +218,7 @@ def model_card(name: str) -> str:
         problem=problem,
         checksum=checksum,
         served=served,
+        output=output,
         training_plot_url=plot_url,
         extra_fields=extra,
         page_url=url_for("pages.model_page", name=name),
@@ -278,6 +280,21 @@ def _served_file_sentence(card: dict, served: str | None) -> str | None:
             f"{' or '.join(map(str, needed))}, which this server's CPU lacks"
         )
     return f"{served} (float32): the int8 file {quantized['file']} is missing"
+
+
+def _output_shown(output: object) -> object:
+    """The card's output section, with calibration curves summed up instead of listed."""
+    if not isinstance(output, dict) or not isinstance(output.get("calibration"), dict):
+        return output
+    calibration = dict(output["calibration"])
+    knots = calibration.pop("knots", {})
+    if isinstance(knots, dict):
+        calibration["curves"] = ", ".join(
+            f"{name}: {len(curve.get('network', []))} knots"
+            for name, curve in knots.items()
+            if isinstance(curve, dict)
+        )
+    return {**output, "calibration": calibration}
 
 
 def _card_or_problem(name: str) -> tuple[dict | None, str | None]:
