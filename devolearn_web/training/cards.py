@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from devolearn_web.lineage_counts import calibration_problem
 from devolearn_web.training.specs import (
     DEFAULT_THRESHOLD,
     LINEAGE_MAXIMA,
@@ -49,6 +50,9 @@ LIMITATIONS = {
         "Trained up to the stage where lineage A has 250 cells; later stages are extrapolation.",
         "Unlike the original DevoLearn model this network ends in a sigmoid, so every output "
         "stays in [0, 1] and no count exceeds its lineage's maximum.",
+        "Counts are read through a calibration curve per lineage fitted on simulated training "
+        "embryos (output.calibration): it undoes the network's pull towards the middle of each "
+        "range on simulated data, and may over- or under-correct on real images.",
     ],
 }
 
@@ -68,6 +72,7 @@ def build_card(
     version: str = CARD_VERSION,
     export: dict | None = None,
     architecture: str | None = None,
+    calibration: dict | None = None,
 ) -> dict:
     """A model card in the layout of docs/model-cards.md."""
     output: dict = {
@@ -83,6 +88,8 @@ def build_card(
             maxima=list(LINEAGE_MAXIMA),
             training_range={"A": LINEAGE_MAXIMA[0]},
         )
+        if calibration:
+            output["calibration"] = calibration
     card = {
         "name": spec.name,
         "title": spec.title,
@@ -173,6 +180,9 @@ def _output_problems(block: dict, spec: ModelSpec) -> list[str]:
             problems.append(f"output.maxima must be {list(LINEAGE_MAXIMA)}")
         if not isinstance(block.get("training_range"), dict):
             problems.append("output.training_range must be an object such as {'A': 250}")
+        if "calibration" in block:
+            problem = calibration_problem(block["calibration"], LINEAGES)
+            problems += [problem] if problem else []
     return problems
 
 

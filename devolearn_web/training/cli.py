@@ -24,6 +24,7 @@ COMMANDS = (
     "tune",
     "train",
     "export",
+    "calibrate",
     "evaluate",
     "card",
     "import",
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tune": "Optuna study over learning rate and batch size",
         "train": "train (resumes runs/<model>/checkpoint.pt)",
         "export": "best checkpoint -> models/<model>.onnx (+ card)",
+        "calibrate": "lineage: fit the count calibration on the training split, re-evaluate",
         "evaluate": "measure the ONNX file on the test split and the real samples",
         "card": "write models/<model>.json from the run's records",
         "import": "a state_dict or an original devolearn-web ONNX file -> models/ + card",
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_args(sub["train"])
     sub["export"].add_argument("--float32", action="store_true", help="store float32 weights")
     _evaluate_args(sub["evaluate"])
+    _evaluate_args(sub["calibrate"])
     sub["evaluate"].add_argument("--onnx", type=Path, help="default: models/<model>.onnx")
     for name in ("export", "card", "import", "all"):
         sub[name].add_argument("--version", default="1.0.0", help="the card's version")
@@ -305,6 +308,10 @@ def run_command(args: argparse.Namespace) -> object:
         record = export_trained_model(workspace, float16_storage=not args.float32)
         write_trained_card(workspace, args.version)
         return record
+    if command == "calibrate":
+        from devolearn_web.training.calibrate import calibrate
+
+        return calibrate(workspace, args.threads, args.samples_dir)
     if command == "evaluate":
         from devolearn_web.training.evaluate import evaluate
 

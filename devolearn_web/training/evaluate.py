@@ -117,22 +117,20 @@ def evaluate_segmentation(
     return overall
 
 
-def evaluate_lineage(onnx: OnnxModel, index_csv: Path) -> dict:
-    """Mean absolute error per lineage on the test split, in cells and in % of its maximum."""
-    rows = read_index(index_csv, "test")
-    if not rows:
-        raise ValueError(f"{index_csv} has no test samples")
-    root = index_csv.parent
-    scaled = [
-        onnx.run(np.stack([lineage_input(read_unit_image(root / r["image"])) for r in chunk]))
-        for chunk in (rows[i : i + 32] for i in range(0, len(rows), 32))
-    ]
-    predicted = counts_from_scaled(np.concatenate(scaled))
-    truth = np.array([[int(row[name]) for name in LINEAGES] for row in rows])
+def recorded_calibration(workspace: Workspace, sha256: str) -> dict | None:
+    """The count calibration `calibrate` fitted for this very file (same sha256), else None."""
+    path = workspace.calibration_record
+    record = json.loads(path.read_text()) if path.exists() else None
+    if record is None or record.get("sha256") != sha256:
+        return None
+    return record["calibration"]
+
+
+def _count_errors(predicted: np.ndarray, truth: np.ndarray) -> dict:
     mae = np.abs(predicted - truth).mean(axis=0)
     percent = 100.0 * mae / np.asarray(LINEAGE_MAXIMA, dtype=np.float64)
     return {
-        "images": len(rows),
+        "images": len(truth),
         "mae": {name: float(value) for name, value in zip(LINEAGES, mae, strict=True)},
         "mae_percent_of_maximum": {
             name: float(value) for name, value in zip(LINEAGES, percent, strict=True)
@@ -140,6 +138,28 @@ def evaluate_lineage(onnx: OnnxModel, index_csv: Path) -> dict:
         "mae_percent_mean": float(percent.mean()),
         "max_mae_percent_of_maximum": float(percent.max()),
     }
+
+
+def evaluate_lineage(onnx: OnnxModel, index_csv: Path, calibration: dict | None = None) -> dict:
+    """Mean absolute error per lineage on the test split, in cells and in % of its maximum.
+
+    With a calibration the counts are read as the app reads them; the network's own rounded
+    counts are reported beside them under `uncalibrated`."""
+    rows = read_index(index_csv, "test")
+    if not rows:
+        raise ValueError(f"{index_csv} has no test samples")
+    root = index_csv.parent
+    scaled = np.concatenate(
+        [
+            onnx.run(np.stack([lineage_input(read_unit_image(root / r["image"])) for r in chunk]))
+            for chunk in (rows[i : i + 32] for i in range(0, len(rows), 32))
+        ]
+    )
+    truth = np.array([[int(row[name]) for name in LINEAGES] for row in rows])
+    result = _count_errors(counts_from_scaled(scaled, calibration), truth)
+    if calibration is not None:
+        result["uncalibrated"] = _count_errors(counts_from_scaled(scaled), truth)
+    return result
 
 
 def real_sample_input(path: Path, channel: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -154,6 +174,7 @@ def evaluate_real_sample(
     samples_dir: Path,
     overlay_path: Path,
     threshold: float = DEFAULT_THRESHOLD,
+    calibration: dict | None = None,
 ) -> dict:
     """Counts on the model's real sample image, with an overlay figure saved for the docs."""
     sample = REAL_SAMPLES[model]
@@ -164,7 +185,7 @@ def evaluate_real_sample(
     channel = {None: "grayscale", GREEN: "green"}[sample.channel]
     low, high = REAL_SAMPLE_RANGES[model]
     if model == "lineage":
-        counts = counts_from_scaled(onnx.run(lineage_input(small)[None])[0])
+        counts = counts_from_scaled(onnx.run(lineage_input(small)[None])[0], calibration)
         populations = {name: int(c) for name, c in zip(LINEAGES, counts, strict=True)}
         total = int(sum(populations.values()))
         save_population_overlay(full, populations, overlay_path)
@@ -208,14 +229,17 @@ def evaluate(
     spec = get_spec(workspace.model)
     onnx_path = onnx_path or workspace.onnx_path
     onnx = OnnxModel(onnx_path, threads)
+    sha256 = sha256_of(onnx_path)
+    calibration = None
     if spec.is_segmentation:
         test = evaluate_segmentation(workspace.model, onnx, workspace.index_csv, threshold)
     else:
-        test = evaluate_lineage(onnx, workspace.index_csv)
+        calibration = recorded_calibration(workspace, sha256)
+        test = evaluate_lineage(onnx, workspace.index_csv, calibration)
     metrics = {
         "model": workspace.model,
         "onnx": onnx_path.as_posix(),
-        "sha256": sha256_of(onnx_path),
+        "sha256": sha256,
         "test": test,
         "targets": check_targets(workspace.model, test),
     }
@@ -223,7 +247,7 @@ def evaluate(
         metrics["threshold"] = threshold
     if (samples_dir / REAL_SAMPLES[workspace.model].file).exists():
         metrics["real_samples"] = evaluate_real_sample(
-            workspace.model, onnx, samples_dir, workspace.real_overlay, threshold
+            workspace.model, onnx, samples_dir, workspace.real_overlay, threshold, calibration
         )
     else:
         metrics["real_samples"] = {}

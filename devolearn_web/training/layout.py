@@ -74,6 +74,10 @@ class Workspace:
         return self.run_dir / "export.json"
 
     @property
+    def calibration_record(self) -> Path:
+        return self.run_dir / "calibration.json"
+
+    @property
     def commands_record(self) -> Path:
         return self.run_dir / "commands.json"
 

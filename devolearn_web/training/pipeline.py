@@ -1,4 +1,4 @@
-"""One call that reproduces a model: simulate, preprocess, tune, train, export, evaluate, card."""
+"""One call that reproduces a model: every step from simulation to the model card."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devolearn_web.training.calibrate import record_calibration
 from devolearn_web.training.evaluate import evaluate
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.preprocess import preprocess
@@ -42,6 +43,9 @@ def run_all(workspace: Workspace, settings: PipelineSettings) -> dict:
     result = train(workspace, settings.train)
     log.info("export")
     export = export_trained_model(workspace)
+    if workspace.model == "lineage":
+        log.info("calibrate")
+        record_calibration(workspace)
     log.info("evaluate")
     metrics = evaluate(workspace, samples_dir=settings.samples_dir, threshold=settings.threshold)
     log.info("card")

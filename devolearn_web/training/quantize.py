@@ -205,7 +205,12 @@ class CountingModel:
 
 
 def measure_file(
-    model: str, path: Path, index_csv: Path, threshold: float, threads: int
+    model: str,
+    path: Path,
+    index_csv: Path,
+    threshold: float,
+    threads: int,
+    calibration: dict | None = None,
 ) -> tuple[dict, np.ndarray]:
     """(test-split metrics as the evaluation reports them, per-image counts) of one ONNX file.
 
@@ -217,9 +222,9 @@ def measure_file(
         metrics = evaluate_segmentation(model, counting, index_csv, threshold)
         return metrics, np.asarray(counting.counts)
     onnx_model = OnnxModel(path, threads)
-    metrics = evaluate_lineage(onnx_model, index_csv)
+    metrics = evaluate_lineage(onnx_model, index_csv, calibration)
     inputs = network_inputs(model, index_csv, "test", count=len(read_index(index_csv, "test")))
-    return metrics, counts_from_scaled(onnx_model.run(inputs))
+    return metrics, counts_from_scaled(onnx_model.run(inputs), calibration)
 
 
 def compare(model: str, reference: tuple[dict, np.ndarray], candidate: tuple[dict, np.ndarray]):
@@ -327,7 +332,9 @@ def quantize(
     if sha256_of(float_path) != card["sha256"]:
         raise ValueError(f"{float_path} does not match its card's sha256; export it again")
     calibration = network_inputs(model, workspace.index_csv, CALIBRATION_SPLIT, calibration_images)
-    reference = measure_file(model, float_path, workspace.index_csv, threshold, threads)
+    # Lineage counts are compared as the app reads them, through the card's calibration.
+    counting = (workspace.index_csv, threshold, threads, card["output"].get("calibration"))
+    reference = measure_file(model, float_path, *counting)
     candidate = workspace.run_dir / "int8-candidate.onnx"
     # Where U8S8 sums saturate (x86 without VNNI), uint8 weights are used: exact on every CPU,
     # so the file runs everywhere as measured here. Elsewhere int8 weights (faster with VNNI)
@@ -343,7 +350,7 @@ def quantize(
             recipe.float_prefixes,
             unsigned_weights=portable,
         )
-        measured = measure_file(model, candidate, workspace.index_csv, threshold, threads)
+        measured = measure_file(model, candidate, *counting)
         comparison = compare(model, reference, measured)
         broken = verdict(model, comparison, rules)
         attempts.append(

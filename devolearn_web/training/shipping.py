@@ -10,6 +10,7 @@ import numpy as np
 from devolearn_web.training.cards import CARD_VERSION, LIMITATIONS, build_card, write_card
 from devolearn_web.training.checkpoints import load_network_weights
 from devolearn_web.training.dataset import build_dataset
+from devolearn_web.training.evaluate import recorded_calibration
 from devolearn_web.training.export import export_network
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.models import build_model, input_shape
@@ -84,6 +85,7 @@ def write_trained_card(workspace: Workspace, version: str = CARD_VERSION) -> dic
         training_plot=workspace.training_plot.name if workspace.training_plot.exists() else None,
         version=version,
         export=export_record(workspace, sha256),
+        calibration=recorded_calibration(workspace, sha256),
     )
     write_card(card, workspace.card_path)
     return card

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from devolearn_web.imaging import MODEL_HIGH_PERCENTILE, MODEL_LOW_PERCENTILE
+from devolearn_web.lineage_counts import lineage_counts
 
 MODEL_SIDE = 256
 LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
@@ -100,6 +101,6 @@ def lineage_maxima() -> np.ndarray:
     return np.asarray(LINEAGE_MAXIMA, dtype=np.float32)
 
 
-def counts_from_scaled(scaled: np.ndarray) -> np.ndarray:
+def counts_from_scaled(scaled: np.ndarray, calibration: dict | None = None) -> np.ndarray:
     """Cell counts from scaled outputs (float, ..., 7) exactly as the app reads them: int64."""
-    return np.rint(np.clip(scaled * lineage_maxima(), 0, None)).astype(np.int64)
+    return lineage_counts(scaled, LINEAGES, LINEAGE_MAXIMA, calibration)

@@ -1,0 +1,118 @@
+"""Fit the lineage model's count calibration on the training split, and record it.
+
+The network, trained by mean-squared error behind a sigmoid, compresses its answers towards the
+middle of each lineage's range (docs/training.md, "Count calibration"). An isotonic regression
+per lineage, of the true counts on the network's counts over the training images (never the
+validation or test ones), gives a monotone curve that undoes this; the app applies it from the
+card (`devolearn_web.lineage_counts`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from devolearn_web.training.cards import write_card
+from devolearn_web.training.dataset import lineage_input
+from devolearn_web.training.evaluate import DEFAULT_SAMPLES_DIR, evaluate
+from devolearn_web.training.images import read_unit_image
+from devolearn_web.training.index import read_index
+from devolearn_web.training.layout import Workspace
+from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
+from devolearn_web.training.specs import LINEAGE_MAXIMA, LINEAGES, get_spec
+
+CALIBRATION_SPLIT = "train"
+KNOT_DECIMALS = 3
+METHOD = (
+    "isotonic regression, per lineage, of the true counts on the network's counts (output x "
+    "maximum) over the unaugmented training images; knots at the centres of the pooled blocks, "
+    "linear between them, flat beyond the ends"
+)
+
+
+def isotonic_knots(raw: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x strictly increasing, y non-decreasing) of the least-squares monotone fit."""
+    order = np.argsort(raw, kind="stable")
+    x, y = np.asarray(raw, np.float64)[order], np.asarray(truth, np.float64)[order]
+    # Pool adjacent violators: each block keeps its mean, weight and x span.
+    means, weights, lows, highs = [], [], [], []
+    for value, position in zip(y, x, strict=True):
+        means.append(value), weights.append(1.0), lows.append(position), highs.append(position)
+        while len(means) > 1 and means[-2] >= means[-1]:
+            mean, weight, high = means.pop(), weights.pop(), highs.pop()
+            lows.pop()
+            means[-1] = (means[-1] * weights[-1] + mean * weight) / (weights[-1] + weight)
+            weights[-1] += weight
+            highs[-1] = high
+    centres = (np.asarray(lows) + np.asarray(highs)) / 2
+    return _strictly_increasing(centres, np.asarray(means))
+
+
+def _strictly_increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots rounded for the card, with ties in x merged (the later y wins) and y monotone."""
+    x, y = np.round(x, KNOT_DECIMALS), np.maximum.accumulate(np.round(y, KNOT_DECIMALS))
+    keep = np.append(np.diff(x) > 0, True)
+    x, y = x[keep], y[keep]
+    if x.size == 1:  # one block: a flat curve still needs two knots
+        x, y = np.array([x[0], x[0] + 1.0]), np.array([y[0], y[0]])
+    return x, y
+
+
+def network_counts(onnx: OnnxModel, index_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the network's counts before rounding, float (N, 7); the true counts, int (N, 7))."""
+    rows = read_index(index_csv, split)
+    if not rows:
+        raise ValueError(f"{index_csv} has no {split} samples")
+    root = index_csv.parent
+    scaled = np.concatenate(
+        [
+            onnx.run(np.stack([lineage_input(read_unit_image(root / r["image"])) for r in chunk]))
+            for chunk in (rows[i : i + 32] for i in range(0, len(rows), 32))
+        ]
+    )
+    raw = np.clip(scaled * np.asarray(LINEAGE_MAXIMA, np.float64), 0, None)
+    truth = np.array([[int(row[name]) for name in LINEAGES] for row in rows])
+    return raw, truth
+
+
+def fit_calibration(raw: np.ndarray, truth: np.ndarray) -> dict:
+    """The card's `output.calibration` from the network's and the true counts (N, 7) each."""
+    knots = {}
+    for column, name in enumerate(LINEAGES):
+        x, y = isotonic_knots(raw[:, column], truth[:, column])
+        knots[name] = {"network": x.tolist(), "count": y.tolist()}
+    fitted_on = f"{CALIBRATION_SPLIT} split, {len(raw)} images"
+    return {"method": METHOD, "fitted_on": fitted_on, "knots": knots}
+
+
+def record_calibration(workspace: Workspace, threads: int = 2) -> dict:
+    """Fit the calibration of models/<model>.onnx and write runs/<model>/calibration.json."""
+    if get_spec(workspace.model).is_segmentation:
+        raise ValueError("calibrate is for the lineage model; segmentation maps need none")
+    onnx_path = workspace.onnx_path
+    onnx = OnnxModel(onnx_path, threads)
+    raw, truth = network_counts(onnx, workspace.index_csv, CALIBRATION_SPLIT)
+    calibration = fit_calibration(raw, truth)
+    workspace.run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"sha256": sha256_of(onnx_path), "calibration": calibration}
+    workspace.calibration_record.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def calibrate(
+    workspace: Workspace, threads: int = 2, samples_dir: Path = DEFAULT_SAMPLES_DIR
+) -> dict:
+    """Fit and record the calibration, re-evaluate with it, and update the file's card."""
+    record = record_calibration(workspace, threads)
+    metrics = evaluate(workspace, workspace.onnx_path, samples_dir, threads=threads)
+    if workspace.card_path.exists():
+        # The card of this very file takes the curve and the metrics measured through it, so
+        # a shipped model can be calibrated without its training run's records.
+        card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
+        if card.get("sha256") == record["sha256"]:
+            card["output"]["calibration"] = record["calibration"]
+            card["metrics"] = {key: metrics[key] for key in ("test", "targets", "real_samples")}
+            write_card(card, workspace.card_path)
+    return {"calibration": workspace.calibration_record.as_posix(), "test": metrics["test"]}
