@@ -34,6 +34,8 @@ LIMITATIONS = {
         "merge.",
         "Touching nuclei are separated by a distance-transform watershed, which can split an "
         "elongated, dividing nucleus in two.",
+        "A nucleus the slice cuts near its top or bottom shows as a small, dim, blurred disc and "
+        "is often missed: metrics.test.seg_by_reference_area gives SEG by object size.",
     ],
     "membrane": [
         _SIMULATED_ONLY,

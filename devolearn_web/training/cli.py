@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_args(sub["evaluate"])
     _evaluate_args(sub["calibrate"])
     sub["evaluate"].add_argument("--onnx", type=Path, help="default: models/<model>.onnx")
+    sub["evaluate"].add_argument(
+        "--update-card",
+        action="store_true",
+        help="also put the metrics into models/<model>.json if it describes the measured file",
+    )
     for name in ("export", "card", "import", "all"):
         sub[name].add_argument("--version", default="1.0.0", help="the card's version")
     source = sub["import"].add_mutually_exclusive_group(required=True)
@@ -313,9 +318,12 @@ def run_command(args: argparse.Namespace) -> object:
 
         return calibrate(workspace, args.threads, args.samples_dir)
     if command == "evaluate":
-        from devolearn_web.training.evaluate import evaluate
+        from devolearn_web.training.evaluate import evaluate, update_card_metrics
 
-        return evaluate(workspace, args.onnx, args.samples_dir, args.threshold, args.threads)
+        metrics = evaluate(workspace, args.onnx, args.samples_dir, args.threshold, args.threads)
+        if args.update_card:
+            metrics["card_updated"] = update_card_metrics(workspace, metrics)
+        return metrics
     if command == "card":
         from devolearn_web.training.shipping import write_trained_card
 

@@ -14,6 +14,7 @@ from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
     label_instances,
 )
+from devolearn_web.training.cards import write_card
 from devolearn_web.training.dataset import lineage_input
 from devolearn_web.training.images import (
     GREEN,
@@ -29,6 +30,8 @@ from devolearn_web.training.metrics import (
     OverlapTally,
     count_error_percent,
     count_objects,
+    reference_areas,
+    seg_by_area,
     seg_scores,
 )
 from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
@@ -86,7 +89,7 @@ def evaluate_segmentation(
         raise ValueError(f"{index_csv} has no test samples")
     root = index_csv.parent
     groups: dict[str, dict] = defaultdict(
-        lambda: {"tally": OverlapTally(), "seg": [], "count_errors": [], "images": 0}
+        lambda: {"tally": OverlapTally(), "seg": [], "areas": [], "count_errors": [], "images": 0}
     )
     for start in range(0, len(rows), 32):
         chunk = rows[start : start + 32]
@@ -96,9 +99,11 @@ def evaluate_segmentation(
             reference = read_labels(root / row["label"])
             predicted = _instances(model, probability, threshold)
             expected = count_objects(reference, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+            scores, areas = seg_scores(reference, predicted), reference_areas(reference)
             for group in (groups["all"], groups[row["kind"]]):
                 group["tally"].add(probability >= threshold, reference > 0)
-                group["seg"].append(seg_scores(reference, predicted))
+                group["seg"].append(scores)
+                group["areas"].append(areas)
                 group["count_errors"].append(count_error_percent(int(predicted.max()), expected))
                 group["images"] += 1
     results = {}
@@ -109,6 +114,8 @@ def evaluate_segmentation(
             "iou": group["tally"].iou,
             "dice": group["tally"].dice,
             "seg": float(scores.mean()) if scores.size else None,
+            # Where SEG is lost: small objects (a nucleus cut near its top) score lowest.
+            "seg_by_reference_area": seg_by_area(scores, np.concatenate(group["areas"])),
             "count_error_percent": _mean(group["count_errors"]),
         }
     overall = results.pop("all")
@@ -216,6 +223,22 @@ def check_targets(model: str, test: dict) -> dict:
         met = value is not None and (value >= bound if relation == ">=" else value <= bound)
         checks[key] = {"target": f"{relation} {bound}", "value": value, "met": bool(met)}
     return checks
+
+
+def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
+    """Put new metrics into models/<model>.json when it describes the file they measured.
+
+    So a shipped model can be re-measured (after a change to counting, or a calibration)
+    without the records of the run that trained it; returns whether the card was updated."""
+    if not workspace.card_path.exists():
+        return False
+    card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
+    if card.get("sha256") != metrics["sha256"]:
+        return False
+    keep = ("test", "targets", "real_samples", "threshold")
+    card["metrics"] = {key: metrics[key] for key in keep if key in metrics}
+    write_card(card, workspace.card_path)
+    return True
 
 
 def evaluate(

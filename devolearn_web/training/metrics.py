@@ -59,6 +59,27 @@ def seg_scores(reference: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return np.where(matched, best_overlap / union, 0.0)
 
 
+def reference_areas(reference: np.ndarray) -> np.ndarray:
+    """Pixel areas of the reference objects, in the order `seg_scores` scores them: int (R,)."""
+    ids, areas = np.unique(reference, return_counts=True)
+    return areas[ids != 0]
+
+
+# Reference object areas (pixels at the scoring scale) that SEG is also reported by.
+AREA_BINS = ((0, 20), (20, 50), (50, 100), (100, 200), (200, None))
+
+
+def seg_by_area(scores: np.ndarray, areas: np.ndarray) -> dict:
+    """Mean SEG and object count of each reference-area bin (empty bins left out)."""
+    table = {}
+    for low, high in AREA_BINS:
+        inside = (areas >= low) & (areas < (high if high is not None else np.inf))
+        if inside.any():
+            name = f"{low}-{high} px" if high is not None else f"{low} px and over"
+            table[name] = {"objects": int(inside.sum()), "seg": float(scores[inside].mean())}
+    return table
+
+
 def seg_measure(reference: np.ndarray, predicted: np.ndarray) -> float:
     """Mean SEG score over the reference objects of one image; nan when it has none."""
     scores = seg_scores(reference, predicted)

@@ -157,3 +157,19 @@ def test_seed_ranges_of_the_splits_never_overlap():
     assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
     with pytest.raises(ValueError):
         plan_seeds(train=0, validation=1, test=1)
+
+
+def test_new_metrics_reach_only_the_card_of_the_measured_file(workspace_factory):
+    from devolearn_web.training.evaluate import update_card_metrics
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    workspace.models_dir.mkdir(parents=True)
+    workspace.card_path.write_text(json.dumps(card_for("nucleus")))
+    measured = {"sha256": SHA, "test": {"iou": 0.95}, "targets": {}, "real_samples": {}}
+    other_file = {**measured, "sha256": "b" * 64, "test": {"iou": 0.1}}
+    assert update_card_metrics(workspace, other_file) is False
+    assert json.loads(workspace.card_path.read_text())["metrics"]["test"] == {"iou": 0.9}
+    assert update_card_metrics(workspace, measured) is True
+    card = json.loads(workspace.card_path.read_text())
+    assert card["metrics"] == {"test": {"iou": 0.95}, "targets": {}, "real_samples": {}}
+    assert card["hyperparameters"]["batch_size"] == 16  # the rest of the card is kept

@@ -99,3 +99,19 @@ def test_counts_and_count_error():
     assert count_objects(labels, min_area=2) == 1
     assert count_error_percent(9, 10) == pytest.approx(10.0)
     assert math.isnan(count_error_percent(3, 0))
+
+
+def test_seg_is_reported_by_reference_area():
+    from devolearn_web.training.metrics import reference_areas, seg_by_area
+
+    reference = np.zeros((40, 40), np.int32)
+    reference[0:3, 0:5] = 7  # 15 px
+    reference[10:20, 10:20] = 3  # 100 px
+    predicted = np.zeros_like(reference)
+    predicted[10:20, 10:20] = 1  # the big one found exactly, the small one missed
+    scores, areas = seg_scores(reference, predicted), reference_areas(reference)
+    assert areas.tolist() == [100, 15]  # label order, as seg_scores scores them
+    assert seg_by_area(scores, areas) == {
+        "0-20 px": {"objects": 1, "seg": 0.0},
+        "100-200 px": {"objects": 1, "seg": 1.0},
+    }

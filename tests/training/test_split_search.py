@@ -74,7 +74,11 @@ def test_split_search_ranks_the_grid_and_writes_its_record(membrane_workspace):
     assert written["best"] == record["best"]
     table = format_table(record)
     assert table.splitlines()[0].startswith("membrane: 3 validation maps")
-    assert len(table.splitlines()) == 2 + len(record["results"])
+    assert len(table.splitlines()) == 3 + len(record["results"])
+    # Split on their true masks, the fake data's discs are found nearly whole.
+    ceiling = record["best_on_true_masks"]["seg"]
+    assert 0.9 <= ceiling <= 1.0
+    assert table.splitlines()[-1] == f"the best setting on the true masks: SEG {ceiling}"
 
 
 def test_split_search_refuses_the_lineage_model(tmp_path):
