@@ -133,3 +133,22 @@ def test_connected_components_match_scikit_image_speck_removal(seed):
     found = label_connected_components(mask)
     assert 0 < found.max() < ndi.label(mask)[1]  # some specks were dropped, some blobs kept
     np.testing.assert_array_equal(found, expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_distance_to_background_is_scipys_euclidean_distance(seed):
+    from devolearn_web.segmentation import distance_to_background
+
+    rng = np.random.default_rng(seed)
+    # Blobs of every size, some cut by the image's edge, on a non-square grid.
+    inside = ndi.gaussian_filter(rng.random((256, 300)), 3 + seed) > 0.5
+    expected = ndi.distance_transform_edt(inside).astype(np.float32)
+    found = distance_to_background(inside)
+    assert found.dtype == np.float32 and found.max() > 3
+    np.testing.assert_array_equal(found, expected)
+
+
+def test_a_mask_without_background_still_splits_into_finite_objects():
+    probability = np.ones((64, 64), np.float32)  # a threshold of 0 takes every pixel
+    labels = label_instances("nucleus", probability, 0.0)
+    assert labels.min() >= 1 and 1 <= labels.max() <= 4
