@@ -15,6 +15,7 @@ from devolearn_web.figures import (
     MASK_IMAGE_NAME,
     MASK_RGBA,
     MAX_DISPLAY_SIDE,
+    OBJECT_PALETTE,
     OUTLINES_IMAGE_NAME,
     build_figures,
 )
@@ -60,7 +61,9 @@ def lineage_result(a_count: int = 21) -> LineageResult:
 
 def png_pixels(data_uri: str) -> np.ndarray:
     assert data_uri.startswith("data:image/png;base64,")
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1]))))
+    image = Image.open(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1])))
+    # Overlays are palette PNGs: compare the colours a browser draws, not the indices.
+    return np.asarray(image.convert("RGBA") if image.mode == "P" else image)
 
 
 def layout_image(figure: dict, name: str) -> dict:
@@ -174,3 +177,26 @@ def test_large_input_is_shown_downsampled_with_axes_still_in_upload_pixels():
     assert trace["dy"] * shown.shape[0] == pytest.approx(1500)
     assert trace["x0"] - trace["dx"] / 2 == pytest.approx(-0.5)
     assert figures["input"]["layout"]["xaxis"]["range"] == [-0.5, 2499.5]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_inner_boundaries_match_scikit_image(seed):
+    from skimage.segmentation import find_boundaries
+
+    from devolearn_web.figures import inner_boundaries
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((40, 57)) * 4).astype(np.int32)  # every kind of neighbour, edges too
+    expected = find_boundaries(labels, mode="inner") & (labels > 0)
+    np.testing.assert_array_equal(inner_boundaries(labels), expected)
+
+
+def test_centroid_map_fills_objects_in_dimmed_palette_colours(two_touching_disks):
+    result = segmentation_result("membrane", two_touching_disks)
+    figure = build_figures(result, decoded(two_touching_disks))["figures"]["centroids"]
+    pixels = png_pixels(figure["data"][0]["source"])
+    assert pixels.shape == (90, 160, 4) and np.all(pixels[..., 3] == 255)
+    assert np.all(pixels[result.labels == 0][:, :3] == 0)
+    for obj in result.objects:
+        expected = (OBJECT_PALETTE[(obj.label - 1) % len(OBJECT_PALETTE)] * 0.55).astype(np.uint8)
+        np.testing.assert_array_equal(pixels[round(obj.y), round(obj.x), :3], expected)

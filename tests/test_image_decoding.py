@@ -297,3 +297,20 @@ def test_gray_png_round_trips_through_pillow(shape):
     decoded.load()  # checks the zlib stream and the chunk CRCs
     assert decoded.mode == "L" and decoded.size == (shape[1], shape[0])
     np.testing.assert_array_equal(np.asarray(decoded), gray)
+
+
+@pytest.mark.parametrize("with_alpha", [True, False])
+def test_indexed_png_round_trips_through_pillow(with_alpha):
+    from devolearn_web.imaging import encode_indexed_png
+
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, 4, size=(37, 53)).astype(np.uint8)
+    palette = np.array([(0, 0, 0), (230, 159, 0), (86, 180, 233), (255, 255, 255)], np.uint8)
+    alpha = [0, 105, 255, 255] if with_alpha else None
+    image = Image.open(io.BytesIO(encode_indexed_png(indices, palette, alpha)))
+    assert image.mode == "P" and image.size == (53, 37)
+    np.testing.assert_array_equal(np.asarray(image), indices)
+    rgba = np.asarray(image.convert("RGBA"))
+    np.testing.assert_array_equal(rgba[..., :3], palette[indices])
+    expected_alpha = np.array(alpha if with_alpha else [255] * 4, np.uint8)[indices]
+    np.testing.assert_array_equal(rgba[..., 3], expected_alpha)
