@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from devolearn_web.training.cards import write_card
-from devolearn_web.training.dataset import lineage_input
-from devolearn_web.training.evaluate import DEFAULT_SAMPLES_DIR, evaluate, update_card_metrics
-from devolearn_web.training.images import read_unit_image
-from devolearn_web.training.index import read_index
+from devolearn_web.training.evaluate import (
+    DEFAULT_SAMPLES_DIR,
+    evaluate,
+    lineage_outputs,
+    update_card_metrics,
+)
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
 from devolearn_web.training.specs import LINEAGE_MAXIMA, LINEAGES, get_spec
@@ -62,19 +64,8 @@ def _strictly_increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
 
 def network_counts(onnx: OnnxModel, index_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(the network's counts before rounding, float (N, 7); the true counts, int (N, 7))."""
-    rows = read_index(index_csv, split)
-    if not rows:
-        raise ValueError(f"{index_csv} has no {split} samples")
-    root = index_csv.parent
-    scaled = np.concatenate(
-        [
-            onnx.run(np.stack([lineage_input(read_unit_image(root / r["image"])) for r in chunk]))
-            for chunk in (rows[i : i + 32] for i in range(0, len(rows), 32))
-        ]
-    )
-    raw = np.clip(scaled * np.asarray(LINEAGE_MAXIMA, np.float64), 0, None)
-    truth = np.array([[int(row[name]) for name in LINEAGES] for row in rows])
-    return raw, truth
+    scaled, truth = lineage_outputs(onnx, index_csv, split)
+    return np.clip(scaled * np.asarray(LINEAGE_MAXIMA, np.float64), 0, None), truth
 
 
 def fit_calibration(raw: np.ndarray, truth: np.ndarray) -> dict:

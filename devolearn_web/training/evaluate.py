@@ -147,14 +147,11 @@ def _count_errors(predicted: np.ndarray, truth: np.ndarray) -> dict:
     }
 
 
-def evaluate_lineage(onnx: OnnxModel, index_csv: Path, calibration: dict | None = None) -> dict:
-    """Mean absolute error per lineage on the test split, in cells and in % of its maximum.
-
-    With a calibration the counts are read as the app reads them; the network's own rounded
-    counts are reported beside them under `uncalibrated`."""
-    rows = read_index(index_csv, "test")
+def lineage_outputs(onnx: OnnxModel, index_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(the network's scaled outputs, float (N, 7); the true counts, int (N, 7)) of a split."""
+    rows = read_index(index_csv, split)
     if not rows:
-        raise ValueError(f"{index_csv} has no test samples")
+        raise ValueError(f"{index_csv} has no {split} samples")
     root = index_csv.parent
     scaled = np.concatenate(
         [
@@ -162,7 +159,15 @@ def evaluate_lineage(onnx: OnnxModel, index_csv: Path, calibration: dict | None 
             for chunk in (rows[i : i + 32] for i in range(0, len(rows), 32))
         ]
     )
-    truth = np.array([[int(row[name]) for name in LINEAGES] for row in rows])
+    return scaled, np.array([[int(row[name]) for name in LINEAGES] for row in rows])
+
+
+def evaluate_lineage(onnx: OnnxModel, index_csv: Path, calibration: dict | None = None) -> dict:
+    """Mean absolute error per lineage on the test split, in cells and in % of its maximum.
+
+    With a calibration the counts are read as the app reads them; the network's own rounded
+    counts are reported beside them under `uncalibrated`."""
+    scaled, truth = lineage_outputs(onnx, index_csv, "test")
     result = _count_errors(counts_from_scaled(scaled, calibration), truth)
     if calibration is not None:
         result["uncalibrated"] = _count_errors(counts_from_scaled(scaled), truth)
