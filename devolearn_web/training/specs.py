@@ -81,7 +81,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ),
         output_meaning=(
             "living cells per founder lineage divided by that lineage's maximum, in the order "
-            "A, E, M, P, C, D, Z; counts = clip(output * maxima, 0), rounded"
+            "A, E, M, P, C, D, Z; counts = clip(output * maxima, 0), mapped through "
+            "output.calibration when the card has one, rounded"
         ),
     ),
 }
