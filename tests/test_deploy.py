@@ -24,6 +24,7 @@ SERVING_PACKAGES = {
     "plotly",
     "scipy",
     "scikit-image",
+    "edt",
     "tifffile",
     "av",
 }
