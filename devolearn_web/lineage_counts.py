@@ -21,7 +21,7 @@ def lineage_counts(
     calibration: Mapping | None = None,
 ) -> np.ndarray:
     """Whole cell counts (int64, same shape) from scaled outputs (float, ..., lineages)."""
-    raw = np.clip(np.asarray(scaled, dtype=np.float64) * np.asarray(maxima, np.float64), 0, None)
+    raw = network_counts(scaled, maxima)
     knots = (calibration or {}).get("knots", {})
     for column, lineage in enumerate(lineages):
         if lineage in knots:
@@ -29,6 +29,11 @@ def lineage_counts(
             # Beyond the outermost knots the count stays at the end value (np.interp's rule).
             raw[..., column] = np.interp(raw[..., column], curve["network"], curve["count"])
     return np.rint(raw).astype(np.int64)
+
+
+def network_counts(scaled: np.ndarray, maxima: Sequence[float]) -> np.ndarray:
+    """The network's own counts before calibration and rounding: clip(scaled * maxima, 0)."""
+    return np.clip(np.asarray(scaled, dtype=np.float64) * np.asarray(maxima, np.float64), 0, None)
 
 
 def calibration_problem(calibration: object, lineages: Sequence[str]) -> str | None:

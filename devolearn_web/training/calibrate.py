@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from devolearn_web.lineage_counts import network_counts
 from devolearn_web.training.cards import write_card
 from devolearn_web.training.evaluate import (
     DEFAULT_SAMPLES_DIR,
@@ -41,7 +42,10 @@ def isotonic_knots(raw: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.n
     # Pool adjacent violators: each block keeps its mean, weight and x span.
     means, weights, lows, highs = [], [], [], []
     for value, position in zip(y, x, strict=True):
-        means.append(value), weights.append(1.0), lows.append(position), highs.append(position)
+        means.append(value)
+        weights.append(1.0)
+        lows.append(position)
+        highs.append(position)
         while len(means) > 1 and means[-2] >= means[-1]:
             mean, weight, high = means.pop(), weights.pop(), highs.pop()
             lows.pop()
@@ -62,10 +66,10 @@ def _strictly_increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return x, y
 
 
-def network_counts(onnx: OnnxModel, index_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def split_counts(onnx: OnnxModel, index_csv: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(the network's counts before rounding, float (N, 7); the true counts, int (N, 7))."""
     scaled, truth = lineage_outputs(onnx, index_csv, split)
-    return np.clip(scaled * np.asarray(LINEAGE_MAXIMA, np.float64), 0, None), truth
+    return network_counts(scaled, LINEAGE_MAXIMA), truth
 
 
 def fit_calibration(raw: np.ndarray, truth: np.ndarray) -> dict:
@@ -84,7 +88,7 @@ def record_calibration(workspace: Workspace, threads: int = 2) -> dict:
         raise ValueError("calibrate is for the lineage model; segmentation maps need none")
     onnx_path = workspace.onnx_path
     onnx = OnnxModel(onnx_path, threads)
-    raw, truth = network_counts(onnx, workspace.index_csv, CALIBRATION_SPLIT)
+    raw, truth = split_counts(onnx, workspace.index_csv, CALIBRATION_SPLIT)
     calibration = fit_calibration(raw, truth)
     workspace.run_dir.mkdir(parents=True, exist_ok=True)
     record = {"sha256": sha256_of(onnx_path), "calibration": calibration}
