@@ -230,6 +230,12 @@ def check_targets(model: str, test: dict) -> dict:
     return checks
 
 
+def card_metrics(metrics: dict) -> dict:
+    """The part of an evaluation (metrics.json) that a model card records."""
+    keep = ("test", "targets", "real_samples", "threshold")
+    return {key: metrics[key] for key in keep if key in metrics}
+
+
 def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
     """Put new metrics into models/<model>.json when it describes the file they measured.
 
@@ -240,8 +246,7 @@ def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
     card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
     if card.get("sha256") != metrics["sha256"]:
         return False
-    keep = ("test", "targets", "real_samples", "threshold")
-    card["metrics"] = {key: metrics[key] for key in keep if key in metrics}
+    card["metrics"] = card_metrics(metrics)
     write_card(card, workspace.card_path)
     return True
 

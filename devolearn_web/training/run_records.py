@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from devolearn_web.training.checkpoints import load_checkpoint
+from devolearn_web.training.evaluate import card_metrics
 from devolearn_web.training.hyperparameters import read_best_params
 from devolearn_web.training.index import split_seeds, split_sizes
 from devolearn_web.training.layout import SPLITS, Workspace
@@ -114,8 +115,7 @@ def metrics_record(workspace: Workspace, sha256: str) -> dict:
     metrics = _read_json(workspace.metrics_json)
     if metrics is None or metrics.get("sha256") != sha256:
         return {}
-    keep = ("test", "targets", "real_samples", "threshold")
-    return {key: metrics[key] for key in keep if key in metrics}
+    return card_metrics(metrics)
 
 
 def export_record(workspace: Workspace, sha256: str) -> dict | None:
