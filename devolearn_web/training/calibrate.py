@@ -18,9 +18,9 @@ from devolearn_web.lineage_counts import network_counts
 from devolearn_web.training.cards import write_card
 from devolearn_web.training.evaluate import (
     DEFAULT_SAMPLES_DIR,
+    card_metrics,
     evaluate,
     lineage_outputs,
-    update_card_metrics,
 )
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
@@ -101,13 +101,13 @@ def calibrate(
 ) -> dict:
     """Fit and record the calibration, re-evaluate with it, and update the file's card."""
     record = record_calibration(workspace, threads)
+    metrics = evaluate(workspace, workspace.onnx_path, samples_dir, threads=threads)
     if workspace.card_path.exists():
-        # The card of this very file takes the curve and the metrics measured through it, so
-        # a shipped model can be calibrated without its training run's records.
+        # The card of this very file takes the curve and the metrics measured through it, in
+        # one write, so a shipped model can be calibrated without its training run's records.
         card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
         if card.get("sha256") == record["sha256"]:
             card["output"]["calibration"] = record["calibration"]
+            card["metrics"] = card_metrics(metrics)
             write_card(card, workspace.card_path)
-    metrics = evaluate(workspace, workspace.onnx_path, samples_dir, threads=threads)
-    update_card_metrics(workspace, metrics)
     return {"calibration": workspace.calibration_record.as_posix(), "test": metrics["test"]}
