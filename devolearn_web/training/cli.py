@@ -44,6 +44,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads")
 
 
+def _processes_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="simulate / preprocess in this many processes (the files are the same)",
+    )
+
+
 def _simulate_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("simulation")
     group.add_argument("--train-seeds", type=int, help="embryos for training (seeds 0..)")
@@ -143,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
         _common(parser_)
     _simulate_args(sub["simulate"])
     sub["simulate"].add_argument("--force", action="store_true", help="delete and redo")
+    for name in ("simulate", "preprocess", "all"):
+        _processes_arg(sub[name])
     preprocess = sub["preprocess"]
     for split in ("train", "validation", "test"):
         preprocess.add_argument(f"--{split}", type=Path, help=f"{split} dataset folder")
@@ -288,14 +299,18 @@ def run_command(args: argparse.Namespace) -> object:
     if command == "simulate":
         from devolearn_web.training.simulate import simulate
 
-        return simulate(workspace, simulation_plan(args), force=args.force)
+        return simulate(
+            workspace, simulation_plan(args), force=args.force, processes=args.processes
+        )
     if command == "preprocess":
         from devolearn_web.training.preprocess import preprocess
 
         given = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
         if given and len(given) != 3:
             raise ValueError("give all three of --train, --validation and --test, or none")
-        index = preprocess(workspace, given or None, size=args.size, force=args.force)
+        index = preprocess(
+            workspace, given or None, size=args.size, force=args.force, processes=args.processes
+        )
         from devolearn_web.training.index import split_sizes
 
         return {"index": index.as_posix(), "images": split_sizes(index)}
@@ -363,6 +378,7 @@ def run_command(args: argparse.Namespace) -> object:
         samples_dir=args.samples_dir,
         threshold=args.threshold,
         version=args.version,
+        processes=args.processes,
     )
     return run_all(workspace, settings)
 

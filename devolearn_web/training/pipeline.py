@@ -28,14 +28,15 @@ class PipelineSettings:
     samples_dir: Path
     threshold: float
     version: str
+    processes: int = 1  # for simulate and preprocess; their files do not depend on it
 
 
 def run_all(workspace: Workspace, settings: PipelineSettings) -> dict:
     """Run every step; each one skips or resumes work already done, so a rerun continues."""
     log.info("simulate")
-    simulate(workspace, settings.simulation)
+    simulate(workspace, settings.simulation, processes=settings.processes)
     log.info("preprocess")
-    preprocess(workspace)
+    preprocess(workspace, processes=settings.processes)
     if settings.tune is not None:
         log.info("tune")
         tune(workspace, settings.tune)

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from devolearn_web.training.index import (
     write_index,
 )
 from devolearn_web.training.layout import SPLITS, Workspace
+from devolearn_web.training.parallel import ordered_map
 from devolearn_web.training.specs import LINEAGES, MODEL_SIDE, get_spec
 
 SEQUENCE_DIR = re.compile(r"^\d{2,}$")
@@ -94,94 +94,159 @@ def _write_pair(out_dir: Path, sample_id: str, image: np.ndarray, labels: np.nda
     return image_path.as_posix(), label_path.as_posix(), objects
 
 
-def iter_ctc_slices(source: Path, split: str, out_dir: Path, size: int) -> Iterator[dict]:
-    """Index rows for every annotated z-slice of every sequence in a CTC folder (written out)."""
+@dataclass(frozen=True)
+class SampleJob:
+    """One unit of preprocessing: a CTC time point, a projection or a lineage frame."""
+
+    kind: str  # "slice", "projection" or "frame"
+    split: str
+    out_dir: Path
+    size: int
+    source: Path  # the raw image (stack, projection or frame)
+    labels: tuple[tuple[int, Path], ...] = ()  # CTC: (slice number, label TIFF) pairs
+    fields: tuple[tuple[str, object], ...] = ()  # index columns known before the job runs
+
+
+def ctc_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJob]:
+    """One job per annotated time point of every sequence in a CTC folder."""
     info = read_sequences_csv(source)
+    jobs = []
     for sequence_dir in sorted(p for p in source.iterdir() if SEQUENCE_DIR.match(p.name)):
         sequence = sequence_dir.name
         for digits, slice_paths in sorted(_gold_slices(sequence_dir).items()):
             time_index = int(digits)
-            stack = tifffile.imread(sequence_dir / f"t{digits}.tif")
-            if stack.ndim == 2:
-                stack = stack[np.newaxis]
-            labels_by_slice = {z: read_labels(path) for z, path in slice_paths.items()}
             meta = info.get((sequence, time_index), SequenceInfo("", ""))
-            for z in trim_empty_ends(labels_by_slice):
-                sample_id = _sample_id(split, meta.seed, sequence, time_index, f"z{z:03d}")
-                image_path, label_path, objects = _write_pair(
-                    out_dir, sample_id, stack[z], labels_by_slice[z], size
+            fields = {
+                "sequence": sequence,
+                "seed": meta.seed,
+                "time_index": time_index,
+                "minutes": meta.minutes,
+            }
+            jobs.append(
+                SampleJob(
+                    "slice",
+                    split,
+                    out_dir,
+                    size,
+                    sequence_dir / f"t{digits}.tif",
+                    tuple(sorted(slice_paths.items())),
+                    tuple(fields.items()),
                 )
-                yield {
-                    "id": sample_id,
-                    "split": split,
-                    "kind": "slice",
-                    "sequence": sequence,
-                    "seed": meta.seed,
-                    "time_index": time_index,
-                    "minutes": meta.minutes,
-                    "slice": z,
-                    "image": image_path,
-                    "label": label_path,
-                    "objects": objects,
-                }
+            )
+    return jobs
 
 
-def iter_projections(source: Path, split: str, out_dir: Path, size: int) -> Iterator[dict]:
-    """Index rows for whole-embryo projections (projections/images + labels), written out."""
+def projection_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJob]:
+    """One job per whole-embryo projection (projections/images + labels)."""
     image_dir = source / "projections" / "images"
     if not image_dir.exists():
-        return
+        return []
     minutes_by_key = {
         (meta.seed, time_index): meta.minutes
         for (_, time_index), meta in read_sequences_csv(source).items()
     }
+    jobs = []
     for image_file in sorted(image_dir.glob("*.png")):
         match = PROJECTION_NAME.match(image_file.stem)
         if not match:
             raise ValueError(f"{image_file.name}: expected <seed>_<TTT>.png")
         seed, time_index = match.group(1), int(match.group(2))
         label_file = source / "projections" / "labels" / f"{image_file.stem}.tif"
-        sample_id = _sample_id(split, seed, "", time_index, "proj")
-        image_path, label_path, objects = _write_pair(
-            out_dir, sample_id, read_gray(image_file), read_labels(label_file), size
-        )
-        yield {
-            "id": sample_id,
-            "split": split,
-            "kind": "projection",
+        fields = {
             "sequence": "",
             "seed": seed,
             "time_index": time_index,
             "minutes": minutes_by_key.get((seed, time_index), ""),
             "slice": "",
-            "image": image_path,
-            "label": label_path,
-            "objects": objects,
         }
+        jobs.append(
+            SampleJob(
+                "projection",
+                split,
+                out_dir,
+                size,
+                image_file,
+                ((0, label_file),),
+                tuple(fields.items()),
+            )
+        )
+    return jobs
 
 
-def iter_lineage_frames(source: Path, split: str, out_dir: Path, size: int) -> Iterator[dict]:
-    """Index rows for every frame listed in populations.csv, images resized and written out."""
+def lineage_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJob]:
+    """One job per frame listed in populations.csv."""
     with (source / "populations.csv").open(newline="") as handle:
         table = list(csv.DictReader(handle))
+    jobs = []
     for row in table:
         image_file = source / row["file"]
         if not image_file.exists():
             image_file = source / "images" / row["file"]
-        frame = int(row["frame"])
-        sample_id = _sample_id(split, row["seed"], "", frame, "frame")
-        image_path = Path("images") / f"{sample_id}.png"
-        write_image_png(out_dir / image_path, network_image(read_gray(image_file), size))
-        yield {
-            "id": sample_id,
-            "split": split,
-            "kind": "frame",
+        fields = {
             "seed": row["seed"],
-            "time_index": frame,
+            "time_index": int(row["frame"]),
             "minutes": row["minutes"],
-            "image": image_path.as_posix(),
             **{lineage: int(row[lineage]) for lineage in LINEAGES},
         }
+        jobs.append(SampleJob("frame", split, out_dir, size, image_file, (), tuple(fields.items())))
+    return jobs
+
+
+def run_job(job: SampleJob) -> list[dict]:
+    """Write the job's resized PNGs; returns its index rows."""
+    fields = dict(job.fields)
+    if job.kind == "frame":
+        sample_id = _sample_id(job.split, fields["seed"], "", fields["time_index"], "frame")
+        image_path = Path("images") / f"{sample_id}.png"
+        write_image_png(job.out_dir / image_path, network_image(read_gray(job.source), job.size))
+        return [
+            {
+                "id": sample_id,
+                "split": job.split,
+                "kind": "frame",
+                "image": image_path.as_posix(),
+                **fields,
+            }
+        ]
+    if job.kind == "projection":
+        sample_id = _sample_id(job.split, fields["seed"], "", fields["time_index"], "proj")
+        pair = _write_pair(
+            job.out_dir, sample_id, read_gray(job.source), read_labels(job.labels[0][1]), job.size
+        )
+        return [_segmentation_row(sample_id, job.split, "projection", fields, *pair)]
+    stack = tifffile.imread(job.source)
+    if stack.ndim == 2:
+        stack = stack[np.newaxis]
+    labels_by_slice = {z: read_labels(path) for z, path in job.labels}
+    rows = []
+    for z in trim_empty_ends(labels_by_slice):
+        suffix = f"z{z:03d}"
+        sample_id = _sample_id(
+            job.split, fields["seed"], fields["sequence"], fields["time_index"], suffix
+        )
+        pair = _write_pair(job.out_dir, sample_id, stack[z], labels_by_slice[z], job.size)
+        rows.append(_segmentation_row(sample_id, job.split, "slice", {**fields, "slice": z}, *pair))
+    return rows
+
+
+def _segmentation_row(
+    sample_id: str,
+    split: str,
+    kind: str,
+    fields: dict,
+    image_path: str,
+    label_path: str,
+    objects: int,
+) -> dict:
+    return {
+        "id": sample_id,
+        "split": split,
+        "kind": kind,
+        **fields,
+        "image": image_path,
+        "label": label_path,
+        "objects": objects,
+    }
 
 
 def preprocess(
@@ -189,8 +254,11 @@ def preprocess(
     sources: dict[str, Path] | None = None,
     size: int = MODEL_SIDE,
     force: bool = False,
+    processes: int = 1,
 ) -> Path:
-    """Write data/<model>/processed (images/, labels/, index.csv) from one folder per split."""
+    """Write data/<model>/processed (images/, labels/, index.csv) from one folder per split.
+
+    `processes` > 1 writes the PNGs in parallel; the files and the index are the same."""
     if workspace.index_csv.exists() and not force:
         return workspace.index_csv
     if workspace.processed_dir.exists():
@@ -199,15 +267,16 @@ def preprocess(
     sources = sources or {split: workspace.simulated_split_dir(split) for split in SPLITS}
     spec = get_spec(workspace.model)
     out_dir = workspace.processed_dir
-    rows: list[dict] = []
+    jobs: list[SampleJob] = []
     for split, source in sources.items():
         if not source.exists():
             raise FileNotFoundError(f"{source} not found; run the simulate command first")
         if spec.is_segmentation:
-            rows.extend(iter_ctc_slices(source, split, out_dir, size))
-            rows.extend(iter_projections(source, split, out_dir, size))
+            jobs += ctc_jobs(source, split, out_dir, size)
+            jobs += projection_jobs(source, split, out_dir, size)
         else:
-            rows.extend(iter_lineage_frames(source, split, out_dir, size))
+            jobs += lineage_jobs(source, split, out_dir, size)
+    rows = [row for rows in ordered_map(run_job, jobs, processes) for row in rows]
     if not rows:
         raise ValueError(
             f"no annotated samples found under {', '.join(map(str, sources.values()))}"

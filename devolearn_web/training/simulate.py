@@ -71,10 +71,10 @@ def projection_only_seeds(plan: SimulationPlan, split: str) -> list[int]:
     return extra
 
 
-def _write_split(plan: SimulationPlan, split: str, out_dir: Path) -> None:
+def _write_split(plan: SimulationPlan, split: str, out_dir: Path, processes: int) -> None:
     writer = _writer(plan.model)
     seeds = plan.seeds[split]
-    kwargs: dict = {}
+    kwargs: dict = {"processes": processes}
     if plan.shape is not None:
         kwargs["shape"] = tuple(plan.shape)
     if plan.model == "lineage":
@@ -99,8 +99,12 @@ def read_simulation_record(workspace: Workspace) -> dict | None:
     return json.loads(workspace.simulation_record.read_text())
 
 
-def simulate(workspace: Workspace, plan: SimulationPlan, force: bool = False) -> dict:
-    """Write the three splits under data/<model>/simulated and record the plan; skip if done."""
+def simulate(
+    workspace: Workspace, plan: SimulationPlan, force: bool = False, processes: int = 1
+) -> dict:
+    """Write the three splits under data/<model>/simulated and record the plan; skip if done.
+
+    `processes` renders embryos in parallel; it changes no file, so the plan does not hold it."""
     record = plan.to_record()
     existing = read_simulation_record(workspace)
     if existing is not None and not force:
@@ -118,7 +122,7 @@ def simulate(workspace: Workspace, plan: SimulationPlan, force: bool = False) ->
     for split in SPLITS:
         out_dir = workspace.simulated_split_dir(split)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_split(plan, split, out_dir)
+        _write_split(plan, split, out_dir, processes)
     # Written last, so an interrupted simulation is redone rather than mistaken for complete.
     workspace.simulation_record.write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -133,6 +133,25 @@ def test_preprocess_skips_existing_index_unless_forced(workspace_factory):
 
 
 @pytest.mark.parametrize("model", ["nucleus", "lineage"])
+def test_preprocessing_in_several_processes_writes_the_same_files(workspace_factory, model):
+    from devolearn_web.training.preprocess import preprocess
+
+    workspace = workspace_factory(model)
+    alone = _files(workspace.processed_dir)
+    preprocess(workspace, size=64, force=True, processes=3)
+    assert _files(workspace.processed_dir) == alone
+    assert len(alone) > 10
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != "sources.json"
+    }
+
+
+@pytest.mark.parametrize("model", ["nucleus", "lineage"])
 def test_training_inputs_are_prepared_exactly_as_the_app_prepares_uploads(model):
     from devolearn_web.imaging import decode_image
     from devolearn_web.pipelines import build_input_tensor

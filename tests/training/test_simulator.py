@@ -181,6 +181,27 @@ def test_nucleus_dataset_has_the_cell_tracking_challenge_layout(tmp_path):
     assert labels.dtype == np.uint16 and labels.max() > 0
 
 
+@pytest.mark.parametrize(
+    ("writer", "kwargs"),
+    [
+        (
+            write_nucleus_dataset,
+            {"timepoints": 2, "shape": (3, 40, 56), "projection_only_seeds": [500]},
+        ),
+        (write_membrane_dataset, {"timepoints": 1, "shape": (2, 32, 44)}),
+        (write_lineage_dataset, {"frames": 2, "shape": (48, 88)}),
+    ],
+)
+def test_simulating_in_several_processes_writes_the_same_files(tmp_path, writer, kwargs):
+    alone = writer(tmp_path / "alone", seeds=[5, 6], **kwargs)
+    together = writer(tmp_path / "together", seeds=[5, 6], processes=2, **kwargs)
+    files = {p.relative_to(alone): p.read_bytes() for p in alone.rglob("*") if p.is_file()}
+    assert len(files) > 3
+    assert files == {
+        p.relative_to(together): p.read_bytes() for p in together.rglob("*") if p.is_file()
+    }
+
+
 def test_projection_only_seeds_add_projections_and_no_stacks(tmp_path):
     out = write_nucleus_dataset(
         tmp_path / "nuc", seeds=[5], timepoints=2, shape=(3, 40, 56), projection_only_seeds=[500]

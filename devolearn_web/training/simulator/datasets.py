@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from devolearn_web.training.parallel import ordered_map
 from devolearn_web.training.simulator.embryo import A_TARGET, Embryo, simulate_embryo
 from devolearn_web.training.simulator.lineage import LINEAGE_KEYS
 from devolearn_web.training.simulator.render_membrane import (
@@ -53,35 +55,62 @@ def write_nucleus_dataset(
     shape: tuple[int, int, int] = (35, 512, 708),
     projections: bool = True,
     projection_only_seeds: Sequence[int] = (),
+    processes: int = 1,
 ) -> Path:
     """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir.
 
     `projection_only_seeds` add embryos seen only as whole-embryo projections, with wider blur:
     a stack gives one projection per time point against dozens of slices, too few to learn to
-    separate the crowded, blurred nuclei of a real projection such as embryo_sample.png."""
+    separate the crowded, blurred nuclei of a real projection such as embryo_sample.png.
+    `processes` > 1 renders embryos in parallel; the files are the same."""
     out_dir = Path(out_dir)
-    rows_written = []
-    for number, seed in enumerate(seeds, start=1):
-        embryo = simulate_embryo(seed)
-        sequence = f"{number:02d}"
-        rng = np.random.default_rng((seed, _STREAM_NUCLEUS))
-        view = random_stack_view(rng, embryo, tuple(shape))
-        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
-        for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
-            image, labels = render_nucleus_stack(embryo, minutes, view, NucleusLook.draw(rng), rng)
-            _write_ctc_time_point(out_dir, sequence, index, image, labels)
-            rows_written.append(_sequence_row(embryo, sequence, index, minutes))
-            if projections:
-                _write_projection(out_dir / "projections", embryo, index, minutes, shape[1:])
-    for seed in projection_only_seeds:
-        embryo = simulate_embryo(seed)
-        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
-        for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
-            _write_projection(
-                out_dir / "projections", embryo, index, minutes, shape[1:], blur_scale=(1.0, 2.0)
-            )
+    stacks = [
+        partial(_nucleus_embryo, out_dir, f"{number:02d}", seed, timepoints, shape, projections)
+        for number, seed in enumerate(seeds, start=1)
+    ]
+    extras = [
+        partial(_projection_only_embryo, out_dir, seed, timepoints, shape)
+        for seed in projection_only_seeds
+    ]
+    rows_written = _rows_of(ordered_map(_call, stacks + extras, processes))
     _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
     return out_dir
+
+
+def _nucleus_embryo(
+    out_dir: Path,
+    sequence: str,
+    seed: int,
+    timepoints: int,
+    shape: tuple[int, int, int],
+    projections: bool,
+) -> list[dict]:
+    """One embryo's stacks (and projections) written; returns its sequences.csv rows."""
+    embryo = simulate_embryo(seed)
+    rng = np.random.default_rng((seed, _STREAM_NUCLEUS))
+    view = random_stack_view(rng, embryo, tuple(shape))
+    end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+    rows = []
+    for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
+        image, labels = render_nucleus_stack(embryo, minutes, view, NucleusLook.draw(rng), rng)
+        _write_ctc_time_point(out_dir, sequence, index, image, labels)
+        rows.append(_sequence_row(embryo, sequence, index, minutes))
+        if projections:
+            _write_projection(out_dir / "projections", embryo, index, minutes, shape[1:])
+    return rows
+
+
+def _projection_only_embryo(
+    out_dir: Path, seed: int, timepoints: int, shape: tuple[int, int, int]
+) -> list[dict]:
+    """One embryo written only as projections, with up to twice the blur; no rows."""
+    embryo = simulate_embryo(seed)
+    end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+    for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
+        _write_projection(
+            out_dir / "projections", embryo, index, minutes, shape[1:], blur_scale=(1.0, 2.0)
+        )
+    return []
 
 
 def write_membrane_dataset(
@@ -89,29 +118,40 @@ def write_membrane_dataset(
     seeds: Sequence[int],
     timepoints: int,
     shape: tuple[int, int, int] = (40, 256, 356),
+    processes: int = 1,
 ) -> Path:
     """3DMMS-like membrane stacks with per-slice eroded cell labels; returns out_dir."""
     out_dir = Path(out_dir)
-    rows_written = []
-    for number, seed in enumerate(seeds, start=1):
-        embryo = simulate_embryo(seed)
-        sequence = f"{number:02d}"
-        rng = np.random.default_rng((seed, _STREAM_MEMBRANE))
-        view = random_membrane_view(rng, embryo, tuple(shape))
-        start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
-        end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
-        for index, minutes in enumerate(spread_times(embryo, start, end, timepoints)):
-            look = MembraneLook.draw(rng)
-            image = np.zeros(shape, dtype=np.uint16)
-            labels = np.zeros(shape, dtype=np.uint16)
-            for z in range(shape[0]):
-                geometry = slice_geometry(embryo, minutes, view, z)
-                image[z] = membrane_to_uint16(render_membrane_slice(geometry, view, look, rng))
-                labels[z] = membrane_labels(geometry, view)
-            _write_ctc_time_point(out_dir, sequence, index, image, labels)
-            rows_written.append(_sequence_row(embryo, sequence, index, minutes))
+    jobs = [
+        partial(_membrane_embryo, out_dir, f"{number:02d}", seed, timepoints, shape)
+        for number, seed in enumerate(seeds, start=1)
+    ]
+    rows_written = _rows_of(ordered_map(_call, jobs, processes))
     _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
     return out_dir
+
+
+def _membrane_embryo(
+    out_dir: Path, sequence: str, seed: int, timepoints: int, shape: tuple[int, int, int]
+) -> list[dict]:
+    """One embryo's membrane stacks written; returns its sequences.csv rows."""
+    embryo = simulate_embryo(seed)
+    rng = np.random.default_rng((seed, _STREAM_MEMBRANE))
+    view = random_membrane_view(rng, embryo, tuple(shape))
+    start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
+    end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
+    rows = []
+    for index, minutes in enumerate(spread_times(embryo, start, end, timepoints)):
+        look = MembraneLook.draw(rng)
+        image = np.zeros(shape, dtype=np.uint16)
+        labels = np.zeros(shape, dtype=np.uint16)
+        for z in range(shape[0]):
+            geometry = slice_geometry(embryo, minutes, view, z)
+            image[z] = membrane_to_uint16(render_membrane_slice(geometry, view, look, rng))
+            labels[z] = membrane_labels(geometry, view)
+        _write_ctc_time_point(out_dir, sequence, index, image, labels)
+        rows.append(_sequence_row(embryo, sequence, index, minutes))
+    return rows
 
 
 def write_lineage_dataset(
@@ -119,26 +159,39 @@ def write_lineage_dataset(
     seeds: Sequence[int],
     frames: int,
     shape: tuple[int, int] = (315, 585),
+    processes: int = 1,
 ) -> Path:
     """Whole-embryo projections, 1-cell stage to A=250, with lineage counts; returns out_dir."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    rows_written = []
-    for seed in seeds:
-        embryo = simulate_embryo(seed)
-        rng = np.random.default_rng((seed, _STREAM_LINEAGE))
-        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
-        for frame, minutes in enumerate(spread_times(embryo, 0.0, end, frames)):
-            view = random_projection_view(rng, embryo, tuple(shape))
-            image, _ = render_nucleus_projection(embryo, minutes, view, NucleusLook.draw(rng), rng)
-            name = f"{seed}_{frame:03d}.png"
-            Image.fromarray(image).save(out_dir / "images" / name)
-            counts = embryo.populations_at(minutes)
-            rows_written.append(
-                {"file": name, "seed": seed, "frame": frame, "minutes": minutes, **counts}
-            )
+    jobs = [partial(_lineage_embryo, out_dir, seed, frames, shape) for seed in seeds]
+    rows_written = _rows_of(ordered_map(_call, jobs, processes))
     _write_csv(out_dir / "populations.csv", POPULATION_COLUMNS, rows_written)
     return out_dir
+
+
+def _lineage_embryo(out_dir: Path, seed: int, frames: int, shape: tuple[int, int]) -> list[dict]:
+    """One embryo's frames written; returns its populations.csv rows."""
+    embryo = simulate_embryo(seed)
+    rng = np.random.default_rng((seed, _STREAM_LINEAGE))
+    end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+    rows = []
+    for frame, minutes in enumerate(spread_times(embryo, 0.0, end, frames)):
+        view = random_projection_view(rng, embryo, tuple(shape))
+        image, _ = render_nucleus_projection(embryo, minutes, view, NucleusLook.draw(rng), rng)
+        name = f"{seed}_{frame:03d}.png"
+        Image.fromarray(image).save(out_dir / "images" / name)
+        counts = embryo.populations_at(minutes)
+        rows.append({"file": name, "seed": seed, "frame": frame, "minutes": minutes, **counts})
+    return rows
+
+
+def _call(job: Callable[[], list[dict]]) -> list[dict]:
+    return job()
+
+
+def _rows_of(per_embryo: list[list[dict]]) -> list[dict]:
+    return [row for rows in per_embryo for row in rows]
 
 
 def _write_projection(
