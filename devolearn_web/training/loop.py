@@ -59,7 +59,17 @@ def iterate_batches(
     dataset: Dataset, batches: list[list[int]], workers: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, targets) for each listed batch, in order."""
-    yield from DataLoader(dataset, batch_sampler=batches, num_workers=workers)
+    yield from DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, worker_init_fn=_single_threaded
+    )
+
+
+def _single_threaded(_worker: int) -> None:
+    # Each loader process augments one image at a time; OpenCV's own thread pool in every one
+    # of them would only oversubscribe the cores the processes already share.
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def train_step(
@@ -90,6 +100,7 @@ def validate(
     task: str,
     bf16: bool,
     batch_size: int = 8,
+    workers: int = 0,
 ) -> dict[str, float]:
     """Loss and accuracy on a dataset: IoU and Dice at 0.5 (segmentation), MAE (lineage)."""
     device = network_device(network)
@@ -97,7 +108,13 @@ def validate(
     losses: list[float] = []
     tally = OverlapTally()
     errors: list[np.ndarray] = []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=_single_threaded,
+    )
     for images, targets in loader:
         with precision_context(bf16, device):
             logits = network(images.to(device))

@@ -252,7 +252,12 @@ class TrainingRun:
 
     def _validate_and_record(self, position: float) -> None:
         metrics = validate(
-            self.network, self.validation_set, self.loss_fn, self.spec.task, self.settings.bf16
+            self.network,
+            self.validation_set,
+            self.loss_fn,
+            self.spec.task,
+            self.settings.bf16,
+            workers=self.settings.workers,
         )
         row = {
             "epoch": round(position, 4),
