@@ -100,7 +100,9 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _hyperparameter_record(hyper: Hyperparameters, settings: TrainSettings) -> dict:
+def _hyperparameter_record(
+    hyper: Hyperparameters, settings: TrainSettings, device: torch.device
+) -> dict:
     return {
         "learning_rate": hyper.learning_rate,
         "batch_size": hyper.batch_size,
@@ -108,7 +110,15 @@ def _hyperparameter_record(hyper: Hyperparameters, settings: TrainSettings) -> d
         "bf16": settings.bf16,
         "augment": settings.augment,
         "seed": settings.seed,
+        "device": describe_device(device),
     }
+
+
+def describe_device(device: torch.device) -> str:
+    """What trained the network, for its card: the GPU's name, or "CPU"."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "CPU"
 
 
 def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
@@ -143,9 +153,10 @@ class TrainingRun:
         self.hyper = resolve_hyperparameters(
             settings.learning_rate, settings.batch_size, workspace.best_params
         )
-        self.record = _hyperparameter_record(self.hyper, settings)
+        device = resolve_device(settings.device)
+        self.record = _hyperparameter_record(self.hyper, settings, device)
         self.metric_name, self.direction = selection_metric(self.spec.task)
-        self.network = build_model(workspace.model).to(resolve_device(settings.device))
+        self.network = build_model(workspace.model).to(device)
         self.optimizer = build_optimizer(self.network, self.hyper.learning_rate)
         self.state = RunState()
         if workspace.checkpoint.exists() and not settings.fresh:

@@ -131,6 +131,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert data["train_seeds"] == [0, 1] and data["test_seeds"] == [2000]
     assert data["images"]["test"] == metrics["test"]["images"]
     assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2
+    assert card["hyperparameters"]["trained_on"] == "CPU"
     assert card["export"]["parity_max_abs_difference"] <= 1e-3
     assert card["reproduce"].startswith("python -m devolearn_web.training train --model nucleus")
     assert card["training_plot"] == "nucleus_training.png"
