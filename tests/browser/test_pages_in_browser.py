@@ -269,3 +269,21 @@ def test_error_page_shows_the_sentence(watched_page) -> None:
     assert response.status == 404
     assert "membrane, nucleus, lineage" in page.text_content(".error-message")
     assert page.title().startswith("Error 404")
+
+
+@pytest.mark.parametrize("path", ["/membrane", "/nucleus", "/lineage"])
+@pytest.mark.parametrize("width", [1400, 1000, 390])
+def test_example_captions_stay_inside_their_column(watched_page, path: str, width: int) -> None:
+    page, _ = watched_page
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(path)
+    overflowing = page.evaluate(
+        """() => [...document.querySelectorAll('.gallery-item')].flatMap((item) => {
+            const box = item.getBoundingClientRect();
+            return [...item.children]
+                .filter((child) => child.scrollWidth > child.clientWidth + 1
+                    || child.getBoundingClientRect().right > box.right + 1)
+                .map((child) => child.textContent.trim().slice(0, 60));
+        })"""
+    )
+    assert overflowing == []
