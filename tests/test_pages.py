@@ -138,6 +138,18 @@ def test_model_card_page_shows_the_card(client, name):
     assert f'src="/models/{name}/training.png"' in html
 
 
+def test_card_page_rounds_long_figures_and_points_to_the_full_card(make_app, models_copy):
+    card_path = models_copy / "nucleus.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {"test": {"iou": 0.855071146826948, "images": 862}}
+    card_path.write_text(json.dumps(card))
+    client = make_app(MODELS_DIR=models_copy).test_client()
+    html = client.get("/models/nucleus", headers=HTML).get_data(as_text=True)
+    assert "<dd>0.8551</dd>" in html and "0.855071146826948" not in html
+    assert "<dd>862</dd>" in html  # whole numbers stay whole
+    assert 'href="/api/v1/models"' in html
+
+
 def test_unknown_model_card_is_a_404_page_listing_the_models(client):
     response = client.get("/models/worm", headers=HTML)
     assert response.status_code == 404

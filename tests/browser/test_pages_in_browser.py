@@ -287,3 +287,29 @@ def test_example_captions_stay_inside_their_column(watched_page, path: str, widt
         })"""
     )
     assert overflowing == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/membrane", "/models/membrane", "/models/nucleus", "/models/lineage"]
+)
+@pytest.mark.parametrize("width", [1000, 390])
+def test_pages_fit_the_window_without_sideways_scrolling(
+    watched_page, path: str, width: int
+) -> None:
+    page, _ = watched_page
+    page.set_viewport_size({"width": width, "height": 900})
+    page.goto(path)
+    page.wait_for_load_state("networkidle")
+    scroll_width, client_width = page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert scroll_width <= client_width
+    # Nor is a card's figure squeezed into a column a letter wide.
+    squeezed = page.evaluate(
+        """() => [...document.querySelectorAll('dd')]
+            .filter((dd) => !dd.children.length && dd.textContent.trim().length > 3)
+            .filter((dd) => dd.getBoundingClientRect().width
+                < 4 * parseFloat(getComputedStyle(dd).fontSize))
+            .map((dd) => dd.textContent.trim())"""
+    )
+    assert squeezed == []
