@@ -7,7 +7,9 @@ import json
 import re
 import shutil
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ from devolearn_web.training.index import (
     write_index,
 )
 from devolearn_web.training.layout import SPLITS, Workspace
-from devolearn_web.training.parallel import ordered_map
+from devolearn_web.training.parallel import call_in_order
 from devolearn_web.training.specs import LINEAGES, MODEL_SIDE, get_spec
 
 SEQUENCE_DIR = re.compile(r"^\d{2,}$")
@@ -94,20 +96,10 @@ def _write_pair(out_dir: Path, sample_id: str, image: np.ndarray, labels: np.nda
     return image_path.as_posix(), label_path.as_posix(), objects
 
 
-@dataclass(frozen=True)
-class SampleJob:
-    """One unit of preprocessing: a CTC time point, a projection or a lineage frame."""
-
-    kind: str  # "slice", "projection" or "frame"
-    split: str
-    out_dir: Path
-    size: int
-    source: Path  # the raw image (stack, projection or frame)
-    labels: tuple[tuple[int, Path], ...] = ()  # CTC: (slice number, label TIFF) pairs
-    fields: tuple[tuple[str, object], ...] = ()  # index columns known before the job runs
+Job = Callable[[], list[dict]]
 
 
-def ctc_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJob]:
+def ctc_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[Job]:
     """One job per annotated time point of every sequence in a CTC folder."""
     info = read_sequences_csv(source)
     jobs = []
@@ -122,21 +114,30 @@ def ctc_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJ
                 "time_index": time_index,
                 "minutes": meta.minutes,
             }
-            jobs.append(
-                SampleJob(
-                    "slice",
-                    split,
-                    out_dir,
-                    size,
-                    sequence_dir / f"t{digits}.tif",
-                    tuple(sorted(slice_paths.items())),
-                    tuple(fields.items()),
-                )
-            )
+            stack = sequence_dir / f"t{digits}.tif"
+            jobs.append(partial(_slice_rows, split, out_dir, size, stack, slice_paths, fields))
     return jobs
 
 
-def projection_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJob]:
+def _slice_rows(
+    split: str, out_dir: Path, size: int, stack_path: Path, slice_paths: dict, fields: dict
+) -> list[dict]:
+    """Index rows of one time point's annotated slices, their PNGs written."""
+    stack = tifffile.imread(stack_path)
+    if stack.ndim == 2:
+        stack = stack[np.newaxis]
+    labels_by_slice = {z: read_labels(path) for z, path in slice_paths.items()}
+    rows = []
+    for z in trim_empty_ends(labels_by_slice):
+        sample_id = _sample_id(
+            split, fields["seed"], fields["sequence"], fields["time_index"], f"z{z:03d}"
+        )
+        pair = _write_pair(out_dir, sample_id, stack[z], labels_by_slice[z], size)
+        rows.append(_segmentation_row(sample_id, split, "slice", {**fields, "slice": z}, *pair))
+    return rows
+
+
+def projection_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[Job]:
     """One job per whole-embryo projection (projections/images + labels)."""
     image_dir = source / "projections" / "images"
     if not image_dir.exists():
@@ -159,74 +160,17 @@ def projection_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[
             "minutes": minutes_by_key.get((seed, time_index), ""),
             "slice": "",
         }
-        jobs.append(
-            SampleJob(
-                "projection",
-                split,
-                out_dir,
-                size,
-                image_file,
-                ((0, label_file),),
-                tuple(fields.items()),
-            )
-        )
+        jobs.append(partial(_projection_rows, split, out_dir, size, image_file, label_file, fields))
     return jobs
 
 
-def lineage_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[SampleJob]:
-    """One job per frame listed in populations.csv."""
-    with (source / "populations.csv").open(newline="") as handle:
-        table = list(csv.DictReader(handle))
-    jobs = []
-    for row in table:
-        image_file = source / row["file"]
-        if not image_file.exists():
-            image_file = source / "images" / row["file"]
-        fields = {
-            "seed": row["seed"],
-            "time_index": int(row["frame"]),
-            "minutes": row["minutes"],
-            **{lineage: int(row[lineage]) for lineage in LINEAGES},
-        }
-        jobs.append(SampleJob("frame", split, out_dir, size, image_file, (), tuple(fields.items())))
-    return jobs
-
-
-def run_job(job: SampleJob) -> list[dict]:
-    """Write the job's resized PNGs; returns its index rows."""
-    fields = dict(job.fields)
-    if job.kind == "frame":
-        sample_id = _sample_id(job.split, fields["seed"], "", fields["time_index"], "frame")
-        image_path = Path("images") / f"{sample_id}.png"
-        write_image_png(job.out_dir / image_path, network_image(read_gray(job.source), job.size))
-        return [
-            {
-                "id": sample_id,
-                "split": job.split,
-                "kind": "frame",
-                "image": image_path.as_posix(),
-                **fields,
-            }
-        ]
-    if job.kind == "projection":
-        sample_id = _sample_id(job.split, fields["seed"], "", fields["time_index"], "proj")
-        pair = _write_pair(
-            job.out_dir, sample_id, read_gray(job.source), read_labels(job.labels[0][1]), job.size
-        )
-        return [_segmentation_row(sample_id, job.split, "projection", fields, *pair)]
-    stack = tifffile.imread(job.source)
-    if stack.ndim == 2:
-        stack = stack[np.newaxis]
-    labels_by_slice = {z: read_labels(path) for z, path in job.labels}
-    rows = []
-    for z in trim_empty_ends(labels_by_slice):
-        suffix = f"z{z:03d}"
-        sample_id = _sample_id(
-            job.split, fields["seed"], fields["sequence"], fields["time_index"], suffix
-        )
-        pair = _write_pair(job.out_dir, sample_id, stack[z], labels_by_slice[z], job.size)
-        rows.append(_segmentation_row(sample_id, job.split, "slice", {**fields, "slice": z}, *pair))
-    return rows
+def _projection_rows(
+    split: str, out_dir: Path, size: int, image_file: Path, label_file: Path, fields: dict
+) -> list[dict]:
+    """The index row of one projection, its PNGs written."""
+    sample_id = _sample_id(split, fields["seed"], "", fields["time_index"], "proj")
+    pair = _write_pair(out_dir, sample_id, read_gray(image_file), read_labels(label_file), size)
+    return [_segmentation_row(sample_id, split, "projection", fields, *pair)]
 
 
 def _segmentation_row(
@@ -249,6 +193,35 @@ def _segmentation_row(
     }
 
 
+def lineage_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[Job]:
+    """One job per frame listed in populations.csv."""
+    with (source / "populations.csv").open(newline="") as handle:
+        table = list(csv.DictReader(handle))
+    jobs = []
+    for row in table:
+        image_file = source / row["file"]
+        if not image_file.exists():
+            image_file = source / "images" / row["file"]
+        fields = {
+            "seed": row["seed"],
+            "time_index": int(row["frame"]),
+            "minutes": row["minutes"],
+            **{lineage: int(row[lineage]) for lineage in LINEAGES},
+        }
+        jobs.append(partial(_frame_rows, split, out_dir, size, image_file, fields))
+    return jobs
+
+
+def _frame_rows(split: str, out_dir: Path, size: int, image_file: Path, fields: dict) -> list[dict]:
+    """The index row of one lineage frame, its PNG written."""
+    sample_id = _sample_id(split, fields["seed"], "", fields["time_index"], "frame")
+    image_path = Path("images") / f"{sample_id}.png"
+    write_image_png(out_dir / image_path, network_image(read_gray(image_file), size))
+    return [
+        {"id": sample_id, "split": split, "kind": "frame", "image": image_path.as_posix(), **fields}
+    ]
+
+
 def preprocess(
     workspace: Workspace,
     sources: dict[str, Path] | None = None,
@@ -267,7 +240,7 @@ def preprocess(
     sources = sources or {split: workspace.simulated_split_dir(split) for split in SPLITS}
     spec = get_spec(workspace.model)
     out_dir = workspace.processed_dir
-    jobs: list[SampleJob] = []
+    jobs: list[Job] = []
     for split, source in sources.items():
         if not source.exists():
             raise FileNotFoundError(f"{source} not found; run the simulate command first")
@@ -276,7 +249,7 @@ def preprocess(
             jobs += projection_jobs(source, split, out_dir, size)
         else:
             jobs += lineage_jobs(source, split, out_dir, size)
-    rows = [row for rows in ordered_map(run_job, jobs, processes) for row in rows]
+    rows = [row for rows in call_in_order(jobs, processes) for row in rows]
     if not rows:
         raise ValueError(
             f"no annotated samples found under {', '.join(map(str, sources.values()))}"
