@@ -102,8 +102,8 @@ def hyperparameter_record(workspace: Workspace) -> dict:
         "best_epoch": state["best_epoch"],
         "optuna_trials": tuned["trials"] if tuned else 0,
     }
-    if "device" in chosen:  # checkpoints written before the key have none
-        record["trained_on"] = chosen["device"]
+    if "trained_on" in chosen:  # checkpoints written before the key have none
+        record["trained_on"] = chosen["trained_on"]
     if tuned:
         record["optuna"] = {
             key: tuned[key]

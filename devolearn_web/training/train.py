@@ -110,7 +110,7 @@ def _hyperparameter_record(
         "bf16": settings.bf16,
         "augment": settings.augment,
         "seed": settings.seed,
-        "device": describe_device(device),
+        "trained_on": describe_device(device),
     }
 
 
