@@ -7,6 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TypeVar
 
 Result = TypeVar("Result")
+Row = TypeVar("Row")
 
 
 def call_in_order(jobs: Sequence[Callable[[], Result]], processes: int = 1) -> list[Result]:
@@ -24,6 +25,11 @@ def call_in_order(jobs: Sequence[Callable[[], Result]], processes: int = 1) -> l
     chunk = max(1, len(jobs) // (processes * 8))
     with ProcessPoolExecutor(max_workers=min(processes, len(jobs))) as pool:
         return list(pool.map(_call, jobs, chunksize=chunk))
+
+
+def rows_in_order(jobs: Sequence[Callable[[], list[Row]]], processes: int = 1) -> list[Row]:
+    """The rows every job returns, one list, in the jobs' order (see `call_in_order`)."""
+    return [row for rows in call_in_order(jobs, processes) for row in rows]
 
 
 def _call(job: Callable[[], Result]) -> Result:

@@ -30,7 +30,7 @@ from devolearn_web.training.index import (
     write_index,
 )
 from devolearn_web.training.layout import SPLITS, Workspace
-from devolearn_web.training.parallel import call_in_order
+from devolearn_web.training.parallel import rows_in_order
 from devolearn_web.training.specs import LINEAGES, MODEL_SIDE, get_spec
 
 SEQUENCE_DIR = re.compile(r"^\d{2,}$")
@@ -249,7 +249,7 @@ def preprocess(
             jobs += projection_jobs(source, split, out_dir, size)
         else:
             jobs += lineage_jobs(source, split, out_dir, size)
-    rows = [row for rows in call_in_order(jobs, processes) for row in rows]
+    rows = rows_in_order(jobs, processes)
     if not rows:
         raise ValueError(
             f"no annotated samples found under {', '.join(map(str, sources.values()))}"

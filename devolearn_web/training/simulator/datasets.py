@@ -12,7 +12,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from devolearn_web.training.parallel import call_in_order
+from devolearn_web.training.parallel import rows_in_order
 from devolearn_web.training.simulator.embryo import A_TARGET, Embryo, simulate_embryo
 from devolearn_web.training.simulator.lineage import LINEAGE_KEYS
 from devolearn_web.training.simulator.render_membrane import (
@@ -72,7 +72,7 @@ def write_nucleus_dataset(
         partial(_projection_only_embryo, out_dir, seed, timepoints, shape)
         for seed in projection_only_seeds
     ]
-    rows_written = _rows_of(call_in_order(stacks + extras, processes))
+    rows_written = rows_in_order(stacks + extras, processes)
     _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
     return out_dir
 
@@ -126,7 +126,7 @@ def write_membrane_dataset(
         partial(_membrane_embryo, out_dir, f"{number:02d}", seed, timepoints, shape)
         for number, seed in enumerate(seeds, start=1)
     ]
-    rows_written = _rows_of(call_in_order(jobs, processes))
+    rows_written = rows_in_order(jobs, processes)
     _write_csv(out_dir / "sequences.csv", SEQUENCE_COLUMNS, rows_written)
     return out_dir
 
@@ -165,7 +165,7 @@ def write_lineage_dataset(
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     jobs = [partial(_lineage_embryo, out_dir, seed, frames, shape) for seed in seeds]
-    rows_written = _rows_of(call_in_order(jobs, processes))
+    rows_written = rows_in_order(jobs, processes)
     _write_csv(out_dir / "populations.csv", POPULATION_COLUMNS, rows_written)
     return out_dir
 
@@ -184,10 +184,6 @@ def _lineage_embryo(out_dir: Path, seed: int, frames: int, shape: tuple[int, int
         counts = embryo.populations_at(minutes)
         rows.append({"file": name, "seed": seed, "frame": frame, "minutes": minutes, **counts})
     return rows
-
-
-def _rows_of(per_embryo: list[list[dict]]) -> list[dict]:
-    return [row for rows in per_embryo for row in rows]
 
 
 def _write_projection(
