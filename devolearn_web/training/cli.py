@@ -96,6 +96,13 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     group.add_argument("--fresh", action="store_true", help="discard the checkpoint, start over")
     group.add_argument(
+        "--gap-weight",
+        type=float,
+        default=0.0,
+        help="segmentation: extra cross-entropy weight on the one-pixel gaps between touching "
+        "objects (0: none)",
+    )
+    group.add_argument(
         "--init-from",
         type=Path,
         help="a new run starts from this ONNX file's weights (e.g. the shipped model) "
@@ -288,6 +295,7 @@ def train_settings(args: argparse.Namespace):
         fresh=args.fresh,
         device=args.device,
         init_from=getattr(args, "init_from", None),
+        gap_weight=getattr(args, "gap_weight", 0.0),
     )
 
 

@@ -7,8 +7,17 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def split_target(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(binary target, per-pixel weights or None) of a target with an optional weight channel."""
+    if target.shape[1] == 2:
+        return target[:, :1], target[:, 1:]
+    return target, None
+
+
 class DiceBCELoss(nn.Module):
-    """Binary cross-entropy on logits plus soft Dice (1 - Dice) on their sigmoid, per batch."""
+    """Binary cross-entropy on logits plus soft Dice (1 - Dice) on their sigmoid, per batch.
+
+    A target's second channel, when present, weights each pixel's cross-entropy."""
 
     def __init__(self, smooth: float = 1.0):
         super().__init__()
@@ -16,8 +25,9 @@ class DiceBCELoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Computed in float32 even under bfloat16 autocast: both terms sum over many pixels.
-        logits, target = logits.float(), target.float()
-        bce = F.binary_cross_entropy_with_logits(logits, target)
+        target, weights = split_target(target.float())
+        logits = logits.float()
+        bce = F.binary_cross_entropy_with_logits(logits, target, weight=weights)
         probability = torch.sigmoid(logits)
         intersection = (probability * target).sum()
         dice = (2.0 * intersection + self.smooth) / (probability.sum() + target.sum() + self.smooth)
@@ -44,7 +54,7 @@ def build_loss(task: str) -> nn.Module:
 def overlap_counts(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5):
     """(intersection, predicted, reference) pixel counts of a batch at a probability threshold."""
     predicted = torch.sigmoid(logits.float()) >= threshold
-    reference = target > 0.5
+    reference = split_target(target)[0] > 0.5
     return (
         float((predicted & reference).sum()),
         float(predicted.sum()),

@@ -104,6 +104,10 @@ def hyperparameter_record(workspace: Workspace) -> dict:
     }
     if "trained_on" in chosen:  # checkpoints written before the key have none
         record["trained_on"] = chosen["trained_on"]
+    if chosen.get("gap_weight"):
+        record["gap_weight"] = chosen["gap_weight"]
+    if "init_from" in chosen:
+        record["initial_weights"] = chosen["init_from"]
     if tuned:
         record["optuna"] = {
             key: tuned[key]

@@ -29,6 +29,7 @@ from devolearn_web.training.loop import (
 )
 from devolearn_web.training.losses import build_loss
 from devolearn_web.training.models import build_model
+from devolearn_web.training.onnx_runner import sha256_of
 from devolearn_web.training.plots import plot_history
 from devolearn_web.training.specs import get_spec
 
@@ -65,6 +66,7 @@ class TrainSettings:
     fresh: bool = False  # ignore and replace an existing checkpoint
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     init_from: Path | None = None  # a new run starts from this ONNX file's weights
+    gap_weight: float = 0.0  # extra cross-entropy weight on the gaps between touching objects
 
 
 @dataclass
@@ -103,15 +105,23 @@ def _seed_everything(seed: int) -> None:
 def _hyperparameter_record(
     hyper: Hyperparameters, settings: TrainSettings, device: torch.device
 ) -> dict:
-    return {
+    record = {
         "learning_rate": hyper.learning_rate,
         "batch_size": hyper.batch_size,
         "source": hyper.source,
         "bf16": settings.bf16,
         "augment": settings.augment,
         "seed": settings.seed,
+        "gap_weight": settings.gap_weight,
         "trained_on": describe_device(device),
     }
+    if settings.init_from is not None:
+        # The file is usually the shipped model, which export then replaces: keep its digest.
+        record["init_from"] = {
+            "file": str(settings.init_from),
+            "sha256": sha256_of(settings.init_from),
+        }
+    return record
 
 
 def describe_device(device: torch.device) -> str:
@@ -122,7 +132,9 @@ def describe_device(device: torch.device) -> str:
 
 
 def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
-    keys = ("learning_rate", "batch_size", "bf16", "augment", "seed")
+    keys = ("learning_rate", "batch_size", "bf16", "augment", "seed", "gap_weight")
+    # Checkpoints from before gap weighting trained without it.
+    saved = {"gap_weight": 0.0, **saved}
     changed = [f"{k} {saved[k]} -> {current[k]}" for k in keys if saved.get(k) != current[k]]
     if changed:
         raise ValueError(
@@ -169,6 +181,7 @@ class TrainingRun:
             seed=settings.seed,
             # A resumed run draws fresh augmentations instead of replaying the first ones.
             augment_seed=settings.seed + self.state.step,
+            gap_weight=settings.gap_weight,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

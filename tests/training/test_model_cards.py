@@ -113,6 +113,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
         str(workspace.docs_images_dir),
     ]
     train = ["--max-steps", "2", "--batch-size", "2", "--validation-limit", "2", "--no-bf16"]
+    train += ["--gap-weight", "10"]
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
     samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
@@ -132,6 +133,8 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert data["images"]["test"] == metrics["test"]["images"]
     assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2
     assert card["hyperparameters"]["trained_on"] == "CPU"
+    assert card["hyperparameters"]["gap_weight"] == 10.0
+    assert "initial_weights" not in card["hyperparameters"]  # random weights: no file
     assert card["export"]["parity_max_abs_difference"] <= 1e-3
     assert card["reproduce"].startswith("python -m devolearn_web.training train --model nucleus")
     assert card["training_plot"] == "nucleus_training.png"

@@ -77,7 +77,7 @@ def test_a_new_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
     exported_lineage, workspace_factory
 ) -> None:
     from devolearn_web.training.checkpoints import load_checkpoint
-    from devolearn_web.training.onnx_runner import OnnxModel
+    from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
     from devolearn_web.training.quantize import network_inputs
     from devolearn_web.training.train import TrainingRun, TrainSettings
 
@@ -91,7 +91,10 @@ def test_a_new_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
         ours = torch.sigmoid(run.network(torch.from_numpy(probe))).numpy()
     np.testing.assert_allclose(ours, OnnxModel(path, threads=1).run(probe), atol=1e-5)
     run.run()
-    trained = load_checkpoint(workspace.checkpoint)["state_dict"]["fc.weight"]
+    saved = load_checkpoint(workspace.checkpoint)
+    trained = saved["state_dict"]["fc.weight"]
+    # The run remembers which file it started from, even once export has replaced it.
+    assert saved["hyperparameters"]["init_from"] == {"file": str(path), "sha256": sha256_of(path)}
     # Resuming loads the checkpoint; the file is not read again over the trained weights.
     resumed = TrainingRun(workspace, TrainSettings(init_from=path, **options))
     assert torch.equal(resumed.network.state_dict()["fc.weight"], trained)
