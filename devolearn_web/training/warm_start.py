@@ -18,6 +18,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from devolearn_web.training.loop import network_device
 from devolearn_web.training.quantize import float32_weights, network_inputs
 
 STATISTICS_IMAGES = 256
@@ -68,7 +69,10 @@ def load_onnx_weights(
     folded_bias: dict[str, torch.Tensor] = {}
     for conv_name, norm_name in pairs:
         state[f"{conv_name}.weight"] = torch.from_numpy(weights.pop(f"{conv_name}.weight"))
-        folded_bias[norm_name] = torch.from_numpy(weights.pop(f"{conv_name}.bias"))
+        # On the network's device: the statistics below are measured there (a GPU run).
+        folded_bias[norm_name] = torch.from_numpy(weights.pop(f"{conv_name}.bias")).to(
+            network_device(network)
+        )
     for key, value in weights.items():
         if key not in state:
             raise ValueError(f"{path} has a weight {key!r} that the network does not have")
