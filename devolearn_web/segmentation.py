@@ -30,8 +30,8 @@ class SplitSettings:
 # `python -m devolearn_web.training split-search` (docs/performance.md). Cells are convex blobs
 # too, and a faint membrane leaves a gap the threshold cannot see.
 SPLIT_SETTINGS = {
-    # Best validation SEG, for both nucleus models: 0.442 for 1.0.0 and 0.483 for 2.0.0 (the
-    # worst setting of the grid gave 0.419 and 0.436).
+    # Best validation SEG, for every nucleus model: 0.442 for 1.0.0, 0.483 for 2.0.0 and 0.536
+    # for 3.0.0 (the worst setting of the grid gave 0.419, 0.436 and 0.518).
     "nucleus": SplitSettings(peak_window=2, smoothing_sigma=0.5, size_factor=0.0),
     # Best validation cell-count error (10.1%, against 18% with a fixed window of 2-3).
     "membrane": SplitSettings(peak_window=2, smoothing_sigma=1.0, size_factor=1.0),
