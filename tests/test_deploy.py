@@ -116,3 +116,48 @@ def test_gunicorn_preloads_models_in_each_worker_after_fork(tiny_models_dir):
     # Sessions are created in the workers after fork, never in the master before it.
     assert output.index("Booting worker") < output.index("Loaded model")
     assert 1 <= output.count("Loaded model nucleus") <= 2
+
+
+ARENA_PROBE = """
+import ctypes, ctypes.util, runpy, sys, tempfile, threading
+if sys.argv[1] == "capped":
+    runpy.run_path("gunicorn.conf.py")
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.fopen.restype = ctypes.c_void_p
+
+def allocate():
+    kept = [bytearray(4096 + i) for i in range(2000)]
+    del kept
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+with tempfile.NamedTemporaryFile(suffix=".xml") as report:
+    handle = libc.fopen(report.name.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(handle))
+    libc.fclose(ctypes.c_void_p(handle))
+    print(open(report.name).read().count("<heap nr="))
+"""
+
+
+def malloc_heaps(mode: str) -> int:
+    environment = {key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"}
+    result = subprocess.run(
+        [sys.executable, "-c", ARENA_PROBE, mode],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return int(result.stdout.strip())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="malloc arenas are glibc's")
+def test_gunicorn_config_caps_malloc_arenas_for_threaded_workers():
+    # Eight threads allocating at once get arenas of their own, unless the config capped them.
+    assert malloc_heaps("plain") > 2
+    assert malloc_heaps("capped") <= 2
