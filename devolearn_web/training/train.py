@@ -105,7 +105,7 @@ def _seed_everything(seed: int) -> None:
 def _hyperparameter_record(
     hyper: Hyperparameters, settings: TrainSettings, device: torch.device
 ) -> dict:
-    record = {
+    return {
         "learning_rate": hyper.learning_rate,
         "batch_size": hyper.batch_size,
         "source": hyper.source,
@@ -115,13 +115,6 @@ def _hyperparameter_record(
         "gap_weight": settings.gap_weight,
         "trained_on": describe_device(device),
     }
-    if settings.init_from is not None:
-        # The file is usually the shipped model, which export then replaces: keep its digest.
-        record["init_from"] = {
-            "file": str(settings.init_from),
-            "sha256": sha256_of(settings.init_from),
-        }
-    return record
 
 
 def describe_device(device: torch.device) -> str:
@@ -195,6 +188,9 @@ class TrainingRun:
     def _resume(self) -> None:
         saved = load_checkpoint(self.workspace.checkpoint)
         _check_same_run(saved["hyperparameters"], self.record, self.workspace.checkpoint)
+        if "init_from" in saved["hyperparameters"]:
+            # Fixed when the run began, whatever file the path names by now.
+            self.record["init_from"] = saved["hyperparameters"]["init_from"]
         self.network.load_state_dict(saved["state_dict"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.state = RunState(**saved["state"])
@@ -206,6 +202,8 @@ class TrainingRun:
         images = statistics_images(self.workspace.model, self.workspace.index_csv)
         device = next(self.network.parameters()).device
         load_onnx_weights(self.network, path, images.to(device))
+        # The file is usually the shipped model, which export then replaces: keep its digest.
+        self.record["init_from"] = {"file": str(path), "sha256": sha256_of(path)}
         log.info("starting %s from the weights of %s", self.workspace.model, path)
 
     def _elapsed(self) -> float:

@@ -98,3 +98,4 @@ def test_a_new_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
     # Resuming loads the checkpoint; the file is not read again over the trained weights.
     resumed = TrainingRun(workspace, TrainSettings(init_from=path, **options))
     assert torch.equal(resumed.network.state_dict()["fc.weight"], trained)
+    assert resumed.record["init_from"] == saved["hyperparameters"]["init_from"]
