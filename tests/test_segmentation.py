@@ -38,6 +38,20 @@ def test_an_elongated_blob_is_not_cut_into_pieces():
     assert split_touching_objects(ellipse, settings=SplitSettings(peak_window=3)).max() == 1
 
 
+def test_a_dip_in_the_probability_parts_what_the_distance_map_sees_as_one():
+    # Two nuclei the threshold joins into one smooth ellipse: its distance map has a single
+    # ridge, but the network is less sure of the pixels between them.
+    rows, cols = np.indices((256, 256))
+    ellipse = ((cols - 128) / 24.0) ** 2 + ((rows - 128) / 12.0) ** 2 <= 1
+    probability = np.where(ellipse, 0.95, 0.0).astype(np.float32)
+    probability[:, 124:133] = np.where(ellipse[:, 124:133], 0.6, 0.0)
+    tie_breaker = SplitSettings(peak_window=2, smoothing_sigma=1.0, probability_weight=0.01)
+    guided = SplitSettings(peak_window=2, smoothing_sigma=1.0, probability_weight=16.0)
+    assert split_touching_objects(ellipse, probability, tie_breaker).max() == 1
+    labels = split_touching_objects(ellipse, probability, guided)
+    assert labels.max() == 2 and labels[128, 112] != labels[128, 144]
+
+
 def test_a_small_object_beside_a_big_one_keeps_its_own_label():
     # Apart, but the small disk's highest point lies within the big one's peak window.
     mask = disks((256, 256), [(100, 100)], radius=20) | disks((256, 256), [(126, 100)], 3)

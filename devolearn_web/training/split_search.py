@@ -30,6 +30,7 @@ from devolearn_web.training.onnx_runner import OnnxModel
 PEAK_WINDOWS = (2, 3, 4, 5)
 SIZE_FACTORS = (0.0, 0.5, 0.75, 1.0, 1.25)
 SMOOTHING_SIGMAS = (0.5, 1.0)
+PROBABILITY_WEIGHTS = (0.01, 16.0)  # a tie-breaker, or the map's dips guiding the cut
 # What each model is judged by in the issue: SEG for nuclei, the cell count for membranes.
 OBJECTIVES = {"nucleus": ("seg", "max"), "membrane": ("count_error_percent", "min")}
 
@@ -85,6 +86,7 @@ def score_setting(
             "peak_window": settings.peak_window,
             "smoothing_sigma": settings.smoothing_sigma,
             "size_factor": settings.size_factor,
+            "probability_weight": settings.probability_weight,
         },
         "seg": seg_by_kind.pop("all"),
         "seg_by_kind": seg_by_kind,
@@ -101,7 +103,9 @@ def split_search(
         raise ValueError(f"the {workspace.model} model does not segment objects")
     onnx = OnnxModel(workspace.models_dir / f"{workspace.model}.onnx", threads=threads)
     probabilities, references, kinds = validation_maps(workspace, onnx, images)
-    grid = itertools.product(PEAK_WINDOWS, SMOOTHING_SIGMAS, SIZE_FACTORS)  # field order
+    grid = itertools.product(  # in SplitSettings' field order
+        PEAK_WINDOWS, SMOOTHING_SIGMAS, SIZE_FACTORS, PROBABILITY_WEIGHTS
+    )
     results = [
         score_setting(SplitSettings(*setting), probabilities, references, kinds, threshold)
         for setting in grid
@@ -134,12 +138,13 @@ def format_table(record: dict) -> str:
     lines = [
         f"{record['model']}: {record['validation_maps']} validation maps, {record['objective']}"
     ]
-    lines.append("window  sigma  size  SEG     count err  ms/map")
+    lines.append("window  sigma  size  p-weight  SEG     count err  ms/map")
     for row in record["results"]:
         setting = row["settings"]
         lines.append(
             f"{setting['peak_window']:>6}  {setting['smoothing_sigma']:>5}  "
-            f"{setting['size_factor']:>4}  {row['seg']:.4f}  {row['count_error_percent']:>8}%  "
+            f"{setting['size_factor']:>4}  {setting.get('probability_weight', 0.01):>8}  "
+            f"{row['seg']:.4f}  {row['count_error_percent']:>8}%  "
             f"{row['ms_per_map']:>6}"
         )
     lines.append(f"the best setting on the true masks: SEG {record['best_on_true_masks']['seg']}")
