@@ -47,6 +47,14 @@ def parse_sections(raw: str | None) -> list[str]:
     return [name for name in SECTIONS if name in chosen]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), as the server
+    counts them in gunicorn.conf.py: the bare forwards then use what a worker would."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -61,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=int,
-        default=os.cpu_count() or 1,
-        help="threads of the bare ORT and PyTorch forwards (default: every core)",
+        default=usable_cores(),
+        help="threads of the bare ORT and PyTorch forwards (default: every usable core)",
     )
     return parser
 
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{len(rows)} rows in {time.perf_counter() - started:.0f} s; models {args.models_dir}; "
         f"server settings from the environment: {settings or 'none (gunicorn.conf.py defaults)'}; "
-        f"{os.cpu_count()} CPUs; {'--quick' if args.quick else 'full'} run; "
+        f"{usable_cores()} usable CPUs; {'--quick' if args.quick else 'full'} run; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     return 0

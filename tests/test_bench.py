@@ -116,3 +116,17 @@ def test_bench_prints_memory_and_cold_start_rows_for_tiny_models(
     assert "spawn -> first nucleus answer" in table
     assert table.count("| 2 memory") == 2 and table.count("| 3 cold start") == 3
     assert "first boot, empty optimised-model cache" in table
+
+
+def test_the_forwards_default_to_the_cores_this_process_may_use() -> None:
+    import os
+
+    from bench.cli import build_parser
+
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # as under `taskset -c 0` or a 1-CPU cpuset
+        assert build_parser().parse_args([]).threads == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert build_parser().parse_args([]).threads == len(allowed)
