@@ -32,6 +32,7 @@ COMMANDS = (
     "benchmark",
     "quantize",
     "split-search",
+    "ceiling",
 )
 
 
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmark": "seconds per training step, bfloat16 and float32 side by side",
         "quantize": "int8 models/<model>.int8.onnx, adopted only if test accuracy holds",
         "split-search": "score ways of splitting touching objects on the validation split",
+        "ceiling": "the best the architecture's output could score: fitted to the test labels",
     }
     sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
     for parser_ in sub.values():
@@ -205,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub["split-search"]
     search.add_argument("--images", type=int, default=300, help="validation maps to score")
     search.add_argument("--threshold", type=float, default=0.5)
+    ceiling = sub["ceiling"]
+    ceiling.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    ceiling.add_argument("--steps", type=int, default=300, help="Adam steps of each fit")
+    ceiling.add_argument("--threshold", type=float, default=0.5)
+    ceiling.add_argument(
+        "--update-card", action="store_true", help="also put it into models/<model>.json"
+    )
     bench = sub["benchmark"]
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--side", type=int, default=256)
@@ -377,6 +386,13 @@ def run_command(args: argparse.Namespace) -> object:
         from devolearn_web.training.split_search import main_table
 
         return main_table(workspace, args.images, args.threshold, args.threads)
+    if command == "ceiling":
+        from devolearn_web.training.ceiling import measure_ceiling, put_ceiling_in_card
+
+        record = measure_ceiling(workspace, args.split, args.steps, args.threshold, args.threads)
+        if args.update_card:
+            record["card_updated"] = put_ceiling_in_card(workspace, record)
+        return record
     from devolearn_web.training.pipeline import PipelineSettings, run_all
 
     settings = PipelineSettings(

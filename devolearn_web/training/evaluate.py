@@ -246,7 +246,10 @@ def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
     card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
     if card.get("sha256") != metrics["sha256"]:
         return False
+    ceiling = card.get("metrics", {}).get("ceiling")  # about the labels: still true
     card["metrics"] = card_metrics(metrics)
+    if ceiling is not None:
+        card["metrics"]["ceiling"] = ceiling
     write_card(card, workspace.card_path)
     return True
 

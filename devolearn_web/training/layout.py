@@ -70,6 +70,10 @@ class Workspace:
         return self.run_dir / "metrics.json"
 
     @property
+    def ceiling_record(self) -> Path:
+        return self.run_dir / "ceiling.json"
+
+    @property
     def export_record(self) -> Path:
         return self.run_dir / "export.json"
 

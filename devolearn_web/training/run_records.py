@@ -6,6 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
+from devolearn_web.training.ceiling import recorded_ceiling
 from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.evaluate import card_metrics
 from devolearn_web.training.hyperparameters import read_best_params
@@ -121,7 +122,11 @@ def metrics_record(workspace: Workspace, sha256: str) -> dict:
     metrics = _read_json(workspace.metrics_json)
     if metrics is None or metrics.get("sha256") != sha256:
         return {}
-    return card_metrics(metrics)
+    record = card_metrics(metrics)
+    ceiling = recorded_ceiling(workspace)  # about the test labels, not the file: any model's
+    if ceiling is not None:
+        record["ceiling"] = ceiling
+    return record
 
 
 def export_record(workspace: Workspace, sha256: str) -> dict | None:
