@@ -32,8 +32,8 @@ LIMITATIONS = {
         "Every input is squashed to 256x256 whatever its aspect ratio, as in the original; in "
         "dense late embryos a nucleus spans only a few pixels there and touching nuclei may "
         "merge.",
-        "Touching nuclei are separated by a distance-transform watershed, which can split an "
-        "elongated, dividing nucleus in two.",
+        "Touching nuclei are separated by a watershed of the distance map weighted by the "
+        "network's probability, which can split an elongated, dividing nucleus in two.",
         "A nucleus the slice cuts near its top or bottom shows as a small, dim, blurred disc and "
         "is often missed: metrics.test.seg_by_reference_area gives SEG by object size.",
     ],
