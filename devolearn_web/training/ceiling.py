@@ -11,7 +11,6 @@ object), which separates what the map cannot draw from what the split gets wrong
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 
@@ -31,6 +30,7 @@ from devolearn_web.training.metrics import (
     seg_by_area,
     seg_scores,
 )
+from devolearn_web.training.onnx_runner import sha256_of
 from devolearn_web.training.specs import DEFAULT_THRESHOLD, get_spec
 
 # smp's FPN: the segmentation head's logits are at stride 4, then nn.Upsample(scale_factor=4,
@@ -147,7 +147,7 @@ def measure_ceiling(
             "reference object."
         ),
         "split": split,
-        "index_sha256": hashlib.sha256(workspace.index_csv.read_bytes()).hexdigest(),
+        "index_sha256": sha256_of(workspace.index_csv),
         "fit_steps": steps,
         "threshold": threshold,
         **score_fitted_maps(
@@ -165,8 +165,7 @@ def recorded_ceiling(workspace: Workspace) -> dict | None:
     if not path.exists() or not workspace.index_csv.exists():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    current = hashlib.sha256(workspace.index_csv.read_bytes()).hexdigest()
-    return record if record.get("index_sha256") == current else None
+    return record if record.get("index_sha256") == sha256_of(workspace.index_csv) else None
 
 
 def put_ceiling_in_card(workspace: Workspace, record: dict) -> bool:
