@@ -83,7 +83,8 @@ def build_card(
         "meaning": spec.output_meaning,
     }
     if spec.is_segmentation:
-        output["default_threshold"] = DEFAULT_THRESHOLD
+        # Where the metrics were measured, so the slider starts at the figures' threshold.
+        output["default_threshold"] = metrics.get("threshold", DEFAULT_THRESHOLD)
     else:
         output.update(
             lineages=list(LINEAGES),

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from devolearn_web.training.layout import Workspace
-from devolearn_web.training.specs import MODEL_SPECS
+from devolearn_web.training.specs import DEFAULT_THRESHOLD, MODEL_SPECS
 
 # CPU-friendly simulation sizes: (train, validation, test seeds, time points or frames per seed).
 DEFAULT_SIMULATION = {
@@ -34,6 +34,9 @@ COMMANDS = (
     "split-search",
     "ceiling",
 )
+
+
+THRESHOLD_HELP = "default: the card's output.default_threshold (where the app starts), else 0.5"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +133,7 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-dir", type=Path, default=Path("../shared/samples"))
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,17 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     everything.add_argument("--no-tune", action="store_true", help="skip the Optuna study")
     quantize = sub["quantize"]
     quantize.add_argument("--calibration-images", type=int, default=64)
-    quantize.add_argument("--threshold", type=float, default=0.5)
+    quantize.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     quantize.add_argument(
         "--calibration-method", choices=("MinMax", "Percentile", "Entropy"), default="MinMax"
     )
     search = sub["split-search"]
     search.add_argument("--images", type=int, default=300, help="validation maps to score")
-    search.add_argument("--threshold", type=float, default=0.5)
+    search.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     ceiling = sub["ceiling"]
     ceiling.add_argument("--split", default="test", choices=("train", "validation", "test"))
     ceiling.add_argument("--steps", type=int, default=300, help="Adam steps of each fit")
-    ceiling.add_argument("--threshold", type=float, default=0.5)
+    ceiling.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     ceiling.add_argument(
         "--update-card", action="store_true", help="also put it into models/<model>.json"
     )
@@ -308,10 +311,24 @@ def train_settings(args: argparse.Namespace):
     )
 
 
+def card_threshold(workspace: Workspace, given: float | None) -> float:
+    """The threshold given, else the shipped card's default (where the app starts), else 0.5."""
+    if given is not None:
+        return given
+    if workspace.card_path.exists():
+        card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
+        default = card.get("output", {}).get("default_threshold")
+        if default is not None:
+            return float(default)
+    return DEFAULT_THRESHOLD
+
+
 def run_command(args: argparse.Namespace) -> object:
     """Run one parsed command; returns what it produced (printed as JSON)."""
     workspace = workspace_from(args)
     command = args.command
+    if hasattr(args, "threshold"):
+        args.threshold = card_threshold(workspace, args.threshold)
     # Each step imports only what it needs: `simulate` never loads torch, `evaluate` no optuna.
     if command == "simulate":
         from devolearn_web.training.simulate import simulate

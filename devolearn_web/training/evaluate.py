@@ -250,6 +250,9 @@ def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
     card["metrics"] = card_metrics(metrics)
     if ceiling is not None:
         card["metrics"]["ceiling"] = ceiling
+    if "threshold" in metrics:
+        # The slider starts where the card's figures were measured.
+        card["output"]["default_threshold"] = metrics["threshold"]
     write_card(card, workspace.card_path)
     return True
 

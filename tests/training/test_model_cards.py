@@ -177,3 +177,35 @@ def test_new_metrics_reach_only_the_card_of_the_measured_file(workspace_factory)
     card = json.loads(workspace.card_path.read_text())
     assert card["metrics"] == {"test": {"iou": 0.95}, "targets": {}, "real_samples": {}}
     assert card["hyperparameters"]["batch_size"] == 16  # the rest of the card is kept
+
+
+def test_the_slider_starts_where_the_cards_figures_were_measured(workspace_factory):
+    from devolearn_web.training.cards import LIMITATIONS, build_card
+    from devolearn_web.training.cli import card_threshold
+    from devolearn_web.training.evaluate import update_card_metrics
+    from devolearn_web.training.specs import get_spec
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    assert card_threshold(workspace, None) == 0.5  # no card yet
+    workspace.models_dir.mkdir(parents=True)
+    workspace.card_path.write_text(json.dumps(card_for("nucleus")))
+    measured = {"sha256": SHA, "test": {"iou": 0.95}, "targets": {}, "threshold": 0.35}
+    assert update_card_metrics(workspace, measured) is True
+    card = json.loads(workspace.card_path.read_text())
+    assert card["output"]["default_threshold"] == 0.35
+    # Later steps measure at the card's threshold unless told otherwise.
+    assert card_threshold(workspace, None) == 0.35
+    assert card_threshold(workspace, 0.6) == 0.6
+    # A card rebuilt from the run's records keeps it too.
+    rebuilt = build_card(
+        get_spec("nucleus"),
+        sha256=SHA,
+        opset=17,
+        activation="none",
+        training_data={"simulated": True, "description": "SIMULATED data only."},
+        metrics=card["metrics"],
+        hyperparameters={},
+        reproduce="",
+        limitations=LIMITATIONS["nucleus"],
+    )
+    assert rebuilt["output"]["default_threshold"] == 0.35
