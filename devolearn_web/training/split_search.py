@@ -141,9 +141,11 @@ def format_table(record: dict) -> str:
     lines.append("window  sigma  size  p-weight  SEG     count err  ms/map")
     for row in record["results"]:
         setting = row["settings"]
+        # Records written before the weight existed split with the default.
+        weight = setting.get("probability_weight", SplitSettings.probability_weight)
         lines.append(
             f"{setting['peak_window']:>6}  {setting['smoothing_sigma']:>5}  "
-            f"{setting['size_factor']:>4}  {setting.get('probability_weight', 0.01):>8}  "
+            f"{setting['size_factor']:>4}  {weight:>8}  "
             f"{row['seg']:.4f}  {row['count_error_percent']:>8}%  "
             f"{row['ms_per_map']:>6}"
         )
