@@ -82,7 +82,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config.get("TESTING"):
         app.config["RATE_LIMIT_ENABLED"] = False
     app.config.from_mapping(test_config)
-    app.config["MODELS_DIR"] = Path(app.config["MODELS_DIR"])
+    # Absolute now: Flask's send_file reads a relative path from the package's folder, not the
+    # working directory a maintainer named it from (DEVOLEARN_MODELS_DIR=models).
+    app.config["MODELS_DIR"] = Path(app.config["MODELS_DIR"]).resolve()
     if not test_config.get("MAX_CONTENT_LENGTH"):
         app.config["MAX_CONTENT_LENGTH"] = request_size_limit(app.config["MAX_UPLOAD_BYTES"])
     configure_logging(app.config["LOG_LEVEL"])

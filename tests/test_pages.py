@@ -164,6 +164,18 @@ def test_training_plot_is_served_only_under_its_own_name(client):
         assert client.get(path).status_code == 404
 
 
+def test_training_plot_is_served_from_a_models_folder_named_relative_to_the_working_directory(
+    make_app, models_copy, monkeypatch
+):
+    # DEVOLEARN_MODELS_DIR=models is a natural setting; Flask's send_file would read a relative
+    # path from the package's folder instead and answer 500.
+    monkeypatch.chdir(models_copy.parent)
+    client = make_app(MODELS_DIR=Path(models_copy.name)).test_client()
+    with client.get("/models/nucleus/training.png") as response:
+        assert response.status_code == 200 and response.mimetype == "image/png"
+    assert client.get("/api/v1/models").status_code == 200
+
+
 def test_every_listed_example_exists_and_has_a_thumbnail(client):
     for example in EXAMPLES:
         assert (STATIC_EXAMPLES / example.filename).is_file()
