@@ -1,11 +1,14 @@
 """Objects from probability maps: the split of touching objects, scaling labels up, measuring."""
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
 from devolearn_web.segmentation import (
+    SegmentedObject,
     SplitSettings,
     _local_maxima,
     label_instances,
@@ -166,3 +169,9 @@ def test_a_mask_without_background_still_splits_into_finite_objects():
     probability = np.ones((64, 64), np.float32)  # a threshold of 0 takes every pixel
     labels = label_instances("nucleus", probability, 0.0)
     assert labels.min() >= 1 and 1 <= labels.max() <= 4
+
+
+def test_object_dict_has_every_field_of_the_object():
+    obj = SegmentedObject(label=3, x=12.5, y=7.25, area=41)
+    assert obj.to_dict() == asdict(obj)
+    assert list(obj.to_dict()) == ["label", "x", "y", "area"]  # the API's column order
