@@ -282,6 +282,7 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
         raise BadImage(
             "The TIFF file is truncated or damaged, so its pixels cannot be read."
         ) from error
+    check_pixel_values(array.dtype)
     array = _channels_last(array, axes)
     notes = []
     if page_count > 1:
@@ -290,6 +291,19 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
             f"(stack support is coming)."
         )
     return array, _mode_name(array), notes
+
+
+def check_pixel_values(dtype: np.dtype) -> None:
+    """UnsupportedType unless the pixels are numbers that can be intensities (not complex)."""
+    if dtype.kind == "c":
+        raise UnsupportedType(
+            "This TIFF holds complex numbers (a Fourier transform, say), not light intensities. "
+            "Save the intensities (for example the magnitude) as an 8- or 16-bit TIFF instead."
+        )
+    if dtype.kind not in "biuf":
+        raise UnsupportedType(
+            f"This TIFF's pixels are not numbers ({dtype}); please save it as an 8- or 16-bit TIFF."
+        )
 
 
 def _channels_last(array: np.ndarray, axes: str) -> np.ndarray:

@@ -29,6 +29,7 @@ from devolearn_web.imaging import (
     LUMINANCE_WEIGHTS,
     SIGNAL_CHANNEL_DOMINANCE,
     DecodedImage,
+    check_pixel_values,
 )
 
 # 40 frames of 4 megapixels, or a 389-frame movie of 708 x 512: bounded memory and time.
@@ -153,6 +154,7 @@ def read_tiff_stack(
         raise BadImage(
             "The TIFF stack is truncated or damaged, so its pages cannot be read."
         ) from error
+    check_pixel_values(array.dtype)
     used = _apply_override(guessed, axes_override, shape)
     notes = []
     if extra_series > 0:

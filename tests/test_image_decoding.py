@@ -314,3 +314,11 @@ def test_indexed_png_round_trips_through_pillow(with_alpha):
     np.testing.assert_array_equal(rgba[..., :3], palette[indices])
     expected_alpha = np.array(alpha if with_alpha else [255] * 4, np.uint8)[indices]
     np.testing.assert_array_equal(rgba[..., 3], expected_alpha)
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_complex_tiff_is_refused_not_read_as_its_real_part(image_maker, dtype):
+    # A Fourier transform saved as TIFF: its real part alone would be a meaningless picture.
+    data = image_maker.tiff(np.ones((20, 20), dtype))
+    with pytest.raises(UnsupportedType, match="complex numbers"):
+        decode_image(data, "fft.tif")

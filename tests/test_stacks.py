@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from devolearn_web.errors import BadParameter
+from devolearn_web.errors import BadParameter, UnsupportedType
 from devolearn_web.stacks import parse_axes_override, read_tiff_stack, tiff_frame_count
 
 DISKS = [(30, 30), (90, 30), (150, 30), (60, 100), (130, 100)]
@@ -168,3 +168,8 @@ def test_real_sample_as_a_stack_counts_like_the_single_image(client, real_sample
         "/api/v1/predict/membrane", data={"file": (io.BytesIO(data), "seg.tif")}
     ).get_json()
     assert stack["count_per_frame"] == [single["count"], single["count"]]
+
+
+def test_complex_stack_is_refused(image_maker):
+    with pytest.raises(UnsupportedType, match="complex numbers"):
+        read_tiff_stack(image_maker.tiff(np.ones((3, 20, 20), np.complex64)))
