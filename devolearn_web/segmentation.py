@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import edt
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import watershed
+
+from devolearn_web.watershed import watershed
 
 # The networks see 256x256; sizes below are stated at that scale and grow with the map.
 MODEL_SIDE = 256
