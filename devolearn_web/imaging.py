@@ -214,8 +214,8 @@ def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
             )
         elif frames > 1:
             notes.append(
-                f"This {image_format} has {frames} {kind}s: only the first was analysed "
-                f"(stack support is coming)."
+                f"This {image_format} has {frames} {kind}s: only the first was analysed here "
+                f"(the web pages, the API and `flask devolearn predict` analyse every {kind})."
             )
         try:
             image.seek(0)
@@ -287,8 +287,8 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
     notes = []
     if page_count > 1:
         notes.append(
-            f"Multi-page TIFF: only the first of {page_count} pages was analysed "
-            f"(stack support is coming)."
+            f"Multi-page TIFF: only the first of {page_count} pages was analysed here "
+            "(the web pages, the API and `flask devolearn predict` analyse every page)."
         )
     return array, _mode_name(array), notes
 
