@@ -107,6 +107,13 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         "objects (0: none)",
     )
     group.add_argument(
+        "--small-object-weight",
+        type=float,
+        default=0.0,
+        help="segmentation: extra cross-entropy weight on objects under 50 px (at 256x256) and "
+        "the 2 px around them (0: none)",
+    )
+    group.add_argument(
         "--init-from",
         type=Path,
         help="a new run starts from this ONNX file's weights (e.g. the shipped model) "
@@ -308,6 +315,7 @@ def train_settings(args: argparse.Namespace):
         device=args.device,
         init_from=getattr(args, "init_from", None),
         gap_weight=getattr(args, "gap_weight", 0.0),
+        small_object_weight=getattr(args, "small_object_weight", 0.0),
     )
 
 

@@ -42,17 +42,45 @@ def pixels_between_objects(labels: np.ndarray) -> np.ndarray:
 
 def gap_weights(labels: np.ndarray, gap_weight: float) -> np.ndarray:
     """Per-pixel loss weights (float32 HxW): 1, and 1 + gap_weight between touching objects."""
+    return loss_weights(labels, gap_weight)
+
+
+# Objects under 50 px at the network's scale are mostly nuclei a slice cuts near a pole: dim,
+# blurred discs that the plain loss lets the network miss or draw twice their labelled size.
+SMALL_OBJECT_AREA = 50
+SMALL_OBJECT_MARGIN = 2  # px around them, where that oversized drawing lands
+
+
+def pixels_near_small_objects(labels: np.ndarray) -> np.ndarray:
+    """Pixels (bool HxW) of objects under SMALL_OBJECT_AREA px, or within the margin of one."""
+    areas = np.bincount(labels.ravel().astype(np.intp, copy=False))
+    small = areas < SMALL_OBJECT_AREA
+    small[0] = False
+    if not small.any():
+        return np.zeros(labels.shape, dtype=bool)
+    return ndi.binary_dilation(small[labels], iterations=SMALL_OBJECT_MARGIN)
+
+
+def loss_weights(
+    labels: np.ndarray, gap_weight: float = 0.0, small_object_weight: float = 0.0
+) -> np.ndarray:
+    """Per-pixel cross-entropy weights (float32 HxW): 1, plus gap_weight on the gaps between
+    touching objects, plus small_object_weight on and around small objects."""
     weights = np.ones(labels.shape, dtype=np.float32)
-    weights[pixels_between_objects(labels)] += np.float32(gap_weight)
+    if gap_weight:
+        weights[pixels_between_objects(labels)] += np.float32(gap_weight)
+    if small_object_weight:
+        weights[pixels_near_small_objects(labels)] += np.float32(small_object_weight)
     return weights
 
 
 class SegmentationDataset(Dataset):
     """Items: image float32 (1, H, W) in [0, 1], target float32 (1, H, W), 1 where label != 0.
 
-    With a `gap_weight` the target gets a second channel: each pixel's weight in the
-    cross-entropy, raised on the thin gaps between touching objects (as in U-Net), which the
-    plain loss barely notices and which alone tell crowded nuclei apart."""
+    With a `gap_weight` or a `small_object_weight` the target gets a second channel: each
+    pixel's weight in the cross-entropy, raised on the thin gaps between touching objects (as
+    in U-Net), which the plain loss barely notices and which alone tell crowded nuclei apart,
+    and on and around small objects, which it lets the network miss or draw too large."""
 
     def __init__(
         self,
@@ -60,11 +88,13 @@ class SegmentationDataset(Dataset):
         root: Path,
         transform: Transform | None = None,
         gap_weight: float = 0.0,
+        small_object_weight: float = 0.0,
     ):
         self.rows = rows
         self.root = root
         self.transform = transform
         self.gap_weight = gap_weight
+        self.small_object_weight = small_object_weight
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -80,8 +110,9 @@ class SegmentationDataset(Dataset):
             augmented = self.transform(image=image, mask=labels)
             image, labels = np.clip(augmented["image"], 0.0, 1.0), augmented["mask"]
         target = (labels != 0).astype(np.float32)[None]
-        if self.gap_weight:
-            target = np.concatenate([target, gap_weights(labels, self.gap_weight)[None]])
+        if self.gap_weight or self.small_object_weight:
+            weights = loss_weights(labels, self.gap_weight, self.small_object_weight)
+            target = np.concatenate([target, weights[None]])
         return torch.from_numpy(np.ascontiguousarray(image)[None]), torch.from_numpy(target)
 
 
@@ -121,6 +152,7 @@ def build_dataset(
     limit: int | None = None,
     augment_seed: int | None = None,
     gap_weight: float = 0.0,
+    small_object_weight: float = 0.0,
 ) -> SegmentationDataset | LineageDataset:
     """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
     rows = subset_rows(read_index(index_csv, split), fraction, seed)
@@ -132,6 +164,8 @@ def build_dataset(
     augment_seed = seed if augment_seed is None else augment_seed
     if spec.is_segmentation:
         transform = segmentation_augmentation(augment_seed) if augment else None
-        return SegmentationDataset(rows, index_csv.parent, transform, gap_weight)
+        return SegmentationDataset(
+            rows, index_csv.parent, transform, gap_weight, small_object_weight
+        )
     transform = lineage_augmentation(augment_seed) if augment else None
     return LineageDataset(rows, index_csv.parent, transform)

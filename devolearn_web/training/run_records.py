@@ -107,6 +107,8 @@ def hyperparameter_record(workspace: Workspace) -> dict:
         record["trained_on"] = chosen["trained_on"]
     if chosen.get("gap_weight"):
         record["gap_weight"] = chosen["gap_weight"]
+    if chosen.get("small_object_weight"):
+        record["small_object_weight"] = chosen["small_object_weight"]
     if "init_from" in chosen:
         record["initial_weights"] = chosen["init_from"]
     if tuned:

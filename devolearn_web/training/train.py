@@ -67,6 +67,7 @@ class TrainSettings:
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     init_from: Path | None = None  # a new run starts from this ONNX file's weights
     gap_weight: float = 0.0  # extra cross-entropy weight on the gaps between touching objects
+    small_object_weight: float = 0.0  # extra cross-entropy weight on and around small objects
 
 
 @dataclass
@@ -113,6 +114,7 @@ def _hyperparameter_record(
         "augment": settings.augment,
         "seed": settings.seed,
         "gap_weight": settings.gap_weight,
+        "small_object_weight": settings.small_object_weight,
         "trained_on": describe_device(device),
     }
 
@@ -125,9 +127,17 @@ def describe_device(device: torch.device) -> str:
 
 
 def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
-    keys = ("learning_rate", "batch_size", "bf16", "augment", "seed", "gap_weight")
-    # Checkpoints from before gap weighting trained without it.
-    saved = {"gap_weight": 0.0, **saved}
+    keys = (
+        "learning_rate",
+        "batch_size",
+        "bf16",
+        "augment",
+        "seed",
+        "gap_weight",
+        "small_object_weight",
+    )
+    # Checkpoints from before these weights trained without them.
+    saved = {"gap_weight": 0.0, "small_object_weight": 0.0, **saved}
     changed = [f"{k} {saved[k]} -> {current[k]}" for k in keys if saved.get(k) != current[k]]
     if changed:
         raise ValueError(
@@ -175,6 +185,7 @@ class TrainingRun:
             # A resumed run draws fresh augmentations instead of replaying the first ones.
             augment_seed=settings.seed + self.state.step,
             gap_weight=settings.gap_weight,
+            small_object_weight=settings.small_object_weight,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

@@ -1,4 +1,5 @@
-"""Weighting the gaps between touching objects: which pixels, the weight channel, the loss."""
+"""Loss weights on the gaps between touching objects and around small ones: which pixels, the
+weight channel, the loss, the run's record."""
 
 from __future__ import annotations
 
@@ -81,3 +82,50 @@ def test_a_run_records_its_gap_weight_and_refuses_to_resume_with_another(workspa
     assert load_checkpoint(workspace.checkpoint)["hyperparameters"]["gap_weight"] == 4.0
     with pytest.raises(ValueError, match="gap_weight 4.0 -> 0.0"):
         train(workspace, TrainSettings(gap_weight=0.0, **{**common, "max_steps": 2}))
+
+
+def test_small_objects_and_their_margin_are_found_large_ones_are_not():
+    from devolearn_web.training.dataset import pixels_near_small_objects
+
+    labels = np.zeros((30, 30), dtype=np.int32)
+    labels[3:6, 3:6] = 1  # 9 px: small
+    labels[15:25, 15:25] = 2  # 100 px: not small
+    rows, cols = np.indices(labels.shape)
+    # Within 2 steps (4-connected) of the small square: Manhattan distance to it at most 2.
+    row_gap = np.maximum(0, np.maximum(3 - rows, rows - 5))
+    col_gap = np.maximum(0, np.maximum(3 - cols, cols - 5))
+    expected = row_gap + col_gap <= 2
+    assert (pixels_near_small_objects(labels) == expected).all()
+
+
+def test_the_weights_add_up_where_a_gap_and_a_small_object_meet():
+    from devolearn_web.training.dataset import loss_weights
+
+    labels = two_touching_squares()  # squares of 15 px: small
+    weights = loss_weights(labels, gap_weight=3.0, small_object_weight=5.0)
+    assert weights[4, 4] == 9.0  # the gap between them, also within their margin
+    assert weights[4, 2] == 6.0 and weights[0, 11] == 1.0  # inside one; far from all
+
+
+def test_the_small_object_weight_alone_adds_the_channel(workspace_factory):
+    from devolearn_web.training.dataset import build_dataset
+
+    workspace = workspace_factory("nucleus")
+    weighted = build_dataset("nucleus", workspace.index_csv, "train", small_object_weight=2.0)
+    _, target = weighted[0]
+    assert target.shape[0] == 2 and set(torch.unique(target[1]).tolist()) <= {1.0, 3.0}
+
+
+def test_a_run_records_its_small_object_weight_and_refuses_to_resume_with_another(
+    workspace_factory,
+):
+    from devolearn_web.training.checkpoints import load_checkpoint
+    from devolearn_web.training.train import TrainSettings, train
+
+    workspace = workspace_factory("nucleus")
+    common = dict(max_steps=1, batch_size=2, learning_rate=1e-3, bf16=False, validation_limit=4)
+    train(workspace, TrainSettings(small_object_weight=5.0, **common))
+    saved = load_checkpoint(workspace.checkpoint)["hyperparameters"]
+    assert saved["small_object_weight"] == 5.0 and saved["gap_weight"] == 0.0
+    with pytest.raises(ValueError, match="small_object_weight 5.0 -> 0.0"):
+        train(workspace, TrainSettings(**{**common, "max_steps": 2}))

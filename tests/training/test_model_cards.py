@@ -113,7 +113,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
         str(workspace.docs_images_dir),
     ]
     train = ["--max-steps", "2", "--batch-size", "2", "--validation-limit", "2", "--no-bf16"]
-    train += ["--gap-weight", "10"]
+    train += ["--gap-weight", "10", "--small-object-weight", "5"]
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
     samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
@@ -134,6 +134,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2
     assert card["hyperparameters"]["trained_on"] == "CPU"
     assert card["hyperparameters"]["gap_weight"] == 10.0
+    assert card["hyperparameters"]["small_object_weight"] == 5.0
     assert "initial_weights" not in card["hyperparameters"]  # random weights: no file
     assert card["export"]["parity_max_abs_difference"] <= 1e-3
     assert card["reproduce"].startswith("python -m devolearn_web.training train --model nucleus")
