@@ -372,7 +372,9 @@ def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):  # any byte order
         full_scale = np.float32(255 if array.dtype.itemsize == 1 else 65535)
         return array.astype(np.float32) / full_scale, ()
-    values = array.astype(np.float64)
+    # Widening a signalling NaN warns ("invalid value"); non-finite values are set aside below.
+    with np.errstate(invalid="ignore"):
+        values = array.astype(np.float64)
     finite = np.isfinite(values)
     if not finite.any():
         raise BadImage("The image holds no finite values (all NaN or infinite).")

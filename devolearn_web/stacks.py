@@ -72,7 +72,9 @@ class FrameStack:
 
     def pixels(self, index: int) -> np.ndarray:
         """Frame `index` as float32 HxW in [0, 1]."""
-        frame = self.data[index].astype(np.float32)
+        # Narrowing a signalling NaN warns ("invalid value"); NaNs become 0 below all the same.
+        with np.errstate(invalid="ignore"):
+            frame = self.data[index].astype(np.float32)
         if self.offset or self.scale != 1.0:
             frame = (frame - np.float32(self.offset)) * np.float32(self.scale)
         return np.clip(np.nan_to_num(frame, nan=0.0), 0.0, 1.0)

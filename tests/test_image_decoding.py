@@ -322,3 +322,11 @@ def test_complex_tiff_is_refused_not_read_as_its_real_part(image_maker, dtype):
     data = image_maker.tiff(np.ones((20, 20), dtype))
     with pytest.raises(UnsupportedType, match="complex numbers"):
         decode_image(data, "fft.tif")
+
+
+def test_float_tiff_with_a_signalling_nan_is_read_quietly(image_maker):
+    # A fuzz find: widening a signalling NaN to float64 warns; the NaN is skipped all the same.
+    array = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    array.view(np.uint32)[0, 0] = 0x7F800001  # a signalling NaN
+    decoded = decode_image(image_maker.tiff(array), "nan.tif")
+    assert np.isfinite(decoded.pixels).all() and decoded.pixels.max() == 1.0

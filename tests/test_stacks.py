@@ -173,3 +173,10 @@ def test_real_sample_as_a_stack_counts_like_the_single_image(client, real_sample
 def test_complex_stack_is_refused(image_maker):
     with pytest.raises(UnsupportedType, match="complex numbers"):
         read_tiff_stack(image_maker.tiff(np.ones((3, 20, 20), np.complex64)))
+
+
+def test_float64_stack_with_a_signalling_nan_is_read_quietly(image_maker):
+    stack = np.linspace(0, 1, 4 * 64).reshape(4, 8, 8)
+    stack.view(np.uint64)[0, 0, 0] = 0x7FF0000000000001  # a signalling NaN
+    frames = read_tiff_stack(image_maker.tiff(stack, photometric="minisblack"))
+    assert np.isfinite(frames.pixels(0)).all() and frames.pixels(3).max() == 1.0
