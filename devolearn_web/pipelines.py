@@ -9,6 +9,7 @@ pixels with smooth outlines.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import threading
@@ -186,6 +187,7 @@ def predict(
     card = model.card
     if card["task"] == "segmentation":
         threshold = resolve_threshold(threshold, card)
+    image = with_size_note(image, card)
     clock = _Stopwatch(decode_ms)
     deadline.check("preparing the image for the model")
     tensor = build_input_tensor(image.pixels, card)
@@ -196,6 +198,24 @@ def predict(
     if card["task"] == "segmentation":
         return _segment(model, image, output, threshold, clock)
     return _count_lineages(model, image, output, clock)
+
+
+# An upload whose shorter side is under an eighth of the network's is enlarged more than eight
+# times: its answer (often "0 objects") rests on a few pixels, and the visitor should know.
+SMALLEST_SIDE_FRACTION = 8
+
+
+def with_size_note(image: DecodedImage, card: dict) -> DecodedImage:
+    """The image, with a note added when it is too small for the network's input to mean much."""
+    side = min(card["input"]["size"])
+    if min(image.width, image.height) * SMALLEST_SIDE_FRACTION >= side:
+        return image
+    note = (
+        f"This image is only {image.width} x {image.height} pixels: the model enlarges it to "
+        f"{side} x {side}, so the result rests on very little detail. Upload the image at the "
+        "size the microscope recorded it."
+    )
+    return dataclasses.replace(image, notes=image.notes + (note,))
 
 
 def _segment(
@@ -329,6 +349,7 @@ def predict_batch(
         threshold = resolve_threshold(threshold, card)
     if not images:
         return []
+    images = [with_size_note(image, card) for image in images]
     started = time.perf_counter()
     tensor = np.concatenate([build_input_tensor(image.pixels, card) for image in images])
     preprocessed = time.perf_counter()

@@ -184,3 +184,16 @@ def test_counts_do_not_depend_on_the_upload_size(registry, image_maker):
         other = min(big.objects, key=lambda obj: abs(3 * one.x - obj.x) + abs(3 * one.y - obj.y))
         assert abs(3 * one.x - other.x) < 4 and abs(3 * one.y - other.y) < 4
         assert abs(9 * one.area - other.area) < 0.1 * other.area
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
+@pytest.mark.parametrize("shape", [(3, 3), (2, 400)])
+def test_an_image_too_small_for_the_network_says_so(registry, image_maker, name, shape):
+    tiny = decode_image(image_maker.encode(np.full(shape, 128, dtype=np.uint8)))
+    notes = " ".join(predict(registry, name, tiny).notes)
+    assert f"only {shape[1]} x {shape[0]} pixels" in notes
+
+
+def test_an_image_of_ordinary_size_gets_no_size_note(registry, image_maker):
+    result = predict(registry, "nucleus", disks_image(image_maker, image_maker.five_disks))
+    assert not any("pixels" in note for note in result.notes)
