@@ -40,11 +40,6 @@ def pixels_between_objects(labels: np.ndarray) -> np.ndarray:
     return (objects == 0) & (lowest != outside) & (highest != lowest)
 
 
-def gap_weights(labels: np.ndarray, gap_weight: float) -> np.ndarray:
-    """Per-pixel loss weights (float32 HxW): 1, and 1 + gap_weight between touching objects."""
-    return loss_weights(labels, gap_weight)
-
-
 # Objects under 50 px at the network's scale are mostly nuclei a slice cuts near a pole: dim,
 # blurred discs that the plain loss lets the network miss or draw twice their labelled size.
 SMALL_OBJECT_AREA = 50

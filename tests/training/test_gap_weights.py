@@ -31,12 +31,12 @@ def test_only_the_gap_between_two_objects_is_found():
 
 
 def test_a_lone_object_and_its_surroundings_get_weight_one():
-    from devolearn_web.training.dataset import gap_weights
+    from devolearn_web.training.dataset import loss_weights
 
     labels = np.zeros((9, 9), dtype=np.int32)
     labels[2:7, 2:7] = 4
-    assert (gap_weights(labels, 5.0) == 1.0).all()
-    weights = gap_weights(two_touching_squares(), 5.0)
+    assert (loss_weights(labels, 5.0) == 1.0).all()
+    weights = loss_weights(two_touching_squares(), 5.0)
     assert weights[4, 4] == 6.0 and weights[4, 2] == 1.0 and weights[0, 0] == 1.0
 
 
@@ -54,12 +54,12 @@ def test_the_dataset_adds_a_weight_channel_only_when_asked(workspace_factory):
 
 
 def test_weights_raise_the_loss_of_a_missed_gap_and_leave_the_rest_alone():
-    from devolearn_web.training.dataset import gap_weights
+    from devolearn_web.training.dataset import loss_weights
     from devolearn_web.training.losses import DiceBCELoss, overlap_counts
 
     labels = two_touching_squares()
     mask = torch.from_numpy((labels > 0).astype(np.float32))[None, None]
-    weights = torch.from_numpy(gap_weights(labels, 9.0))[None, None]
+    weights = torch.from_numpy(loss_weights(labels, 9.0))[None, None]
     filled = mask.clone()
     filled[..., 1:8, 4] = 1.0  # a prediction that fills the gap, merging the squares
     logits = filled * 20 - 10
