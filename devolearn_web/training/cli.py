@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from devolearn_web.training.layout import Workspace
-from devolearn_web.training.specs import DEFAULT_THRESHOLD, MODEL_SPECS
+from devolearn_web.training.specs import DEFAULT_THRESHOLD, MODEL_SPECS, REFERENCE_NETWORK_NAMES
 
 # CPU-friendly simulation sizes: (train, validation, test seeds, time points or frames per seed).
 DEFAULT_SIMULATION = {
@@ -33,6 +33,7 @@ COMMANDS = (
     "quantize",
     "split-search",
     "ceiling",
+    "score-checkpoint",
 )
 
 
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize": "int8 models/<model>.int8.onnx, adopted only if test accuracy holds",
         "split-search": "score ways of splitting touching objects on the validation split",
         "ceiling": "the best the architecture's output could score: fitted to the test labels",
+        "score-checkpoint": "score a training checkpoint (any --network) on the test split",
     }
     sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
     for parser_ in sub.values():
@@ -182,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     _precision_args(sub["tune"])
     _train_args(sub["train"])
     _precision_args(sub["train"])
+    sub["train"].add_argument(
+        "--network",
+        choices=REFERENCE_NETWORK_NAMES,
+        help="segmentation: train this reference network instead of the model's own, to "
+        "measure it with score-checkpoint (export refuses it); use another --runs-root",
+    )
     sub["export"].add_argument("--float32", action="store_true", help="store float32 weights")
     _evaluate_args(sub["evaluate"])
     _evaluate_args(sub["calibrate"])
@@ -224,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     ceiling.add_argument(
         "--update-card", action="store_true", help="also put it into models/<model>.json"
     )
+    scoring = sub["score-checkpoint"]
+    scoring.add_argument("--checkpoint", type=Path, help="default: runs/<model>/best.pt")
+    scoring.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+    scoring.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     bench = sub["benchmark"]
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--side", type=int, default=256)
@@ -316,6 +328,7 @@ def train_settings(args: argparse.Namespace):
         init_from=getattr(args, "init_from", None),
         gap_weight=getattr(args, "gap_weight", 0.0),
         small_object_weight=getattr(args, "small_object_weight", 0.0),
+        network=getattr(args, "network", None),
     )
 
 
@@ -418,6 +431,12 @@ def run_command(args: argparse.Namespace) -> object:
         if args.update_card:
             record["card_updated"] = put_ceiling_in_card(workspace, record)
         return record
+    if command == "score-checkpoint":
+        from devolearn_web.training.score_checkpoint import score_checkpoint
+
+        return score_checkpoint(
+            workspace, args.checkpoint, args.threshold, args.device, args.threads
+        )
     from devolearn_web.training.pipeline import PipelineSettings, run_all
 
     settings = PipelineSettings(

@@ -33,10 +33,36 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def build_unet_resnet34() -> nn.Module:
+    """U-Net on ResNet-34, output at full resolution: a reference to measure by, never shipped."""
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet(encoder_name="resnet34", encoder_weights=None, in_channels=1, classes=1)
+
+
+# To tell how much of a model's error is its architecture's and how much the data's
+# (docs/training.md); the keys are specs.REFERENCE_NETWORK_NAMES.
+REFERENCE_NETWORKS: dict[str, Callable[[], nn.Module]] = {
+    "fpn-resnet18": build_fpn_resnet18,
+    "unet-resnet34": build_unet_resnet34,
+}
+
+
 def build_model(name: str) -> nn.Module:
     """A freshly initialised network for the named model (see specs.MODEL_SPECS)."""
     get_spec(name)  # an unknown name raises with the list of valid names
     return BUILDERS[name]()
+
+
+def build_network(name: str, network: str | None) -> nn.Module:
+    """The named model's own network, or a reference network (segmentation models only)."""
+    if network is None:
+        return build_model(name)
+    if get_spec(name).task != "segmentation":
+        raise ValueError(f"--network is for the segmentation models, not {name}")
+    if network not in REFERENCE_NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose from {sorted(REFERENCE_NETWORKS)}")
+    return REFERENCE_NETWORKS[network]()
 
 
 class WithSigmoid(nn.Module):

@@ -14,6 +14,9 @@ LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
 # Largest population of each lineage in the original training data (at A = 250), same order.
 LINEAGE_MAXIMA = (250, 16, 78, 1, 31, 16, 2)
 DEFAULT_THRESHOLD = 0.5
+# Segmentation networks `train --network` can train in place of the shipped one, to measure
+# against (models.REFERENCE_NETWORKS builds them; named here so the CLI needs no torch).
+REFERENCE_NETWORK_NAMES = ("fpn-resnet18", "unet-resnet34")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from devolearn_web.training.loop import (
     validate,
 )
 from devolearn_web.training.losses import build_loss
-from devolearn_web.training.models import build_model
+from devolearn_web.training.models import build_network
 from devolearn_web.training.onnx_runner import sha256_of
 from devolearn_web.training.plots import plot_history
 from devolearn_web.training.specs import get_spec
@@ -68,6 +68,7 @@ class TrainSettings:
     init_from: Path | None = None  # a new run starts from this ONNX file's weights
     gap_weight: float = 0.0  # extra cross-entropy weight on the gaps between touching objects
     small_object_weight: float = 0.0  # extra cross-entropy weight on and around small objects
+    network: str | None = None  # a models.REFERENCE_NETWORKS name instead of the model's own
 
 
 @dataclass
@@ -116,6 +117,7 @@ def _hyperparameter_record(
         "gap_weight": settings.gap_weight,
         "small_object_weight": settings.small_object_weight,
         "trained_on": describe_device(device),
+        **({"network": settings.network} if settings.network else {}),
     }
 
 
@@ -135,10 +137,13 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "seed",
         "gap_weight",
         "small_object_weight",
+        "network",
     )
     # Checkpoints from before these weights trained without them.
     saved = {"gap_weight": 0.0, "small_object_weight": 0.0, **saved}
-    changed = [f"{k} {saved[k]} -> {current[k]}" for k in keys if saved.get(k) != current[k]]
+    changed = [
+        f"{k} {saved.get(k)} -> {current.get(k)}" for k in keys if saved.get(k) != current.get(k)
+    ]
     if changed:
         raise ValueError(
             f"{checkpoint} was trained with other settings ({'; '.join(changed)}); "
@@ -171,7 +176,7 @@ class TrainingRun:
         device = resolve_device(settings.device)
         self.record = _hyperparameter_record(self.hyper, settings, device)
         self.metric_name, self.direction = selection_metric(self.spec.task)
-        self.network = build_model(workspace.model).to(device)
+        self.network = build_network(workspace.model, settings.network).to(device)
         self.optimizer = build_optimizer(self.network, self.hyper.learning_rate)
         self.state = RunState()
         if workspace.checkpoint.exists() and not settings.fresh:
