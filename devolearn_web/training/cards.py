@@ -18,6 +18,9 @@ from devolearn_web.training.specs import (
 
 CARD_VERSION = "1.0.0"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Says where output.default_threshold came from while no metrics of the card were measured at
+# it: a new file starts from the threshold of the card it replaces (see carried_over_threshold).
+THRESHOLD_SOURCE = "default_threshold_source"
 
 _SIMULATED_ONLY = (
     "Trained only on simulated images of a digital embryo, never on real microscopy: the test "
@@ -123,6 +126,35 @@ def build_card(
     return card
 
 
+def read_card(path: Path) -> dict | None:
+    """The card at path; None when there is none or it is not a JSON object."""
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def carried_over_threshold(replaced: dict | None, sha256: str) -> dict:
+    """The output fields a new, unmeasured file takes from the card it replaces, if any.
+
+    That card's threshold was chosen for the model this one replaces: a better start than the
+    global 0.5, and what later steps measure at. The note says it was not chosen for this file.
+    """
+    output = (replaced or {}).get("output")
+    threshold = output.get("default_threshold") if isinstance(output, dict) else None
+    if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+        return {}
+    if replaced.get("sha256") == sha256:  # the same file: its threshold and any note stay true
+        kept = ("default_threshold", THRESHOLD_SOURCE)
+        return {key: output[key] for key in kept if key in output}
+    source = (
+        f"carried over from the card this one replaced (version {replaced.get('version')}, "
+        f"sha256 {str(replaced.get('sha256'))[:12]}...); not re-chosen for this file"
+    )
+    return {"default_threshold": threshold, THRESHOLD_SOURCE: source}
+
+
 def validate_card(card: dict) -> list[str]:
     """Problems that would break the app or mislead a reader; an empty list means valid."""
     problems = []
@@ -176,6 +208,10 @@ def _output_problems(block: dict, spec: ModelSpec) -> list[str]:
         threshold = block.get("default_threshold")
         if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
             problems.append("output.default_threshold must be between 0 and 1")
+        if THRESHOLD_SOURCE in block and not (
+            isinstance(block[THRESHOLD_SOURCE], str) and block[THRESHOLD_SOURCE]
+        ):
+            problems.append(f"output.{THRESHOLD_SOURCE} must be a sentence")
     else:
         if block.get("lineages") != list(LINEAGES):
             problems.append(f"output.lineages must be {list(LINEAGES)}")

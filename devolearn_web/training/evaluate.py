@@ -14,7 +14,7 @@ from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
     label_instances,
 )
-from devolearn_web.training.cards import write_card
+from devolearn_web.training.cards import THRESHOLD_SOURCE, write_card
 from devolearn_web.training.dataset import lineage_input
 from devolearn_web.training.images import (
     GREEN,
@@ -253,6 +253,7 @@ def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
     if "threshold" in metrics:
         # The slider starts where the card's figures were measured.
         card["output"]["default_threshold"] = metrics["threshold"]
+        card["output"].pop(THRESHOLD_SOURCE, None)  # now measured here, no longer carried over
     write_card(card, workspace.card_path)
     return True
 

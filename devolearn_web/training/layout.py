@@ -30,6 +30,11 @@ class Workspace:
         return self.data_dir / "simulation.json"
 
     @property
+    def data_commands_record(self) -> Path:
+        """The command lines that made this data set: they belong to it, not to one run."""
+        return self.data_dir / "commands.json"
+
+    @property
     def processed_dir(self) -> Path:
         return self.data_dir / "processed"
 

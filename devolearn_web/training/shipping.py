@@ -7,7 +7,14 @@ import shutil
 
 import numpy as np
 
-from devolearn_web.training.cards import CARD_VERSION, LIMITATIONS, build_card, write_card
+from devolearn_web.training.cards import (
+    CARD_VERSION,
+    LIMITATIONS,
+    build_card,
+    carried_over_threshold,
+    read_card,
+    write_card,
+)
 from devolearn_web.training.checkpoints import load_network_weights
 from devolearn_web.training.dataset import build_dataset
 from devolearn_web.training.evaluate import recorded_calibration
@@ -70,6 +77,7 @@ def write_trained_card(workspace: Workspace, version: str = CARD_VERSION) -> dic
     if not workspace.onnx_path.exists():
         raise FileNotFoundError(f"{workspace.onnx_path} not found; run export first")
     sha256 = sha256_of(workspace.onnx_path)
+    replaced = read_card(workspace.card_path)
     if workspace.run_training_plot.exists():
         shutil.copyfile(workspace.run_training_plot, workspace.training_plot)
     card = build_card(
@@ -87,5 +95,9 @@ def write_trained_card(workspace: Workspace, version: str = CARD_VERSION) -> dic
         export=export_record(workspace, sha256),
         calibration=recorded_calibration(workspace, sha256),
     )
+    if spec.is_segmentation and "threshold" not in card["metrics"]:
+        # Not measured yet (export): later steps measure at this threshold, so keep the one
+        # chosen for the model it replaces rather than fall back to the global 0.5.
+        card["output"].update(carried_over_threshold(replaced, sha256))
     write_card(card, workspace.card_path)
     return card

@@ -30,6 +30,25 @@ def card_for(name: str) -> dict:
     )
 
 
+def cli_folders(workspace) -> list[str]:
+    """The command-line flags that point every folder of a step at the workspace."""
+    return [
+        "--model",
+        workspace.model,
+        "--data-root",
+        str(workspace.data_root),
+        "--runs-root",
+        str(workspace.runs_root),
+        "--models-dir",
+        str(workspace.models_dir),
+        "--docs-images-dir",
+        str(workspace.docs_images_dir),
+    ]
+
+
+TINY_TRAINING = ["--max-steps", "2", "--batch-size", "2", "--validation-limit", "2", "--no-bf16"]
+
+
 @pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
 def test_built_cards_are_valid_and_declare_what_the_app_reads(name):
     from devolearn_web.training.cards import validate_card
@@ -100,20 +119,8 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     from devolearn_web.training.onnx_runner import sha256_of
 
     workspace = workspace_factory("nucleus")
-    common = [
-        "--model",
-        "nucleus",
-        "--data-root",
-        str(workspace.data_root),
-        "--runs-root",
-        str(workspace.runs_root),
-        "--models-dir",
-        str(workspace.models_dir),
-        "--docs-images-dir",
-        str(workspace.docs_images_dir),
-    ]
-    train = ["--max-steps", "2", "--batch-size", "2", "--validation-limit", "2", "--no-bf16"]
-    train += ["--gap-weight", "10", "--small-object-weight", "5"]
+    common = cli_folders(workspace)
+    train = [*TINY_TRAINING, "--gap-weight", "10", "--small-object-weight", "5"]
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
     samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
@@ -210,3 +217,146 @@ def test_the_slider_starts_where_the_cards_figures_were_measured(workspace_facto
         limitations=LIMITATIONS["nucleus"],
     )
     assert rebuilt["output"]["default_threshold"] == 0.35
+
+
+def shipped_card(version: str = "4.0.0", threshold: float = 0.35) -> dict:
+    """The nucleus card in models/ before a new file is exported: measured at its threshold."""
+    card = card_for("nucleus")
+    card["version"] = version
+    card["metrics"]["threshold"] = card["output"]["default_threshold"] = threshold
+    return card
+
+
+def test_a_new_file_starts_from_the_threshold_of_the_card_it_replaces():
+    from devolearn_web.training.cards import THRESHOLD_SOURCE, carried_over_threshold
+
+    carried = carried_over_threshold(shipped_card(), "b" * 64)
+    assert carried["default_threshold"] == 0.35
+    assert "version 4.0.0" in carried[THRESHOLD_SOURCE]
+    assert "not re-chosen" in carried[THRESHOLD_SOURCE]
+    assert carried_over_threshold(None, "b" * 64) == {}  # no card yet: the global 0.5 stays
+
+
+def test_a_card_rewritten_for_the_same_file_keeps_its_threshold_and_note():
+    from devolearn_web.training.cards import THRESHOLD_SOURCE, carried_over_threshold
+
+    measured_here = carried_over_threshold(shipped_card(), SHA)
+    assert measured_here == {"default_threshold": 0.35}  # chosen for this file: no note
+    carried = shipped_card()
+    carried["output"][THRESHOLD_SOURCE] = "carried over from version 3.0.0"
+    assert carried_over_threshold(carried, SHA)[THRESHOLD_SOURCE].endswith("3.0.0")
+
+
+def test_a_replaced_card_without_a_usable_threshold_carries_nothing_over():
+    from devolearn_web.training.cards import carried_over_threshold
+
+    broken = shipped_card()
+    broken["output"]["default_threshold"] = "0.35"
+    assert carried_over_threshold(broken, "b" * 64) == {}
+    assert carried_over_threshold({"name": "nucleus"}, "b" * 64) == {}
+
+
+def test_the_threshold_note_must_be_a_sentence():
+    from devolearn_web.training.cards import THRESHOLD_SOURCE, validate_card
+
+    card = shipped_card()
+    card["output"][THRESHOLD_SOURCE] = ""
+    assert any(THRESHOLD_SOURCE in problem for problem in validate_card(card))
+
+
+def test_measuring_the_card_at_its_threshold_drops_the_carried_over_note(workspace_factory):
+    from devolearn_web.training.cards import THRESHOLD_SOURCE
+    from devolearn_web.training.evaluate import update_card_metrics
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    workspace.models_dir.mkdir(parents=True)
+    card = shipped_card()
+    card["output"][THRESHOLD_SOURCE] = "carried over from version 3.0.0"
+    workspace.card_path.write_text(json.dumps(card))
+    measured = {"sha256": SHA, "test": {"iou": 0.95}, "targets": {}, "threshold": 0.35}
+    assert update_card_metrics(workspace, measured) is True
+    output = json.loads(workspace.card_path.read_text())["output"]
+    assert output["default_threshold"] == 0.35 and THRESHOLD_SOURCE not in output
+
+
+def test_export_carries_the_threshold_over_until_the_new_file_is_measured(
+    workspace_factory, tmp_path
+):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from devolearn_web.registry import ModelRegistry
+    from devolearn_web.training.cards import THRESHOLD_SOURCE
+    from devolearn_web.training.cli import main
+
+    workspace = workspace_factory("nucleus")
+    common = cli_folders(workspace)
+    assert main(["train", *common, *TINY_TRAINING]) == 0
+    workspace.models_dir.mkdir(parents=True)
+    workspace.card_path.write_text(json.dumps(shipped_card()))
+
+    assert main(["export", *common]) == 0
+    output = json.loads(workspace.card_path.read_text())["output"]
+    assert output["default_threshold"] == 0.35
+    assert "version 4.0.0" in output[THRESHOLD_SOURCE]
+    served = ModelRegistry(workspace.models_dir).get("nucleus")  # the app loads such a card
+    assert served.card["output"]["default_threshold"] == 0.35
+
+    samples = tmp_path / "no_samples"
+    assert main(["evaluate", *common, "--samples-dir", str(samples)]) == 0
+    assert json.loads(workspace.metrics_json.read_text())["threshold"] == 0.35  # not 0.5
+    assert main(["card", *common]) == 0
+    output = json.loads(workspace.card_path.read_text())["output"]
+    assert output["default_threshold"] == 0.35 and THRESHOLD_SOURCE not in output
+
+
+def cli_run(step: str, data_root) -> list[str]:
+    """A command line as main() receives it, for a step on another data root."""
+    return [step, "--model", "nucleus", "--data-root", str(data_root)]
+
+
+def test_data_steps_record_their_commands_with_the_data(workspace_factory, tmp_path, monkeypatch):
+    from devolearn_web.training.cli import main
+
+    workspace = workspace_factory("nucleus")  # already preprocessed: the step only records
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the default --runs-root `runs` is relative to it
+    assert main(cli_run("preprocess", workspace.data_root)) == 0
+    assert not (elsewhere / "runs").exists()
+    recorded = json.loads(workspace.data_commands_record.read_text())
+    assert list(recorded) == ["preprocess"]
+    assert f"--data-root {workspace.data_root}" in recorded["preprocess"]
+
+
+def test_reproduce_lists_the_data_sets_commands_before_the_runs(workspace_factory):
+    from devolearn_web.training.run_records import record_command, reproduce_command
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    for step in ("simulate", "preprocess", "train", "export", "card"):
+        record_command(workspace, step, cli_run(step, workspace.data_root))
+    assert list(json.loads(workspace.commands_record.read_text())) == ["train", "export", "card"]
+    steps = [line.split()[3] for line in reproduce_command(workspace).split(" && ")]
+    assert steps == ["simulate", "preprocess", "train", "export"]
+
+
+def test_reproduce_reads_data_commands_that_older_runs_kept_in_the_run(workspace_factory):
+    from devolearn_web.training.run_records import reproduce_command
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    workspace.run_dir.mkdir(parents=True)
+    old = {step: f"python -m devolearn_web.training {step}" for step in ("simulate", "train")}
+    workspace.commands_record.write_text(json.dumps(old))
+    assert reproduce_command(workspace).split(" && ") == list(old.values())
+    # Once the data folder has its own record, the run's copies are out of date.
+    workspace.data_commands_record.write_text(json.dumps({"simulate": "new simulate"}))
+    assert reproduce_command(workspace) == "new simulate && python -m devolearn_web.training train"
+
+
+def test_reproduce_after_all_leaves_out_the_data_sets_commands(workspace_factory):
+    from devolearn_web.training.run_records import record_command, reproduce_command
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    record_command(workspace, "simulate", cli_run("simulate", workspace.data_root))
+    record_command(workspace, "all", cli_run("all", workspace.data_root))
+    assert reproduce_command(workspace).split()[3] == "all"
+    assert "simulate" not in reproduce_command(workspace)
