@@ -15,7 +15,7 @@ from devolearn_web.training.cards import (
     read_card,
     write_card,
 )
-from devolearn_web.training.checkpoints import load_network_weights
+from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.dataset import build_dataset
 from devolearn_web.training.evaluate import recorded_calibration
 from devolearn_web.training.export import export_network
@@ -51,8 +51,15 @@ def export_trained_model(workspace: Workspace, float16_storage: bool = True) -> 
     """Export the best checkpoint to models/<name>.onnx; record how faithful it is."""
     if not workspace.best_checkpoint.exists():
         raise FileNotFoundError(f"{workspace.best_checkpoint} not found; run train first")
+    saved = load_checkpoint(workspace.best_checkpoint)
+    reference = saved.get("hyperparameters", {}).get("network")
+    if reference:
+        raise ValueError(
+            f"{workspace.best_checkpoint} holds the reference network {reference}, which the app "
+            "does not serve; measure it with score-checkpoint instead"
+        )
     network = build_model(workspace.model)
-    network.load_state_dict(load_network_weights(workspace.best_checkpoint))
+    network.load_state_dict(saved["state_dict"])
     report = export_network(
         network,
         workspace.model,

@@ -108,3 +108,14 @@ def test_score_checkpoint_from_the_command_line(workspace_factory, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["network"] == "the model's own" and printed["threshold"] == 0.5
     assert main(["score-checkpoint", "--model", "lineage", *roots]) == 1
+
+
+def test_export_refuses_a_reference_network(workspace_factory):
+    from devolearn_web.training.shipping import export_trained_model
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("nucleus")
+    train(workspace, settings(network="unet-resnet34"))
+    with pytest.raises(ValueError, match="reference network unet-resnet34"):
+        export_trained_model(workspace)
+    assert not workspace.onnx_path.exists()
