@@ -13,6 +13,7 @@ Decisions, in the order they are applied:
   When one channel clearly varies more than the others it is used alone; otherwise luminance.
   Never the maximum over channels: it adds the speckle of every channel to the signal.
 - Alpha is ignored; palettes are looked up; CMYK and other colour spaces go through RGB.
+- An EXIF orientation tag (cameras, phones) is applied, so results match what viewers show.
 - Multi-page TIFFs and animated GIFs: the first page or frame, with a note saying so.
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageOps
 
 from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
 
@@ -55,6 +56,7 @@ MOVIE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m
 # ISO media files (ftyp box) that hold still images rather than movies.
 STILL_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"avif")
 FILENAME_SHOWN_CHARACTERS = 80
+EXIF_ORIENTATION = 0x0112
 
 CHANNEL_NAMES = ("red", "green", "blue")
 LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -224,6 +226,13 @@ def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
             raise BadImage(
                 f"The {image_format} file is truncated or damaged, so its pixels cannot be read."
             ) from error
+        if image.getexif().get(EXIF_ORIENTATION, 1) in range(2, 9):
+            # Viewers and browsers show the image turned by this tag: the figures must match.
+            image = ImageOps.exif_transpose(image)
+            notes.append(
+                f"The {image_format}'s EXIF orientation tag was applied: it is analysed upright, "
+                f"as viewers show it ({image.width} x {image.height} pixels)."
+            )
         mode = image.mode
         array, conversion_note = _pil_to_array(image)
     if conversion_note:

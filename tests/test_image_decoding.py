@@ -187,6 +187,17 @@ def test_accepted_formats_decode_to_the_same_picture(image_maker, image_format):
     np.testing.assert_allclose(decoded.pixels, RAMP / 255, atol=6 / 255)  # JPEG is lossy
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_exif_orientation_is_applied_as_viewers_show_it(image_format):
+    image = Image.fromarray(RAMP)  # 64 wide, 16 high, dark on the left
+    exif = image.getexif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to view": a phone held upright
+    decoded = decode_image(encoded(image, image_format, exif=exif.tobytes()))
+    assert (decoded.width, decoded.height) == (16, 64)
+    np.testing.assert_allclose(decoded.pixels, np.rot90(RAMP, -1) / 255, atol=6 / 255)
+    assert any("EXIF orientation" in note for note in decoded.notes)
+
+
 def test_multi_page_tiff_uses_the_first_page_and_says_so(image_maker):
     stack = np.stack([np.full((8, 10), value, dtype=np.uint16) for value in (1000, 2000, 3000)])
     decoded = decode_image(image_maker.tiff(stack, photometric="minisblack"))
