@@ -255,8 +255,10 @@ function showRangeWarning(answer) {
 }
 
 function showTable(answer) {
+  const objects = answer.objects || [];
+  const noun = objects.length === 1 ? root.dataset.countNounOne : root.dataset.countNoun;
   const table = isSegmentation
-    ? objectsTable(answer.objects || [], root.dataset.countNoun)
+    ? objectsTable(objects, noun)
     : lineageTable(answer.populations, answer.total, pageData.lineages);
   ui.table.replaceChildren(table);
 }

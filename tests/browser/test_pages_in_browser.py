@@ -196,6 +196,16 @@ def test_lineage_page_warns_past_the_training_range(watched_page, disk_image_png
     assert watch.console_errors == []
 
 
+def test_one_object_is_counted_in_the_singular(watched_page, image_maker) -> None:
+    page, _ = watched_page
+    image = image_maker.disks((512, 708), [DISK_CENTRES[0]], 45, 1.0)
+    _open_model_page(page, "membrane")
+    drop_file(page, image_maker.encode(image_maker.uint8(image)), "one cell.png")
+    _wait_for_answer(page)
+    assert page.text_content("#count-noun") == "cell"
+    assert page.text_content("#table-container caption").startswith("1 cell:")
+
+
 @pytest.mark.parametrize(
     "filename, content",
     [
