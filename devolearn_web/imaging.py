@@ -51,7 +51,7 @@ PNG_GRAY, PNG_PALETTE = 0, 3  # IHDR colour types
 # and the choice needs a 3x difference.
 STATISTICS_SAMPLE_PIXELS = 16_384
 
-# Movies get their own answer (a 415 saying so) until stacks of frames can be analysed.
+# Movies the stack reader cannot open (devolearn_web.movies reads MP4, MOV, AVI) get their own 415.
 MOVIE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 # ISO media files (ftyp box) that hold still images rather than movies.
 STILL_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"avif")
@@ -129,8 +129,8 @@ def sniff_format(data: bytes, filename: str | None = None) -> str:
     name = f"'{display_filename(filename)}' " if filename else "The file "
     if _looks_like_movie(data, filename):
         raise UnsupportedType(
-            f"{name}looks like a movie, and this site cannot read movies yet. "
-            f"Save one frame as an image and upload that. {ACCEPTED_FORMATS_SENTENCE}"
+            f"{name}looks like a movie in a format this site cannot read: save it as MP4, MOV, "
+            f"AVI or animated GIF, or save one frame as an image. {ACCEPTED_FORMATS_SENTENCE}"
         )
     what = _describe_unsupported(data)
     raise UnsupportedType(

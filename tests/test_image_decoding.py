@@ -198,6 +198,13 @@ def test_exif_orientation_is_applied_as_viewers_show_it(image_format):
     assert any("EXIF orientation" in note for note in decoded.notes)
 
 
+def test_a_movie_format_we_cannot_read_names_the_ones_we_can():
+    with pytest.raises(UnsupportedType) as caught:
+        sniff_format(b"\x1aE\xdf\xa3" + bytes(60), "embryo.mkv")  # Matroska / WebM
+    assert "MP4, MOV, AVI" in caught.value.message
+    assert "cannot read movies" not in caught.value.message
+
+
 def test_multi_page_tiff_uses_the_first_page_and_says_so(image_maker):
     stack = np.stack([np.full((8, 10), value, dtype=np.uint16) for value in (1000, 2000, 3000)])
     decoded = decode_image(image_maker.tiff(stack, photometric="minisblack"))
