@@ -123,7 +123,9 @@ def _nucleus_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
 
 def _lineage_figures(result: LineageResult, shown: DisplayImage, image: DecodedImage) -> dict:
     counts = [int(result.populations[name]) for name in LINEAGE_ORDER]
-    over_range = [result.outside_training_range and name == "A" for name in LINEAGE_ORDER]
+    # Past the range or at its end, A's count cannot be trusted to grow with the embryo.
+    doubtful = result.outside_training_range or result.at_end_of_training_range
+    over_range = [doubtful and name == "A" for name in LINEAGE_ORDER]
     bars = {
         "type": "bar",
         "name": "predicted cells",

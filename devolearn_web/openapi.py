@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from devolearn_web.imaging import ACCEPTED_FORMATS, TIFF_BIT_DEPTHS
 from devolearn_web.registry import MODEL_NAMES
 
 LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
@@ -11,7 +12,7 @@ ERROR_RESPONSES = {
     "400": "The image cannot be decoded, or a field is missing or out of range.",
     "404": "No model by that name (the message lists the valid names).",
     "413": "The file has too many bytes or too many pixels (decompression bombs included).",
-    "415": "The file is not a PNG, JPEG, TIFF, BMP or GIF image (movies included, for now).",
+    "415": f"The file is not a {ACCEPTED_FORMATS}.",
     "429": "Too many images from this client; the Retry-After header says how many seconds to "
     "wait.",
     "503": "The model is not installed, damaged, or does not match its card; or the job ran "
@@ -120,6 +121,11 @@ def _schemas() -> dict:
                     "type": "boolean",
                     "description": "True when A exceeds 250, past the training data.",
                 },
+                "at_end_of_training_range": {
+                    "type": "boolean",
+                    "description": "True when A is within 4% of 250 or at it: the model's counts "
+                    "stop rising there, so an older embryo reads the same.",
+                },
                 "notes": notes,
                 "timings_ms": timings,
                 "figures": {"type": "object", "description": "Only with include=figures."},
@@ -130,6 +136,7 @@ def _schemas() -> dict:
                 "populations",
                 "total",
                 "outside_training_range",
+                "at_end_of_training_range",
                 "notes",
                 "timings_ms",
             ],
@@ -175,9 +182,9 @@ def _predict_operation() -> dict:
                             "file": {
                                 "type": "string",
                                 "contentMediaType": "application/octet-stream",
-                                "description": "PNG, JPEG, TIFF (8/16-bit; a multi-page TIFF "
-                                "or ImageJ hyperstack is a stack), BMP, GIF (animated: a movie), "
-                                "MP4, MOV or AVI movie.",
+                                "description": f"PNG, JPEG, TIFF ({TIFF_BIT_DEPTHS}; a "
+                                "multi-page TIFF or ImageJ hyperstack is a stack), BMP, GIF "
+                                "(animated: a movie), MP4, MOV or AVI movie.",
                             },
                             "threshold": {
                                 "type": "number",
@@ -393,6 +400,7 @@ def _frames_schema() -> dict:
             },
             "total_per_frame": {"type": "array", "items": {"type": "integer"}},
             "outside_training_range_frames": {"type": "array", "items": {"type": "integer"}},
+            "at_end_of_training_range_frames": {"type": "array", "items": {"type": "integer"}},
             "notes": {"type": "array", "items": {"type": "string"}},
             "timings_ms": {"type": "object"},
         },

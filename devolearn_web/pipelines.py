@@ -47,6 +47,10 @@ from devolearn_web.segmentation import (
 T = TypeVar("T")
 
 DEFAULT_TRAINING_RANGE = {"A": 250}
+# The lineage network ends in a sigmoid and its calibration is flat past the range's end, so an
+# embryo older than the training range never reads past the limit: it piles up just under it
+# (a simulated embryo of A = 256 read 247). A count this close to the limit may be an older one.
+END_OF_RANGE_FRACTION = 0.96
 
 
 @dataclass
@@ -92,6 +96,7 @@ class LineageResult:
     populations: dict[str, int]
     total: int
     outside_training_range: bool
+    at_end_of_training_range: bool
     notes: tuple[str, ...]
     timings_ms: dict[str, float]
 
@@ -102,6 +107,7 @@ class LineageResult:
             "populations": dict(self.populations),
             "total": self.total,
             "outside_training_range": self.outside_training_range,
+            "at_end_of_training_range": self.at_end_of_training_range,
             "notes": list(self.notes),
             "timings_ms": rounded_timings(self.timings_ms),
         }
@@ -310,10 +316,19 @@ def _count_lineages(
     counts = lineage_counts(values, lineages, maxima, card_output.get("calibration"))
     populations = {lineage: int(count) for lineage, count in zip(lineages, counts, strict=True)}
     training_range = card_output.get("training_range", DEFAULT_TRAINING_RANGE)
+    ranged = [
+        (lineage, limit) for lineage, limit in training_range.items() if lineage in populations
+    ]
     exceeded = [
         f"{lineage} is predicted at {populations[lineage]} cells, past the {limit}"
-        for lineage, limit in training_range.items()
-        if lineage in populations and populations[lineage] > limit
+        for lineage, limit in ranged
+        if populations[lineage] > limit
+    ]
+    at_end = [
+        f"{lineage} is predicted at {populations[lineage]} cells, at the end of the range the "
+        f"model was trained on (up to {limit})"
+        for lineage, limit in ranged
+        if END_OF_RANGE_FRACTION * limit <= populations[lineage] <= limit
     ]
     notes = image.notes
     if exceeded:
@@ -321,12 +336,18 @@ def _count_lineages(
             f"Lineage {'; '.join(exceeded)} the model was trained on: "
             "these counts are an extrapolation.",
         )
+    if at_end:
+        notes += (
+            f"Lineage {'; '.join(at_end)}: its counts stop rising there, so an older embryo "
+            "reads the same and these counts may be too low.",
+        )
     clock.lap("postprocess")
     return LineageResult(
         model=model.name,
         populations=populations,
         total=int(sum(populations.values())),
         outside_training_range=bool(exceeded),
+        at_end_of_training_range=bool(at_end),
         notes=notes,
         timings_ms=clock.timings(),
     )

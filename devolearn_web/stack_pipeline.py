@@ -157,6 +157,14 @@ def stack_json(
                 f"{len(outside)} of {stack.count} frames are past the model's training range "
                 "(A > 250 cells): their counts are an extrapolation."
             )
+        at_end = [frame["index"] for frame in frames if frame["at_end_of_training_range"]]
+        answer["at_end_of_training_range_frames"] = at_end
+        if at_end:
+            notes.append(
+                f"{len(at_end)} of {stack.count} frames are at the end of the model's training "
+                "range (A close to 250 cells), where its counts stop rising: those embryos may be "
+                "older and their counts too low."
+            )
     else:
         answer["threshold"] = frames[0]["threshold"] if frames else None
         answer["count_per_frame"] = [frame["count"] for frame in frames]

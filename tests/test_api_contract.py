@@ -58,6 +58,7 @@ def test_lineage_answer_has_populations_in_order(client, five_disks_png):
         "populations",
         "total",
         "outside_training_range",
+        "at_end_of_training_range",
         "notes",
         "timings_ms",
     ]
@@ -68,6 +69,7 @@ def test_lineage_answer_has_populations_in_order(client, five_disks_png):
     assert all(isinstance(answer["populations"][key], int) for key in LINEAGES)
     assert answer["total"] == sum(answer["populations"].values())
     assert answer["outside_training_range"] is False
+    assert answer["at_end_of_training_range"] is False
 
 
 def test_threshold_field_is_used(client, five_disks_png):

@@ -54,6 +54,7 @@ def lineage_result(a_count: int = 21) -> LineageResult:
         populations=populations,
         total=sum(populations.values()),
         outside_training_range=a_count > 250,
+        at_end_of_training_range=240 <= a_count <= 250,
         notes=(),
         timings_ms={},
     )
@@ -162,9 +163,12 @@ def test_lineage_bar_chart_lists_the_seven_lineages_in_order():
 
 
 def test_lineage_past_training_range_is_coloured_differently():
-    bars = build_figures(lineage_result(312), decoded(np.zeros((20, 20))))["figures"]
-    colours = bars["populations"]["data"][0]["marker"]["color"]
-    assert colours[0] != colours[1] and len(set(colours[1:])) == 1
+    for a_count in (312, 245):  # past the range, and at its end where counts stop rising
+        bars = build_figures(lineage_result(a_count), decoded(np.zeros((20, 20))))["figures"]
+        colours = bars["populations"]["data"][0]["marker"]["color"]
+        assert colours[0] != colours[1] and len(set(colours[1:])) == 1
+    bars = build_figures(lineage_result(200), decoded(np.zeros((20, 20))))["figures"]
+    assert len(set(bars["populations"]["data"][0]["marker"]["color"])) == 1
 
 
 def test_large_input_is_shown_downsampled_with_axes_still_in_upload_pixels():

@@ -134,6 +134,27 @@ def test_lineage_past_the_training_range_is_flagged(models_copy, image_maker):
     assert "extrapolation" in result.notes[-1]
 
 
+def test_lineage_at_the_end_of_the_training_range_is_flagged(models_copy, image_maker):
+    image = disks_image(image_maker, image_maker.five_disks)
+    a_count = predict(ModelRegistry(models_copy), "lineage", image).populations["A"]
+    assert a_count > 0
+    card_path = models_copy / "lineage.json"
+    card = json.loads(card_path.read_text())
+    # The count sits at the range's end (the limit itself), as an older embryo's would.
+    card["output"]["training_range"] = {"A": a_count}
+    card_path.write_text(json.dumps(card))
+    result = predict(ModelRegistry(models_copy), "lineage", image)
+    assert result.at_end_of_training_range is True
+    assert result.outside_training_range is False
+    assert "may be too low" in result.notes[-1]
+    assert result.to_json()["at_end_of_training_range"] is True
+    # Well inside the range: no word.
+    card["output"]["training_range"] = {"A": a_count * 2}
+    card_path.write_text(json.dumps(card))
+    result = predict(ModelRegistry(models_copy), "lineage", image)
+    assert not result.at_end_of_training_range and not result.outside_training_range
+
+
 def test_lineage_counts_go_through_the_card_calibration(models_copy, image_maker):
     image = disks_image(image_maker, image_maker.five_disks)
     plain = predict(ModelRegistry(models_copy), "lineage", image)

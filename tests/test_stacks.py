@@ -132,6 +132,30 @@ def test_lineage_stack_gives_populations_per_frame(client, image_maker):
     assert answer["outside_training_range_frames"] == []
 
 
+def test_lineage_stack_names_the_frames_at_the_end_of_the_training_range(
+    make_app, models_copy, image_maker
+):
+    data = image_maker.tiff(disk_stack(image_maker, [1, 5]), imagej=True, metadata={"axes": "TYX"})
+
+    def answer():
+        client = make_app(MODELS_DIR=models_copy).test_client()
+        upload = {"file": (io.BytesIO(data), "t.tif")}
+        return client.post("/api/v1/predict/lineage", data=upload).get_json()
+
+    counts = answer()["populations_per_frame"]["A"]
+    assert counts[0] != counts[1]
+    card_path = models_copy / "lineage.json"
+    card = json.loads(card_path.read_text())
+    # The larger count sits at the range's end, the smaller well inside it (under 96%).
+    card["output"]["training_range"] = {"A": max(counts)}
+    card_path.write_text(json.dumps(card))
+    assert min(counts) < 0.96 * max(counts), "the frames must differ enough in A"
+    flagged = answer()
+    assert flagged["at_end_of_training_range_frames"] == [counts.index(max(counts))]
+    assert flagged["outside_training_range_frames"] == []
+    assert any("at the end of the model's training range" in note for note in flagged["notes"])
+
+
 def test_progress_is_streamed_as_ndjson_before_the_answer(client, image_maker):
     data = image_maker.tiff(np.zeros((18, 16, 16), np.uint8), photometric="minisblack")
     response = client.post(

@@ -245,12 +245,18 @@ async function showAnswer(answer, file, run) {
 
 function showRangeWarning(answer) {
   const over = !isSegmentation && answer.outside_training_range;
-  ui.warning.hidden = !over;
+  const atEnd = !isSegmentation && !over && answer.at_end_of_training_range;
+  ui.warning.hidden = !(over || atEnd);
+  const limit = pageData.training_range_a;
   if (over) {
-    const limit = pageData.training_range_a;
     ui.warning.textContent =
       `A = ${answer.populations.A} cells is past the model's training range (up to A = ${limit}): ` +
       "this embryo is older than any the model learned from, so treat these counts as extrapolation.";
+  } else if (atEnd) {
+    // The network's counts stop rising at the range's end: an older embryo reads the same.
+    ui.warning.textContent =
+      `A = ${answer.populations.A} cells is at the end of the model's training range (up to A = ${limit}): ` +
+      "its counts stop rising there, so this embryo may be older and these counts too low.";
   }
 }
 
@@ -373,7 +379,7 @@ attachDropZone(ui.zone, ui.input, {
   onFile: (file, details) => analyse(file, details),
   onReject: (file) => {
     setState("rejected");
-    showMessage(rejectionMessage(file, pageData.accepted_extensions));
+    showMessage(rejectionMessage(file, pageData.accepted_extensions, pageData.accepted_formats));
   },
 });
 

@@ -196,6 +196,29 @@ def test_lineage_page_warns_past_the_training_range(watched_page, disk_image_png
     assert watch.console_errors == []
 
 
+def test_lineage_page_warns_at_the_end_of_the_training_range(watched_page, disk_image_png) -> None:
+    page, watch = watched_page
+
+    def embryo_at_the_end(route):
+        # What the shipped model answers for an embryo at or past A = 250: just under the limit.
+        answer = route.fetch().json()
+        answer["populations"]["A"] = 247
+        answer["total"] = sum(answer["populations"].values())
+        answer["outside_training_range"] = False
+        answer["at_end_of_training_range"] = True
+        route.fulfill(json=answer)
+
+    page.route("**/api/v1/predict/lineage", embryo_at_the_end)
+    _open_model_page(page, "lineage")
+    drop_file(page, disk_image_png, "late embryo.png")
+    _wait_for_answer(page)
+    warning = page.locator("#range-warning")
+    assert warning.is_visible()
+    text = warning.text_content()
+    assert "247" in text and "at the end" in text and "too low" in text
+    assert watch.console_errors == []
+
+
 def test_one_object_is_counted_in_the_singular(watched_page, image_maker) -> None:
     page, _ = watched_page
     image = image_maker.disks((512, 708), [DISK_CENTRES[0]], 45, 1.0)
