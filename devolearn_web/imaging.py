@@ -33,7 +33,14 @@ from PIL import Image, ImageOps
 from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
 
 DEFAULT_MAX_PIXELS = 40_000_000
-ACCEPTED_FORMATS_SENTENCE = "Please upload a PNG, JPEG, TIFF (8 or 16 bit), BMP or GIF image."
+# Every list of accepted formats (errors, the drop zone, the API description) is made from
+# these, so none can promise less or more than the decoders read.
+TIFF_BIT_DEPTHS = "8, 16 or 32 bit"
+ACCEPTED_FORMATS = (
+    f"PNG, JPEG, TIFF ({TIFF_BIT_DEPTHS}, stacks too), BMP or GIF image, "
+    "or an MP4, MOV or AVI movie"
+)
+ACCEPTED_FORMATS_SENTENCE = f"Please upload a {ACCEPTED_FORMATS}."
 # A channel "carries the signal" when its spread is this many times the next channel's.
 SIGNAL_CHANNEL_DOMINANCE = 3.0
 # Percentiles mapped to 0 and 1 before the network (training uses the same function).

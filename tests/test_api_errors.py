@@ -105,6 +105,27 @@ def test_bad_thresholds_are_400(client, five_disks_png, threshold, words):
     assert words in response.get_json()["error"]
 
 
+def test_every_format_list_of_the_api_names_the_32_bit_tiffs_it_reads(client):
+    """The 415 sentence and the API description say 32-bit TIFFs, which are read."""
+    scene = np.random.default_rng(5).random((48, 64), dtype=np.float32)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, scene)
+    upload = {"file": (io.BytesIO(buffer.getvalue()), "float.tif")}
+    assert client.post("/api/v1/predict/nucleus", data=upload).status_code == 200
+    refused = client.post(
+        "/api/v1/predict/nucleus", data={"file": (io.BytesIO(b"words\n"), "notes.png")}
+    )
+    document = client.get("/api/v1/openapi.json").get_json()
+    predict = document["paths"]["/api/v1/predict/{name}"]["post"]
+    fields = predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    for sentence in (
+        refused.get_json()["error"],
+        predict["responses"]["415"]["description"],
+        fields["file"]["description"],
+    ):
+        assert "8, 16 or 32 bit" in sentence, sentence
+
+
 def test_missing_file_field_is_400(client):
     response = client.post("/api/v1/predict/membrane", data={"threshold": "0.5"})
     assert response.status_code == 400

@@ -109,6 +109,15 @@ def test_model_page_offers_examples_with_credit_and_a_drop_zone(client, name):
     assert ('id="threshold"' in html) == (name != "lineage")
 
 
+def test_drop_zone_lists_the_formats_the_server_reads(client):
+    """The hint and the browser's refusal name 32-bit TIFFs, from the server's one list."""
+    html = client.get("/nucleus", headers=HTML).get_data(as_text=True)
+    hint = html.split('id="dropzone-help">', 1)[1].split("</span>", 1)[0]
+    assert "TIFF (8, 16 or 32 bit, stacks too)" in hint and "MP4, MOV or AVI" in hint
+    page_data = json.loads(html.split('id="page-data">', 1)[1].split("</script>", 1)[0])
+    assert "TIFF (8, 16 or 32 bit, stacks too)" in page_data["accepted_formats"]
+
+
 def test_slider_starts_at_the_card_default_threshold(make_app, models_copy):
     card_path = models_copy / "nucleus.json"
     card = json.loads(card_path.read_text())

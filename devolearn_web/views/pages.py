@@ -28,7 +28,7 @@ from PIL import Image
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
-from devolearn_web.imaging import decode_image, to_display_png
+from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, to_display_png
 from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
 from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
 
@@ -177,6 +177,7 @@ def model_page(name: str) -> str:
         "model": name,
         "task": page.task,
         "accepted_extensions": list(ACCEPTED_EXTENSIONS),
+        "accepted_formats": ACCEPTED_FORMATS,
         "lineages": [{"key": key, "founder": LINEAGE_FOUNDERS[key]} for key in LINEAGE_ORDER],
         "mask_rgba": list(MASK_RGBA),
         "figure_order": list(FIGURE_ORDER[name]),
@@ -191,6 +192,7 @@ def model_page(name: str) -> str:
         default_threshold=default_threshold,
         examples=examples_for(name),
         accept=",".join(ACCEPTED_EXTENSIONS + ACCEPTED_MIME_TYPES),
+        accepted_formats=ACCEPTED_FORMATS,
         thumbnail_width=THUMBNAIL_WIDTH,
         page_data=page_data,
     )

@@ -6,11 +6,11 @@ export function hasAcceptedExtension(file, extensions) {
   return extensions.some((extension) => name.endsWith(extension));
 }
 
-export function rejectionMessage(file, extensions) {
+/** `formats` is the server's own list (imaging.ACCEPTED_FORMATS), so the two cannot differ. */
+export function rejectionMessage(file, extensions, formats) {
   const endings = `${extensions.slice(0, -1).join(", ")} or ${extensions[extensions.length - 1]}`;
   return (
-    `“${file.name}” is not an image this page can analyse. Please choose a PNG, JPEG, ` +
-    `TIFF (8 or 16 bit, stacks too), BMP or GIF image, or an MP4, MOV or AVI movie: ` +
+    `“${file.name}” is not an image this page can analyse. Please choose a ${formats}: ` +
     `a file ending in ${endings}.`
   );
 }

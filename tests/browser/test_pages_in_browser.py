@@ -244,7 +244,7 @@ def test_unsupported_file_is_refused_on_the_page_without_a_request(
     drop_file(page, content, filename, "text/html")
     page.wait_for_selector("#message:not([hidden])")
     message = page.text_content("#message")
-    assert filename in message and "PNG" in message
+    assert filename in message and "PNG" in message and "8, 16 or 32 bit" in message
     assert page.locator("#message img").count() == 0
     assert watch.api_requests() == []
     assert watch.console_errors == []
