@@ -14,6 +14,8 @@ const LINEAGE_COLOURS = {
 const AXIS_NAMES = { z: "slice", time: "frame" };
 
 const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
+// Above this many ticks' worth of whole numbers Plotly's own tick steps are whole anyway.
+const MAX_WHOLE_TICKS = 10;
 
 /** "slice 3 of 35" / "frame 12 of 389 (4.0 s)" / "frame 2, slice 5" for a frame's position. */
 export function describePosition(frame, count) {
@@ -24,6 +26,11 @@ export function describePosition(frame, count) {
   const seconds = typeof position.seconds === "number" ? ` (${position.seconds.toFixed(1)} s)` : "";
   const where = parts.length ? parts.join(", ") : `frame ${frame.index}`;
   return `${where}${seconds} · ${frame.index + 1} of ${count}`;
+}
+
+/** A whole tick step (1, 2 or 5) for an axis spanning `span`, where Plotly would pick halves. */
+export function wholeTickStep(span) {
+  return [1, 2, 5].find((step) => span / step <= MAX_WHOLE_TICKS);
 }
 
 /** Running maximum of a list of numbers (cells do not disappear). */
@@ -81,11 +88,16 @@ export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = f
     });
     title = `Objects per ${axisWord}`;
   }
+  const highest = data.reduce((most, trace) => Math.max(most, ...trace.y), 0);
   const layout = {
     title: { text: title, x: 0.02 },
     margin: { l: 55, r: 15, t: 45, b: 45 },
-    xaxis: { title: { text: axisWord }, rangemode: "tozero" },
-    yaxis: { title: { text: answer.populations_per_frame ? "cells" : "count" }, rangemode: "tozero" },
+    xaxis: { title: { text: axisWord }, rangemode: "tozero", dtick: wholeTickStep(last - 1) },
+    yaxis: {
+      title: { text: answer.populations_per_frame ? "cells" : "count" },
+      rangemode: "tozero",
+      dtick: wholeTickStep(highest),
+    },
     hovermode: "x unified",
     legend: { orientation: "h", y: -0.25 },
     shapes: [

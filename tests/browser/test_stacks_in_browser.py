@@ -88,3 +88,21 @@ def test_lineage_movie_chart_options(watched_page, image_maker) -> None:
         "() => document.getElementById('frame-chart').layout.title.text.includes('running')"
     )
     assert watch.console_errors == []
+
+
+def test_counts_chart_ticks_are_whole_slices_and_counts(watched_page, image_maker) -> None:
+    """Slices and counts are whole numbers: no tick at "slice 0.5" or "1.5 objects"."""
+    page, watch = watched_page
+    planes = [image_maker.disks((280, 380), DISKS[: count + 1], 25) for count in range(4)]
+    stack = image_maker.tiff(image_maker.uint8(np.stack(planes)), photometric="minisblack")
+    page.goto("/nucleus")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    drop_file(page, stack, "embryo stack.tif", "image/tiff")
+    _wait_done(page)
+    ticks = page.evaluate(
+        "() => ['xtick', 'ytick'].map((axis) => [...document.querySelectorAll("
+        "`#frame-chart .${axis} text`)].map((text) => text.textContent))"
+    )
+    assert len(ticks[0]) == 4 and all(label.isdigit() for label in ticks[0]), ticks[0]
+    assert ticks[1] and all(label.isdigit() for label in ticks[1]), ticks[1]
+    assert watch.console_errors == []
