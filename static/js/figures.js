@@ -109,7 +109,7 @@ export async function renderFigures(container, figures, { filenamePrefix, order 
     const plot = panel.querySelector(".plot");
     const config = {
       ...PLOT_CONFIG,
-      toImageButtonOptions: { format: "png", filename: `${filenamePrefix}-${key}`, scale: 1 },
+      toImageButtonOptions: { format: "png", filename: `${filenamePrefix}_${key}`, scale: 1 },
     };
     await window.Plotly.react(plot, figure.data, figure.layout, config);
     const images = (figure.layout && figure.layout.images) || [];

@@ -277,7 +277,8 @@ function showDownloads(answer, file) {
   ui.downloads.replaceChildren(...buttons);
   if (isSegmentation && !state.stackAnswer && answer.probability) {
     const stem = `${pageData.model}-${fileStem(file.name)}`;
-    ui.downloads.append(probabilityDownloadLink(answer.probability, `${stem}-probability.png`));
+    // Named like the server's files (downloads.FILE_SUFFIXES): <model>-<upload>_<what>.
+    ui.downloads.append(probabilityDownloadLink(answer.probability, `${stem}_probability.png`));
   }
 }
 

@@ -346,3 +346,23 @@ def test_pages_fit_the_window_without_sideways_scrolling(
             .map((dd) => dd.textContent.trim())"""
     )
     assert squeezed == []
+
+
+def test_files_saved_from_the_page_are_named_like_the_servers(watched_page, disk_image_png):
+    """The probability PNG and the figure PNGs are <model>-<upload>_<what>, as the server's."""
+    page, watch = watched_page
+    _open_model_page(page, "nucleus")
+    drop_file(page, disk_image_png, "six disks.png")
+    _wait_for_answer(page)
+    page.locator("#downloads button[data-format='probability-tiff']").click()
+    page.wait_for_function("() => document.getElementById('analysis').dataset.lastDownload")
+    server_name = page.get_attribute("#analysis", "data-last-download").split()[0]
+    assert server_name == "nucleus-six_disks_probability.tif"
+    link = page.get_attribute("#downloads a[download]", "download")
+    assert link == "nucleus-six_disks_probability.png"
+    figure_names = page.evaluate(
+        "() => [...document.querySelectorAll('.figure-panel .plot')]"
+        ".map((plot) => plot._context.toImageButtonOptions.filename)"
+    )
+    assert figure_names == ["nucleus-six_disks_input", "nucleus-six_disks_outlines"]
+    assert watch.console_errors == []
