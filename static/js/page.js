@@ -19,6 +19,7 @@ import {
   fetchDownload,
   markCurrentFrame,
   saveBlob,
+  shownNumber,
 } from "./stack.js";
 import { ThresholdMask } from "./threshold.js";
 
@@ -194,7 +195,7 @@ function chartOptions() {
 
 function showStackControls(answer) {
   const axes = answer.axes;
-  const channel = axes.channels > 1 ? ` · channel ${axes.channel} of ${axes.channels}` : "";
+  const channel = axes.channels > 1 ? ` · channel ${shownNumber(axes.channel)} of ${axes.channels}` : "";
   ui.stackAxesText.textContent =
     `${answer.kind === "movie" ? "Movie" : "Stack"} of ${answer.frame_count} frames · axes ` +
     `${axes.used} (guessed ${axes.guessed}: ${axes.source})${channel}`;

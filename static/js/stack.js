@@ -17,15 +17,21 @@ const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemo
 // Above this many ticks' worth of whole numbers Plotly's own tick steps are whole anyway.
 const MAX_WHOLE_TICKS = 10;
 
-/** "slice 3 of 35" / "frame 12 of 389 (4.0 s)" / "frame 2, slice 5" for a frame's position. */
+/** The number the page shows for a 0-based index: slices and frames count from 1, as in Fiji. */
+export function shownNumber(index) {
+  return index + 1;
+}
+
+/** "slice 3 of 35" / "frame 12 of 389 (4.0 s)" / "frame 2, slice 5 · 13 of 70", counted from 1. */
 export function describePosition(frame, count) {
   const position = frame.position || {};
   const parts = Object.entries(position)
     .filter(([key]) => key in AXIS_NAMES)
-    .map(([key, value]) => `${AXIS_NAMES[key]} ${value}`);
+    .map(([key, value]) => `${AXIS_NAMES[key]} ${shownNumber(value)}`);
   const seconds = typeof position.seconds === "number" ? ` (${position.seconds.toFixed(1)} s)` : "";
-  const where = parts.length ? parts.join(", ") : `frame ${frame.index}`;
-  return `${where}${seconds} · ${frame.index + 1} of ${count}`;
+  if (parts.length > 1) return `${parts.join(", ")}${seconds} · ${shownNumber(frame.index)} of ${count}`;
+  const where = parts.length ? parts[0] : `frame ${shownNumber(frame.index)}`;
+  return `${where} of ${count}${seconds}`;
 }
 
 /** A whole tick step (1, 2 or 5) for an axis spanning `span`, where Plotly would pick halves. */
@@ -88,11 +94,13 @@ export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = f
     });
     title = `Objects per ${axisWord}`;
   }
+  // The chart numbers frames as the label beside the slider does.
+  for (const trace of data) trace.x = trace.x.map(shownNumber);
   const highest = data.reduce((most, trace) => Math.max(most, ...trace.y), 0);
   const layout = {
     title: { text: title, x: 0.02 },
     margin: { l: 55, r: 15, t: 45, b: 45 },
-    xaxis: { title: { text: axisWord }, rangemode: "tozero", dtick: wholeTickStep(last - 1) },
+    xaxis: { title: { text: axisWord }, dtick: wholeTickStep(last - first - 1) },
     yaxis: {
       title: { text: answer.populations_per_frame ? "cells" : "count" },
       rangemode: "tozero",
@@ -106,8 +114,8 @@ export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = f
         name: "current-frame",
         xref: "x",
         yref: "paper",
-        x0: current,
-        x1: current,
+        x0: shownNumber(current),
+        x1: shownNumber(current),
         y0: 0,
         y1: 1,
         line: { color: "#888", width: 1, dash: "dot" },
@@ -180,5 +188,6 @@ export async function drawFrameChart(container, answer, options) {
 /** Move the chart's dotted line to the frame shown. */
 export function markCurrentFrame(container, index) {
   if (!container.data) return;
-  window.Plotly.relayout(container, { "shapes[0].x0": index, "shapes[0].x1": index });
+  const x = shownNumber(index);
+  window.Plotly.relayout(container, { "shapes[0].x0": x, "shapes[0].x1": x });
 }

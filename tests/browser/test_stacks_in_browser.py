@@ -42,7 +42,7 @@ def test_stack_drop_slice_slider_threshold_and_download(watched_page, image_make
 
     page.evaluate(MOVE_SLIDER_JS, ["frame-slider", 3])
     page.wait_for_function("() => document.getElementById('count-value').textContent === '4'")
-    assert "slice 3" in page.text_content("#frame-value")
+    assert page.text_content("#frame-value") == "slice 4 of 4"
     assert page.locator("#table-container tbody tr").count() == 4
 
     # The threshold slider repaints the shown slice's mask in the browser, with no request.
@@ -82,7 +82,7 @@ def test_lineage_movie_chart_options(watched_page, image_maker) -> None:
     page.fill("#skip-first", "2")
     page.fill("#skip-last", "1")
     page.wait_for_function("() => document.getElementById('frame-chart').data[0].x.length === 5")
-    assert page.evaluate("() => document.getElementById('frame-chart').data[0].x[0]") == 2
+    assert page.evaluate("() => document.getElementById('frame-chart').data[0].x[0]") == 3
     page.check("#running-max")
     page.wait_for_function(
         "() => document.getElementById('frame-chart').layout.title.text.includes('running')"
@@ -105,4 +105,30 @@ def test_counts_chart_ticks_are_whole_slices_and_counts(watched_page, image_make
     )
     assert len(ticks[0]) == 4 and all(label.isdigit() for label in ticks[0]), ticks[0]
     assert ticks[1] and all(label.isdigit() for label in ticks[1]), ticks[1]
+    assert watch.console_errors == []
+
+
+def test_stack_slices_and_channels_count_from_one(watched_page, image_maker) -> None:
+    """The label, the chart and the channel count from 1, as Fiji does (the files from 0)."""
+    page, watch = watched_page
+    planes = [image_maker.disks((280, 380), DISKS[: count + 1], 25) for count in range(4)]
+    # Two channels, the second carrying the signal: the page picks it and names it channel 2.
+    stack = np.stack([np.stack([np.zeros_like(plane), plane]) for plane in planes])
+    data = image_maker.tiff(image_maker.uint8(stack), imagej=True, metadata={"axes": "ZCYX"})
+    page.goto("/nucleus")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    drop_file(page, data, "two channels.tif", "image/tiff")
+    _wait_done(page)
+    assert page.text_content("#frame-value") == "slice 1 of 4"
+    assert "channel 2 of 2" in page.text_content("#stack-axes-text")
+    x, y, line = page.evaluate(
+        "() => { const chart = document.getElementById('frame-chart');"
+        " return [chart.data[0].x, chart.data[0].y, chart.layout.shapes[0].x0]; }"
+    )
+    assert x == [1, 2, 3, 4] and y == [1, 2, 3, 4]
+    assert line == 1  # the dotted line marks the slice shown
+    ticks = page.evaluate(
+        "() => [...document.querySelectorAll('#frame-chart .xtick text')].map((t) => t.textContent)"
+    )
+    assert ticks == ["1", "2", "3", "4"]
     assert watch.console_errors == []
