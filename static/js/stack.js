@@ -68,16 +68,23 @@ export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = f
         hovertemplate: `${key}: %{y} cells at ${axisWord} %{x}<extra></extra>`,
       });
     }
-    const outside = indices.filter((i) => series.A[i] > trainingA);
-    if (outside.length) {
+    // The server flags the frames; at the range's end the counts stop rising, so a frame there
+    // may hold an older embryo than its count says.
+    const flags = [
+      [answer.outside_training_range_frames, `past A = ${trainingA} (outside the training range)`, "outside the training range", "#c0392b"],
+      [answer.at_end_of_training_range_frames, `A at the end of the training range (${trainingA})`, "at the end of the training range: may be older", "#d35400"],
+    ];
+    for (const [frames, name, meaning, color] of flags) {
+      const flagged = indices.filter((i) => (frames || []).includes(i));
+      if (!flagged.length) continue;
       data.push({
         type: "scatter",
         mode: "markers",
-        name: `past A = ${trainingA} (outside the training range)`,
-        x: outside,
-        y: outside.map((i) => series.A[i]),
-        marker: { color: "#c0392b", symbol: "x", size: 7 },
-        hovertemplate: `${axisWord} %{x}: A = %{y}, outside the training range<extra></extra>`,
+        name,
+        x: flagged,
+        y: flagged.map((i) => series.A[i]),
+        marker: { color, symbol: "x", size: 7 },
+        hovertemplate: `${axisWord} %{x}: A = %{y}, ${meaning}<extra></extra>`,
       });
     }
     title = `Cells per lineage, ${axisWord} by ${axisWord}${runningMax ? " (running maximum)" : ""}`;

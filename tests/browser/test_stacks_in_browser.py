@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -87,6 +89,38 @@ def test_lineage_movie_chart_options(watched_page, image_maker) -> None:
     page.wait_for_function(
         "() => document.getElementById('frame-chart').layout.title.text.includes('running')"
     )
+    assert watch.console_errors == []
+
+
+def test_lineage_chart_marks_the_frames_the_server_flags(watched_page, image_maker) -> None:
+    page, watch = watched_page
+    planes = [image_maker.disks((64, 96), [(32, 48)], 6 + 3 * i) for i in range(4)]
+    data = image_maker.tiff(np.stack(planes), imagej=True, metadata={"axes": "TYX"})
+
+    def flagged(route):
+        # The tiny model's embryos are young: the server's real answer (the last line of its
+        # progress stream) is edited on the way.
+        response = route.fetch()
+        lines = response.text().splitlines()
+        event = json.loads(lines[-1])
+        event["result"]["outside_training_range_frames"] = [3]
+        event["result"]["at_end_of_training_range_frames"] = [1, 2]
+        lines[-1] = json.dumps(event)
+        route.fulfill(response=response, body="\n".join(lines) + "\n")
+
+    page.route("**/api/v1/predict/lineage", flagged)
+    page.goto("/lineage")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    drop_file(page, data, "late.tif", "image/tiff")
+    _wait_done(page)
+    marks = page.evaluate(
+        "() => document.getElementById('frame-chart').data.slice(7).map((t) => [t.name, t.x])"
+    )
+    # Shown numbers count from 1, as the slider's label does.
+    assert marks == [
+        ["past A = 250 (outside the training range)", [4]],
+        ["A at the end of the training range (250)", [2, 3]],
+    ]
     assert watch.console_errors == []
 
 
