@@ -44,6 +44,15 @@ TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess")
 Result = SegmentationResult | LineageResult
 
 
+# A lineage answer's range flags, and what a stack's note says of the frames they mark.
+RANGE_FLAGS = {
+    "outside_training_range": "are past the model's training range (A > 250 cells): their "
+    "counts are an extrapolation.",
+    "at_end_of_training_range": "are at the end of the model's training range (A close to 250 "
+    "cells), where its counts stop rising: those embryos may be older and their counts too low.",
+}
+
+
 def has_frames(data: bytes) -> bool:
     """True for a movie, an animated GIF or a TIFF with more than one frame."""
     return sniff_movie(data) is not None or tiff_frame_count(data) > 1
@@ -150,21 +159,11 @@ def stack_json(
             key: [frame["populations"][key] for frame in frames] for key in LINEAGE_ORDER
         }
         answer["total_per_frame"] = [frame["total"] for frame in frames]
-        outside = [frame["index"] for frame in frames if frame["outside_training_range"]]
-        answer["outside_training_range_frames"] = outside
-        if outside:
-            notes.append(
-                f"{len(outside)} of {stack.count} frames are past the model's training range "
-                "(A > 250 cells): their counts are an extrapolation."
-            )
-        at_end = [frame["index"] for frame in frames if frame["at_end_of_training_range"]]
-        answer["at_end_of_training_range_frames"] = at_end
-        if at_end:
-            notes.append(
-                f"{len(at_end)} of {stack.count} frames are at the end of the model's training "
-                "range (A close to 250 cells), where its counts stop rising: those embryos may be "
-                "older and their counts too low."
-            )
+        for flag, meaning in RANGE_FLAGS.items():
+            flagged = [frame["index"] for frame in frames if frame[flag]]
+            answer[f"{flag}_frames"] = flagged
+            if flagged:
+                notes.append(f"{len(flagged)} of {stack.count} frames {meaning}")
     else:
         answer["threshold"] = frames[0]["threshold"] if frames else None
         answer["count_per_frame"] = [frame["count"] for frame in frames]

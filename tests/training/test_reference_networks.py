@@ -5,28 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tiny_training import tiny_settings
 
 pytestmark = pytest.mark.training
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("segmentation_models_pytorch")
-
-
-def settings(**overrides):
-    from devolearn_web.training.train import TrainSettings
-
-    values = dict(
-        minutes=5.0,
-        max_steps=2,
-        batch_size=2,
-        learning_rate=1e-3,
-        bf16=False,
-        threads=2,
-        validation_limit=4,
-        checkpoint_minutes=60.0,
-    )
-    values.update(overrides)
-    return TrainSettings(**values)
 
 
 def test_the_cli_offers_exactly_the_networks_models_can_build():
@@ -52,7 +36,7 @@ def test_a_unet_trains_records_its_network_and_is_scored(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings(network="unet-resnet34"))
+    train(workspace, tiny_settings(network="unet-resnet34"))
     saved = load_checkpoint(workspace.best_checkpoint)
     assert saved["hyperparameters"]["network"] == "unet-resnet34"
     # A U-Net decoder, not the FPN's: the checkpoint holds the network asked for.
@@ -72,9 +56,9 @@ def test_resuming_with_another_network_is_refused(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings())
+    train(workspace, tiny_settings())
     with pytest.raises(ValueError, match="network None -> unet-resnet34"):
-        train(workspace, settings(network="unet-resnet34", max_steps=4))
+        train(workspace, tiny_settings(network="unet-resnet34", max_steps=4))
 
 
 def test_scores_of_a_checkpoint_equal_those_of_its_exported_onnx_file(workspace_factory):
@@ -85,7 +69,7 @@ def test_scores_of_a_checkpoint_equal_those_of_its_exported_onnx_file(workspace_
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings(max_steps=4))
+    train(workspace, tiny_settings(max_steps=4))
     export_trained_model(workspace, float16_storage=False)
     from_onnx = evaluate_segmentation(
         "nucleus", OnnxModel(workspace.onnx_path), workspace.index_csv, 0.5
@@ -101,7 +85,7 @@ def test_score_checkpoint_from_the_command_line(workspace_factory, capsys):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings())
+    train(workspace, tiny_settings())
     roots = ["--data-root", str(workspace.data_root), "--runs-root", str(workspace.runs_root)]
     roots += ["--models-dir", str(workspace.models_dir)]
     assert main(["score-checkpoint", "--model", "nucleus", *roots, "--threshold", "0.5"]) == 0
@@ -115,7 +99,7 @@ def test_export_refuses_a_reference_network(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings(network="unet-resnet34"))
+    train(workspace, tiny_settings(network="unet-resnet34"))
     with pytest.raises(ValueError, match="reference network unet-resnet34"):
         export_trained_model(workspace)
     assert not workspace.onnx_path.exists()

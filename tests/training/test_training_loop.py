@@ -5,28 +5,11 @@ from __future__ import annotations
 import csv
 
 import pytest
+from tiny_training import tiny_settings
 
 pytestmark = pytest.mark.training
 
 torch = pytest.importorskip("torch")
-
-
-def settings(**overrides):
-    from devolearn_web.training.train import TrainSettings
-
-    values = dict(
-        minutes=5.0,
-        max_steps=2,
-        batch_size=2,
-        learning_rate=1e-3,
-        # bfloat16 kernels take seconds to warm up for each new shape: float32 keeps tests fast.
-        bf16=False,
-        threads=2,
-        validation_limit=4,
-        checkpoint_minutes=60.0,
-    )
-    values.update(overrides)
-    return TrainSettings(**values)
 
 
 def history_rows(workspace) -> list[dict]:
@@ -39,7 +22,7 @@ def test_two_steps_write_checkpoint_history_plot_and_best(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    result = train(workspace, settings(bf16=True))
+    result = train(workspace, tiny_settings(bf16=True))
     assert result.steps == 2 and result.stopped_by == "max_steps"
     saved = load_checkpoint(workspace.checkpoint)
     assert saved["state"]["step"] == 2
@@ -60,25 +43,25 @@ def test_rerun_resumes_from_the_checkpoint(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings())
+    train(workspace, tiny_settings())
     first = load_checkpoint(workspace.checkpoint)["state_dict"]
-    result = train(workspace, settings(max_steps=4))
+    result = train(workspace, tiny_settings(max_steps=4))
     assert result.steps == 4  # a fresh run would stop at 2
     assert len(history_rows(workspace)) == 2
     resumed = load_checkpoint(workspace.checkpoint)["state_dict"]
     assert not torch.equal(first["encoder.conv1.weight"], resumed["encoder.conv1.weight"])
     # Nothing left to do: a further rerun with the same limit trains no more.
-    assert train(workspace, settings(max_steps=4)).stopped_by == "already_done"
+    assert train(workspace, tiny_settings(max_steps=4)).stopped_by == "already_done"
 
 
 def test_resuming_with_other_settings_is_refused(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, settings())
+    train(workspace, tiny_settings())
     with pytest.raises(ValueError, match="batch_size 2 -> 4"):
-        train(workspace, settings(batch_size=4, max_steps=4))
-    assert train(workspace, settings(batch_size=4, fresh=True)).steps == 2
+        train(workspace, tiny_settings(batch_size=4, max_steps=4))
+    assert train(workspace, tiny_settings(batch_size=4, fresh=True)).steps == 2
 
 
 def test_tuned_parameters_are_used_when_flags_are_absent(workspace_factory):
@@ -88,7 +71,7 @@ def test_tuned_parameters_are_used_when_flags_are_absent(workspace_factory):
 
     workspace = workspace_factory("membrane")
     write_best_params(workspace.best_params, {"learning_rate": 0.004, "batch_size": 3})
-    train(workspace, settings(learning_rate=None, batch_size=None, max_steps=1))
+    train(workspace, tiny_settings(learning_rate=None, batch_size=None, max_steps=1))
     chosen = load_checkpoint(workspace.checkpoint)["hyperparameters"]
     assert (chosen["learning_rate"], chosen["batch_size"], chosen["source"]) == (
         0.004,
@@ -101,7 +84,7 @@ def test_lineage_trains_on_mse_and_reports_mae(workspace_factory):
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("lineage")
-    train(workspace, settings())
+    train(workspace, tiny_settings())
     row = history_rows(workspace)[0]
     assert float(row["val_mae_pct_mean"]) >= 0.0
     assert {f"val_mae_{name}" for name in "AEMPCDZ"} <= set(row)
