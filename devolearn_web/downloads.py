@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -183,9 +184,11 @@ def build_download(
 
 def safe_stem(filename: str | None, model: str) -> str:
     """A file-name stem safe in a Content-Disposition header: model-name_of_upload."""
-    base = (filename or "image").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
-    base = base.rsplit(".", 1)[0] if "." in base else base
-    cleaned = "".join(char if char.isalnum() or char in "-_" else "_" for char in base)[:80]
+    # The same rule as downloadStem in static/js/results.js (tests/browser compare the two):
+    # no folder, no last extension, each run of anything but ASCII A-Z a-z 0-9 _ - becomes one
+    # "_" (an ASCII quoted filename= the page can read back), at most 80 characters.
+    base = re.split(r"[\\/]", filename or "")[-1]
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", re.sub(r"\.[^.]+$", "", base))[:80]
     return f"{model}-{cleaned or 'image'}"
 
 

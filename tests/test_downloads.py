@@ -99,6 +99,40 @@ def test_stack_downloads_have_one_page_per_slice(client, disks_stack):
     assert sum(name.startswith("masks/") for name in names) == 3
 
 
+def test_one_frame_of_a_stack_is_named_with_underscores(client, disks_stack):
+    response = post(client, "nucleus", disks_stack, "s.tif", format="tiff", frame="2")
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="nucleus-s_frame2_labels.tif"'
+    )
+
+
+# Upload names and the stem both the server and the page give them (tests/browser checks the
+# page's downloadStem against this table too).
+TRICKY_NAMES = [
+    ("t001.tif", "nucleus-t001"),
+    ("a  b.png", "nucleus-a_b"),
+    ("a b .c.png", "nucleus-a_b_c"),
+    ("embryo.v2.ome.tif", "nucleus-embryo_v2_ome"),
+    ("a.", "nucleus-a_"),
+    (".png", "nucleus-image"),
+    ("", "nucleus-image"),
+    ("embryo α β.tif", "nucleus-embryo_"),
+    ("ß😀x.png", "nucleus-_x"),
+    ("data/run 1/t001.tif", "nucleus-t001"),
+    ("C:\\data\\t001.tif", "nucleus-t001"),
+    ("a.png\n", "nucleus-a"),
+    ("x" * 100 + ".png", "nucleus-" + "x" * 80),
+    ("é" * 3 + "y" * 90 + ".png", "nucleus-_" + "y" * 79),
+]
+
+
+@pytest.mark.parametrize("name, stem", TRICKY_NAMES)
+def test_upload_names_give_one_download_stem(name, stem):
+    from devolearn_web.downloads import safe_stem
+
+    assert safe_stem(name, "nucleus") == stem
+
+
 def test_lineage_csv_has_a_row_per_frame(client, image_maker):
     planes = [image_maker.disks((64, 64), [(32, 32)], radius, 1.0) for radius in (8, 16, 24)]
     data = image_maker.tiff(

@@ -146,7 +146,7 @@ def _one_frame(
     if requested != "json":
         task = "lineage" if isinstance(result, LineageResult) else "segmentation"
         check_format(requested, task, 1)
-        return _file_response(*build_download(requested, f"{stem}-frame{frame}", [result], [{}]))
+        return _file_response(*build_download(requested, f"{stem}_frame{frame}", [result], [{}]))
     answer = result.to_json()
     answer.update(index=frame, position=dict(stack.positions[frame]), axes=dict(stack.axes))
     if include_figures:

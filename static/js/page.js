@@ -6,6 +6,7 @@ import { ApiError, predict } from "./api.js";
 import { attachDropZone, rejectionMessage } from "./dropzone.js";
 import { purgeFigures, renderFigures, showMask } from "./figures.js";
 import {
+  downloadStem,
   lineageTable,
   objectsTable,
   probabilityDownloadLink,
@@ -115,10 +116,6 @@ function cancelPending() {
   state.refreshTimer = null;
   if (state.controller) state.controller.abort();
   state.controller = null;
-}
-
-function fileStem(name) {
-  return name.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9_-]+/g, "_") || "image";
 }
 
 /** Analyse a new file: the first answer also loads the probability map for the slider. */
@@ -238,7 +235,7 @@ async function showAnswer(answer, file, run) {
     figure.layout = { ...figure.layout, uirevision: `run-${run}` };
   }
   state.maskPlots = await renderFigures(ui.figures, answer.figures || {}, {
-    filenamePrefix: `${pageData.model}-${fileStem(file.name)}`,
+    filenamePrefix: downloadStem(pageData.model, file.name),
     order: pageData.figure_order,
   });
   root.dataset.answers = String(Number(root.dataset.answers || 0) + 1);
@@ -277,7 +274,7 @@ function showDownloads(answer, file) {
   );
   ui.downloads.replaceChildren(...buttons);
   if (isSegmentation && !state.stackAnswer && answer.probability) {
-    const stem = `${pageData.model}-${fileStem(file.name)}`;
+    const stem = downloadStem(pageData.model, file.name);
     // Named like the server's files (downloads.FILE_SUFFIXES): <model>-<upload>_<what>.
     ui.downloads.append(probabilityDownloadLink(answer.probability, `${stem}_probability.png`));
   }

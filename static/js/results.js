@@ -110,6 +110,15 @@ export function lineageTable(populations, total, lineages) {
   return table;
 }
 
+/** The stem of every file from an upload, <model>-<upload>: the server's downloads.safe_stem. */
+export function downloadStem(model, fileName) {
+  // Same rule as the server (tests/browser compare them): no folder, no last extension, each run
+  // of anything but ASCII A-Z a-z 0-9 _ - becomes one "_", at most 80 characters.
+  const base = String(fileName || "").split(/[\\/]/).pop();
+  const cleaned = base.replace(/\.[^.]+$/, "").replace(/[^A-Za-z0-9_-]+/g, "_").slice(0, 80);
+  return `${model}-${cleaned || "image"}`;
+}
+
 /** A link that saves the objects as CSV, made in the browser from the JSON answer. */
 export function csvDownloadLink(objects, filename) {
   const lines = ["label,x,y,area", ...objects.map((o) => `${o.label},${o.x},${o.y},${o.area}`)];

@@ -366,3 +366,48 @@ def test_files_saved_from_the_page_are_named_like_the_servers(watched_page, disk
     )
     assert figure_names == ["nucleus-six_disks_input", "nucleus-six_disks_outlines"]
     assert watch.console_errors == []
+
+
+# Names whose cleaning differed between the page and the server (runs of spaces, dots, unicode,
+# folders, length), and the upload name a dropped file with such a name sends.
+TRICKY_UPLOAD_NAMES = [
+    "t001.tif",
+    "a  b.png",
+    "a b .c.png",
+    "embryo.v2.ome.tif",
+    "a.",
+    ".png",
+    "",
+    "embryo α β.tif",
+    "ß😀x.png",
+    "data/run 1/t001.tif",
+    "C:\\data\\t001.tif",
+    "a.png\n",
+    "x" * 100 + ".png",
+    "é" * 3 + "y" * 90 + ".png",
+]
+
+
+def test_page_and_server_clean_upload_names_alike(watched_page, disk_image_png):
+    """The page's downloadStem (static/js/results.js) gives the server's safe_stem for any name."""
+    from devolearn_web.downloads import safe_stem
+
+    page, _ = watched_page
+    _open_model_page(page, "nucleus")
+    page_stems = page.evaluate(
+        """async (names) => {
+            const { downloadStem } = await import("/static/js/results.js");
+            return names.map((name) => downloadStem("nucleus", name));
+        }""",
+        TRICKY_UPLOAD_NAMES,
+    )
+    assert page_stems == [safe_stem(name, "nucleus") for name in TRICKY_UPLOAD_NAMES]
+    # A file dropped with such a name: the page's PNG and the server's TIFF share the stem.
+    drop_file(page, disk_image_png, "six  disks.v2.png")
+    _wait_for_answer(page)
+    page.locator("#downloads button[data-format='tiff']").click()
+    page.wait_for_function("() => document.getElementById('analysis').dataset.lastDownload")
+    server_name = page.get_attribute("#analysis", "data-last-download").split()[0]
+    assert server_name == "nucleus-six_disks_v2_labels.tif"
+    link = page.get_attribute("#downloads a[download]", "download")
+    assert link == "nucleus-six_disks_v2_probability.png"
