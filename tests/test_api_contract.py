@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 LINEAGES = ["A", "E", "M", "P", "C", "D", "Z"]
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def post_image(client, name, data, **fields):
@@ -191,3 +194,25 @@ def test_uploads_never_touch_the_disk(app, client, monkeypatch, image_maker):
         content_type=f"multipart/form-data; boundary={boundary}",
     )
     assert response.status_code == 200
+
+
+def readme_fields(kind: str) -> list[str]:
+    """The top-level field names of the README's `<kind> answers {...}` line, in order."""
+    readme = " ".join(README.read_text(encoding="utf-8").split())
+    shape = re.search(rf"{kind} answers `(\{{.*?\}})`", readme).group(1)
+    names, depth, previous = [], 0, ""
+    for token in re.findall(r'"[^"]*"|[{}\[\],:]', shape):
+        if token in "{[":
+            depth += 1
+        elif token in "}]":
+            depth -= 1
+        elif token.startswith('"') and depth == 1 and previous in "{,":
+            names.append(token.strip('"'))
+        previous = token
+    return names
+
+
+@pytest.mark.parametrize(("kind", "name"), [("Segmentation", "nucleus"), ("lineage", "lineage")])
+def test_readme_names_every_field_of_the_answer(client, five_disks_png, kind, name):
+    answer = post_image(client, name, five_disks_png).get_json()
+    assert readme_fields(kind) == list(answer)
