@@ -99,6 +99,16 @@ def read_simulation_record(workspace: Workspace) -> dict | None:
     return json.loads(workspace.simulation_record.read_text())
 
 
+def _forget_preprocess_command(workspace: Workspace) -> None:
+    """Drop the data set's recorded preprocess (run_records): its index went with the old data."""
+    # Edited here, not through run_records, which loads torch: `simulate` never needs it.
+    path = workspace.data_commands_record
+    if path.exists():
+        commands = json.loads(path.read_text())
+        commands.pop("preprocess", None)
+        path.write_text(json.dumps(commands, indent=2) + "\n")
+
+
 def simulate(
     workspace: Workspace, plan: SimulationPlan, force: bool = False, processes: int = 1
 ) -> dict:
@@ -119,6 +129,7 @@ def simulate(
             if folder.exists():
                 shutil.rmtree(folder)
         workspace.simulation_record.unlink(missing_ok=True)
+        _forget_preprocess_command(workspace)
     for split in SPLITS:
         out_dir = workspace.simulated_split_dir(split)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -339,6 +339,32 @@ def test_reproduce_lists_the_data_sets_commands_before_the_runs(workspace_factor
     assert steps == ["simulate", "preprocess", "train", "export"]
 
 
+def test_simulate_force_forgets_the_preprocess_of_the_data_it_deleted(
+    workspace_factory, monkeypatch
+):
+    """simulate --force deletes the index too: reproduce must not list the old preprocess."""
+    from devolearn_web.training import simulate as simulating
+    from devolearn_web.training.cli import main
+    from devolearn_web.training.run_records import record_command, reproduce_command
+
+    workspace = workspace_factory("nucleus")
+    for step in ("simulate", "preprocess", "train"):
+        record_command(workspace, step, cli_run(step, workspace.data_root))
+    monkeypatch.setattr(simulating, "_write_split", lambda *args: None)  # no rendering needed
+    # The same plan again (as `all` does when resumed) keeps the data, its index and the record.
+    plan = simulating.SimulationPlan(**simulating.read_simulation_record(workspace))
+    simulating.simulate(workspace, plan)
+    assert list(json.loads(workspace.data_commands_record.read_text())) == [
+        "simulate",
+        "preprocess",
+    ]
+    assert main([*cli_run("simulate", workspace.data_root), "--force"]) == 0
+    assert not workspace.index_csv.exists()
+    assert list(json.loads(workspace.data_commands_record.read_text())) == ["simulate"]
+    steps = [line.split()[3] for line in reproduce_command(workspace).split(" && ")]
+    assert steps == ["simulate", "train"]
+
+
 def test_reproduce_reads_data_commands_that_older_runs_kept_in_the_run(workspace_factory):
     from devolearn_web.training.run_records import reproduce_command
 
