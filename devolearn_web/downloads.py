@@ -2,7 +2,7 @@
 
 - mask PNG: 8-bit, 255 where probability >= the threshold shown, else 0.
 - labels TIFF: 16-bit instance labels (0 = background), one page per frame for a stack, written
-  as an ImageJ hyperstack (axes ZYX or TYX) so Fiji shows a slice slider.
+  as an ImageJ hyperstack (axes ZYX, TYX or TZYX) so Fiji shows a slice and a frame slider.
 - probability TIFF: float32 probability in [0, 1], same layout.
 - CSVs: one row per object (position columns, label, x, y, area) or per frame for lineage
   (frame, A, E, M, P, C, D, Z, total).
@@ -78,36 +78,45 @@ def labels_16bit(labels: np.ndarray) -> np.ndarray:
 
 
 def frames_tiff(
-    planes: Iterable[np.ndarray], count: int, shape: tuple[int, int], dtype, axis: str
+    planes: Iterable[np.ndarray],
+    count: int,
+    shape: tuple[int, int],
+    dtype,
+    axis: str,
+    slices: int = 1,
 ) -> bytes:
-    """A TIFF of `count` HxW planes: one plain page, or an ImageJ stack along axis 'Z' or 'T'."""
+    """A TIFF of `count` HxW planes: one plain page, or an ImageJ stack along 'Z', 'T' or 'TZ'."""
     buffer = io.BytesIO()
     if count == 1:
         tifffile.imwrite(buffer, next(iter(planes)).astype(dtype), photometric="minisblack")
         return buffer.getvalue()
+    # A time-lapse of z-stacks keeps both axes: time points are not slices to Fiji or napari.
+    stack_shape = (count // slices, slices) if axis == "TZ" else (count,)
     with tifffile.TiffWriter(buffer, imagej=True) as writer:
         # Planes are written as they come, so a long movie is never held twice in memory.
         writer.write(
             (np.asarray(plane, dtype=dtype) for plane in planes),
-            shape=(count, *shape),
+            shape=(*stack_shape, *shape),
             dtype=dtype,
             metadata={"axes": f"{axis}YX"},
         )
     return buffer.getvalue()
 
 
-def labels_tiff(results: Sequence[SegmentationResult], axis: str = "Z") -> bytes:
-    """16-bit instance labels: one page, or an ImageJ stack (axis 'Z' or 'T')."""
+def labels_tiff(results: Sequence[SegmentationResult], axis: str = "Z", slices: int = 1) -> bytes:
+    """16-bit instance labels: one page, or an ImageJ stack (axis 'Z', 'T' or 'TZ')."""
     shape = (results[0].height, results[0].width)
     planes = (labels_16bit(result.labels) for result in results)
-    return frames_tiff(planes, len(results), shape, np.uint16, axis)
+    return frames_tiff(planes, len(results), shape, np.uint16, axis, slices)
 
 
-def probability_tiff(results: Sequence[SegmentationResult], axis: str = "Z") -> bytes:
+def probability_tiff(
+    results: Sequence[SegmentationResult], axis: str = "Z", slices: int = 1
+) -> bytes:
     """float32 probability maps in [0, 1]: one page, or an ImageJ stack."""
     shape = (results[0].height, results[0].width)
     planes = (result.probability.astype(np.float32) for result in results)
-    return frames_tiff(planes, len(results), shape, np.float32, axis)
+    return frames_tiff(planes, len(results), shape, np.float32, axis, slices)
 
 
 def position_columns(positions: Sequence[dict]) -> list[str]:
@@ -129,6 +138,11 @@ def objects_csv(results: Sequence[SegmentationResult], positions: Sequence[dict]
     return _csv_text(header, rows)
 
 
+def z_slices(positions: Sequence[dict]) -> int:
+    """How many z-slices the frames' positions hold (1 when none names a slice)."""
+    return len({position.get("z") for position in positions}) or 1
+
+
 def lineage_csv(results: Sequence[LineageResult]) -> str:
     """CSV of frame, A, E, M, P, C, D, Z, total (one row per frame; frame counts from 0)."""
     rows = (
@@ -144,9 +158,10 @@ def zip_bundle(
     """ZIP: labels TIFF, probability TIFF, objects CSV and one mask PNG per frame."""
     buffer = io.BytesIO()
     digits = len(str(max(0, len(results) - 1)))
+    slices = z_slices(positions)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
-        bundle.writestr(f"{stem}_labels.tif", labels_tiff(results, axis))
-        bundle.writestr(f"{stem}_probability.tif", probability_tiff(results, axis))
+        bundle.writestr(f"{stem}_labels.tif", labels_tiff(results, axis, slices))
+        bundle.writestr(f"{stem}_probability.tif", probability_tiff(results, axis, slices))
         bundle.writestr(f"{stem}_objects.csv", objects_csv(results, positions))
         for index, result in enumerate(results):
             name = (
@@ -172,9 +187,9 @@ def build_download(
         else:
             body = objects_csv(results, positions).encode("utf-8")
     elif requested == "tiff":
-        body = labels_tiff(results, axis)
+        body = labels_tiff(results, axis, z_slices(positions))
     elif requested == "probability-tiff":
-        body = probability_tiff(results, axis)
+        body = probability_tiff(results, axis, z_slices(positions))
     elif requested == "png":
         body = mask_png(results[0])
     else:

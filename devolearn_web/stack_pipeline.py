@@ -194,5 +194,6 @@ def collect_results(
 
 
 def frame_axis(stack: FrameStack) -> str:
-    """'T' for movies and time-only stacks, else 'Z' (the axis ImageJ files are written with)."""
-    return "T" if stack.axes.get("slider") == ["time"] else "Z"
+    """The axes ImageJ files are written with: 'TZ' for a time-lapse of z-stacks, 'T', or 'Z'."""
+    slider = stack.axes.get("slider")
+    return {("time", "z"): "TZ", ("time",): "T"}.get(tuple(slider or ()), "Z")

@@ -99,6 +99,30 @@ def test_stack_downloads_have_one_page_per_slice(client, disks_stack):
     assert sum(name.startswith("masks/") for name in names) == 3
 
 
+def test_a_time_lapse_of_z_stacks_downloads_as_a_tzyx_hyperstack(client, image_maker):
+    # Two time points of three slices: Fiji and napari must not see six slices.
+    planes = [image_maker.disks((140, 200), DISKS[: count + 1], 12) for count in range(6)]
+    hyperstack = image_maker.tiff(
+        image_maker.uint8(np.stack(planes).reshape(2, 3, 140, 200)),
+        imagej=True,
+        metadata={"axes": "TZYX"},
+    )
+    for fields in ({"format": "tiff"}, {"format": "probability-tiff"}):
+        body = post(client, "nucleus", hyperstack, "tz.tif", **fields).data
+        with tifffile.TiffFile(io.BytesIO(body)) as tiff:
+            assert tiff.is_imagej and tiff.series[0].axes == "TZYX"
+            assert tiff.imagej_metadata["frames"] == 2 and tiff.imagej_metadata["slices"] == 3
+            pages = tiff.asarray()
+        assert pages.shape == (2, 3, 140, 200)
+    bundle = zipfile.ZipFile(
+        io.BytesIO(post(client, "nucleus", hyperstack, "tz.tif", format="zip").data)
+    )
+    with tifffile.TiffFile(io.BytesIO(bundle.read("nucleus-tz_labels.tif"))) as tiff:
+        labels = tiff.asarray()
+        assert tiff.series[0].axes == "TZYX"
+    assert [[int(plane.max()) for plane in time] for time in labels] == [[1, 2, 3], [4, 5, 5]]
+
+
 def test_one_frame_of_a_stack_is_named_with_underscores(client, disks_stack):
     response = post(client, "nucleus", disks_stack, "s.tif", format="tiff", frame="2")
     assert response.headers["Content-Disposition"] == (
