@@ -105,6 +105,33 @@ def test_bad_thresholds_are_400(client, five_disks_png, threshold, words):
     assert words in response.get_json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"frame": "abc"}, "whole number"),
+        ({"frame": "3"}, "Frame 3 does not exist"),
+        ({"channel": "abc"}, "whole number"),
+        ({"channel": "-1"}, "0 or more"),
+        ({"axes": "Q"}, "not valid"),
+        ({"frame": "abc", "format": "csv"}, "whole number"),
+    ],
+)
+def test_bad_stack_fields_on_a_single_image_are_400(client, five_disks_png, fields, words):
+    response = client.post(
+        "/api/v1/predict/nucleus", data={"file": (io.BytesIO(five_disks_png), "x.png"), **fields}
+    )
+    assert response.status_code == 400
+    assert words in response.get_json()["error"]
+
+
+def test_frame_0_of_a_single_image_is_the_image(client, five_disks_png):
+    response = client.post(
+        "/api/v1/predict/nucleus",
+        data={"file": (io.BytesIO(five_disks_png), "x.png"), "frame": "0", "channel": ""},
+    )
+    assert response.status_code == 200 and response.get_json()["count"] == 5
+
+
 def test_every_format_list_of_the_api_names_the_32_bit_tiffs_it_reads(client):
     """The 415 sentence and the API description say 32-bit TIFFs, which are read."""
     scene = np.random.default_rng(5).random((48, 64), dtype=np.float32)

@@ -43,7 +43,15 @@ DEFAULT_MAX_DOWNLOAD_VOXELS = 60_000_000
 
 def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
     """True when the upload is a stack or movie, or the request asks for a file, not JSON."""
-    return parse_format(form.get("format")) != "json" or has_frames(data)
+    requested = parse_format(form.get("format"))
+    if has_frames(data):
+        return True
+    # A single image is one frame: its frame, axes and channel fields are checked as a stack's
+    # are, so a typo or frame=3 is a 400, not ignored while the whole image is analysed.
+    parse_axes_override(form.get("axes"))
+    parse_channel(form.get("channel"))
+    parse_frame(form.get("frame"), 1)
+    return requested != "json"
 
 
 def parse_format(raw: str | None) -> str:
