@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from devolearn_web.training.run_records import record_command
+    from devolearn_web.training.command_records import record_command
 
     # Recorded first, so a card written during this very command (export, all) names it.
     if args.command != "benchmark":

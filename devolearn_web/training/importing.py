@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from devolearn_web.training.cards import CARD_VERSION, build_card, write_card
+from devolearn_web.training.command_records import reproduce_command
 from devolearn_web.training.export import export_network
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.models import build_model, input_shape
 from devolearn_web.training.onnx_runner import OnnxModel, onnx_opset, sha256_of
-from devolearn_web.training.run_records import metrics_record, reproduce_command
+from devolearn_web.training.run_records import metrics_record
 from devolearn_web.training.specs import MODEL_SIDE, get_spec
 
 ORIGINAL_DATA = {

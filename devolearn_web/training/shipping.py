@@ -16,6 +16,7 @@ from devolearn_web.training.cards import (
     write_card,
 )
 from devolearn_web.training.checkpoints import load_checkpoint
+from devolearn_web.training.command_records import reproduce_command
 from devolearn_web.training.dataset import build_dataset
 from devolearn_web.training.evaluate import recorded_calibration
 from devolearn_web.training.export import export_network
@@ -26,7 +27,6 @@ from devolearn_web.training.run_records import (
     export_record,
     hyperparameter_record,
     metrics_record,
-    reproduce_command,
     training_data_record,
 )
 from devolearn_web.training.specs import MODEL_SIDE, get_spec

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devolearn_web.training.command_records import forget_preprocess_command
 from devolearn_web.training.layout import SPLITS, Workspace
 
 # Seed ranges never overlap, so a test embryo is never seen in training or tuning.
@@ -99,16 +100,6 @@ def read_simulation_record(workspace: Workspace) -> dict | None:
     return json.loads(workspace.simulation_record.read_text())
 
 
-def _forget_preprocess_command(workspace: Workspace) -> None:
-    """Drop the data set's recorded preprocess (run_records): its index went with the old data."""
-    # Edited here, not through run_records, which loads torch: `simulate` never needs it.
-    path = workspace.data_commands_record
-    if path.exists():
-        commands = json.loads(path.read_text())
-        commands.pop("preprocess", None)
-        path.write_text(json.dumps(commands, indent=2) + "\n")
-
-
 def simulate(
     workspace: Workspace, plan: SimulationPlan, force: bool = False, processes: int = 1
 ) -> dict:
@@ -129,7 +120,7 @@ def simulate(
             if folder.exists():
                 shutil.rmtree(folder)
         workspace.simulation_record.unlink(missing_ok=True)
-        _forget_preprocess_command(workspace)
+        forget_preprocess_command(workspace)
     for split in SPLITS:
         out_dir = workspace.simulated_split_dir(split)
         out_dir.mkdir(parents=True, exist_ok=True)

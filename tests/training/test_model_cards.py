@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -329,7 +331,7 @@ def test_data_steps_record_their_commands_with_the_data(workspace_factory, tmp_p
 
 
 def test_reproduce_lists_the_data_sets_commands_before_the_runs(workspace_factory):
-    from devolearn_web.training.run_records import record_command, reproduce_command
+    from devolearn_web.training.command_records import record_command, reproduce_command
 
     workspace = workspace_factory("nucleus", preprocess_size=None)
     for step in ("simulate", "preprocess", "train", "export", "card"):
@@ -345,7 +347,7 @@ def test_simulate_force_forgets_the_preprocess_of_the_data_it_deleted(
     """simulate --force deletes the index too: reproduce must not list the old preprocess."""
     from devolearn_web.training import simulate as simulating
     from devolearn_web.training.cli import main
-    from devolearn_web.training.run_records import record_command, reproduce_command
+    from devolearn_web.training.command_records import record_command, reproduce_command
 
     workspace = workspace_factory("nucleus")
     for step in ("simulate", "preprocess", "train"):
@@ -366,7 +368,7 @@ def test_simulate_force_forgets_the_preprocess_of_the_data_it_deleted(
 
 
 def test_reproduce_reads_data_commands_that_older_runs_kept_in_the_run(workspace_factory):
-    from devolearn_web.training.run_records import reproduce_command
+    from devolearn_web.training.command_records import reproduce_command
 
     workspace = workspace_factory("nucleus", preprocess_size=None)
     workspace.run_dir.mkdir(parents=True)
@@ -379,10 +381,27 @@ def test_reproduce_reads_data_commands_that_older_runs_kept_in_the_run(workspace
 
 
 def test_reproduce_after_all_leaves_out_the_data_sets_commands(workspace_factory):
-    from devolearn_web.training.run_records import record_command, reproduce_command
+    from devolearn_web.training.command_records import record_command, reproduce_command
 
     workspace = workspace_factory("nucleus", preprocess_size=None)
     record_command(workspace, "simulate", cli_run("simulate", workspace.data_root))
     record_command(workspace, "all", cli_run("all", workspace.data_root))
     assert reproduce_command(workspace).split()[3] == "all"
     assert "simulate" not in reproduce_command(workspace)
+
+
+def test_simulate_records_its_command_without_loading_torch(tmp_path):
+    # simulate runs on machines without the training packages' heavy parts loaded.
+    code = (
+        "import sys; from devolearn_web.training.cli import main; "
+        f"main(['simulate', '--model', 'nucleus', '--data-root', r'{tmp_path / 'data'}', "
+        f"'--runs-root', r'{tmp_path / 'runs'}', '--train-seeds', '1', '--validation-seeds', '1', "
+        "'--test-seeds', '1', '--timepoints', '1', '--shape', '8', '64', '80', "
+        "'--projection-seeds', '0']); print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert result.stdout.strip().splitlines()[-1] == "False"
+    recorded = json.loads((tmp_path / "data" / "nucleus" / "commands.json").read_text())
+    assert list(recorded) == ["simulate"]
