@@ -62,6 +62,19 @@ def test_a_small_object_beside_a_big_one_keeps_its_own_label():
     assert labels.max() == 2 and labels[100, 100] != labels[100, 126] > 0
 
 
+def test_pieces_under_the_min_split_area_are_dropped_at_any_scale():
+    # A disk of about 13 model pixels (radius 2) beside one of about 314 (radius 10).
+    for scale in (1, 3):
+        mask = disks((256 * scale, 256 * scale), [(60 * scale, 60 * scale)], radius=10 * scale)
+        mask |= disks(mask.shape, [(120 * scale, 60 * scale)], radius=2 * scale)
+        assert split_touching_objects(mask, settings=SplitSettings()).max() == 2
+        for min_area, expected in ((10, 2), (20, 1)):
+            settings = SplitSettings(min_split_area=min_area)
+            labels = split_touching_objects(mask, settings=settings)
+            assert labels.max() == expected, (scale, min_area)
+            assert labels[60 * scale, 60 * scale] == 1  # the big one stays, numbered from 1
+
+
 def test_settings_scale_with_the_map():
     small = disks((256, 256), [(60, 60), (78, 60)], radius=10)
     big = disks((768, 768), [(180, 180), (234, 180)], radius=30)
