@@ -9,7 +9,8 @@ LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
 
 ERROR_RESPONSES = {
-    "400": "The image cannot be decoded, or a field is missing or out of range.",
+    "400": "The image cannot be decoded, or a field is missing or out of range, or sent in the "
+    "query string instead of the form.",
     "404": "No model by that name (the message lists the valid names).",
     "413": "The file has too many bytes or too many pixels (decompression bombs included).",
     "415": f"The file is not a {ACCEPTED_FORMATS}.",
@@ -163,6 +164,8 @@ def _schemas() -> dict:
 def _predict_operation() -> dict:
     return {
         "summary": "Run a model on one image",
+        "description": "Every option is a multipart form field sent with the file. The query "
+        "string is not read: an option sent there (?threshold=0.9) is answered 400, naming it.",
         "operationId": "predict",
         "parameters": [
             {

@@ -124,6 +124,24 @@ def test_bad_stack_fields_on_a_single_image_are_400(client, five_disks_png, fiel
     assert words in response.get_json()["error"]
 
 
+def test_options_in_the_query_string_are_400_naming_them(client, five_disks_png):
+    # A script's ?threshold=0.9 must not be analysed at the default threshold unnoticed.
+    document = client.get("/api/v1/openapi.json").get_json()
+    operation = document["paths"]["/api/v1/predict/{name}"]["post"]
+    assert "query string is not read" in operation["description"]
+    body = operation["requestBody"]
+    options = set(body["content"]["multipart/form-data"]["schema"]["properties"]) - {"file"}
+    assert {"threshold", "format", "channel"} <= options
+    for option in sorted(options):
+        response = client.post(
+            f"/api/v1/predict/nucleus?{option}=1",
+            data={"file": (io.BytesIO(five_disks_png), "x.png")},
+        )
+        error = response.get_json()["error"]
+        assert response.status_code == 400, option
+        assert f"'{option}'" in error and "form field" in error
+
+
 def test_frame_0_of_a_single_image_is_the_image(client, five_disks_png):
     response = client.post(
         "/api/v1/predict/nucleus",

@@ -13,6 +13,8 @@ from devolearn_web.registry import get_registry
 from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file
 
 bp = Blueprint("api", __name__)
+# The predict endpoint's options (openapi.py): read from the multipart form only.
+FORM_FIELDS = ("threshold", "include", "format", "axes", "channel", "frame", "progress")
 
 
 @bp.get("/api/v1/models")
@@ -28,6 +30,7 @@ def predict_upload(name: str):
     deadline = Deadline(current_app.config["JOB_TIME_BUDGET_SECONDS"])
     registry = get_registry()
     registry.card(name)  # 404 for an unknown model before looking at the upload
+    refuse_query_fields()
     threshold = parse_threshold(request.form.get("threshold"))
     upload = request.files.get("file")
     if upload is None:
@@ -69,6 +72,17 @@ def healthz():
     models = get_registry().status()
     healthy = all(state["ready"] for state in models.values())
     return jsonify({"status": "ok" if healthy else "degraded", "models": models})
+
+
+def refuse_query_fields() -> None:
+    """400 for an option sent in the query string, which would otherwise be silently ignored."""
+    # One place per option: a script's ?threshold=0.9 must not run at the default unnoticed.
+    for key in FORM_FIELDS:
+        if key in request.args:
+            raise BadParameter(
+                f"'{key}' was sent in the query string, which this endpoint does not read: send "
+                f"it as a multipart form field next to the file (curl -F {key}=...)."
+            )
 
 
 def parse_threshold(raw: str | None) -> float | None:
