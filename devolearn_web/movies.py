@@ -4,8 +4,8 @@ Why PyAV: its wheels bundle FFmpeg's decoders, so a git-push deploy needs no sys
 it demuxes from an in-memory BytesIO, so an upload never touches the disk (OpenCV would need a
 temporary file and brings ~60 MB of GUI and codec code the server does not use; imageio-ffmpeg
 pipes through a separate ffmpeg process). Frames are converted to one signal plane as they are
-decoded (gray, or the channel the first frame shows to carry the signal), so a 389-frame movie
-costs its frames in uint8, never in float32.
+decoded (gray, the channel asked for, or the channel the first frame shows to carry the signal),
+so a 389-frame movie costs its frames in uint8, never in float32.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import io
 import numpy as np
 from PIL import Image, ImageSequence
 
-from devolearn_web.errors import BadImage, TooLarge
+from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import (
     CHANNEL_NAMES,
     PIL_DECODE_ERRORS,
@@ -44,15 +44,20 @@ def decode_movie(
     max_pixels: int,
     max_frames: int = DEFAULT_MAX_STACK_FRAMES,
     max_voxels: int = DEFAULT_MAX_STACK_VOXELS,
+    channel: int | None = None,
 ) -> FrameStack:
     """Every frame of a movie as uint8 signal planes in a FrameStack (kind 'movie')."""
     container = sniff_movie(data)
     if container is None:
         raise BadImage(f"The file is not a movie this server can read. {MOVIE_FORMATS_SENTENCE}")
     if container == "GIF":
-        frames, times, note = _decode_gif(data, max_pixels, max_frames, max_voxels)
+        frames, times, note, channels = _decode_gif(
+            data, max_pixels, max_frames, max_voxels, channel
+        )
     else:
-        frames, times, note = _decode_video(data, container, max_pixels, max_frames, max_voxels)
+        frames, times, note, channels = _decode_video(
+            data, container, max_pixels, max_frames, max_voxels, channel
+        )
     if not frames:
         raise BadImage(f"The {container} file holds no video frames that could be decoded.")
     stack = np.stack(frames)
@@ -73,8 +78,7 @@ def decode_movie(
             "shape": [int(size) for size in stack.shape],
             "frames": len(frames),
             "slider": ["time"],
-            "channel": None,
-            "channels": 1,
+            **channels,
         },
         notes=notes,
         offset=0.0,
@@ -84,14 +88,20 @@ def decode_movie(
 
 
 def _decode_video(
-    data: bytes, container_name: str, max_pixels: int, max_frames: int, max_voxels: int
-) -> tuple[list[np.ndarray], list[float], str | None]:
+    data: bytes,
+    container_name: str,
+    max_pixels: int,
+    max_frames: int,
+    max_voxels: int,
+    channel: int | None,
+) -> tuple[list[np.ndarray], list[float], str | None, dict]:
     import av  # imported here: only movie uploads pay for loading FFmpeg
 
     frames: list[np.ndarray] = []
     times: list[float] = []
     channel_choice: int | None = None
     note = None
+    channels = {"channel": None, "channels": 1}
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
@@ -101,7 +111,12 @@ def _decode_video(
             for frame in container.decode(stream):
                 if not frames:
                     _check_frame_size(frame.width, frame.height, max_pixels)
-                    channel_choice, note = _choose_movie_channel(frame.to_ndarray(format="rgb24"))
+                    # Gray pixel formats have one channel; YUV, RGB and palettes decode to three.
+                    count = 1 if frame.format.name.startswith(("gray", "ya")) else 3
+                    channel_choice, note = _pick_channel(
+                        frame.to_ndarray(format="rgb24"), count, channel
+                    )
+                    channels = {"channel": channel_choice, "channels": count}
                 _check_budget(len(frames) + 1, frame.width * frame.height, max_frames, max_voxels)
                 frames.append(_signal_plane(frame, channel_choice))
                 seconds = frame.time if frame.time is not None else len(times) / 25
@@ -111,7 +126,7 @@ def _decode_video(
             f"The {container_name} movie is truncated, damaged or uses a codec this server "
             f"cannot decode ({type(error).__name__})."
         ) from error
-    return frames, times, note
+    return frames, times, note, channels
 
 
 def _signal_plane(frame, channel: int | None) -> np.ndarray:
@@ -119,6 +134,20 @@ def _signal_plane(frame, channel: int | None) -> np.ndarray:
     if channel is None:
         return np.ascontiguousarray(frame.to_ndarray(format="gray"))
     return np.ascontiguousarray(frame.to_ndarray(format="rgb24")[..., channel])
+
+
+def _pick_channel(
+    rgb: np.ndarray, count: int, channel: int | None
+) -> tuple[int | None, str | None]:
+    """The channel asked for (checked against the movie's `count`), else the one with signal."""
+    if channel is None:
+        return _choose_movie_channel(rgb) if count == 3 else (None, None)
+    if channel >= count:
+        names = "0" if count == 1 else "0 red, 1 green, 2 blue"
+        raise BadParameter(
+            f"Channel {channel} does not exist: this movie has {count} channel(s) ({names})."
+        )
+    return (channel if count == 3 else None), None
 
 
 def _choose_movie_channel(rgb: np.ndarray) -> tuple[int | None, str | None]:
@@ -135,8 +164,8 @@ def _choose_movie_channel(rgb: np.ndarray) -> tuple[int | None, str | None]:
 
 
 def _decode_gif(
-    data: bytes, max_pixels: int, max_frames: int, max_voxels: int
-) -> tuple[list[np.ndarray], list[float], str | None]:
+    data: bytes, max_pixels: int, max_frames: int, max_voxels: int, channel: int | None
+) -> tuple[list[np.ndarray], list[float], str | None, dict]:
     frames: list[np.ndarray] = []
     times: list[float] = []
     channel_choice: int | None = None
@@ -149,7 +178,8 @@ def _decode_gif(
                 _check_budget(len(frames) + 1, image.width * image.height, max_frames, max_voxels)
                 rgb = np.asarray(frame.convert("RGB"))
                 if not frames:
-                    channel_choice, note = _choose_movie_channel(rgb)
+                    # GIF frames are palette colours: three channels, whatever they show.
+                    channel_choice, note = _pick_channel(rgb, 3, channel)
                 if channel_choice is None:
                     plane = np.asarray(frame.convert("L"))
                 else:
@@ -159,7 +189,7 @@ def _decode_gif(
                 elapsed_ms += float(frame.info.get("duration", 100) or 100)
     except PIL_DECODE_ERRORS as error:
         raise BadImage("The animated GIF is truncated or damaged.") from error
-    return frames, times, note
+    return frames, times, note, {"channel": channel_choice, "channels": 3}
 
 
 def _gif_frame_count(data: bytes) -> int:

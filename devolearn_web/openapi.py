@@ -330,8 +330,9 @@ def _frames_request_fields() -> dict:
         "channel": {
             "type": "integer",
             "minimum": 0,
-            "description": "Stacks with channels: the channel to analyse (default: the one "
-            "carrying the most signal).",
+            "description": "Stacks with channels and colour movies (0 red, 1 green, 2 blue): the "
+            "channel to analyse (default: the one carrying the most signal, else brightness); "
+            "one the file lacks is a 400.",
         },
         "frame": {
             "type": "integer",

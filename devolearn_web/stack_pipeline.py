@@ -70,7 +70,7 @@ def load_frames(
     if sniff_movie(data) is not None:
         if axes is not None and axes != "T":
             raise BadParameter("A movie's frames are time points: its axes cannot be changed.")
-        return decode_movie(data, max_pixels, max_frames, max_voxels)
+        return decode_movie(data, max_pixels, max_frames, max_voxels, channel)
     return read_tiff_stack(data, axes, channel, max_voxels, max_frames)
 
 

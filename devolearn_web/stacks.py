@@ -334,9 +334,12 @@ def _select_channel(
             luminance /= np.float32(np.iinfo(array.dtype).max)
         return (
             luminance,
-            info,
+            {**info, "channels": samples},
             ("Colour stack with signal in several channels: its brightness (luminance) was used."),
         )
+    if channel is not None and channel > 0 and info["channel"] is None:
+        # No C or S axis: one channel, 0; a higher one must not be ignored while 0 is analysed.
+        raise BadParameter(f"Channel {channel} does not exist: this stack has one channel (0).")
     return array, info, note
 
 

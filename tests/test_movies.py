@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from devolearn_web.errors import BadImage, TooLarge
+from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.movies import decode_movie, sniff_movie
 
 av = pytest.importorskip("av", reason="PyAV (requirements.txt) decodes the movies")
@@ -23,13 +23,16 @@ def growing_disks(index: int) -> np.ndarray:
     return np.where((cols - 48) ** 2 + (rows - 32) ** 2 <= radius**2, 220, 10).astype(np.uint8)
 
 
-def encode_movie(container: str, codec: str) -> bytes:
+def encode_movie(container: str, codec: str, colour: bool = False) -> bytes:
+    """A gray movie of growing disks, or (colour) the disks in green over a flat red."""
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=container) as output:
         stream = output.add_stream(codec, rate=5)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         for index in range(FRAMES):
             rgb = np.repeat(growing_disks(index)[..., None], 3, axis=2)
+            if colour:
+                rgb[..., 0], rgb[..., 2] = 120, 0
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
                 output.mux(packet)
         for packet in stream.encode():
@@ -37,10 +40,15 @@ def encode_movie(container: str, codec: str) -> bytes:
     return buffer.getvalue()
 
 
-def encode_gif() -> bytes:
+def encode_gif(colour: bool = False) -> bytes:
     from PIL import Image
 
-    frames = [Image.fromarray(growing_disks(index)) for index in range(FRAMES)]
+    planes = [growing_disks(index) for index in range(FRAMES)]
+    if colour:
+        planes = [
+            np.stack([np.full_like(plane, 120), plane, plane * 0], axis=2) for plane in planes
+        ]
+    frames = [Image.fromarray(plane) for plane in planes]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=200)
     return buffer.getvalue()
@@ -63,6 +71,23 @@ def test_animated_gif_decodes_with_its_frame_times():
     assert stack.count == FRAMES
     assert stack.positions[1] == {"time": 1, "seconds": 0.2}
     assert abs(float(stack.pixels(0)[32, 48]) - 220 / 255) < 0.02
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [lambda: encode_movie("mp4", "mpeg4", colour=True), lambda: encode_gif(colour=True)],
+    ids=["mp4", "gif"],
+)
+def test_colour_movie_reports_its_channels_and_honours_the_one_asked_for(encode):
+    data = encode()
+    chosen = decode_movie(data, max_pixels=1_000_000)
+    assert (chosen.axes["channel"], chosen.axes["channels"]) == (1, 3)  # green carries the disks
+    assert abs(float(chosen.pixels(0)[32, 48]) - 220 / 255) < 0.05
+    red = decode_movie(data, max_pixels=1_000_000, channel=0)
+    assert (red.axes["channel"], red.axes["channels"]) == (0, 3)
+    assert abs(float(red.pixels(0)[32, 48]) - 120 / 255) < 0.05
+    with pytest.raises(BadParameter, match="Channel 3 does not exist"):
+        decode_movie(data, max_pixels=1_000_000, channel=3)
 
 
 def test_movie_limits_are_checked_while_decoding():
@@ -91,6 +116,15 @@ def test_nucleus_movie_counts_per_frame_through_the_api(client, container, codec
     assert answer["count_per_frame"] == [1] * FRAMES
     areas = [frame["objects"][0]["area"] for frame in answer["frames"]]
     assert areas == sorted(areas)
+
+
+def test_a_channel_a_movie_lacks_is_a_400_through_the_api(client):
+    response = client.post(
+        "/api/v1/predict/nucleus",
+        data={"file": (io.BytesIO(encode_movie("mp4", "mpeg4")), "e.mp4"), "channel": "5"},
+    )
+    assert response.status_code == 400
+    assert "Channel 5 does not exist" in response.get_json()["error"]
 
 
 def test_lineage_movie_gives_populations_for_every_frame(client):

@@ -71,6 +71,20 @@ def test_channel_with_the_signal_is_chosen_and_can_be_overridden(image_maker):
     assert read_tiff_stack(data, channel=0).pixels(0).max() == pytest.approx(100 / 65535)
 
 
+def test_a_channel_a_single_channel_stack_lacks_is_refused(image_maker):
+    data = image_maker.tiff(disk_stack(image_maker, [1, 2]), photometric="minisblack")
+    assert read_tiff_stack(data, channel=0).count == 2  # its one channel
+    with pytest.raises(BadParameter, match="Channel 1 does not exist: this stack has one"):
+        read_tiff_stack(data, channel=1)
+
+
+def test_colour_stack_read_by_brightness_still_reports_its_channels(image_maker):
+    gray = disk_stack(image_maker, [1, 2])
+    data = image_maker.tiff(np.repeat(gray[..., None], 3, axis=3), photometric="rgb")
+    stack = read_tiff_stack(data)
+    assert (stack.axes["channel"], stack.axes["channels"]) == (None, 3)
+
+
 @pytest.mark.parametrize("raw", ["XYZ", "ZZ", "Q", "T Z C X"])
 def test_bad_axes_are_refused_with_a_sentence(raw):
     with pytest.raises(BadParameter):

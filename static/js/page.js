@@ -192,7 +192,8 @@ function chartOptions() {
 
 function showStackControls(answer) {
   const axes = answer.axes;
-  const channel = axes.channels > 1 ? ` · channel ${shownNumber(axes.channel)} of ${axes.channels}` : "";
+  // channel is null where a colour file's brightness was used: no channel to name then.
+  const channel = axes.channels > 1 && axes.channel !== null ? ` · channel ${shownNumber(axes.channel)} of ${axes.channels}` : "";
   ui.stackAxesText.textContent =
     `${answer.kind === "movie" ? "Movie" : "Stack"} of ${answer.frame_count} frames · axes ` +
     `${axes.used} (guessed ${axes.guessed}: ${axes.source})${channel}`;
