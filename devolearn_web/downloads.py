@@ -5,7 +5,7 @@
   as an ImageJ hyperstack (axes ZYX, TYX or TZYX) so Fiji shows a slice and a frame slider.
 - probability TIFF: float32 probability in [0, 1], same layout.
 - CSVs: one row per object (position columns, label, x, y, area) or per frame for lineage
-  (frame, A, E, M, P, C, D, Z, total).
+  (the same position columns, A, E, M, P, C, D, Z, total).
 - ZIP: the TIFFs, a mask PNG per frame and the CSV together.
 """
 
@@ -143,13 +143,21 @@ def z_slices(positions: Sequence[dict]) -> int:
     return len({position.get("z") for position in positions}) or 1
 
 
-def lineage_csv(results: Sequence[LineageResult]) -> str:
-    """CSV of frame, A, E, M, P, C, D, Z, total (one row per frame; frame counts from 0)."""
+def lineage_csv(results: Sequence[LineageResult], positions: Sequence[dict] = ()) -> str:
+    """CSV of [frame][,slice][,seconds], A, E, M, P, C, D, Z, total (one row per frame)."""
+    # The objects CSV's position columns, so a time x z stack's rows say time point and slice,
+    # not the flattened index; one image (or frames without positions) keeps frame from 0.
+    keys = position_columns(positions) if len(results) > 1 else []
     rows = (
-        [index, *(result.populations[key] for key in LINEAGE_ORDER), result.total]
+        [
+            *([positions[index][key] for key in keys] or [index]),
+            *(result.populations[key] for key in LINEAGE_ORDER),
+            result.total,
+        ]
         for index, result in enumerate(results)
     )
-    return _csv_text(["frame", *LINEAGE_ORDER, "total"], rows)
+    header = [POSITION_COLUMNS[key] for key in keys] or ["frame"]
+    return _csv_text([*header, *LINEAGE_ORDER, "total"], rows)
 
 
 def zip_bundle(
@@ -183,7 +191,7 @@ def build_download(
     """(file bytes, media type, file name) of one download format for a list of results."""
     if requested == "csv":
         if isinstance(results[0], LineageResult):
-            body = lineage_csv(results).encode("utf-8")
+            body = lineage_csv(results, positions).encode("utf-8")
         else:
             body = objects_csv(results, positions).encode("utf-8")
     elif requested == "tiff":

@@ -175,6 +175,27 @@ def test_lineage_csv_has_a_row_per_frame(client, image_maker):
     ]
 
 
+def test_lineage_csv_names_frames_as_the_objects_csv_does(client, image_maker):
+    # A time-lapse of z-stacks: each row says its time point and slice, not the flattened index.
+    planes = [image_maker.disks((140, 200), DISKS[: count + 1], 12) for count in range(6)]
+    hyperstack = image_maker.tiff(
+        image_maker.uint8(np.stack(planes).reshape(2, 3, 140, 200)),
+        imagej=True,
+        metadata={"axes": "TZYX"},
+    )
+
+    def csv_rows(model: str) -> list[list[str]]:
+        body = post(client, model, hyperstack, "tz.tif", format="csv").get_data(as_text=True)
+        return list(csv.reader(io.StringIO(body)))
+
+    populations, objects = csv_rows("lineage"), csv_rows("nucleus")
+    assert populations[0][:2] == objects[0][:2] == ["frame", "slice"]
+    assert populations[0][2:] == ["A", "E", "M", "P", "C", "D", "Z", "total"]
+    assert [row[:2] for row in populations[1:]] == [
+        [str(time), str(z)] for time in range(2) for z in range(3)
+    ]
+
+
 @pytest.mark.parametrize(
     "model, fields, message",
     [
