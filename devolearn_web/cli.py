@@ -86,13 +86,13 @@ def predict_command(
         for path in progress:
             stem = _unique_stem(path, used_stems)
             try:
-                results, positions, axis = _run_file(
+                results, positions, axis, calibration = _run_file(
                     registry, model, path, threshold, axes_override
                 )
             except DevoLearnError as error:
                 failures.append(f"{path}: {error.message}")
                 continue
-            _write_outputs(out_dir, stem, results, positions, axis)
+            _write_outputs(out_dir, stem, results, positions, axis, calibration)
             summary_rows.extend(_summary_rows(path, results))
     _write_summary(out_dir / "summary.csv", model, summary_rows)
     click.echo(f"Wrote results for {len(files) - len(failures)} file(s) to {out_dir}")
@@ -103,22 +103,22 @@ def predict_command(
 
 
 def _run_file(registry, model: str, path: Path, threshold, axes_override):
-    """Results, frame positions and the stack axis ('Z' or 'T') for one file."""
+    """Results, frame positions, the stack axis ('Z' or 'T') and pixel size for one file."""
     data = path.read_bytes()
     if has_frames(data):
         stack = load_frames(data, axes=axes_override)
         results = collect_results(registry, model, stack, threshold)
-        return results, stack.positions, frame_axis(stack)
-    result, _ = predict_bytes(registry, model, data, filename=path.name, threshold=threshold)
-    return [result], ({},), "Z"
+        return results, stack.positions, frame_axis(stack), stack.calibration
+    result, image = predict_bytes(registry, model, data, filename=path.name, threshold=threshold)
+    return [result], ({},), "Z", image.calibration
 
 
-def _write_outputs(out_dir: Path, stem: str, results, positions, axis: str) -> None:
+def _write_outputs(out_dir: Path, stem: str, results, positions, axis: str, calibration) -> None:
     formats = ("csv",) if isinstance(results[0], LineageResult) else SEGMENTATION_OUTPUTS
     if len(results) == 1 and not isinstance(results[0], LineageResult):
         formats += ("png",)
     for requested in formats:
-        body, _, filename = build_download(requested, stem, results, positions, axis)
+        body, _, filename = build_download(requested, stem, results, positions, axis, calibration)
         (out_dir / filename).write_bytes(body)
 
 

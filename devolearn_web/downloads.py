@@ -7,6 +7,9 @@
 - CSVs: one row per object (position columns, label, x, y, area) or per frame for lineage
   (the same position columns, A, E, M, P, C, D, Z, total).
 - ZIP: the TIFFs, a mask PNG per frame and the CSV together.
+- A calibrated upload (its pixel size read from the TIFF) gives TIFFs that carry the same pixel
+  size (ImageJ `unit`, `spacing`, resolution tags: results are at the upload's size) and a CSV
+  with x, y and area in the unit too; an uncalibrated one gives exactly the files it always did.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from devolearn_web.calibration import Calibration, writer_options
 from devolearn_web.errors import BadParameter
 from devolearn_web.pipelines import LineageResult, SegmentationResult
+from devolearn_web.segmentation import SegmentedObject
 
 LINEAGE_ORDER = ("A", "E", "M", "P", "C", "D", "Z")
 # Position keys of a frame (stacks.AXIS_WORDS, movies) and the CSV column naming each.
 POSITION_COLUMNS = {"time": "frame", "z": "slice", "seconds": "seconds"}
 MAX_LABEL_16_BIT = 65535
+# Calibrated CSV values keep 6 significant digits: pixel sizes are known to fewer.
+CALIBRATED_DIGITS = 6
 SEGMENTATION_FORMATS = ("csv", "tiff", "probability-tiff", "png", "zip")
 LINEAGE_FORMATS = ("csv",)
 MEDIA_TYPES = {
@@ -84,12 +91,20 @@ def frames_tiff(
     dtype,
     axis: str,
     slices: int = 1,
+    calibration: Calibration | None = None,
 ) -> bytes:
-    """A TIFF of `count` HxW planes: one plain page, or an ImageJ stack along 'Z', 'T' or 'TZ'."""
+    """A TIFF of `count` HxW planes: one plain page, or an ImageJ stack along 'Z', 'T' or 'TZ'.
+
+    With a calibration, one page is an ImageJ TIFF too: Fiji reads a unit only from there."""
     buffer = io.BytesIO()
-    if count == 1:
+    if count == 1 and calibration is None:
         tifffile.imwrite(buffer, next(iter(planes)).astype(dtype), photometric="minisblack")
         return buffer.getvalue()
+    if count == 1:
+        options = writer_options(calibration, "YX")
+        tifffile.imwrite(buffer, next(iter(planes)).astype(dtype), imagej=True, **options)
+        return buffer.getvalue()
+    options = writer_options(calibration, axis)
     # A time-lapse of z-stacks keeps both axes: time points are not slices to Fiji or napari.
     stack_shape = (count // slices, slices) if axis == "TZ" else (count,)
     with tifffile.TiffWriter(buffer, imagej=True) as writer:
@@ -98,25 +113,34 @@ def frames_tiff(
             (np.asarray(plane, dtype=dtype) for plane in planes),
             shape=(*stack_shape, *shape),
             dtype=dtype,
-            metadata={"axes": f"{axis}YX"},
+            metadata={"axes": f"{axis}YX", **options.pop("metadata", {})},
+            **options,
         )
     return buffer.getvalue()
 
 
-def labels_tiff(results: Sequence[SegmentationResult], axis: str = "Z", slices: int = 1) -> bytes:
+def labels_tiff(
+    results: Sequence[SegmentationResult],
+    axis: str = "Z",
+    slices: int = 1,
+    calibration: Calibration | None = None,
+) -> bytes:
     """16-bit instance labels: one page, or an ImageJ stack (axis 'Z', 'T' or 'TZ')."""
     shape = (results[0].height, results[0].width)
     planes = (labels_16bit(result.labels) for result in results)
-    return frames_tiff(planes, len(results), shape, np.uint16, axis, slices)
+    return frames_tiff(planes, len(results), shape, np.uint16, axis, slices, calibration)
 
 
 def probability_tiff(
-    results: Sequence[SegmentationResult], axis: str = "Z", slices: int = 1
+    results: Sequence[SegmentationResult],
+    axis: str = "Z",
+    slices: int = 1,
+    calibration: Calibration | None = None,
 ) -> bytes:
     """float32 probability maps in [0, 1]: one page, or an ImageJ stack."""
     shape = (results[0].height, results[0].width)
     planes = (result.probability.astype(np.float32) for result in results)
-    return frames_tiff(planes, len(results), shape, np.float32, axis, slices)
+    return frames_tiff(planes, len(results), shape, np.float32, axis, slices, calibration)
 
 
 def position_columns(positions: Sequence[dict]) -> list[str]:
@@ -126,16 +150,52 @@ def position_columns(positions: Sequence[dict]) -> list[str]:
     return [key for key in POSITION_COLUMNS if all(key in position for position in positions)]
 
 
-def objects_csv(results: Sequence[SegmentationResult], positions: Sequence[dict]) -> str:
-    """CSV of every object: [frame][,slice],label,x,y,area (no position columns for one image)."""
+def objects_csv(
+    results: Sequence[SegmentationResult],
+    positions: Sequence[dict],
+    calibration: Calibration | None = None,
+) -> str:
+    """CSV of every object: [frame][,slice],label,x,y,area (no position columns for one image),
+    then x_<unit>,y_<unit>[,z_<unit>],area_<unit>2 when the pixel size is known."""
     keys = position_columns(positions) if len(results) > 1 else []
+    with_z = calibration is not None and bool(calibration.z_spacing) and "z" in keys
     rows = (
-        [*(position[key] for key in keys), obj.label, obj.x, obj.y, obj.area]
+        [
+            *(position[key] for key in keys),
+            obj.label,
+            obj.x,
+            obj.y,
+            obj.area,
+            *calibrated_values(obj, position, calibration, with_z),
+        ]
         for result, position in zip(results, positions, strict=True)
         for obj in result.objects
     )
     header = [POSITION_COLUMNS[key] for key in keys] + ["label", "x", "y", "area"]
-    return _csv_text(header, rows)
+    return _csv_text(header + calibrated_columns(calibration, with_z), rows)
+
+
+def calibrated_columns(calibration: Calibration | None, with_z: bool) -> list[str]:
+    """x_um, y_um[, z_um], area_um2 (the unit spelt in ASCII: nm, um, mm, cm, m); [] without."""
+    if calibration is None:
+        return []
+    unit = calibration.ascii_unit
+    return [f"x_{unit}", f"y_{unit}", *([f"z_{unit}"] if with_z else []), f"area_{unit}2"]
+
+
+def calibrated_values(
+    obj: SegmentedObject, position: dict, calibration: Calibration | None, with_z: bool
+) -> list[float]:
+    """The object's centroid and area in the calibration's unit (z from its slice)."""
+    if calibration is None:
+        return []
+    # Pixel coordinates times the pixel size, origin at the first pixel's centre, as napari
+    # places a scaled image.
+    values = [obj.x * calibration.pixel_width, obj.y * calibration.pixel_height]
+    if with_z:
+        values.append(position["z"] * calibration.z_spacing)
+    values.append(obj.area * calibration.pixel_width * calibration.pixel_height)
+    return [float(f"{value:.{CALIBRATED_DIGITS}g}") for value in values]
 
 
 def z_slices(positions: Sequence[dict]) -> int:
@@ -161,16 +221,22 @@ def lineage_csv(results: Sequence[LineageResult], positions: Sequence[dict] = ()
 
 
 def zip_bundle(
-    stem: str, results: Sequence[SegmentationResult], positions: Sequence[dict], axis: str = "Z"
+    stem: str,
+    results: Sequence[SegmentationResult],
+    positions: Sequence[dict],
+    axis: str = "Z",
+    calibration: Calibration | None = None,
 ) -> bytes:
     """ZIP: labels TIFF, probability TIFF, objects CSV and one mask PNG per frame."""
     buffer = io.BytesIO()
     digits = len(str(max(0, len(results) - 1)))
     slices = z_slices(positions)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
-        bundle.writestr(f"{stem}_labels.tif", labels_tiff(results, axis, slices))
-        bundle.writestr(f"{stem}_probability.tif", probability_tiff(results, axis, slices))
-        bundle.writestr(f"{stem}_objects.csv", objects_csv(results, positions))
+        bundle.writestr(f"{stem}_labels.tif", labels_tiff(results, axis, slices, calibration))
+        bundle.writestr(
+            f"{stem}_probability.tif", probability_tiff(results, axis, slices, calibration)
+        )
+        bundle.writestr(f"{stem}_objects.csv", objects_csv(results, positions, calibration))
         for index, result in enumerate(results):
             name = (
                 f"{stem}_mask.png"
@@ -187,21 +253,23 @@ def build_download(
     results: Sequence[SegmentationResult | LineageResult],
     positions: Sequence[dict],
     axis: str = "Z",
+    calibration: Calibration | None = None,
 ) -> tuple[bytes, str, str]:
-    """(file bytes, media type, file name) of one download format for a list of results."""
+    """(file bytes, media type, file name) of one download format for a list of results;
+    `calibration` is the upload's pixel size, kept in the TIFFs and the objects CSV."""
     if requested == "csv":
         if isinstance(results[0], LineageResult):
             body = lineage_csv(results, positions).encode("utf-8")
         else:
-            body = objects_csv(results, positions).encode("utf-8")
+            body = objects_csv(results, positions, calibration).encode("utf-8")
     elif requested == "tiff":
-        body = labels_tiff(results, axis, z_slices(positions))
+        body = labels_tiff(results, axis, z_slices(positions), calibration)
     elif requested == "probability-tiff":
-        body = probability_tiff(results, axis, z_slices(positions))
+        body = probability_tiff(results, axis, z_slices(positions), calibration)
     elif requested == "png":
         body = mask_png(results[0])
     else:
-        body = zip_bundle(stem, results, positions, axis)
+        body = zip_bundle(stem, results, positions, axis, calibration)
     return body, MEDIA_TYPES[requested], f"{stem}{FILE_SUFFIXES[requested]}"
 
 

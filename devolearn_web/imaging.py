@@ -15,6 +15,8 @@ Decisions, in the order they are applied:
 - Alpha is ignored; palettes are looked up; CMYK and other colour spaces go through RGB.
 - An EXIF orientation tag (cameras, phones) is applied, so results match what viewers show.
 - Multi-page TIFFs and animated GIFs: the first page or frame, with a note saying so.
+- A TIFF's pixel size (resolution tags, ImageJ unit) is kept as `calibration` for the downloads
+  (devolearn_web.calibration); the pixels are never resampled, so it stays true.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import tifffile
 from PIL import Image, ImageOps
 
+from devolearn_web.calibration import Calibration, read_tiff_calibration
 from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -110,6 +113,7 @@ class DecodedImage:
     height: int
     mode: str
     notes: tuple[str, ...]
+    calibration: Calibration | None = None
 
 
 def decode_image(
@@ -119,13 +123,15 @@ def decode_image(
     if not data:
         raise BadImage("The file is empty (0 bytes).")
     image_format = sniff_format(data, filename)
+    calibration = None
     if image_format == "TIFF":
         array, mode, notes = _decode_tiff(data, max_pixels)
+        calibration = read_tiff_calibration(data)
     else:
         array, mode, notes = _decode_with_pil(data, image_format, max_pixels)
     pixels, signal_notes = _to_signal(array, mode)
     height, width = pixels.shape
-    return DecodedImage(pixels, width, height, mode, tuple(notes) + signal_notes)
+    return DecodedImage(pixels, width, height, mode, tuple(notes) + signal_notes, calibration)
 
 
 def sniff_format(data: bytes, filename: str | None = None) -> str:

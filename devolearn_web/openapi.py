@@ -73,6 +73,23 @@ def _schemas() -> dict:
             },
             "required": ["label", "x", "y", "area"],
         },
+        "Calibration": {
+            "type": "object",
+            "description": "The pixel size a TIFF upload declares (resolution tags, ImageJ "
+            "unit and spacing); absent when it declares none. The label and probability TIFFs "
+            "keep it, and the objects CSV adds x_<unit>, y_<unit>[, z_<unit>], area_<unit>2 "
+            "(unit spelt nm, um, mm, cm or m).",
+            "properties": {
+                "unit": {"type": "string", "enum": ["nm", "µm", "mm", "cm", "m"]},
+                "pixel_width": {"type": "number", "description": "One pixel's width, in unit."},
+                "pixel_height": {"type": "number", "description": "One pixel's height, in unit."},
+                "z_spacing": {
+                    "type": ["number", "null"],
+                    "description": "The step between z-slices, in unit (stacks only).",
+                },
+            },
+            "required": ["unit", "pixel_width", "pixel_height", "z_spacing"],
+        },
         "Segmentation": {
             "type": "object",
             "properties": {
@@ -90,6 +107,7 @@ def _schemas() -> dict:
                     "description": "data:image/png;base64 URL of an 8-bit grayscale PNG, "
                     "probability x 255, at the upload's size.",
                 },
+                "calibration": {"$ref": "#/components/schemas/Calibration"},
                 "notes": notes,
                 "timings_ms": timings,
                 "figures": {"type": "object", "description": "Only with include=figures."},
@@ -405,6 +423,7 @@ def _frames_schema() -> dict:
             "total_per_frame": {"type": "array", "items": {"type": "integer"}},
             "outside_training_range_frames": {"type": "array", "items": {"type": "integer"}},
             "at_end_of_training_range_frames": {"type": "array", "items": {"type": "integer"}},
+            "calibration": {"$ref": "#/components/schemas/Calibration"},
             "notes": {"type": "array", "items": {"type": "string"}},
             "timings_ms": {"type": "object"},
         },

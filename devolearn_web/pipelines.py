@@ -24,6 +24,7 @@ import onnxruntime
 from scipy.special import expit
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.calibration import Calibration
 from devolearn_web.errors import BadParameter, ModelUnavailable
 from devolearn_web.imaging import (
     DEFAULT_MAX_PIXELS,
@@ -67,6 +68,7 @@ class SegmentationResult:
     notes: tuple[str, ...]
     timings_ms: dict[str, float]
     probability_png: bytes = field(default=b"", repr=False)
+    calibration: Calibration | None = None
 
     @property
     def count(self) -> int:
@@ -75,7 +77,7 @@ class SegmentationResult:
     def to_json(self) -> dict:
         """The API's segmentation answer."""
         png = self.probability_png or probability_to_png(self.probability)
-        return {
+        answer = {
             "model": self.model,
             "width": self.width,
             "height": self.height,
@@ -86,6 +88,9 @@ class SegmentationResult:
             "notes": list(self.notes),
             "timings_ms": rounded_timings(self.timings_ms),
         }
+        if self.calibration is not None:
+            answer["calibration"] = self.calibration.to_json()
+        return answer
 
 
 @dataclass
@@ -249,6 +254,10 @@ def _segment(
     labels = upscale_labels(small_labels, threshold_probability_map(probability, threshold))
     objects = measure_objects(labels)
     clock.lap("postprocess")
+    notes = image.notes
+    if image.calibration is not None:
+        # Only segmentation downloads are images: a lineage answer has no pixel size to keep.
+        notes += (image.calibration.note(),)
     return SegmentationResult(
         model=model.name,
         width=image.width,
@@ -257,9 +266,10 @@ def _segment(
         probability=probability,
         labels=labels,
         objects=objects,
-        notes=image.notes,
+        notes=notes,
         timings_ms=clock.timings(),
         probability_png=png,
+        calibration=image.calibration,
     )
 
 

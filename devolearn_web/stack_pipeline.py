@@ -167,6 +167,10 @@ def stack_json(
     else:
         answer["threshold"] = frames[0]["threshold"] if frames else None
         answer["count_per_frame"] = [frame["count"] for frame in frames]
+        if stack.calibration is not None:
+            # Stated once for the stack: its frames are decoded without it.
+            answer["calibration"] = stack.calibration.to_json()
+            notes.append(stack.calibration.note())
     answer.update(
         frames=frames,
         notes=notes,

@@ -12,6 +12,8 @@ Decisions:
   position ({"t": 3, "z": 12}) so a slider and a CSV can name it.
 - Frames stay in the file's dtype and are scaled to float32 [0, 1] one at a time (`pixels`): a
   stack is never held as float32 in full, so memory is the file's own size.
+- The file's pixel size (and z spacing, when z is one of the axes used) is kept as
+  `calibration` for the downloads; frames carry none, so a stack's answer states it once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tifffile
 
+from devolearn_web.calibration import Calibration, tiff_calibration
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import (
     CHANNEL_NAMES,
@@ -57,6 +60,7 @@ class FrameStack:
     scale: float = 1.0
     mode: str = "L"
     frame_times_s: tuple[float, ...] | None = field(default=None, repr=False)
+    calibration: Calibration | None = None
 
     @property
     def count(self) -> int:
@@ -79,9 +83,14 @@ class FrameStack:
             frame = (frame - np.float32(self.offset)) * np.float32(self.scale)
         return np.clip(np.nan_to_num(frame, nan=0.0), 0.0, 1.0)
 
-    def image(self, index: int) -> DecodedImage:
-        """Frame `index` as the single-image decoder would have returned it."""
-        return DecodedImage(self.pixels(index), self.width, self.height, self.mode, ())
+    def image(self, index: int, keep_calibration: bool = False) -> DecodedImage:
+        """Frame `index` as the single-image decoder would have returned it.
+
+        `keep_calibration` gives it the stack's pixel size, for a frame analysed alone."""
+        calibration = None
+        if keep_calibration and self.calibration is not None:
+            calibration = self.calibration.without_z()
+        return DecodedImage(self.pixels(index), self.width, self.height, self.mode, (), calibration)
 
 
 def is_tiff(data: bytes) -> bool:
@@ -152,6 +161,7 @@ def read_tiff_stack(
             _check_size(shape, max_voxels)
             array = _read_series(tiff, series, shape)
             extra_series = len(tiff.series) - 1
+            calibration = tiff_calibration(tiff)
     except TIFF_ERRORS as error:
         raise BadImage(
             "The TIFF stack is truncated or damaged, so its pages cannot be read."
@@ -191,7 +201,15 @@ def read_tiff_stack(
         offset=offset,
         scale=scale,
         mode=_mode_of(frames.dtype),
+        calibration=_for_axes(calibration, used),
     )
+
+
+def _for_axes(calibration: Calibration | None, axes: str) -> Calibration | None:
+    """The calibration without its z spacing when no axis used is z (time points have none)."""
+    if calibration is None or "Z" in axes:
+        return calibration
+    return calibration.without_z()
 
 
 def _effective_axes(tiff: tifffile.TiffFile, series) -> tuple[str, tuple[int, ...]]:

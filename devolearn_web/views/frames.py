@@ -94,10 +94,12 @@ def answer_frames_or_file(
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
     if not has_frames(data):
         check_format(requested, task, 1)
-        result, _ = predict_bytes(
+        result, image = predict_bytes(
             registry, name, data, filename, threshold, max_pixels, deadline=deadline
         )
-        return _file_response(*build_download(requested, stem, [result], [{}]))
+        return _file_response(
+            *build_download(requested, stem, [result], [{}], calibration=image.calibration)
+        )
 
     started = time.perf_counter()
     stack = load_frames(
@@ -111,14 +113,16 @@ def answer_frames_or_file(
     decode_ms = (time.perf_counter() - started) * 1000
     frame = parse_frame(form.get("frame"), stack.count)
     if frame is not None:
-        image = stack.image(frame)
+        image = stack.image(frame, keep_calibration=True)
         result = predict(registry, name, image, threshold, decode_ms=decode_ms, deadline=deadline)
         return _one_frame(result, image, stack, frame, requested, stem, include_figures)
     if requested != "json":
         check_format(requested, task, stack.count)
         _check_download_size(requested, stack.count * stack.width * stack.height)
         results = collect_results(registry, name, stack, threshold, deadline)
-        body = build_download(requested, stem, results, stack.positions, frame_axis(stack))
+        body = build_download(
+            requested, stem, results, stack.positions, frame_axis(stack), stack.calibration
+        )
         return _file_response(*body)
     if (form.get("progress") or "").strip().lower() == "ndjson":
         # Bytes flow after every batch, so a router's first-byte limit cannot cut a long movie:
@@ -154,7 +158,12 @@ def _one_frame(
     if requested != "json":
         task = "lineage" if isinstance(result, LineageResult) else "segmentation"
         check_format(requested, task, 1)
-        return _file_response(*build_download(requested, f"{stem}_frame{frame}", [result], [{}]))
+        one_frame_stem = f"{stem}_frame{frame}"
+        return _file_response(
+            *build_download(
+                requested, one_frame_stem, [result], [{}], calibration=image.calibration
+            )
+        )
     answer = result.to_json()
     answer.update(index=frame, position=dict(stack.positions[frame]), axes=dict(stack.axes))
     if include_figures:
