@@ -9,8 +9,8 @@ LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
 
 ERROR_RESPONSES = {
-    "400": "The image cannot be decoded, or a field is missing or out of range, or sent in the "
-    "query string instead of the form.",
+    "400": "The image cannot be decoded, or a field is missing, unknown or out of range, or sent "
+    "in the query string instead of the form.",
     "404": "No model by that name (the message lists the valid names).",
     "413": "The file has too many bytes or too many pixels (decompression bombs included).",
     "415": f"The file is not a {ACCEPTED_FORMATS}.",
@@ -183,7 +183,9 @@ def _predict_operation() -> dict:
     return {
         "summary": "Run a model on one image",
         "description": "Every option is a multipart form field sent with the file. The query "
-        "string is not read: an option sent there (?threshold=0.9) is answered 400, naming it.",
+        "string is not read: an option sent there (?threshold=0.9) is answered 400, naming it. "
+        "A form field this endpoint does not read (a misspelt thresold=0.9) is answered 400, "
+        "naming it and the nearest field it reads, never ignored while the default runs.",
         "operationId": "predict",
         "parameters": [
             {

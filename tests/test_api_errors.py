@@ -11,6 +11,8 @@ import pytest
 import tifffile
 from PIL import Image
 
+from devolearn_web.views.api import FORM_FIELDS
+
 
 def png_bytes(width: int = 64, height: int = 48) -> bytes:
     noise = np.random.default_rng(3).integers(0, 255, (height, width), dtype=np.uint8)
@@ -140,6 +142,39 @@ def test_options_in_the_query_string_are_400_naming_them(client, five_disks_png)
         error = response.get_json()["error"]
         assert response.status_code == 400, option
         assert f"'{option}'" in error and "form field" in error
+
+
+@pytest.mark.parametrize(
+    ("field", "nearest"), [("thresold", "threshold"), ("chanel", "channel"), ("Format", "format")]
+)
+def test_a_misspelt_field_is_400_naming_the_nearest(client, five_disks_png, field, nearest):
+    # Ignored, the misspelt option would run at its default without a word.
+    response = client.post(
+        "/api/v1/predict/nucleus", data={"file": (io.BytesIO(five_disks_png), "x.png"), field: "1"}
+    )
+    error = response.get_json()["error"]
+    assert response.status_code == 400
+    assert f"'{field}' is not a field" in error and f"did you mean '{nearest}'?" in error
+    assert "It reads: file, threshold, include, format, axes, channel, frame, progress." in error
+
+
+def test_an_unknown_field_like_no_other_is_400_listing_the_fields(client, five_disks_png):
+    response = client.post(
+        "/api/v1/predict/nucleus",
+        data={"file": (io.BytesIO(five_disks_png), "x.png"), "submit": "Analyse"},
+    )
+    error = response.get_json()["error"]
+    assert response.status_code == 400 and "did you mean" not in error
+    assert error.startswith("'submit' is not a field this endpoint reads. It reads: file,")
+
+
+def test_every_field_the_openapi_document_names_is_read(client):
+    """The fields the unknown-field 400 accepts are the ones the API description documents."""
+    document = client.get("/api/v1/openapi.json").get_json()
+    operation = document["paths"]["/api/v1/predict/{name}"]["post"]
+    schema = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(schema["properties"]) == {"file", *FORM_FIELDS}
+    assert "misspelt" in operation["description"]
 
 
 def test_frame_0_of_a_single_image_is_the_image(client, five_disks_png):

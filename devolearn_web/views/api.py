@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from flask import Blueprint, current_app, jsonify, request
 
 from devolearn_web.budget import Deadline
@@ -31,6 +33,7 @@ def predict_upload(name: str):
     registry = get_registry()
     registry.card(name)  # 404 for an unknown model before looking at the upload
     refuse_query_fields()
+    refuse_unknown_fields()
     threshold = parse_threshold(request.form.get("threshold"))
     upload = request.files.get("file")
     if upload is None:
@@ -82,6 +85,21 @@ def refuse_query_fields() -> None:
             raise BadParameter(
                 f"'{key}' was sent in the query string, which this endpoint does not read: send "
                 f"it as a multipart form field next to the file (curl -F {key}=...)."
+            )
+
+
+def refuse_unknown_fields() -> None:
+    """400 for a form field this endpoint does not read, naming the nearest one it does."""
+    # A misspelt option (thresold=0.9) would otherwise run at the default unnoticed; the pages
+    # and the documented clients send only these fields, so refusing breaks none of them.
+    known = ("file", *FORM_FIELDS)
+    for key in request.form:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else "."
+            raise BadParameter(
+                f"'{key[:40]}' is not a field this endpoint reads{hint} "
+                f"It reads: {', '.join(known)}."
             )
 
 
