@@ -12,6 +12,7 @@ Decisions, in the order they are applied:
 - Colour: fluorescence is usually one channel carrying the signal with speckle in the others.
   When one channel clearly varies more than the others it is used alone; otherwise luminance.
   Never the maximum over channels: it adds the speckle of every channel to the signal.
+  A channel asked for (0 red, 1 green, 2 blue) replaces this choice; one the image lacks is a 400.
 - Alpha is ignored; palettes are looked up; CMYK and other colour spaces go through RGB.
 - An EXIF orientation tag (cameras, phones) is applied, so results match what viewers show.
 - Multi-page TIFFs and animated GIFs: the first page or frame, with a note saying so.
@@ -33,7 +34,7 @@ import tifffile
 from PIL import Image, ImageOps
 
 from devolearn_web.calibration import Calibration, read_tiff_calibration
-from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
+from devolearn_web.errors import BadImage, BadParameter, TooLarge, UnsupportedType
 
 DEFAULT_MAX_PIXELS = 40_000_000
 # Every list of accepted formats (errors, the drop zone, the API description) is made from
@@ -117,7 +118,10 @@ class DecodedImage:
 
 
 def decode_image(
-    data: bytes, filename: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    filename: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    channel: int | None = None,
 ) -> DecodedImage:
     """Decode PNG/JPEG/TIFF/BMP/GIF bytes into a float32 HxW signal image in [0, 1]."""
     if not data:
@@ -129,7 +133,7 @@ def decode_image(
         calibration = read_tiff_calibration(data)
     else:
         array, mode, notes = _decode_with_pil(data, image_format, max_pixels)
-    pixels, signal_notes = _to_signal(array, mode)
+    pixels, signal_notes = _to_signal(array, mode, channel)
     height, width = pixels.shape
     return DecodedImage(pixels, width, height, mode, tuple(notes) + signal_notes, calibration)
 
@@ -359,8 +363,23 @@ def _mode_name(array: np.ndarray) -> str:
     return "F" if array.dtype.kind == "f" else "I"
 
 
-def _to_signal(array: np.ndarray, mode: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _to_signal(
+    array: np.ndarray, mode: str, channel: int | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """float32 HxW in [0, 1] from any decoded array, with notes on what was done."""
+    if channel is not None:
+        count = 3 if array.ndim == 3 and array.shape[-1] >= 3 else 1  # alpha is no channel
+        if channel >= count:
+            names = "0" if count == 1 else "0 red, 1 green, 2 blue"
+            raise BadParameter(
+                f"Channel {channel} does not exist: this image has {count} channel(s) ({names})."
+            )
+        if count == 3:
+            # Convert only the channel asked for, as the automatic choice below does.
+            unit, notes = _to_unit_range(array[..., channel])
+            name = CHANNEL_NAMES[channel]
+            note = f"Colour image: the {name} channel ({channel}) was used, as asked."
+            return np.ascontiguousarray(unit), notes + (note,)
     if array.ndim == 3 and array.shape[-1] >= 3 and _is_8_or_16_bit(array):
         # Choose the channel on the integers, then convert only it: converting all four
         # channels of an RGBA upload to float32 cost more than the choice itself.

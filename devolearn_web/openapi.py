@@ -350,9 +350,10 @@ def _frames_request_fields() -> dict:
         "channel": {
             "type": "integer",
             "minimum": 0,
-            "description": "Stacks with channels and colour movies (0 red, 1 green, 2 blue): the "
-            "channel to analyse (default: the one carrying the most signal, else brightness); "
-            "one the file lacks is a 400.",
+            "description": "Colour images, stacks with channels and colour movies (0 red, 1 green, "
+            "2 blue): the channel to analyse (default: the one carrying the most signal, else "
+            "brightness); a note names the channel used; one the file lacks (channel=1 on a "
+            "grayscale image) is a 400.",
         },
         "frame": {
             "type": "integer",

@@ -409,11 +409,12 @@ def predict_bytes(
     threshold: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     deadline: Deadline = NO_DEADLINE,
+    channel: int | None = None,
 ) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
     """Decode an upload in memory and run a model on it; the result and the decoded image."""
     registry.card(name)  # an unknown or uninstalled model fails before any decoding work
     started = time.perf_counter()
-    image = decode_image(data, filename, max_pixels=max_pixels)
+    image = decode_image(data, filename, max_pixels=max_pixels, channel=channel)
     decode_ms = (time.perf_counter() - started) * 1000
     result = predict(registry, name, image, threshold, decode_ms=decode_ms, deadline=deadline)
     return result, image

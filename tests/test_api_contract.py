@@ -101,6 +101,23 @@ def test_colour_upload_notes_say_which_channel(client, image_maker):
     assert answer["count"] == 2
 
 
+def test_a_two_colour_image_is_analysed_in_the_channel_asked_for(client, image_maker):
+    # Nuclei in green (five) and two blobs in red: the automatic choice cannot serve both.
+    green = image_maker.uint8(image_maker.disks((140, 200), image_maker.five_disks, 12))
+    red = image_maker.uint8(image_maker.disks((140, 200), [(40, 70), (160, 70)], 12))
+    data = image_maker.encode(np.stack([red, green, green * 0], axis=-1))
+    for channel, count, name in [("0", 2, "red"), ("1", 5, "green")]:
+        answer = post_image(client, "nucleus", data, channel=channel).get_json()
+        assert answer["count"] == count
+        assert f"the {name} channel ({channel}) was used, as asked" in " ".join(answer["notes"])
+    download = post_image(client, "nucleus", data, channel="0", format="csv")
+    assert download.status_code == 200 and len(download.data.decode().splitlines()) == 1 + 2
+    document = client.get("/api/v1/openapi.json").get_json()
+    body = document["paths"]["/api/v1/predict/{name}"]["post"]["requestBody"]
+    fields = body["content"]["multipart/form-data"]["schema"]["properties"]
+    assert "Colour images" in fields["channel"]["description"]
+
+
 def test_models_lists_every_card(client):
     response = client.get("/api/v1/models")
     assert response.status_code == 200

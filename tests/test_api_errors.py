@@ -114,6 +114,8 @@ def test_bad_thresholds_are_400(client, five_disks_png, threshold, words):
         ({"frame": "3"}, "Frame 3 does not exist"),
         ({"channel": "abc"}, "whole number"),
         ({"channel": "-1"}, "0 or more"),
+        ({"channel": "1"}, "Channel 1 does not exist: this image has 1 channel(s) (0)."),
+        ({"channel": "1", "format": "csv"}, "Channel 1 does not exist"),
         ({"axes": "Q"}, "not valid"),
         ({"frame": "abc", "format": "csv"}, "whole number"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from devolearn_web.errors import BadImage, TooLarge, UnsupportedType
+from devolearn_web.errors import BadImage, BadParameter, TooLarge, UnsupportedType
 from devolearn_web.imaging import (
     decode_image,
     encode_gray_png,
@@ -131,6 +132,35 @@ def test_red_signal_is_chosen_when_red_dominates(image_maker):
     decoded = decode_image(image_maker.encode(rgb))
     np.testing.assert_allclose(decoded.pixels, rgb[..., 0] / 255, atol=1e-6)
     assert "red channel" in decoded.notes[-1]
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_channel_asked_for_replaces_the_automatic_choice(image_maker, bits):
+    rgba = embryo_like_rgba()  # the green channel carries the signal
+    if bits == 16:
+        data = image_maker.tiff(rgba[..., :3].astype(np.uint16) * 257, photometric="rgb")
+    else:
+        data = image_maker.encode(rgba)
+    decoded = decode_image(data, channel=0)
+    np.testing.assert_allclose(decoded.pixels, rgba[..., 0] / 255, atol=1e-6)
+    assert decoded.notes[-1] == "Colour image: the red channel (0) was used, as asked."
+
+
+@pytest.mark.parametrize(
+    ("array", "channel", "words"),
+    [
+        (RAMP, 1, "this image has 1 channel(s) (0)"),
+        (np.stack([RAMP, RAMP], axis=-1), 1, "this image has 1 channel(s) (0)"),  # gray + alpha
+        (np.stack([RAMP] * 4, axis=-1), 3, "3 channel(s) (0 red, 1 green, 2 blue)"),  # not alpha
+    ],
+)
+def test_a_channel_the_image_lacks_is_refused(image_maker, array, channel, words):
+    data = image_maker.encode(array)
+    np.testing.assert_array_equal(decode_image(data, channel=0).pixels, decode_image(data).pixels)
+    with pytest.raises(
+        BadParameter, match=f"Channel {channel} does not exist: .*{re.escape(words)}"
+    ):
+        decode_image(data, channel=channel)
 
 
 def test_colour_without_a_dominant_channel_uses_luminance_not_the_maximum(image_maker):

@@ -12,6 +12,7 @@ from devolearn_web.figures import build_figures
 from devolearn_web.openapi import openapi_document
 from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import get_registry
+from devolearn_web.stacks import parse_channel
 from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file
 
 bp = Blueprint("api", __name__)
@@ -56,6 +57,7 @@ def predict_upload(name: str):
         threshold=threshold,
         max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
         deadline=deadline,
+        channel=parse_channel(request.form.get("channel")),
     )
     answer = result.to_json()
     if "figures" in parse_include(request.form.get("include")):

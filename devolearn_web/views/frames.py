@@ -95,7 +95,14 @@ def answer_frames_or_file(
     if not has_frames(data):
         check_format(requested, task, 1)
         result, image = predict_bytes(
-            registry, name, data, filename, threshold, max_pixels, deadline=deadline
+            registry,
+            name,
+            data,
+            filename,
+            threshold,
+            max_pixels,
+            deadline=deadline,
+            channel=parse_channel(form.get("channel")),
         )
         return _file_response(
             *build_download(requested, stem, [result], [{}], calibration=image.calibration)
