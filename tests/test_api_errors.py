@@ -170,6 +170,26 @@ def test_an_unknown_field_like_no_other_is_400_listing_the_fields(client, five_d
     assert error.startswith("'submit' is not a field this endpoint reads. It reads: file,")
 
 
+def test_a_form_part_without_a_name_is_400_not_500(client, five_disks_png):
+    # Found by the schemathesis run: werkzeug files such a part under None.
+    boundary = "devolearnboundary"
+    body = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="x.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode() + five_disks_png
+    body += (
+        f"\r\n--{boundary}\r\nContent-Disposition: form-data\r\n\r\n0.5\r\n--{boundary}--\r\n"
+    ).encode()
+    response = client.post(
+        "/api/v1/predict/nucleus",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"].startswith("A form field without a name is not one")
+
+
 def test_every_field_the_openapi_document_names_is_read(client):
     """The fields the unknown-field 400 accepts are the ones the API description documents."""
     document = client.get("/api/v1/openapi.json").get_json()

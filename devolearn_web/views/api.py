@@ -96,13 +96,14 @@ def refuse_unknown_fields() -> None:
     # and the documented clients send only these fields, so refusing breaks none of them.
     known = ("file", *FORM_FIELDS)
     for key in request.form:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else "."
-            raise BadParameter(
-                f"'{key[:40]}' is not a field this endpoint reads{hint} "
-                f"It reads: {', '.join(known)}."
-            )
+        if key in known:
+            continue
+        # A multipart part may come without a name at all (werkzeug gives None).
+        name = key if isinstance(key, str) else ""
+        close = difflib.get_close_matches(name, known, n=1) if name else []
+        hint = f"; did you mean '{close[0]}'?" if close else "."
+        what = f"'{name[:40]}' is not a field" if name else "A form field without a name is not one"
+        raise BadParameter(f"{what} this endpoint reads{hint} It reads: {', '.join(known)}.")
 
 
 def parse_threshold(raw: str | None) -> float | None:
