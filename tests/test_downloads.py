@@ -99,14 +99,19 @@ def test_stack_downloads_have_one_page_per_slice(client, disks_stack):
     assert sum(name.startswith("masks/") for name in names) == 3
 
 
-def test_a_time_lapse_of_z_stacks_downloads_as_a_tzyx_hyperstack(client, image_maker):
-    # Two time points of three slices: Fiji and napari must not see six slices.
+def two_time_points_of_three_slices(image_maker) -> bytes:
+    """An ImageJ TZYX hyperstack: 2 time points x 3 slices of 1 to 6 disks."""
     planes = [image_maker.disks((140, 200), DISKS[: count + 1], 12) for count in range(6)]
-    hyperstack = image_maker.tiff(
+    return image_maker.tiff(
         image_maker.uint8(np.stack(planes).reshape(2, 3, 140, 200)),
         imagej=True,
         metadata={"axes": "TZYX"},
     )
+
+
+def test_a_time_lapse_of_z_stacks_downloads_as_a_tzyx_hyperstack(client, image_maker):
+    # Two time points of three slices: Fiji and napari must not see six slices.
+    hyperstack = two_time_points_of_three_slices(image_maker)
     for fields in ({"format": "tiff"}, {"format": "probability-tiff"}):
         body = post(client, "nucleus", hyperstack, "tz.tif", **fields).data
         with tifffile.TiffFile(io.BytesIO(body)) as tiff:
@@ -177,12 +182,7 @@ def test_lineage_csv_has_a_row_per_frame(client, image_maker):
 
 def test_lineage_csv_names_frames_as_the_objects_csv_does(client, image_maker):
     # A time-lapse of z-stacks: each row says its time point and slice, not the flattened index.
-    planes = [image_maker.disks((140, 200), DISKS[: count + 1], 12) for count in range(6)]
-    hyperstack = image_maker.tiff(
-        image_maker.uint8(np.stack(planes).reshape(2, 3, 140, 200)),
-        imagej=True,
-        metadata={"axes": "TZYX"},
-    )
+    hyperstack = two_time_points_of_three_slices(image_maker)
 
     def csv_rows(model: str) -> list[list[str]]:
         body = post(client, model, hyperstack, "tz.tif", format="csv").get_data(as_text=True)

@@ -175,46 +175,39 @@ def test_lineage_page_shows_counts_in_order_and_total(watched_page, disk_image_p
     assert watch.console_errors == []
 
 
-def test_lineage_page_warns_past_the_training_range(watched_page, disk_image_png) -> None:
-    page, watch = watched_page
+def _lineage_warning(page, image: bytes, a_count: int, **flags: bool) -> str:
+    """The range warning shown when the server's real answer is edited to A = a_count, flags."""
 
-    def older_embryo(route):
-        # The tiny model cannot reach A > 250, so the server's real answer is edited on the way.
+    def edited(route):
+        # The tiny model's embryos are young, so the server's real answer is edited on the way.
         answer = route.fetch().json()
-        answer["populations"]["A"] = 312
+        answer["populations"]["A"] = a_count
         answer["total"] = sum(answer["populations"].values())
-        answer["outside_training_range"] = True
+        answer.update(flags)
         route.fulfill(json=answer)
 
-    page.route("**/api/v1/predict/lineage", older_embryo)
+    page.route("**/api/v1/predict/lineage", edited)
     _open_model_page(page, "lineage")
-    drop_file(page, disk_image_png, "late embryo.png")
+    drop_file(page, image, "late embryo.png")
     _wait_for_answer(page)
     warning = page.locator("#range-warning")
     assert warning.is_visible()
-    assert "312" in warning.text_content() and "250" in warning.text_content()
+    return warning.text_content()
+
+
+def test_lineage_page_warns_past_the_training_range(watched_page, disk_image_png) -> None:
+    page, watch = watched_page
+    text = _lineage_warning(page, disk_image_png, 312, outside_training_range=True)
+    assert "312" in text and "250" in text
     assert watch.console_errors == []
 
 
 def test_lineage_page_warns_at_the_end_of_the_training_range(watched_page, disk_image_png) -> None:
     page, watch = watched_page
-
-    def embryo_at_the_end(route):
-        # What the shipped model answers for an embryo at or past A = 250: just under the limit.
-        answer = route.fetch().json()
-        answer["populations"]["A"] = 247
-        answer["total"] = sum(answer["populations"].values())
-        answer["outside_training_range"] = False
-        answer["at_end_of_training_range"] = True
-        route.fulfill(json=answer)
-
-    page.route("**/api/v1/predict/lineage", embryo_at_the_end)
-    _open_model_page(page, "lineage")
-    drop_file(page, disk_image_png, "late embryo.png")
-    _wait_for_answer(page)
-    warning = page.locator("#range-warning")
-    assert warning.is_visible()
-    text = warning.text_content()
+    # What the shipped model answers for an embryo at or past A = 250: just under the limit.
+    text = _lineage_warning(
+        page, disk_image_png, 247, outside_training_range=False, at_end_of_training_range=True
+    )
     assert "247" in text and "at the end" in text and "too low" in text
     assert watch.console_errors == []
 
