@@ -35,6 +35,13 @@ class BadImage(DevoLearnError):
     message = "The file could not be read as an image."
 
 
+class NoEmbryo(DevoLearnError):
+    """The image holds no single embryo where a model needs one (the lineage model)."""
+
+    status = 422
+    message = "No single embryo was found in the image: crop it to one embryo and try again."
+
+
 class UnknownModel(DevoLearnError):
     """The URL names a model that does not exist; the message lists the valid names."""
 

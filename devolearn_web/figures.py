@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from devolearn_web.embryo import EmbryoRegion
 from devolearn_web.imaging import (
     DecodedImage,
     encode_indexed_png,
@@ -160,9 +161,28 @@ def _lineage_figures(result: LineageResult, shown: DisplayImage, image: DecodedI
             "hovermode": "closest",
         },
     }
+    figure = _image_figure("Input", shown, image.width, image.height)
+    if result.embryo is not None:
+        figure["data"].append(_embryo_outline(result.embryo))
+    return {"input": figure, "populations": populations}
+
+
+def _embryo_outline(embryo: EmbryoRegion, points: int = 73) -> dict:
+    """The ellipse where the embryo was found, in upload pixels (the region the model saw)."""
+    turn = np.linspace(0.0, 2.0 * np.pi, points)
+    angle = np.radians(embryo.angle_deg)
+    along, across = embryo.major / 2 * np.cos(turn), embryo.minor / 2 * np.sin(turn)
+    x = embryo.centre_col + along * np.cos(angle) + across * np.sin(angle)
+    y = embryo.centre_row - along * np.sin(angle) + across * np.cos(angle)
     return {
-        "input": _image_figure("Input", shown, image.width, image.height),
-        "populations": populations,
+        "type": "scatter",
+        "mode": "lines",
+        "name": "embryo found",
+        "x": np.round(x, 1).tolist(),
+        "y": np.round(y, 1).tolist(),
+        "line": {"color": "#f1c40f", "width": 2, "dash": "dash"},
+        "hoverinfo": "name",
+        "showlegend": False,
     }
 
 

@@ -40,6 +40,30 @@ def _schemas() -> dict:
         "items": {"type": "string"},
         "description": "Plain sentences on how the image was read (channel used, pages...).",
     }
+    warnings = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": "Sentences when the image is unlike the training data (objects outside "
+        "the trained size band, no single embryo found): the answer may be wrong.",
+    }
+    box = {
+        "type": "object",
+        "properties": {side: {"type": "integer"} for side in ("left", "top", "right", "bottom")},
+    }
+    embryo = {
+        "type": ["object", "null"],
+        "description": "Where the embryo was found, upload pixels: centre, the fitted ellipse's "
+        "length and width, its long axis' angle from x (degrees, counter-clockwise as seen) "
+        "and its box (right and bottom exclusive); null when none was found.",
+        "properties": {
+            "x": {"type": "number"},
+            "y": {"type": "number"},
+            "length": {"type": "number"},
+            "width": {"type": "number"},
+            "angle_deg": {"type": "number"},
+            "box": box,
+        },
+    }
     return {
         "Error": {
             "type": "object",
@@ -108,6 +132,21 @@ def _schemas() -> dict:
                     "probability x 255, at the upload's size.",
                 },
                 "calibration": {"$ref": "#/components/schemas/Calibration"},
+                "scale": {
+                    "type": "number",
+                    "description": "Working-grid pixels per upload pixel the model ran at.",
+                },
+                "scale_source": {
+                    "type": "string",
+                    "description": "Where the scale came from: diameter, pixel size, embryo or "
+                    "frame, and 'and object size' when the objects found set it.",
+                },
+                "diameter": {
+                    "type": ["number", "null"],
+                    "description": "Median diameter of the objects found, upload pixels.",
+                },
+                "embryo": embryo,
+                "warnings": warnings,
                 "notes": notes,
                 "timings_ms": timings,
                 "figures": {"type": "object", "description": "Only with include=figures."},
@@ -145,6 +184,8 @@ def _schemas() -> dict:
                     "description": "True when A is within 4% of 250 or at it: the model's counts "
                     "stop rising there, so an older embryo reads the same.",
                 },
+                "embryo": embryo,
+                "warnings": warnings,
                 "notes": notes,
                 "timings_ms": timings,
                 "figures": {"type": "object", "description": "Only with include=figures."},
@@ -214,6 +255,23 @@ def _predict_operation() -> dict:
                                 "minimum": 0,
                                 "maximum": 1,
                                 "description": "Segmentation only; default from the card.",
+                            },
+                            "diameter": {
+                                "type": "number",
+                                "minimum": 2,
+                                "maximum": 2000,
+                                "description": "Segmentation only: the typical object (nucleus "
+                                "or cell) diameter in pixels of the upload. The model then runs "
+                                "where objects have the size it was trained at. Blank or absent: "
+                                "found from the embryo and the objects (answer: scale, diameter).",
+                            },
+                            "pixel_size_um": {
+                                "type": "number",
+                                "minimum": 0.001,
+                                "maximum": 100,
+                                "description": "Segmentation only: micrometres per pixel of the "
+                                "upload, used for the scale when no diameter is given (a TIFF's "
+                                "own pixel size is read without it).",
                             },
                             "include": {
                                 "type": "string",

@@ -1,10 +1,10 @@
 """The three models as pipelines: preprocess (from the model card) -> ONNX Runtime -> postprocess.
 
-Order of preprocessing: resize to the card's input size first, then `normalise_for_model`, so the
-percentile stretch sees the same 256x256 picture the network sees (training does the same).
-Objects are found on the network's own grid (as the evaluation counts them), then scaled to the
-upload's size and clipped to the thresholded upload-size map, so they are measured in upload
-pixels with smooth outlines.
+Segmentation runs on the working grid (devolearn_web.scale): the upload brought to the object
+size and framing the network was trained at, in tiles when large. Objects are found on that grid,
+then scaled to the upload's size and clipped to the thresholded upload-size map, so they are
+measured in upload pixels with smooth outlines. The lineage network sees the embryo cut out and
+laid along x (devolearn_web.embryo), as its training frames showed it, whatever the framing.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ import onnxruntime
 from scipy.special import expit
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
-from devolearn_web.calibration import Calibration
-from devolearn_web.errors import BadParameter, ModelUnavailable
+from devolearn_web.calibration import UNITS, Calibration
+from devolearn_web.embryo import EmbryoRegion, EmbryoSearch, embryo_centred_view, find_embryo
+from devolearn_web.errors import BadParameter, ModelUnavailable, NoEmbryo
 from devolearn_web.imaging import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
@@ -37,7 +38,20 @@ from devolearn_web.imaging import (
 )
 from devolearn_web.lineage_counts import lineage_counts
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
+from devolearn_web.scale import (
+    AUTOMATIC_SCALE,
+    GridCard,
+    ScaleRequest,
+    WorkingGrid,
+    initial_grid,
+    median_diameter,
+    refined_grid,
+    run_tiled,
+    to_upload_orientation,
+    working_image,
+)
 from devolearn_web.segmentation import (
+    MIN_OBJECT_AREA_AT_MODEL_SCALE,
     SegmentedObject,
     label_instances,
     measure_objects,
@@ -69,6 +83,8 @@ class SegmentationResult:
     timings_ms: dict[str, float]
     probability_png: bytes = field(default=b"", repr=False)
     calibration: Calibration | None = None
+    scale: ScaleReport | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -85,9 +101,14 @@ class SegmentationResult:
             "count": self.count,
             "objects": [obj.to_dict() for obj in self.objects],
             "probability": png_data_url(png),
-            "notes": list(self.notes),
-            "timings_ms": rounded_timings(self.timings_ms),
         }
+        if self.scale is not None:
+            answer.update(self.scale.to_json())
+        answer.update(
+            notes=list(self.notes),
+            warnings=list(self.warnings),
+            timings_ms=rounded_timings(self.timings_ms),
+        )
         if self.calibration is not None:
             answer["calibration"] = self.calibration.to_json()
         return answer
@@ -104,6 +125,8 @@ class LineageResult:
     at_end_of_training_range: bool
     notes: tuple[str, ...]
     timings_ms: dict[str, float]
+    embryo: EmbryoRegion | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         """The API's lineage answer."""
@@ -113,9 +136,40 @@ class LineageResult:
             "total": self.total,
             "outside_training_range": self.outside_training_range,
             "at_end_of_training_range": self.at_end_of_training_range,
+            "embryo": self.embryo.to_json() if self.embryo is not None else None,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "timings_ms": rounded_timings(self.timings_ms),
         }
+
+
+@dataclass(frozen=True)
+class ScaleReport:
+    """The working scale a segmentation ran at, where it came from, and the objects' size."""
+
+    scale: float  # working-grid pixels per upload pixel (geometric mean over x and y)
+    source: str
+    diameter: float | None  # median object diameter found, upload pixels
+    embryo: EmbryoRegion | None
+
+    def to_json(self) -> dict:
+        return {
+            "scale": round(self.scale, 4),
+            "scale_source": self.source,
+            "diameter": None if self.diameter is None else round(self.diameter, 1),
+            "embryo": self.embryo.to_json() if self.embryo is not None else None,
+        }
+
+    def note(self) -> str:
+        found = (
+            "no objects were found to measure"
+            if self.diameter is None
+            else f"the objects found are {self.diameter:.1f} pixels across (median)"
+        )
+        return (
+            f"The model ran at {self.scale:.3g}x the upload's size (scale from the "
+            f"{self.source}); {found}."
+        )
 
 
 def rounded_timings(timings: dict[str, float]) -> dict[str, float]:
@@ -190,25 +244,100 @@ def predict(
     threshold: float | None = None,
     decode_ms: float = 0.0,
     deadline: Deadline = NO_DEADLINE,
+    scale_request: ScaleRequest = AUTOMATIC_SCALE,
 ) -> SegmentationResult | LineageResult:
     """Run one model on a decoded image; decode_ms (time spent decoding) goes into the timings.
 
     The deadline is checked before each stage and stops the model run itself (TookTooLong)."""
     model = registry.get(name)
-    card = model.card
-    if card["task"] == "segmentation":
-        threshold = resolve_threshold(threshold, card)
-    image = with_size_note(image, card)
     clock = _Stopwatch(decode_ms)
     deadline.check("preparing the image for the model")
-    tensor = build_input_tensor(image.pixels, card)
+    if model.card["task"] == "segmentation":
+        threshold = resolve_threshold(threshold, model.card)
+        image = with_size_note(image, model.card)
+        plan = plan_segmentation(model, image, threshold, scale_request, deadline)
+        return _segment(model, image, plan, threshold, clock, deadline)
+    image = with_size_note(image, model.card)
+    search = find_embryo(image.pixels)
+    tensor = lineage_input(image.pixels, search, model.card)
     clock.lap("preprocess")
     output = run_model(model, tensor, deadline)
     clock.lap("inference")
-    deadline.check("finding and measuring objects")
-    if card["task"] == "segmentation":
-        return _segment(model, image, output, threshold, clock)
-    return _count_lineages(model, image, output, clock)
+    return _count_lineages(model, image, output, clock, search.region)
+
+
+def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.ndarray:
+    """The lineage network's input: the embryo cut out at its training framing (NoEmbryo when
+    the image holds none, or several)."""
+    if search.region is None:
+        raise NoEmbryo(
+            f"{search.problem} The lineage model counts the cells of one whole embryo, so it "
+            "needs an image with one embryo and some dark margin around it."
+        )
+    fill = card["input"]["embryo_fill"]
+    view = embryo_centred_view(
+        pixels, search.region, (fill["length"], fill["width"]), tuple(card["input"]["size"])
+    )
+    return build_input_tensor(view, card)
+
+
+@dataclass(frozen=True)
+class SegmentationPlan:
+    """Where a segmentation runs: its working grid, and what the first look found."""
+
+    grid: WorkingGrid
+    search: EmbryoSearch
+    diameter: float | None  # median object diameter on the grid, working pixels
+    probability: np.ndarray | None  # the grid's map, when the first look already made it
+
+
+def plan_segmentation(
+    model: LoadedModel,
+    image: DecodedImage,
+    threshold: float,
+    request: ScaleRequest,
+    deadline: Deadline = NO_DEADLINE,
+) -> SegmentationPlan:
+    """Choose the working grid: from the request (or the image's pixel size), else the embryo,
+    then a look at the objects; a second grid when they are outside the trained band."""
+    grid_card = GridCard.of(model.card)
+    request = _with_calibrated_pixel_size(request, image.calibration)
+    search = find_embryo(image.pixels)
+    grid = initial_grid(image.pixels, grid_card, request, search.region)
+    probability = working_map(model, image.pixels, grid, deadline)
+    labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
+    diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    refined = refined_grid(grid, diameter, grid_card, image.pixels.shape)
+    if refined is None:
+        return SegmentationPlan(grid, search, diameter, probability)
+    return SegmentationPlan(refined, search, None, None)
+
+
+def _with_calibrated_pixel_size(request: ScaleRequest, calibration: Calibration | None):
+    """The request, with the upload's own pixel size (TIFF metadata) when it gives none."""
+    if request.diameter is not None or request.pixel_size_um is not None or calibration is None:
+        return request
+    metres = UNITS[calibration.unit][1]
+    size_um = math.sqrt(calibration.pixel_width * calibration.pixel_height) * metres * 1e6
+    return ScaleRequest(pixel_size_um=size_um)
+
+
+def working_map(
+    model: LoadedModel, pixels: np.ndarray, grid: WorkingGrid, deadline: Deadline = NO_DEADLINE
+) -> np.ndarray:
+    """The network's probability map of an upload on its working grid (float32, 0..1)."""
+    image = working_image(pixels, grid)
+
+    def run(tile: np.ndarray) -> np.ndarray:
+        tensor = np.repeat(tile[None, None], model_channels(model), axis=1)
+        output = run_model(model, tensor, deadline)
+        return _single_map(np.clip(apply_output_activation(output, model.card), 0.0, 1.0), model)
+
+    return run_tiled(run, image, between_tiles=lambda: deadline.check("running the model"))
+
+
+def model_channels(model: LoadedModel) -> int:
+    return int(model.card["input"]["channels"])
 
 
 # An upload whose shorter side is under an eighth of the network's is enlarged more than eight
@@ -222,8 +351,8 @@ def with_size_note(image: DecodedImage, card: dict) -> DecodedImage:
     if min(image.width, image.height) * SMALLEST_SIDE_FRACTION >= side:
         return image
     note = (
-        f"This image is only {image.width} x {image.height} pixels: the model enlarges it to "
-        f"{side} x {side}, so the result rests on very little detail. Upload the image at the "
+        f"This image is only {image.width} x {image.height} pixels: the model has to enlarge "
+        "it many times, so the result rests on very little detail. Upload the image at the "
         "size the microscope recorded it."
     )
     return dataclasses.replace(image, notes=image.notes + (note,))
@@ -232,29 +361,39 @@ def with_size_note(image: DecodedImage, card: dict) -> DecodedImage:
 def _segment(
     model: LoadedModel,
     image: DecodedImage,
-    output: np.ndarray,
+    plan: SegmentationPlan,
     threshold: float,
     clock: _Stopwatch,
+    deadline: Deadline = NO_DEADLINE,
 ) -> SegmentationResult:
-    activated = np.clip(apply_output_activation(output, model.card), 0.0, 1.0)
-    probability_at_model_size = _single_map(activated, model)
-    # The upload-size map and its PNG need only the network's map, and so does the split:
-    # the ONNX Runtime threads are idle now, so both run at once (resizing and zlib release
-    # the GIL), which takes 5-7 ms off a 708x512 request.
+    clock.lap("preprocess")
+    probability_on_grid = plan.probability
+    if probability_on_grid is None:
+        probability_on_grid = working_map(model, image.pixels, plan.grid, deadline)
+    clock.lap("inference")
+    deadline.check("finding and measuring objects")
+    grid_labels = label_instances(model.name, probability_on_grid, threshold, grid_scale=1.0)
+    diameter = plan.diameter
+    if diameter is None:
+        diameter = median_diameter(grid_labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    probability_on_grid = to_upload_orientation(probability_on_grid, plan.grid)
+    # The upload-size map and its PNG need only the grid's map: they are made in a helper
+    # thread (resizing and zlib release the GIL) while the objects are measured.
     upload_size_map = _start_in_thread(
-        lambda: _upload_size_map(probability_at_model_size, image.height, image.width)
+        lambda: _upload_size_map(probability_on_grid, image.height, image.width)
     )
-    # Objects are found (and touching ones split) on the network's own grid, which holds all
-    # the detail the map has, as the evaluation counts them, then scaled to the upload clipped
-    # to its threshold mask: the split costs the same for any upload (80 ms at 708x512 and 9 s
-    # at 12 megapixels on the upload-size map), and the count does not depend on the size a
-    # visitor happens to save their image at.
-    small_labels = label_instances(model.name, probability_at_model_size, threshold)
+    small_labels = to_upload_orientation(grid_labels, plan.grid)
     probability, png = upload_size_map()
     labels = upscale_labels(small_labels, threshold_probability_map(probability, threshold))
     objects = measure_objects(labels)
     clock.lap("postprocess")
-    notes = image.notes
+    report = ScaleReport(
+        scale=plan.grid.scale,
+        source=plan.grid.source,
+        diameter=None if diameter is None else diameter / plan.grid.scale,
+        embryo=plan.search.region,
+    )
+    notes = image.notes + (report.note(),)
     if image.calibration is not None:
         # Only segmentation downloads are images: a lineage answer has no pixel size to keep.
         notes += (image.calibration.note(),)
@@ -270,7 +409,30 @@ def _segment(
         timings_ms=clock.timings(),
         probability_png=png,
         calibration=image.calibration,
+        scale=report,
+        warnings=scale_warnings(diameter, GridCard.of(model.card), plan.search),
     )
+
+
+def scale_warnings(
+    diameter: float | None, grid_card: GridCard, search: EmbryoSearch
+) -> tuple[str, ...]:
+    """Sentences for an image unlike the training data: objects outside the trained size band,
+    or no single embryo to frame."""
+    warnings = []
+    if diameter is not None and not (grid_card.diameter_low <= diameter <= grid_card.diameter_high):
+        warnings.append(
+            f"The objects found are {diameter:.0f} pixels across at the scale the model ran at, "
+            f"outside the {grid_card.diameter_low:.0f}-{grid_card.diameter_high:.0f} it was "
+            "trained on: the count may be wrong. Give the typical object diameter (in pixels "
+            "of your image) in the diameter field."
+        )
+    if search.region is None:
+        warnings.append(
+            f"{search.problem} The scale was taken from the frame, so the result depends on "
+            "how the picture is framed; give the typical object diameter for a reliable answer."
+        )
+    return tuple(warnings)
 
 
 def _upload_size_map(probability: np.ndarray, height: int, width: int) -> tuple[np.ndarray, bytes]:
@@ -313,7 +475,11 @@ def _single_map(output: np.ndarray, model: LoadedModel) -> np.ndarray:
 
 
 def _count_lineages(
-    model: LoadedModel, image: DecodedImage, output: np.ndarray, clock: _Stopwatch
+    model: LoadedModel,
+    image: DecodedImage,
+    output: np.ndarray,
+    clock: _Stopwatch,
+    embryo: EmbryoRegion | None = None,
 ) -> LineageResult:
     card_output = model.card["output"]
     lineages, maxima = list(card_output["lineages"]), card_output["maxima"]
@@ -360,6 +526,7 @@ def _count_lineages(
         at_end_of_training_range=bool(at_end),
         notes=notes,
         timings_ms=clock.timings(),
+        embryo=embryo,
     )
 
 
@@ -369,36 +536,41 @@ def predict_batch(
     images: Sequence[DecodedImage],
     threshold: float | None = None,
     deadline: Deadline = NO_DEADLINE,
+    scale_request: ScaleRequest = AUTOMATIC_SCALE,
 ) -> list[SegmentationResult | LineageResult]:
-    """Run a model on several decoded images in ONE ONNX Runtime call (dynamic batch axis).
+    """Run a model on several decoded images (the frames of a stack or movie).
 
-    Each result's timings carry its share of the batch's preprocess and inference time.
+    Each segmentation frame gets its own working grid, as the same image uploaded alone would;
+    lineage frames go through ONE ONNX Runtime call (dynamic batch axis), each result's
+    timings carrying its share of the batch's preprocess and inference time.
     """
     model = registry.get(name)
     card = model.card
     if card["task"] == "segmentation":
         threshold = resolve_threshold(threshold, card)
+        return [
+            predict(registry, name, image, threshold, 0.0, deadline, scale_request)
+            for image in images
+        ]
     if not images:
         return []
     images = [with_size_note(image, card) for image in images]
     started = time.perf_counter()
-    tensor = np.concatenate([build_input_tensor(image.pixels, card) for image in images])
+    searches = [find_embryo(image.pixels) for image in images]
+    pairs = zip(images, searches, strict=True)
+    tensor = np.concatenate([lineage_input(image.pixels, search, card) for image, search in pairs])
     preprocessed = time.perf_counter()
     output = run_model(model, tensor, deadline)
-    deadline.check("finding and measuring objects")
     share = {
         "preprocess": (preprocessed - started) * 1000 / len(images),
         "inference": (time.perf_counter() - preprocessed) * 1000 / len(images),
     }
-    results: list[SegmentationResult | LineageResult] = []
-    for index, image in enumerate(images):
-        clock = _Stopwatch(0.0, **share)
-        row = output[index : index + 1]
-        if card["task"] == "segmentation":
-            results.append(_segment(model, image, row, threshold, clock))
-        else:
-            results.append(_count_lineages(model, image, row, clock))
-    return results
+    return [
+        _count_lineages(
+            model, image, output[index : index + 1], _Stopwatch(0.0, **share), search.region
+        )
+        for index, (image, search) in enumerate(zip(images, searches, strict=True))
+    ]
 
 
 def predict_bytes(
@@ -410,13 +582,16 @@ def predict_bytes(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     deadline: Deadline = NO_DEADLINE,
     channel: int | None = None,
+    scale_request: ScaleRequest = AUTOMATIC_SCALE,
 ) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
     """Decode an upload in memory and run a model on it; the result and the decoded image."""
     registry.card(name)  # an unknown or uninstalled model fails before any decoding work
     started = time.perf_counter()
     image = decode_image(data, filename, max_pixels=max_pixels, channel=channel)
     decode_ms = (time.perf_counter() - started) * 1000
-    result = predict(registry, name, image, threshold, decode_ms=decode_ms, deadline=deadline)
+    result = predict(
+        registry, name, image, threshold, decode_ms, deadline, scale_request=scale_request
+    )
     return result, image
 
 

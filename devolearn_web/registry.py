@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,7 +343,17 @@ def card_problem(name: str, card: object) -> str | None:
         threshold = output.get("default_threshold")
         if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
             return "output.default_threshold must be a number from 0 to 1"
+        if not _working_grid_ok(model_input.get("working_grid")):
+            return (
+                "input.working_grid needs positive aspect, embryo_length_px and um_per_px, and "
+                "object_diameter_px with a median inside its range [low, high]"
+            )
     else:
+        fill = model_input.get("embryo_fill")
+        if not (
+            isinstance(fill, dict) and all(_fraction(fill.get(key)) for key in ("length", "width"))
+        ):
+            return "input.embryo_fill needs length and width, fractions above 0 and up to 1"
         lineages, maxima = output.get("lineages"), output.get("maxima")
         if not (isinstance(lineages, list) and isinstance(maxima, list)):
             return "output.lineages and output.maxima must be lists"
@@ -351,6 +362,31 @@ def card_problem(name: str, card: object) -> str | None:
         if "calibration" in output:
             return calibration_problem(output["calibration"], lineages)
     return None
+
+
+def _working_grid_ok(grid: object) -> bool:
+    if not isinstance(grid, dict):
+        return False
+    if not all(_positive(grid.get(key)) for key in ("aspect", "embryo_length_px", "um_per_px")):
+        return False
+    diameter = grid.get("object_diameter_px")
+    if not isinstance(diameter, dict) or not _positive(diameter.get("median")):
+        return False
+    band = diameter.get("range")
+    return (
+        isinstance(band, list)
+        and len(band) == 2
+        and all(_positive(value) for value in band)
+        and band[0] <= diameter["median"] <= band[1]
+    )
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
+
+
+def _fraction(value: object) -> bool:
+    return _positive(value) and value <= 1
 
 
 def quantized_section(card: dict) -> dict | None:

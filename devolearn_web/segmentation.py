@@ -83,17 +83,20 @@ def threshold_probability_map(probability: np.ndarray, threshold: float) -> np.n
     return probability >= threshold
 
 
-def _min_area(shape: tuple[int, int], at_model_scale: int = MIN_OBJECT_AREA_AT_MODEL_SCALE) -> int:
-    return max(1, int(round(at_model_scale * scale_factor(shape) ** 2)))
+def _min_area(scale: float, at_model_scale: int = MIN_OBJECT_AREA_AT_MODEL_SCALE) -> int:
+    return max(1, int(round(at_model_scale * scale**2)))
 
 
-def label_connected_components(mask: np.ndarray) -> np.ndarray:
-    """Label each 4-connected blob of a boolean mask (HxW); specks below the minimum area go."""
+def label_connected_components(mask: np.ndarray, grid_scale: float | None = None) -> np.ndarray:
+    """Label each 4-connected blob of a boolean mask (HxW); specks below the minimum area go.
+
+    grid_scale: map pixels per model pixel (None: the map's size over 256x256)."""
     labels, count = ndi.label(mask)
     if count == 0:
         return labels.astype(np.int32)
+    scale = scale_factor(mask.shape) if grid_scale is None else grid_scale
     # One labelling pass, then specks dropped and the rest renumbered 1..n in label order.
-    keep = np.bincount(labels.ravel(), minlength=count + 1) >= _min_area(mask.shape)
+    keep = np.bincount(labels.ravel(), minlength=count + 1) >= _min_area(scale)
     keep[0] = False
     lookup = np.zeros(count + 1, dtype=np.int32)
     lookup[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
@@ -104,17 +107,19 @@ def split_touching_objects(
     mask: np.ndarray,
     smoothing: np.ndarray | None = None,
     settings: SplitSettings = SplitSettings(),
+    grid_scale: float | None = None,
 ) -> np.ndarray:
     """Label a mask, splitting touching round objects by distance transform and watershed.
 
     `smoothing` (optional, float32 HxW, e.g. the probability map) is added to the distance map
     with the settings' weight: a little breaks ties between flat plateaus so one object gets
-    one seed, more lets the map's dips between objects guide the cut.
+    one seed, more lets the map's dips between objects guide the cut. grid_scale: map pixels
+    per model pixel (None: the map's size over 256x256; 1 on a working grid).
     """
-    labels = label_connected_components(mask)
+    scale = scale_factor(mask.shape) if grid_scale is None else grid_scale
+    labels = label_connected_components(mask, scale)
     if labels.max() == 0:
         return labels
-    scale = scale_factor(mask.shape)
     distance = distance_to_background(labels > 0)
     if smoothing is not None:
         weight = np.float32(settings.probability_weight * scale)  # distances grow with scale
@@ -125,7 +130,7 @@ def split_touching_objects(
     split = watershed(-distance, seeds, mask=labels > 0)
     if settings.min_split_area is None:
         return _relabel_sequential(split)
-    return _relabel_sequential(split, _min_area(mask.shape, settings.min_split_area))
+    return _relabel_sequential(split, _min_area(scale, settings.min_split_area))
 
 
 def distance_to_background(inside: np.ndarray) -> np.ndarray:
@@ -137,12 +142,18 @@ def distance_to_background(inside: np.ndarray) -> np.ndarray:
     return edt.edt(inside, black_border=not (~inside).any(), parallel=1)
 
 
-def label_instances(model: str, probability: np.ndarray, threshold: float) -> np.ndarray:
-    """Objects of one model's probability map (float32 HxW), as the app counts them."""
+def label_instances(
+    model: str, probability: np.ndarray, threshold: float, grid_scale: float | None = None
+) -> np.ndarray:
+    """Objects of one model's probability map (float32 HxW), as the app counts them.
+
+    grid_scale: map pixels per model pixel; 1 on a working grid, where the settings' sizes
+    hold as stated (None: the map's size over 256x256, for maps resized from 256x256)."""
     mask = threshold_probability_map(probability, threshold)
     if model in SPLIT_SETTINGS:
-        return split_touching_objects(mask, smoothing=probability, settings=SPLIT_SETTINGS[model])
-    return label_connected_components(mask)
+        settings = SPLIT_SETTINGS[model]
+        return split_touching_objects(mask, probability, settings, grid_scale)
+    return label_connected_components(mask, grid_scale)
 
 
 def upscale_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from devolearn_web.pipelines import (
     rounded_timings,
 )
 from devolearn_web.registry import ModelRegistry
+from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest
 from devolearn_web.stacks import (
     DEFAULT_MAX_STACK_FRAMES,
     DEFAULT_MAX_STACK_VOXELS,
@@ -82,6 +83,7 @@ def predict_stack(
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
     batch_size: int = BATCH_SIZE,
+    scale_request: ScaleRequest = AUTOMATIC_SCALE,
 ) -> Iterator[tuple[int, Result]]:
     """(frame index, result) for every frame, in order, the model run once per batch.
 
@@ -92,7 +94,9 @@ def predict_stack(
         indices = range(start, min(start + batch_size, stack.count))
         images = [stack.image(index) for index in indices]
         batch_deadline = Deadline(batch_seconds) if batch_seconds else deadline
-        results = predict_batch(registry, name, images, threshold, batch_deadline)
+        results = predict_batch(
+            registry, name, images, threshold, batch_deadline, scale_request=scale_request
+        )
         yield from zip(indices, results, strict=True)
 
 
@@ -105,6 +109,7 @@ def answer_events(
     decode_ms: float = 0.0,
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
+    scale_request: ScaleRequest = AUTOMATIC_SCALE,
 ) -> Iterator[dict]:
     """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}."""
     frames: list[dict] = []
@@ -112,7 +117,9 @@ def answer_events(
     totals["decode"] = decode_ms
     with_images = stack.count <= MAX_FRAMES_WITH_IMAGES
     started = time.perf_counter()
-    results = predict_stack(registry, name, stack, threshold, deadline, batch_seconds)
+    results = predict_stack(
+        registry, name, stack, threshold, deadline, batch_seconds, scale_request=scale_request
+    )
     for index, result in results:
         frame = frame_json(result, index, stack.positions[index], with_images)
         if include_figures and with_images:
@@ -185,10 +192,14 @@ def collect_results(
     stack: FrameStack,
     threshold: float | None = None,
     deadline: Deadline = NO_DEADLINE,
+    scale_request: ScaleRequest = AUTOMATIC_SCALE,
 ) -> list[Result]:
     """Every frame's result, labels as uint16 (when they fit) to halve what a long stack holds."""
     results = []
-    for _, result in predict_stack(registry, name, stack, threshold, deadline):
+    stack_results = predict_stack(
+        registry, name, stack, threshold, deadline, scale_request=scale_request
+    )
+    for _, result in stack_results:
         if isinstance(result, SegmentationResult):
             if result.labels.max(initial=0) <= MAX_LABEL_16_BIT:
                 result.labels = result.labels.astype(np.uint16)

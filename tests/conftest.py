@@ -34,7 +34,7 @@ def _segmentation_graph(name: str, with_sigmoid: bool):
     nodes = [helper.make_node("Conv", ["input", "W", "B"], [conv_output], pads=[1, 1, 1, 1])]
     if with_sigmoid:
         nodes.append(helper.make_node("Sigmoid", ["logits"], ["output"]))
-    shape = ["N", 1, MODEL_SIDE, MODEL_SIDE]
+    shape = ["N", 1, "H", "W"]  # any working grid, as the shipped networks
     return helper.make_graph(
         nodes,
         f"tiny_{name}",
@@ -81,6 +81,18 @@ def _save_model(graph, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# The tiny nets find bright blobs at any size: a wide band, so one look settles the grid.
+TINY_WORKING_GRID = {
+    "working_grid": {
+        "aspect": 1.0,
+        "embryo_length_px": 180.0,
+        "object_diameter_px": {"median": 14.0, "range": [2.0, 400.0]},
+        "um_per_px": 0.25,
+    }
+}
+TINY_EMBRYO_FILL = {"embryo_fill": {"length": 0.6, "width": 0.65}}
+
+
 def tiny_card(name: str, sha256: str) -> dict:
     """A complete model card (docs/model-cards.md) for a tiny test model."""
     segmentation = name != "lineage"
@@ -111,6 +123,7 @@ def tiny_card(name: str, sha256: str) -> dict:
             "channels": 1 if segmentation else 3,
             "normalisation": "unit" if segmentation else "symmetric",
             "description": "test input",
+            **(TINY_WORKING_GRID if segmentation else TINY_EMBRYO_FILL),
         },
         "output": output,
         "training_data": {

@@ -38,6 +38,10 @@ def test_segmentation_answer_has_every_field_with_its_type(client, five_disks_pn
         assert isinstance(obj["label"], int) and isinstance(obj["area"], int)
         assert isinstance(obj["x"], float) and isinstance(obj["y"], float)
     assert isinstance(answer["notes"], list)
+    assert answer["warnings"] == []
+    assert answer["scale"] > 0 and answer["scale_source"] == "embryo"
+    assert answer["diameter"] > 0  # upload pixels
+    assert set(answer["embryo"]) == {"x", "y", "length", "width", "angle_deg", "box"}
     assert set(answer["timings_ms"]) == {
         "decode",
         "preprocess",
@@ -62,9 +66,12 @@ def test_lineage_answer_has_populations_in_order(client, five_disks_png):
         "total",
         "outside_training_range",
         "at_end_of_training_range",
+        "embryo",
         "notes",
+        "warnings",
         "timings_ms",
     ]
+    assert set(answer["embryo"]) == {"x", "y", "length", "width", "angle_deg", "box"}
     assert list(answer["populations"]) == LINEAGES
     assert response.get_data(as_text=True).index('"A"') < response.get_data(as_text=True).index(
         '"Z"'

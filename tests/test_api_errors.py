@@ -157,7 +157,10 @@ def test_a_misspelt_field_is_400_naming_the_nearest(client, five_disks_png, fiel
     error = response.get_json()["error"]
     assert response.status_code == 400
     assert f"'{field}' is not a field" in error and f"did you mean '{nearest}'?" in error
-    assert "It reads: file, threshold, include, format, axes, channel, frame, progress." in error
+    assert (
+        "It reads: file, threshold, diameter, pixel_size_um, include, format, axes, channel, "
+        "frame, progress." in error
+    )
 
 
 def test_an_unknown_field_like_no_other_is_400_listing_the_fields(client, five_disks_png):

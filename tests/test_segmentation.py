@@ -155,11 +155,13 @@ def test_local_maxima_of_an_empty_mask():
 def test_connected_components_match_scikit_image_speck_removal(seed):
     from skimage.morphology import remove_small_objects
 
-    from devolearn_web.segmentation import _min_area, label_connected_components
+    from devolearn_web.segmentation import _min_area, label_connected_components, scale_factor
 
     rng = np.random.default_rng(seed)
     mask = ndi.gaussian_filter(rng.random((300, 420)), 1.5) > 0.53  # blobs and specks
-    expected, _ = ndi.label(remove_small_objects(mask, max_size=_min_area(mask.shape) - 1))
+    expected, _ = ndi.label(
+        remove_small_objects(mask, max_size=_min_area(scale_factor(mask.shape)) - 1)
+    )
     found = label_connected_components(mask)
     assert 0 < found.max() < ndi.label(mask)[1]  # some specks were dropped, some blobs kept
     np.testing.assert_array_equal(found, expected)

@@ -114,7 +114,10 @@ def test_api_answers_a_stack_frame_by_frame(client, image_maker):
     assert answer["axes"]["guessed"] == "ZYX"
 
 
-def test_stack_is_sent_to_the_model_in_batches(app, image_maker, monkeypatch):
+def test_a_segmentation_stack_runs_each_frame_at_its_own_working_grid(
+    app, image_maker, monkeypatch
+):
+    # Each frame is analysed as the same image uploaded alone would be (its own scale).
     from devolearn_web import stack_pipeline
     from devolearn_web.pipelines import run_model as real_run_model
 
@@ -125,12 +128,36 @@ def test_stack_is_sent_to_the_model_in_batches(app, image_maker, monkeypatch):
         return real_run_model(model, tensor, deadline)
 
     monkeypatch.setattr("devolearn_web.pipelines.run_model", counting_run_model)
-    data = image_maker.tiff(np.zeros((20, 16, 16), np.uint8), photometric="minisblack")
+    data = image_maker.tiff(np.zeros((5, 16, 16), np.uint8), photometric="minisblack")
     with app.app_context():
         from devolearn_web.registry import get_registry
 
         stack = stack_pipeline.load_frames(data)
         results = list(stack_pipeline.predict_stack(get_registry(), "membrane", stack))
+    assert len(results) == 5
+    assert calls == [1] * 5
+
+
+def test_a_lineage_movie_is_sent_to_the_model_in_batches(app, image_maker, monkeypatch):
+    from devolearn_web import stack_pipeline
+    from devolearn_web.pipelines import run_model as real_run_model
+
+    calls = []
+
+    def counting_run_model(model, tensor, deadline):
+        calls.append(tensor.shape[0])
+        return real_run_model(model, tensor, deadline)
+
+    monkeypatch.setattr("devolearn_web.pipelines.run_model", counting_run_model)
+    rows, cols = np.ogrid[:80, :120]
+    embryo = ((rows - 40) / 25.0) ** 2 + ((cols - 60) / 42.0) ** 2 <= 1  # one bright ellipse
+    frames = np.repeat((embryo * 200).astype(np.uint8)[None], 20, axis=0)
+    data = image_maker.tiff(frames, photometric="minisblack")
+    with app.app_context():
+        from devolearn_web.registry import get_registry
+
+        stack = stack_pipeline.load_frames(data)
+        results = list(stack_pipeline.predict_stack(get_registry(), "lineage", stack))
     assert len(results) == 20
     assert calls == [stack_pipeline.BATCH_SIZE, 20 - stack_pipeline.BATCH_SIZE]
 

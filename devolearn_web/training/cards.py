@@ -111,6 +111,7 @@ def build_card(
             "channels": spec.channels,
             "normalisation": spec.normalisation,
             "description": spec.input_description,
+            **spec.framing,
         },
         "output": output,
         "training_data": training_data,

@@ -31,6 +31,9 @@ class ModelSpec:
     normalisation: str  # "unit" ([0, 1]) or "symmetric" ([-1, 1])
     input_description: str
     output_meaning: str
+    # How uploads are framed for the network (the card's input section): a segmentation
+    # model's working_grid, the lineage model's embryo_fill.
+    framing: dict
 
     @property
     def is_segmentation(self) -> bool:
@@ -44,6 +47,14 @@ _STRETCH = (
     f"{MODEL_HIGH_PERCENTILE:g} of the resized image, clipped)"
 )
 
+# The training frames' framing, measured on simulated frames of the training framing by
+# `python -m devolearn_web.training framing` (docs/training.md, "Framing"): the embryo as
+# devolearn_web.embryo.find_embryo sees it, and the objects' equivalent diameters on the
+# 256x256 grid (the 5th, 50th and 95th percentiles of each frame's median).
+_WORKING_GRID_NOTE = (
+    "Uploads are brought to this grid: objects scaled to the trained diameters, the embryo's "
+    "long axis along x, rows stretched by aspect as the 256x256 training frames were."
+)
 MODEL_SPECS: dict[str, ModelSpec] = {
     "membrane": ModelSpec(
         name="membrane",
@@ -57,6 +68,15 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "per-pixel probability that the pixel lies inside a cell (membranes are gaps), "
             "so one connected component is one cell"
         ),
+        framing={
+            "working_grid": {
+                "aspect": 1.39,
+                "embryo_length_px": 177.0,
+                "object_diameter_px": {"median": 36.0, "range": [15.6, 164.0]},
+                "um_per_px": 0.219,
+                "description": _WORKING_GRID_NOTE,
+            }
+        },
     ),
     "nucleus": ModelSpec(
         name="nucleus",
@@ -70,6 +90,15 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             f"signal channel), resized to 256x256, then {_STRETCH}"
         ),
         output_meaning="per-pixel probability that the pixel belongs to a nucleus",
+        framing={
+            "working_grid": {
+                "aspect": 1.383,
+                "embryo_length_px": 128.0,
+                "object_diameter_px": {"median": 14.1, "range": [7.0, 43.5]},
+                "um_per_px": 0.237,
+                "description": _WORKING_GRID_NOTE,
+            }
+        },
     ),
     "lineage": ModelSpec(
         name="lineage",
@@ -87,6 +116,17 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             "A, E, M, P, C, D, Z; counts = clip(output * maxima, 0), mapped through "
             "output.calibration when the card has one, rounded"
         ),
+        framing={
+            "embryo_fill": {
+                "length": 0.572,
+                "width": 0.649,
+                "description": (
+                    "The embryo is found, laid along x and cut out so that its long axis fills "
+                    "this share of the input's width and its short axis this share of its "
+                    "height, as in the training frames."
+                ),
+            }
+        },
     ),
 }
 

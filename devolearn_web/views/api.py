@@ -12,12 +12,23 @@ from devolearn_web.figures import build_figures
 from devolearn_web.openapi import openapi_document
 from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import get_registry
+from devolearn_web.scale import parse_scale_request
 from devolearn_web.stacks import parse_channel
 from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file
 
 bp = Blueprint("api", __name__)
 # The predict endpoint's options (openapi.py): read from the multipart form only.
-FORM_FIELDS = ("threshold", "include", "format", "axes", "channel", "frame", "progress")
+FORM_FIELDS = (
+    "threshold",
+    "diameter",
+    "pixel_size_um",
+    "include",
+    "format",
+    "axes",
+    "channel",
+    "frame",
+    "progress",
+)
 
 
 @bp.get("/api/v1/models")
@@ -58,6 +69,7 @@ def predict_upload(name: str):
         max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
         deadline=deadline,
         channel=parse_channel(request.form.get("channel")),
+        scale_request=parse_scale_request(request.form),
     )
     answer = result.to_json()
     if "figures" in parse_include(request.form.get("include")):

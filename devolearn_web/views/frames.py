@@ -20,6 +20,7 @@ from devolearn_web.errors import BadParameter, DevoLearnError, TooLarge
 from devolearn_web.imaging import DecodedImage
 from devolearn_web.pipelines import LineageResult, SegmentationResult, predict, predict_bytes
 from devolearn_web.registry import ModelRegistry
+from devolearn_web.scale import parse_scale_request
 from devolearn_web.stack_pipeline import (
     answer_events,
     collect_results,
@@ -88,6 +89,7 @@ def answer_frames_or_file(
 ) -> Response:
     """JSON (or NDJSON with progress) for a stack or movie; a file for any `format` but json."""
     requested = parse_format(form.get("format"))
+    scale_request = parse_scale_request(form)
     task = registry.card(name)["task"]
     include_figures = "figures" in {word.strip() for word in form.get("include", "").split(",")}
     stem = safe_stem(filename, name)
@@ -103,6 +105,7 @@ def answer_frames_or_file(
             max_pixels,
             deadline=deadline,
             channel=parse_channel(form.get("channel")),
+            scale_request=scale_request,
         )
         return _file_response(
             *build_download(requested, stem, [result], [{}], calibration=image.calibration)
@@ -121,12 +124,12 @@ def answer_frames_or_file(
     frame = parse_frame(form.get("frame"), stack.count)
     if frame is not None:
         image = stack.image(frame, keep_calibration=True)
-        result = predict(registry, name, image, threshold, decode_ms=decode_ms, deadline=deadline)
+        result = predict(registry, name, image, threshold, decode_ms, deadline, scale_request)
         return _one_frame(result, image, stack, frame, requested, stem, include_figures)
     if requested != "json":
         check_format(requested, task, stack.count)
         _check_download_size(requested, stack.count * stack.width * stack.height)
-        results = collect_results(registry, name, stack, threshold, deadline)
+        results = collect_results(registry, name, stack, threshold, deadline, scale_request)
         body = build_download(
             requested, stem, results, stack.positions, frame_axis(stack), stack.calibration
         )
@@ -143,9 +146,19 @@ def answer_frames_or_file(
             decode_ms,
             NO_DEADLINE,
             batch_seconds=deadline.seconds,
+            scale_request=scale_request,
         )
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
-    events = answer_events(registry, name, stack, threshold, include_figures, decode_ms, deadline)
+    events = answer_events(
+        registry,
+        name,
+        stack,
+        threshold,
+        include_figures,
+        decode_ms,
+        deadline,
+        scale_request=scale_request,
+    )
     answer = None
     for event in events:
         answer = event.get("result", answer)

@@ -44,6 +44,9 @@ const ui = {
   downloads: byId("downloads"),
   warning: byId("range-warning"),
   notes: byId("notes"),
+  imageWarnings: byId("image-warnings"),
+  diameter: byId("diameter"),
+  scaleInfo: byId("scale-info"),
   figures: byId("figures"),
   table: byId("table-container"),
   timings: byId("timings"),
@@ -78,7 +81,10 @@ const state = {
 
 /** Form fields sent with every request for the held file. */
 function requestFields() {
-  return state.axes ? { axes: state.axes } : {};
+  const fields = state.axes ? { axes: state.axes } : {};
+  const diameter = ui.diameter ? ui.diameter.value.trim() : "";
+  if (diameter) fields.diameter = diameter;
+  return fields;
 }
 
 function showProgress(done, total) {
@@ -227,6 +233,8 @@ async function showAnswer(answer, file, run) {
     ? `${file.name} · ${answer.width} × ${answer.height} pixels · threshold ${answer.threshold.toFixed(2)}`
     : file.name;
   showNotes(ui.notes, answer.notes);
+  showNotes(ui.imageWarnings, answer.warnings);
+  showScale(answer);
   showTimings(ui.timings, answer.timings_ms);
   showRangeWarning(answer);
   showTable(answer);
@@ -294,6 +302,16 @@ async function requestDownload(format, button, file) {
   } finally {
     button.disabled = false;
   }
+}
+
+function showScale(answer) {
+  if (!ui.scaleInfo) return;
+  if (typeof answer.scale !== "number") {
+    ui.scaleInfo.textContent = "";
+    return;
+  }
+  const found = typeof answer.diameter === "number" ? `, found ${answer.diameter.toFixed(1)} px` : "";
+  ui.scaleInfo.textContent = `ran at ${answer.scale.toFixed(2)}× (${answer.scale_source})${found}`;
 }
 
 async function prepareSlider(answer, run) {
@@ -387,7 +405,11 @@ for (const button of document.querySelectorAll(".example-button")) {
   button.addEventListener("click", () => runExample(button));
 }
 
-if (isSegmentation) ui.slider.addEventListener("input", onSliderInput);
+if (isSegmentation) {
+  ui.slider.addEventListener("input", onSliderInput);
+  // A new diameter means a new working scale: the server runs the model again.
+  ui.diameter.addEventListener("change", () => refresh(Number(ui.slider.value)));
+}
 
 ui.frameSlider.addEventListener("input", () => {
   if (!state.stackAnswer) return;

@@ -32,31 +32,35 @@ SLOW_MODEL_STEPS = 600
 
 
 def build_slow_segmentation_model(path: Path) -> str:
-    """Write an ONNX model with the segmentation contract that takes seconds; its sha256."""
+    """Write an ONNX model with the segmentation contract that takes seconds; its sha256.
+
+    A chain of SLOW_MODEL_STEPS 1024x1024 matrix products that depends on the input (so ONNX
+    Runtime cannot fold it away at load), added times 0 to the input: any working grid."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    side = 256
-    repeats = SLOW_MODEL_SIDE // side
+    side = SLOW_MODEL_SIDE
     nodes = [
-        helper.make_node("Tile", ["input", "repeats"], ["big0"]),
+        helper.make_node("ReduceMean", ["input"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["start", "nothing"], ["big0"]),
     ]
     for index in range(SLOW_MODEL_STEPS):
         nodes.append(helper.make_node("MatMul", [f"big{index}", f"big{index}"], [f"sq{index}"]))
         nodes.append(helper.make_node("Sigmoid", [f"sq{index}"], [f"big{index + 1}"]))
-    nodes.append(
-        helper.make_node("Slice", [f"big{SLOW_MODEL_STEPS}", "starts", "ends", "axes"], ["output"])
-    )
-    shape = ["N", 1, side, side]
+    nodes += [
+        helper.make_node("ReduceMean", [f"big{SLOW_MODEL_STEPS}"], ["last"], keepdims=0),
+        helper.make_node("Mul", ["last", "zero"], ["still_nothing"]),
+        helper.make_node("Add", ["input", "still_nothing"], ["output"]),
+    ]
+    shape = ["N", 1, "H", "W"]
     graph = helper.make_graph(
         nodes,
         "slow_segmentation",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
         initializer=[
-            numpy_helper.from_array(np.array([1, 1, repeats, repeats], dtype=np.int64), "repeats"),
-            numpy_helper.from_array(np.array([0, 0], dtype=np.int64), "starts"),
-            numpy_helper.from_array(np.array([side, side], dtype=np.int64), "ends"),
-            numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes"),
+            numpy_helper.from_array(np.full((side, side), 0.001, dtype=np.float32), "start"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -243,7 +247,7 @@ def build_nan_model(path: Path) -> str:
     """Write a segmentation-contract model whose every output is NaN (0 * log(-1)); sha256."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    shape = ["N", 1, 256, 256]
+    shape = ["N", 1, "H", "W"]
     nodes = [
         helper.make_node("Sqrt", ["minus_one"], ["nan"]),
         helper.make_node("Mul", ["input", "nan"], ["output"]),

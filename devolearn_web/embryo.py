@@ -1,0 +1,192 @@
+"""Find the embryo in an image: where it lies, how long it is and which way it points.
+
+The models were trained on frames that hold one embryo at one framing; locating the embryo lets
+every upload be brought to that framing whatever its margin, size or orientation. Pure functions,
+numpy in and out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.measure import regionprops
+from skimage.morphology import convex_hull_image
+
+from devolearn_web.imaging import resize_image
+
+# The search runs on a copy whose longer side is this many pixels: enough for an outline.
+SEARCH_SIDE = 256
+# Blur and closing radii as fractions of the copy's longer side: wide enough to join the nuclei
+# of one embryo (or the cells of one slice) into one region, narrow enough to keep two apart.
+BLUR_FRACTION = 0.015
+CLOSING_FRACTION = 0.04
+# Under this fraction of the frame, the foreground is a speck, not an embryo.
+SMALLEST_FRACTION = 0.005
+# A second region at least this large (relative to the largest, and of the frame) is a second
+# embryo; smaller ones are parts of the same embryo (the far-apart nuclei of an early one).
+SECOND_EMBRYO_FRACTION = 0.3
+SECOND_EMBRYO_FRAME_FRACTION = 0.06
+# Regions under this fraction of the largest are specks (debris, a polar body), not embryo.
+SPECK_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class EmbryoRegion:
+    """Where the embryo lies, in upload pixels: centre, axis lengths, long-axis angle, box."""
+
+    centre_row: float
+    centre_col: float
+    major: float  # length of the long axis (the fitted ellipse's), pixels
+    minor: float  # length of the short axis, pixels
+    angle_deg: float  # long axis from the image's x axis, counter-clockwise as seen, -90..90
+    box: tuple[int, int, int, int]  # (top, left, bottom, right), bottom and right exclusive
+    touches_edge: bool  # the region reaches the frame: the embryo may be cut off
+
+    def to_json(self) -> dict:
+        top, left, bottom, right = self.box
+        return {
+            "x": round(self.centre_col, 1),
+            "y": round(self.centre_row, 1),
+            "length": round(self.major, 1),
+            "width": round(self.minor, 1),
+            "angle_deg": round(self.angle_deg, 1),
+            "box": {"left": left, "top": top, "right": right, "bottom": bottom},
+        }
+
+    @property
+    def lies_vertical(self) -> bool:
+        """True when the long axis is nearer the image's y axis than its x axis."""
+        return abs(self.angle_deg) > 45.0
+
+
+@dataclass(frozen=True)
+class EmbryoSearch:
+    """The outcome of looking for one embryo: the region (None when none) and why not."""
+
+    region: EmbryoRegion | None
+    regions_found: int
+    problem: str | None  # a sentence for the visitor when no single embryo was found
+
+
+def find_embryo(pixels: np.ndarray) -> EmbryoSearch:
+    """Locate the largest embryo-like foreground region of a float32 HxW image."""
+    height, width = pixels.shape
+    factor = min(1.0, SEARCH_SIDE / max(height, width))
+    small_shape = (max(8, round(height * factor)), max(8, round(width * factor)))
+    small = resize_image(pixels, small_shape)
+    side = max(small_shape)
+    blurred = ndi.gaussian_filter(small, sigma=max(1.0, BLUR_FRACTION * side))
+    if float(blurred.max() - blurred.min()) < 1e-6:
+        return EmbryoSearch(None, 0, "The image is uniform: there is no embryo in it.")
+    foreground = blurred > threshold_otsu(blurred)
+    radius = max(1, round(CLOSING_FRACTION * side))
+    closed = ndi.binary_fill_holes(_close(foreground, radius))
+    labels, count = ndi.label(closed)
+    if count == 0:
+        return EmbryoSearch(None, 0, "No bright region was found: there is no embryo to measure.")
+    areas = np.bincount(labels.ravel())[1:]
+    largest = int(areas.max())
+    if largest < SMALLEST_FRACTION * labels.size:
+        return EmbryoSearch(None, 0, "The bright region is too small to be an embryo.")
+    # Early embryos show a few nuclei far apart, so one embryo may be several regions; only
+    # regions of embryo size count as embryos of their own.
+    big = areas >= max(SECOND_EMBRYO_FRACTION * largest, SECOND_EMBRYO_FRAME_FRACTION * labels.size)
+    embryos = int(big.sum())
+    if embryos > 1:
+        return EmbryoSearch(
+            None,
+            embryos,
+            f"The image seems to hold {embryos} embryos: crop it to one embryo and try again.",
+        )
+    # The embryo is the hull of every region that is not a speck: the nuclei of an early
+    # embryo, or the cells of a slice, together.
+    kept = np.flatnonzero(areas >= SPECK_FRACTION * largest) + 1
+    hull = convex_hull_image(np.isin(labels, kept))
+    region = regionprops(hull.astype(np.uint8))[0]
+    return EmbryoSearch(_in_upload_pixels(region, small_shape, (height, width)), 1, None)
+
+
+def _close(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing with a disc, on a padded copy so regions at the frame are not eroded."""
+    disc = _disc(radius)
+    padded = np.pad(mask, radius, mode="constant")
+    closed = ndi.binary_closing(padded, structure=disc)
+    return closed[radius:-radius, radius:-radius]
+
+
+def _disc(radius: int) -> np.ndarray:
+    rows, cols = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return rows**2 + cols**2 <= radius**2
+
+
+def _in_upload_pixels(region, small_shape: tuple[int, int], shape: tuple[int, int]) -> EmbryoRegion:
+    """A region measured on the search copy, in the upload's pixels."""
+    row_scale = shape[0] / small_shape[0]
+    col_scale = shape[1] / small_shape[1]
+    # Measured on the copy; the copy keeps the aspect ratio, so one factor fits both axes.
+    scale = math.sqrt(row_scale * col_scale)
+    top, left, bottom, right = region.bbox
+    centre_row, centre_col = region.centroid
+    # skimage's orientation is the angle between the row axis and the long axis; as seen (y
+    # down), the long axis makes angle (orientation - 90 degrees) with x, counter-clockwise.
+    angle = math.degrees(region.orientation) - 90.0
+    angle = (angle + 90.0) % 180.0 - 90.0
+    return EmbryoRegion(
+        centre_row=(centre_row + 0.5) * row_scale - 0.5,
+        centre_col=(centre_col + 0.5) * col_scale - 0.5,
+        major=float(region.axis_major_length) * scale,
+        minor=float(region.axis_minor_length) * scale,
+        angle_deg=float(angle),
+        box=(
+            int(math.floor(top * row_scale)),
+            int(math.floor(left * col_scale)),
+            min(shape[0], int(math.ceil(bottom * row_scale))),
+            min(shape[1], int(math.ceil(right * col_scale))),
+        ),
+        touches_edge=top == 0 or left == 0 or bottom == small_shape[0] or right == small_shape[1],
+    )
+
+
+# A C. elegans embryo is about 50 x 30 um; a region narrower than this (an early embryo's few
+# nuclei in a row) still stands for a whole embryo of that shape.
+EMBRYO_WIDTH_TO_LENGTH = 0.6
+
+
+def embryo_centred_view(
+    pixels: np.ndarray,
+    region: EmbryoRegion,
+    fill: tuple[float, float],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """The embryo cut out, long axis along x, filling `fill` (of width, of height) of a float32
+    image of `size` (rows, cols): the framing the lineage network was trained on.
+
+    The box around the embryo is resampled to `size` whatever its aspect, as the training
+    frames were; outside the upload the view holds the upload's darkest level."""
+    rows_out, cols_out = size
+    box_width = region.major / fill[0]
+    box_height = max(region.minor, EMBRYO_WIDTH_TO_LENGTH * region.major) / fill[1]
+    # Shrink a large upload first (antialiased) so the resampling below does not alias.
+    shrink = min(1.0, 2.0 * cols_out / box_width)
+    source = pixels
+    if shrink < 1.0:
+        shape = (max(8, round(pixels.shape[0] * shrink)), max(8, round(pixels.shape[1] * shrink)))
+        source = resize_image(pixels, shape)
+    row_scale = source.shape[0] / pixels.shape[0]
+    col_scale = source.shape[1] / pixels.shape[1]
+    angle = math.radians(region.angle_deg)
+    along = (np.arange(cols_out, dtype=np.float64) + 0.5) / cols_out * box_width - box_width / 2
+    across = (np.arange(rows_out, dtype=np.float64) + 0.5) / rows_out * box_height - box_height / 2
+    u, v = np.meshgrid(along, across)
+    # The long axis points along (cos a, -sin a) as seen (rows grow downwards).
+    cols = region.centre_col + u * math.cos(angle) + v * math.sin(angle)
+    rows = region.centre_row - u * math.sin(angle) + v * math.cos(angle)
+    coordinates = np.stack([(rows + 0.5) * row_scale - 0.5, (cols + 0.5) * col_scale - 0.5])
+    view = ndi.map_coordinates(
+        source, coordinates, order=1, mode="constant", cval=float(source.min())
+    )
+    return view.astype(np.float32)

@@ -1,0 +1,186 @@
+"""The shipped models answer the embryo, not the framing: metamorphic checks on real and
+simulated images (pad, crop, rescale, rotate, mirror, dim the same picture)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from functools import cache
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from devolearn_web.embryo import find_embryo
+from devolearn_web.pipelines import predict_bytes
+from devolearn_web.registry import ModelRegistry
+from tests.conftest import REPOSITORY_ROOT, SAMPLES_DIR
+
+pytestmark = pytest.mark.slow
+
+# A count may move by this much when only the framing changes (issue: max(2, 15%)).
+ABSOLUTE_TOLERANCE = 2
+RELATIVE_TOLERANCE = 0.15
+SIMULATED_PER_MODEL = 20
+
+
+def within_tolerance(changed: int, original: int) -> bool:
+    return abs(changed - original) <= max(ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE * original)
+
+
+def background_level(image: np.ndarray) -> float:
+    return float(np.percentile(image, 1.0))
+
+
+def padded_twice(image: np.ndarray) -> np.ndarray:
+    """The picture in the middle of a canvas twice as large, filled with its background."""
+    height, width = image.shape
+    canvas = np.full((2 * height, 2 * width), background_level(image), dtype=image.dtype)
+    canvas[height // 2 : height // 2 + height, width // 2 : width // 2 + width] = image
+    return canvas
+
+
+def cropped_tightly(image: np.ndarray) -> np.ndarray:
+    """The picture cropped to the embryo's box with a 5% margin."""
+    region = find_embryo(image.astype(np.float32) / float(image.max() or 1)).region
+    assert region is not None, "the test image holds no embryo to crop to"
+    top, left, bottom, right = region.box
+    margin = round(0.05 * max(bottom - top, right - left))
+    return image[
+        max(0, top - margin) : bottom + margin, max(0, left - margin) : right + margin
+    ].copy()
+
+
+def resized(factor: float) -> Callable[[np.ndarray], np.ndarray]:
+    def change(image: np.ndarray) -> np.ndarray:
+        height, width = image.shape
+        size = (round(width * factor), round(height * factor))
+        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+
+    return change
+
+
+def dimmed(image: np.ndarray) -> np.ndarray:
+    return (image // 2).astype(image.dtype)
+
+
+CHANGES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "padded to twice the size": padded_twice,
+    "cropped tightly": cropped_tightly,
+    "2x larger": resized(2.0),
+    "0.5x smaller": resized(0.5),
+    "rotated by 90 degrees": lambda image: np.ascontiguousarray(np.rot90(image)),
+    "mirrored": lambda image: np.ascontiguousarray(image[:, ::-1]),
+    "half as bright": dimmed,
+}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@cache
+def shipped_registry() -> ModelRegistry:
+    return ModelRegistry(REPOSITORY_ROOT / "models")
+
+
+def answer_counts(model: str, image: np.ndarray) -> dict[str, int]:
+    """The shipped model's counts for a grayscale image: the count, or total and lineages."""
+    result, _ = predict_bytes(shipped_registry(), model, png_bytes(image), "image.png")
+    answer = result.to_json()
+    if model == "lineage":
+        return {"total": answer["total"], **answer["populations"]}
+    return {"count": answer["count"]}
+
+
+def moved_counts(model: str, image: np.ndarray) -> list[str]:
+    """Every change of the picture whose counts leave the tolerance, as sentences."""
+    original = answer_counts(model, image)
+    moved = []
+    for name, change in CHANGES.items():
+        changed = answer_counts(model, change(image))
+        for key, value in changed.items():
+            if not within_tolerance(value, original[key]):
+                moved.append(f"{name}: {key} {original[key]} -> {value}")
+    return moved
+
+
+def real_gray(name: str) -> np.ndarray:
+    path = SAMPLES_DIR / name
+    if not path.exists():
+        pytest.skip(f"real sample {name} not found in {SAMPLES_DIR} (the shared/ folder is absent)")
+    pixels = np.asarray(Image.open(path))
+    return pixels[..., 1].copy() if pixels.ndim == 3 else pixels  # GFP: the green channel
+
+
+@pytest.mark.parametrize(
+    ("model", "sample"),
+    [
+        ("nucleus", "embryo_sample.png"),
+        ("lineage", "embryo_sample.png"),
+        ("membrane", "seg_sample.jpg"),
+    ],
+)
+def test_real_sample_counts_do_not_move_with_the_framing(model, sample):
+    assert moved_counts(model, real_gray(sample)) == []
+
+
+# The simulated test split's embryos (seeds the models never saw), at their usual framing.
+def simulated_images(model: str) -> Iterator[np.ndarray]:
+    from devolearn_web.training.simulator.datasets import spread_times
+    from devolearn_web.training.simulator.embryo import A_TARGET, simulate_embryo
+    from devolearn_web.training.simulator.render_membrane import (
+        MembraneLook,
+        random_membrane_view,
+        render_membrane_slice,
+        slice_geometry,
+    )
+    from devolearn_web.training.simulator.render_nucleus import (
+        NucleusLook,
+        random_projection_view,
+        random_stack_view,
+        render_nucleus_projection,
+        render_nucleus_stack,
+    )
+
+    per_seed = SIMULATED_PER_MODEL // 2
+    for seed in (2000, 2001):
+        embryo = simulate_embryo(seed)
+        rng = np.random.default_rng((seed, 17))
+        # From the 4-cell stage on: before it, one or two nuclei are not an embryo's outline.
+        start = embryo.time_when_a_reaches(2)
+        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+        for minutes in spread_times(embryo, start, end, per_seed):
+            if model == "lineage":
+                view = random_projection_view(rng, embryo, (315, 585))
+                image, _ = render_nucleus_projection(
+                    embryo, minutes, view, NucleusLook.draw(rng), rng
+                )
+                yield image
+            elif model == "nucleus":
+                view = random_stack_view(rng, embryo, (35, 512, 708))
+                stack, _ = render_nucleus_stack(embryo, minutes, view, NucleusLook.draw(rng), rng)
+                yield to_8_bit(stack[int(rng.integers(12, 23))])
+            else:
+                view = random_membrane_view(rng, embryo, (40, 256, 356))
+                geometry = slice_geometry(embryo, minutes, view, float(rng.integers(14, 26)))
+                slice_image = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
+                yield to_8_bit(slice_image)
+
+
+def to_8_bit(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float32)
+    span = float(image.max() - image.min()) or 1.0
+    return np.rint((image - image.min()) / span * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("model", ["nucleus", "membrane", "lineage"])
+def test_simulated_counts_do_not_move_with_the_framing(model):
+    moved = {
+        index: changes
+        for index, image in enumerate(simulated_images(model))
+        if (changes := moved_counts(model, image))
+    }
+    assert moved == {}
