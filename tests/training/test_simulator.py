@@ -30,6 +30,7 @@ from devolearn_web.training.simulator.render_nucleus import (
     random_projection_view,
     render_nucleus_projection,
 )
+from devolearn_web.training.specs import LINEAGE_MAXIMA
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +66,20 @@ def test_development_runs_from_one_cell_to_a_little_past_a_250(embryo):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
-def test_other_lineages_when_a_reaches_250_match_the_training_data(seed):
+def test_no_lineage_passes_its_output_maximum_until_a_reaches_250(seed):
     embryo = simulate_embryo(seed)
-    counts = embryo.populations_at(embryo.time_when_a_reaches(250))
-    # The original training data peaked at E 16, M 78, C 31, D 16, P 1, Z 2 at A = 250.
-    assert counts["E"] == 16
-    assert counts["D"] == 16
-    assert 26 <= counts["C"] <= 32
-    assert 58 <= counts["M"] <= 105
+    end = embryo.time_when_a_reaches(250)
+    births = np.unique(embryo.cells.birth)
+    # The lineage model outputs counts / maxima (A 250, E 16, M 78, P 1, C 31, D 16, Z 2, the
+    # original training data's peaks); a simulated count above its maximum could not be learnt.
+    maxima = dict(zip(LINEAGE_KEYS, LINEAGE_MAXIMA, strict=True))
+    for t in births[births <= end]:
+        counts = embryo.populations_at(t)
+        assert all(counts[key] <= maxima[key] for key in LINEAGE_KEYS), (t, counts)
+    counts = embryo.populations_at(end)
+    # E and C come close to their maxima by A = 250 (Sulston's lineage: E 14, C 27); M and D stay
+    # well short (M 45, D 8; test_simulator_lineage_timing.py compares every lineage).
+    assert counts["E"] >= 8 and counts["C"] >= 16
     assert counts["P"] == 0 and counts["Z"] == 2
 
 

@@ -14,7 +14,10 @@ NEVER = np.inf
 # 1-cell stage first so that its clock starts at 0 with one cell.
 FIRST_CLEAVAGE_MINUTES = 6.0
 # Per-cell cycle-length jitter (log-normal sigma) and per-seed spread of founder division times.
-CYCLE_JITTER = 0.035
+# Real rounds are far from synchronous (AB's 64 -> 128 round spans about 35 min, 300-380 min in
+# Sulston's chart); 10% per cycle spreads the simulated rounds alike and best matches the published
+# populations by stage (tests/training/test_simulator_lineage_timing.py).
+CYCLE_JITTER = 0.10
 FOUNDER_JITTER_MINUTES = 0.7
 # A seed's overall developmental tempo (temperature differences between recordings).
 TEMPO_SPREAD = 0.04
@@ -22,15 +25,21 @@ TEMPO_SPREAD = 0.04
 
 @dataclass(frozen=True)
 class FounderTiming:
-    """One row of division_timing.csv: a founder cell and how its clone divides."""
+    """One row of division_timing.csv: a founder cell and how its clone divides, round by round."""
 
     cell: str
     letter: str
     daughters: tuple[str, ...]
     division_minutes: float
-    first_cycle_minutes: float
-    cycle_growth: float
-    max_rounds: int
+    # Round r of the clone (r = 1 for the founder's daughters) divides cycle_minutes[r - 1] after
+    # its birth, a fraction dividing[r - 1] of its cells; later rounds do not divide.
+    cycle_minutes: tuple[float, ...]
+    dividing: tuple[float, ...]
+
+    @property
+    def rounds(self) -> int:
+        """How many rounds of the clone divide after the founder."""
+        return len(self.cycle_minutes)
 
 
 @dataclass
@@ -56,17 +65,20 @@ class CellTable:
 def load_division_timing() -> dict[str, FounderTiming]:
     """The founder timing table shipped with the package, keyed by cell name."""
     text = resources.files(__package__).joinpath("division_timing.csv").read_text()
-    rows = csv.DictReader(text.splitlines())
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
     table = {}
-    for row in rows:
+    for row in csv.DictReader(lines):
+        cycles = tuple(float(value) for value in row["cycle_minutes"].split())
+        dividing = tuple(float(value) for value in row["dividing"].split())
+        if len(dividing) != len(cycles):
+            raise ValueError(f"{row['cell']}: cycle_minutes and dividing differ in length")
         table[row["cell"]] = FounderTiming(
             cell=row["cell"],
             letter=row["letter"],
             daughters=tuple(row["daughters"].split()),
             division_minutes=float(row["division_minutes"] or "inf"),
-            first_cycle_minutes=float(row["first_cycle_minutes"] or "nan"),
-            cycle_growth=float(row["cycle_growth"] or "nan"),
-            max_rounds=int(row["max_rounds"]),
+            cycle_minutes=cycles,
+            dividing=dividing,
         )
     return table
 
@@ -83,6 +95,7 @@ def build_lineage(
         for name, row in timing.items()
     }
     builder = _TableBuilder()
+    rounds_dividing = _RoundsDividing(rng)
     # Each queue entry: (name, parent id, birth, founder row of its clone, rounds done in clone).
     queue: list[tuple[str, int, float, FounderTiming, int]] = [("P0", -1, 0.0, timing["P0"], 0)]
     while queue:
@@ -90,24 +103,53 @@ def build_lineage(
         if name in timing:
             clone, rounds = timing[name], 0
             division = max(founder_time[name], birth + 3.0)
-        elif rounds < clone.max_rounds:
-            cycle = clone.first_cycle_minutes * clone.cycle_growth ** (rounds - 1)
+        elif rounds <= clone.rounds and rounds_dividing.divides(clone, rounds):
+            cycle = clone.cycle_minutes[rounds - 1]
             division = birth + tempo * cycle * float(np.exp(rng.normal(0.0, CYCLE_JITTER)))
         else:
-            division = NEVER
-        if clone.max_rounds == 0:
             division = NEVER
         cell_id = builder.add(name, clone.letter, parent, birth, division)
         if division > end_minutes:
             builder.division[cell_id] = NEVER
             continue
-        if clone.daughters:
-            names = clone.daughters
-        else:
-            names = (name + "a", name + "p")
+        names = clone.daughters if clone.daughters else (name + "a", name + "p")
         for daughter in names:
+            if daughter not in timing:
+                rounds_dividing.born(clone, rounds + 1)
             queue.append((daughter, cell_id, division, clone, rounds + 1))
     return builder.build()
+
+
+class _RoundsDividing:
+    """Which cells of a clone's round divide: exactly round(fraction * n) of its n cells, at random.
+
+    The lineage is built breadth first, so every cell of a round is born before the first of them
+    is asked about.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.born_count: dict[tuple[str, int], int] = {}
+        self.choices: dict[tuple[str, int], np.ndarray] = {}
+        self.asked: dict[tuple[str, int], int] = {}
+
+    def born(self, clone: FounderTiming, round_: int) -> None:
+        key = (clone.cell, round_)
+        self.born_count[key] = self.born_count.get(key, 0) + 1
+
+    def divides(self, clone: FounderTiming, round_: int) -> bool:
+        fraction = clone.dividing[round_ - 1]
+        if fraction >= 1.0:
+            return True
+        key = (clone.cell, round_)
+        if key not in self.choices:
+            n = self.born_count.get(key, 0)
+            chosen = np.zeros(n, dtype=bool)
+            chosen[self.rng.permutation(n)[: round(fraction * n)]] = True
+            self.choices[key] = chosen
+        index = self.asked.get(key, 0)
+        self.asked[key] = index + 1
+        return bool(self.choices[key][index])
 
 
 class _TableBuilder:
