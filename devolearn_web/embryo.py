@@ -14,7 +14,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 from skimage.measure import regionprops
-from skimage.morphology import convex_hull_image
 
 from devolearn_web.imaging import resize_image
 
@@ -105,9 +104,54 @@ def find_embryo(pixels: np.ndarray) -> EmbryoSearch:
     # The embryo is the hull of every region that is not a speck: the nuclei of an early
     # embryo, or the cells of a slice, together.
     kept = np.flatnonzero(areas >= SPECK_FRACTION * largest) + 1
-    hull = convex_hull_image(np.isin(labels, kept))
+    hull = filled_convex_hull(np.isin(labels, kept))
     region = regionprops(hull.astype(np.uint8))[0]
     return EmbryoSearch(_in_upload_pixels(region, small_shape, (height, width)), 1, None)
+
+
+def filled_convex_hull(mask: np.ndarray) -> np.ndarray:
+    """The convex hull of a boolean mask's pixels, filled (bool, same shape).
+
+    Written out (Andrew's monotone chain on the pixel corners) because scikit-image's
+    convex_hull_image imports skimage.morphology and scipy.spatial, 130 ms of cold start."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return mask.copy()
+    corners = np.unique(
+        np.concatenate(
+            [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
+        ),
+        axis=0,
+    ).astype(np.float64)
+    hull = _monotone_chain(corners)
+    grid_rows, grid_cols = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    centres = (grid_rows + 0.5, grid_cols + 0.5)
+    inside = np.ones(mask.shape, dtype=bool)
+    for (r0, c0), (r1, c1) in zip(hull, np.roll(hull, -1, axis=0), strict=True):
+        # Counter-clockwise in (row, col): a point inside is on the left of every edge.
+        inside &= (r1 - r0) * (centres[1] - c0) - (c1 - c0) * (centres[0] - r0) >= -1e-9
+    return inside | mask
+
+
+def _monotone_chain(points: np.ndarray) -> np.ndarray:
+    """Convex hull vertices of 2D points (sorted unique, (n, 2) float), in order."""
+    if len(points) < 3:
+        return points
+
+    def half(sequence: np.ndarray) -> list:
+        chain: list = []
+        for point in sequence:
+            while len(chain) >= 2 and _cross(chain[-2], chain[-1], point) <= 0:
+                chain.pop()
+            chain.append(point)
+        return chain
+
+    lower, upper = half(points), half(points[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return float((a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]))
 
 
 def _close(mask: np.ndarray, radius: int) -> np.ndarray:

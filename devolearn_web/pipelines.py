@@ -278,7 +278,14 @@ def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.nd
     view = embryo_centred_view(
         pixels, search.region, (fill["length"], fill["width"]), tuple(card["input"]["size"])
     )
-    return build_input_tensor(view, card)
+    tensor = build_input_tensor(view, card)
+    # The embryo's head may point either way along x and its side face either way: the four
+    # mirror images are one embryo, and their mean answer does not depend on which was shot.
+    return np.concatenate([tensor[..., ::rows, ::cols] for rows, cols in VIEW_FLIPS])
+
+
+# Rows and columns steps of the four mirror images the lineage network sees of one embryo.
+VIEW_FLIPS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 @dataclass(frozen=True)
@@ -483,7 +490,8 @@ def _count_lineages(
 ) -> LineageResult:
     card_output = model.card["output"]
     lineages, maxima = list(card_output["lineages"]), card_output["maxima"]
-    values = apply_output_activation(output, model.card).reshape(-1)
+    # One row per mirror image of the embryo (VIEW_FLIPS): their mean.
+    values = apply_output_activation(output, model.card).reshape(len(VIEW_FLIPS), -1).mean(axis=0)
     if values.size != len(lineages):
         raise ModelUnavailable(
             f"The {model.name} model returned {values.size} numbers, "
@@ -567,7 +575,11 @@ def predict_batch(
     }
     return [
         _count_lineages(
-            model, image, output[index : index + 1], _Stopwatch(0.0, **share), search.region
+            model,
+            image,
+            output[index * len(VIEW_FLIPS) : (index + 1) * len(VIEW_FLIPS)],
+            _Stopwatch(0.0, **share),
+            search.region,
         )
         for index, (image, search) in enumerate(zip(images, searches, strict=True))
     ]

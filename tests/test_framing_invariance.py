@@ -176,7 +176,26 @@ def to_8_bit(image: np.ndarray) -> np.ndarray:
     return np.rint((image - image.min()) / span * 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("model", ["nucleus", "membrane", "lineage"])
+# Measured gaps (2026-12-01, shipped models): membrane, 4 of 20 images (two dense late slices
+# lose their 1-2 px membranes at 0.5x: 87 -> 62 and 69 -> 52 cells; two early slices count
+# 4 -> 8 and 15 -> 19 cropped tightly); lineage, 1 of 20 (total 33 -> 28 padded or at 0.5x).
+# Strict: these tests fail loudly once retrained models close the gaps.
+KNOWN_GAPS = {
+    "membrane": "dense slices at 0.5x and early slices cropped tightly move the cell count",
+    "lineage": "one early embryo of 20 reads 33 -> 28 cells padded or at 0.5x",
+}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "nucleus",
+        pytest.param(
+            "membrane", marks=pytest.mark.xfail(reason=KNOWN_GAPS["membrane"], strict=True)
+        ),
+        pytest.param("lineage", marks=pytest.mark.xfail(reason=KNOWN_GAPS["lineage"], strict=True)),
+    ],
+)
 def test_simulated_counts_do_not_move_with_the_framing(model):
     moved = {
         index: changes
