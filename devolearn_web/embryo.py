@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
-from skimage.measure import regionprops
 
 from devolearn_web.imaging import resize_image
 
@@ -105,8 +104,7 @@ def find_embryo(pixels: np.ndarray) -> EmbryoSearch:
     # embryo, or the cells of a slice, together.
     kept = np.flatnonzero(areas >= SPECK_FRACTION * largest) + 1
     hull = filled_convex_hull(np.isin(labels, kept))
-    region = regionprops(hull.astype(np.uint8))[0]
-    return EmbryoSearch(_in_upload_pixels(region, small_shape, (height, width)), 1, None)
+    return EmbryoSearch(_in_upload_pixels(hull, small_shape, (height, width)), 1, None)
 
 
 def filled_convex_hull(mask: np.ndarray) -> np.ndarray:
@@ -167,23 +165,32 @@ def _disc(radius: int) -> np.ndarray:
     return rows**2 + cols**2 <= radius**2
 
 
-def _in_upload_pixels(region, small_shape: tuple[int, int], shape: tuple[int, int]) -> EmbryoRegion:
-    """A region measured on the search copy, in the upload's pixels."""
+def _in_upload_pixels(
+    region: np.ndarray, small_shape: tuple[int, int], shape: tuple[int, int]
+) -> EmbryoRegion:
+    """A region (bool mask of the search copy) as an ellipse and box in the upload's pixels.
+
+    The ellipse has the region's second moments (axes 4 sqrt(eigenvalue), as scikit-image's
+    regionprops, computed here because regionprops imports scipy.spatial)."""
     row_scale = shape[0] / small_shape[0]
     col_scale = shape[1] / small_shape[1]
-    # Measured on the copy; the copy keeps the aspect ratio, so one factor fits both axes.
+    # The copy keeps the aspect ratio, so one factor fits both axes for lengths.
     scale = math.sqrt(row_scale * col_scale)
-    top, left, bottom, right = region.bbox
-    centre_row, centre_col = region.centroid
-    # skimage's orientation is the angle between the row axis and the long axis; as seen (y
-    # down), the long axis makes angle (orientation - 90 degrees) with x, counter-clockwise.
-    angle = math.degrees(region.orientation) - 90.0
+    rows, cols = np.nonzero(region)
+    centre_row, centre_col = float(rows.mean()), float(cols.mean())
+    covariance = np.cov(np.stack([rows, cols]).astype(np.float64), bias=True)
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance + np.eye(2) / 12.0)
+    d_row, d_col = eigenvectors[:, 1]  # the long axis, (row, col)
+    # As seen, rows grow downwards: the angle from x counter-clockwise is atan2(-d_row, d_col).
+    angle = math.degrees(math.atan2(-d_row, d_col))
     angle = (angle + 90.0) % 180.0 - 90.0
+    top, left = int(rows.min()), int(cols.min())
+    bottom, right = int(rows.max()) + 1, int(cols.max()) + 1
     return EmbryoRegion(
         centre_row=(centre_row + 0.5) * row_scale - 0.5,
         centre_col=(centre_col + 0.5) * col_scale - 0.5,
-        major=float(region.axis_major_length) * scale,
-        minor=float(region.axis_minor_length) * scale,
+        major=4.0 * math.sqrt(max(eigenvalues[1], 0.0)) * scale,
+        minor=4.0 * math.sqrt(max(eigenvalues[0], 0.0)) * scale,
         angle_deg=float(angle),
         box=(
             int(math.floor(top * row_scale)),

@@ -140,6 +140,7 @@ def test_a_segmentation_stack_runs_each_frame_at_its_own_working_grid(
 
 def test_a_lineage_movie_is_sent_to_the_model_in_batches(app, image_maker, monkeypatch):
     from devolearn_web import stack_pipeline
+    from devolearn_web.pipelines import VIEW_FLIPS
     from devolearn_web.pipelines import run_model as real_run_model
 
     calls = []
@@ -159,7 +160,8 @@ def test_a_lineage_movie_is_sent_to_the_model_in_batches(app, image_maker, monke
         stack = stack_pipeline.load_frames(data)
         results = list(stack_pipeline.predict_stack(get_registry(), "lineage", stack))
     assert len(results) == 20
-    assert calls == [stack_pipeline.BATCH_SIZE, 20 - stack_pipeline.BATCH_SIZE]
+    views = len(VIEW_FLIPS)  # each embryo is seen as its four mirror images
+    assert calls == [views * stack_pipeline.BATCH_SIZE, views * (20 - stack_pipeline.BATCH_SIZE)]
 
 
 def test_lineage_stack_gives_populations_per_frame(client, image_maker):

@@ -65,12 +65,15 @@ def test_built_cards_are_valid_and_declare_what_the_app_reads(name):
             "channels": 3,
             "normalisation": "symmetric",
             "description": "",
+            "embryo_fill": card["input"]["embryo_fill"],
         }
+        assert 0 < card["input"]["embryo_fill"]["length"] <= 1
         assert card["output"]["lineages"] == ["A", "E", "M", "P", "C", "D", "Z"]
         assert card["output"]["maxima"] == [250, 16, 78, 1, 31, 16, 2]
         assert card["output"]["training_range"] == {"A": 250}
     else:
         assert card["input"]["channels"] == 1 and card["input"]["normalisation"] == "unit"
+        assert card["input"]["working_grid"]["object_diameter_px"]["median"] > 0
         assert card["output"]["default_threshold"] == 0.5
 
 
