@@ -6,6 +6,10 @@ that do not survive fork(). So sessions are never created in the master: `post_w
 loads them in each worker after the fork when PRELOAD_MODELS is set, and otherwise each worker
 loads a model on its first request. The `gthread` workers let one process (one copy of the
 three models, ~350 MB) answer several requests at once; ONNX Runtime's run() is thread-safe.
+
+Clean exit: importing ONNX Runtime must not start a thread in the master either (see
+ORT_DISABLE_TELEMETRY below), and `worker_exit` releases the sessions while the interpreter is
+whole, so a worker told to stop (SIGTERM, max_requests) finishes its requests and exits 0.
 """
 
 from __future__ import annotations
@@ -35,9 +39,25 @@ os.environ.setdefault(
     os.path.join(tempfile.gettempdir(), f"devolearn-ort-cache-{os.getuid()}"),
 )
 preload_app = True
+# ONNX Runtime's Linux wheel starts a telemetry uploader thread when it is imported (1.32: its
+# 1DS "OneDsTelemetry" task dispatcher), and preload_app imports it here, in the master. fork()
+# copies that thread's C++ object into each worker but not the thread; at the worker's exit a
+# static destructor stops it: pthread_cond_destroy waits forever on the condition variable the
+# missing thread was waiting on, or joining it throws std::system_error (EINVAL, ESRCH), and
+# the worker dies with SIGABRT or SIGSEGV, or hangs until the master kills it. Set before the
+# app (and ONNX Runtime) is imported, this keeps the thread from ever starting. Not a default a
+# deploy may turn back on: the crash would return with it (tests/reliability/test_shutdown.py).
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 # A 40-megapixel upload through the nucleus watershed takes a while on 2 cores.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# SIGTERM (every deploy and Heroku's daily restart): a worker stops accepting, finishes the
+# requests in flight within this many seconds, and exits. Heroku kills the dyno 30 s after
+# SIGTERM, so the whole drain must end before that.
 graceful_timeout = 20
+# Recycle a worker after this many requests (0: never), each worker at a different count
+# (jitter) so they never all restart at once; the recycled worker drains and exits as on SIGTERM.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max(0, max_requests // 10)
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
@@ -83,3 +103,14 @@ def post_worker_init(worker) -> None:
     application = worker.wsgi
     with application.app_context():
         application.extensions["devolearn_registry"].preload()
+
+
+def worker_exit(server, worker) -> None:
+    """In the worker, after its requests are answered: release the ONNX Runtime sessions now.
+
+    Their thread pools are joined here, in order, while the interpreter is whole, instead of by
+    whatever garbage collection interpreter shutdown happens to do (or never does)."""
+    application = getattr(worker, "wsgi", None)
+    registry = getattr(application, "extensions", {}).get("devolearn_registry")
+    if registry is not None:
+        registry.close()

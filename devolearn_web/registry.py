@@ -8,6 +8,7 @@ network.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -127,6 +128,14 @@ class ModelRegistry:
                 self.get(name)
             except ModelUnavailable as error:
                 logger.warning("Model %s is unavailable: %s", name, error.message)
+
+    def close(self) -> None:
+        """Release every loaded session now, joining its ONNX Runtime thread pools (a worker
+        calls this as it exits, after its last request); a later get() loads the model again."""
+        for name in self.names:
+            with self._locks[name]:
+                self._loaded.pop(name, None)
+        gc.collect()  # a session caught in a reference cycle is released now too
 
     def status(self) -> dict[str, dict]:
         """Per model: {"ready": bool, "loaded": bool, "problem": str | None}."""
