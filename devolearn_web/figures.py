@@ -10,9 +10,11 @@ from PIL import Image
 
 from devolearn_web.embryo import EmbryoRegion
 from devolearn_web.imaging import (
+    CONVERSION_BAND_PIXELS,
     DecodedImage,
     encode_indexed_png,
     png_data_url,
+    probability_mask,
     to_display_png,
 )
 from devolearn_web.pipelines import LineageResult, SegmentationResult
@@ -120,6 +122,22 @@ def _nucleus_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
         "input": _image_figure("Input", shown, width, height),
         "outlines": outlined,
     }
+
+
+def _reduced(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """PIL's reduce(factor) (the mean of each factor x factor block) of a float HxW image, a
+    band of whole blocks at a time: never a full-size float32 copy (float32 answer)."""
+    step = factor * max(1, CONVERSION_BAND_PIXELS // (factor * pixels.shape[1]))
+    return np.concatenate(
+        [
+            np.asarray(Image.fromarray(_float32(pixels[top : top + step])).reduce(factor))
+            for top in range(0, pixels.shape[0], step)
+        ]
+    )
+
+
+def _float32(rows: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rows, dtype=np.float32)
 
 
 def _lineage_figures(result: LineageResult, shown: DisplayImage, image: DecodedImage) -> dict:
@@ -258,7 +276,7 @@ def _overlay_image(name: str, source: str, width: int, height: int, anchor: str 
 
 def _mask_image(result: SegmentationResult) -> dict:
     """The probability map thresholded as the slider does it, painted in MASK_RGBA."""
-    mask = (result.probability >= result.threshold).view(np.uint8)
+    mask = probability_mask(result.probability, result.threshold).view(np.uint8)
     png = encode_indexed_png(mask, [(0, 0, 0), MASK_RGBA[:3]], alpha=[0, MASK_RGBA[3]])
     return _overlay_image(MASK_IMAGE_NAME, png_data_url(png), result.width, result.height)
 
@@ -319,11 +337,11 @@ def _centroid_markers(result: SegmentationResult, noun: str, show_labels: bool) 
 
 
 def _display_input(pixels: np.ndarray) -> DisplayImage:
-    """The input (float32 HxW, 0..1) as a contrast-stretched PNG, downsampled when huge."""
+    """The input (float HxW, 0..1) as a contrast-stretched PNG, downsampled when huge."""
     height, width = pixels.shape
     factor = max(1, math.ceil(max(height, width) / MAX_DISPLAY_SIDE))
     if factor > 1:
-        pixels = np.asarray(Image.fromarray(pixels.astype(np.float32)).reduce(factor))
+        pixels = _reduced(pixels, factor)
     source = png_data_url(to_display_png(pixels))
     return DisplayImage(source, width / pixels.shape[1], height / pixels.shape[0])
 

@@ -16,6 +16,8 @@ Decisions, in the order they are applied:
 - Alpha is ignored; palettes are looked up; CMYK and other colour spaces go through RGB.
 - An EXIF orientation tag (cameras, phones) is applied, so results match what viewers show.
 - Multi-page TIFFs and animated GIFs: the first page or frame, with a note saying so.
+- Memory: the signal is made a band of rows at a time, never through full-size float64 or
+  float32 copies of the upload, and uploads over COMPACT_SIGNAL_PIXELS keep it as float16.
 - A TIFF's pixel size (resolution tags, ImageJ unit) is kept as `calibration` for the downloads
   (devolearn_web.calibration); the pixels are never resampled, so it stays true.
 """
@@ -24,15 +26,17 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tifffile
 from PIL import Image, ImageOps
 
+from devolearn_web import resample
 from devolearn_web.calibration import Calibration, read_tiff_calibration
 from devolearn_web.errors import BadImage, BadParameter, TooLarge, UnsupportedType
 
@@ -61,6 +65,13 @@ PNG_GRAY, PNG_PALETTE = 0, 3  # IHDR colour types
 # spread estimated from 16,384 evenly spaced pixels is within a few percent of the full one,
 # and the choice needs a 3x difference.
 STATISTICS_SAMPLE_PIXELS = 16_384
+# Uploads larger than this keep their signal as float16 instead of float32: 2 bytes a pixel, 11
+# significant bits (more than an 8-bit upload has; a 16-bit one keeps 3 significant digits at
+# every brightness), and 72 MB instead of 144 MB held through a 36-megapixel request.
+COMPACT_SIGNAL_PIXELS = 4_000_000
+# Large images are converted, resized, measured and encoded this many pixels at a time (a band
+# of rows): each band's temporaries (float64 sums, pixel indices) stay at a few MB.
+CONVERSION_BAND_PIXELS = 262_144
 
 # Movies the stack reader cannot open (devolearn_web.movies reads MP4, MOV, AVI) get their own 415.
 MOVIE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
@@ -107,7 +118,8 @@ TIFF_DECODE_ERRORS = (tifffile.TiffFileError, *PARSER_ERRORS)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upload as the signal the models read: float32 HxW in [0, 1], plus what was done to it."""
+    """An upload as the signal the models read: HxW in [0, 1], float32 (float16 past
+    COMPACT_SIGNAL_PIXELS: see signal_dtype), plus what was done to it."""
 
     pixels: np.ndarray
     width: int
@@ -123,19 +135,60 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     channel: int | None = None,
 ) -> DecodedImage:
-    """Decode PNG/JPEG/TIFF/BMP/GIF bytes into a float32 HxW signal image in [0, 1]."""
+    """Decode PNG/JPEG/TIFF/BMP/GIF bytes into an HxW signal image in [0, 1] (float32; float16
+    past COMPACT_SIGNAL_PIXELS)."""
     if not data:
         raise BadImage("The file is empty (0 bytes).")
     image_format = sniff_format(data, filename)
     calibration = None
     if image_format == "TIFF":
-        array, mode, notes = _decode_tiff(data, max_pixels)
+        pixels, mode, notes = _decode_tiff(data, max_pixels, channel)
         calibration = read_tiff_calibration(data)
     else:
-        array, mode, notes = _decode_with_pil(data, image_format, max_pixels)
-    pixels, signal_notes = _to_signal(array, mode, channel)
+        pixels, mode, notes = _decode_with_pil(data, image_format, max_pixels, channel)
     height, width = pixels.shape
-    return DecodedImage(pixels, width, height, mode, tuple(notes) + signal_notes, calibration)
+    return DecodedImage(pixels, width, height, mode, tuple(notes), calibration)
+
+
+def signal_dtype(pixel_count: int) -> type[np.floating]:
+    """The dtype of a signal image of this many pixels: float32, float16 for large uploads."""
+    return np.float16 if pixel_count > COMPACT_SIGNAL_PIXELS else np.float32
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A decoded image (HxW or HxWxC, in its own dtype), read a band of rows at a time."""
+
+    height: int
+    width: int
+    read: Callable[[int, int], np.ndarray]  # rows top..bottom (exclusive)
+
+    @staticmethod
+    def of_array(array: np.ndarray) -> _Rows:
+        return _Rows(array.shape[0], array.shape[1], lambda top, bottom: array[top:bottom])
+
+    @staticmethod
+    def of_pil(image: Image.Image) -> _Rows:
+        """A PIL image's rows, each band converted as _pil_to_array converts a whole image: the
+        image is never copied into numpy whole."""
+
+        def read(top: int, bottom: int) -> np.ndarray:
+            return _pil_to_array(image.crop((0, top, image.width, bottom)))[0]
+
+        return _Rows(image.height, image.width, read)
+
+    def sample(self, step: int) -> np.ndarray:
+        """Every step-th pixel of every step-th row (as array[::step, ::step])."""
+        return np.stack([self.read(row, row + 1)[0, ::step] for row in range(0, self.height, step)])
+
+    def in_bands(self, convert: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The signal image: convert(band of rows) -> float32 values, one band at a time."""
+        out = np.empty((self.height, self.width), dtype=signal_dtype(self.height * self.width))
+        step = max(1, CONVERSION_BAND_PIXELS // max(1, self.width))
+        for top in range(0, self.height, step):
+            bottom = min(self.height, top + step)
+            out[top:bottom] = convert(self.read(top, bottom))
+        return out
 
 
 def sniff_format(data: bytes, filename: str | None = None) -> str:
@@ -207,8 +260,10 @@ def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
-    """Pixels of the first frame as a numpy array, its PIL mode, and notes."""
+def _decode_with_pil(
+    data: bytes, image_format: str, max_pixels: int, channel: int | None = None
+) -> tuple:
+    """The first frame's signal image, its PIL mode, and notes."""
     try:
         image = Image.open(io.BytesIO(data), formats=[image_format])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -251,10 +306,17 @@ def _decode_with_pil(data: bytes, image_format: str, max_pixels: int) -> tuple:
                 f"as viewers show it ({image.width} x {image.height} pixels)."
             )
         mode = image.mode
-        array, conversion_note = _pil_to_array(image)
-    if conversion_note:
-        notes.append(conversion_note)
-    return array, mode, notes
+        conversion_note = _conversion_note(mode)
+        if conversion_note:
+            notes.append(conversion_note)
+        if image.width * image.height > COMPACT_SIGNAL_PIXELS:
+            # Read in bands: the decoded image (4 bytes a pixel in PIL for colour) is held
+            # once, not again as a numpy copy of every channel.
+            source = _Rows.of_pil(image)
+        else:
+            source = _Rows.of_array(_pil_to_array(image)[0])
+        pixels, signal_notes = _to_signal(source, mode, channel)
+    return pixels, mode, notes + list(signal_notes)
 
 
 def _count_frames(image: Image.Image) -> int | None:
@@ -276,12 +338,23 @@ def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str | None]:
         return np.asarray(image.convert("RGBA" if has_alpha else "RGB")), None
     if mode == "La":
         return np.asarray(image.convert("LA")), None
-    note = f"The image was in {mode} colours and was converted to RGB first." if mode else None
-    return np.asarray(image.convert("RGB")), note
+    return np.asarray(image.convert("RGB")), _conversion_note(mode)
 
 
-def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
-    """First page of a TIFF with tifffile (16-bit, float, stacks); PIL for codecs it lacks."""
+# PIL modes read as they are, or through RGB(A)/LA without a word (palettes, premultiplied LA).
+PLAIN_PIL_MODES = ("1", "L", "I", "F", "LA", "RGB", "RGBA", "P", "PA", "La")
+
+
+def _conversion_note(mode: str) -> str | None:
+    """The note for a PIL mode _pil_to_array converts to RGB (CMYK, YCbCr...), else None."""
+    if mode in PLAIN_PIL_MODES or mode.startswith("I;16"):
+        return None
+    return f"The image was in {mode} colours and was converted to RGB first." if mode else None
+
+
+def _decode_tiff(data: bytes, max_pixels: int, channel: int | None = None) -> tuple:
+    """First page of a TIFF with tifffile (16-bit, float, stacks) as a signal image, its mode
+    and notes; PIL for codecs it lacks."""
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tiff:
             page_count = len(tiff.pages)
@@ -289,14 +362,14 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
             _check_pixel_count(page.imagewidth, page.imagelength, max_pixels)
             if page.photometric not in TIFFFILE_PHOTOMETRICS:
                 # Palette, CMYK, inverted grayscale, YCbCr: PIL knows how to turn them into RGB/L.
-                return _decode_with_pil(data, "TIFF", max_pixels)
+                return _decode_with_pil(data, "TIFF", max_pixels, channel)
             try:
                 array = page.asarray()
             except ValueError as error:
                 if "imagecodecs" not in str(error):
                     raise
                 # LZW, JPEG, PackBits...: tifffile needs an extra package, PIL decodes them.
-                return _decode_with_pil(data, "TIFF", max_pixels)
+                return _decode_with_pil(data, "TIFF", max_pixels, channel)
             except NotImplementedError as error:
                 # Packed bit depths (12-bit cameras) need the imagecodecs package (found by fuzz).
                 raise UnsupportedType(
@@ -316,7 +389,9 @@ def _decode_tiff(data: bytes, max_pixels: int) -> tuple:
             f"Multi-page TIFF: only the first of {page_count} pages was analysed here "
             "(the web pages, the API and `flask devolearn predict` analyse every page)."
         )
-    return array, _mode_name(array), notes
+    mode = _mode_name(array)
+    pixels, signal_notes = _to_signal(_Rows.of_array(array), mode, channel)
+    return pixels, mode, notes + list(signal_notes)
 
 
 def check_pixel_values(dtype: np.dtype) -> None:
@@ -364,11 +439,14 @@ def _mode_name(array: np.ndarray) -> str:
 
 
 def _to_signal(
-    array: np.ndarray, mode: str, channel: int | None = None
+    source: _Rows, mode: str, channel: int | None = None
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """float32 HxW in [0, 1] from any decoded array, with notes on what was done."""
+    """The signal image in [0, 1] (signal_dtype) from any decoded image, with notes on what was
+    done; made a band of rows at a time."""
+    first = source.read(0, 1)
+    channels = first.shape[-1] if first.ndim == 3 else 1
     if channel is not None:
-        count = 3 if array.ndim == 3 and array.shape[-1] >= 3 else 1  # alpha is no channel
+        count = 3 if channels >= 3 else 1  # alpha is no channel
         if channel >= count:
             names = "0" if count == 1 else "0 red, 1 green, 2 blue"
             raise BadParameter(
@@ -376,46 +454,91 @@ def _to_signal(
             )
         if count == 3:
             # Convert only the channel asked for, as the automatic choice below does.
-            unit, notes = _to_unit_range(array[..., channel])
+            unit, notes = _unit_signal(source, first[..., channel], lambda band: band[..., channel])
             name = CHANNEL_NAMES[channel]
             note = f"Colour image: the {name} channel ({channel}) was used, as asked."
-            return np.ascontiguousarray(unit), notes + (note,)
-    if array.ndim == 3 and array.shape[-1] >= 3 and _is_8_or_16_bit(array):
+            return unit, notes + (note,)
+    if channels >= 3 and _is_8_or_16_bit(first):
         # Choose the channel on the integers, then convert only it: converting all four
         # channels of an RGBA upload to float32 cost more than the choice itself.
-        colour = array[..., :3]
-        full_scale = np.float32(255 if array.dtype.itemsize == 1 else 65535)
-        channel, note = _select_signal_channel(colour, full_scale)
-        if channel is None:
-            signal = (colour @ LUMINANCE_WEIGHTS) / full_scale
+        full_scale = np.float32(255 if first.dtype.itemsize == 1 else 65535)
+        sample = source.sample(_sample_step(source.height, source.width))[..., :3]
+        chosen, note = _select_signal_channel(sample, full_scale)
+        if chosen is None:
+            signal = source.in_bands(lambda band: (band[..., :3] @ LUMINANCE_WEIGHTS) / full_scale)
         else:
-            signal = colour[..., channel].astype(np.float32) / full_scale
-        return np.ascontiguousarray(signal, dtype=np.float32), (note,)
-    unit, notes = _to_unit_range(array)
-    if unit.ndim == 2:
-        return unit, notes
+            signal = source.in_bands(lambda band: band[..., chosen].astype(np.float32) / full_scale)
+        return signal, (note,)
+    if first.ndim == 2:
+        return _unit_signal(source, first, lambda band: band)
+    if channels < 3 and (first.dtype == bool or _is_8_or_16_bit(first)):
+        # Gray and alpha: the gray plane (the same values as scaling both and keeping it).
+        return _unit_signal(source, first[..., 0], lambda band: band[..., 0])
+    # Float or 32-bit colour (rare, and scaled by the range of all its channels together):
+    # the whole image at once.
+    unit, notes = _to_unit_range(source.read(0, source.height))
     colour = unit[..., :3] if unit.shape[-1] >= 3 else unit[..., :1]
     if colour.shape[-1] == 1:  # LA: gray plus alpha
-        return np.ascontiguousarray(colour[..., 0]), notes
-    channel, note = _select_signal_channel(colour, np.float32(1.0))
-    signal = colour @ LUMINANCE_WEIGHTS if channel is None else colour[..., channel]
-    return np.ascontiguousarray(signal, dtype=np.float32), notes + (note,)
+        signal = colour[..., 0]
+        return np.ascontiguousarray(signal, dtype=signal_dtype(signal.size)), notes
+    step = _sample_step(colour.shape[0], colour.shape[1])
+    chosen, note = _select_signal_channel(colour[::step, ::step], np.float32(1.0))
+    signal = colour @ LUMINANCE_WEIGHTS if chosen is None else colour[..., chosen]
+    return np.ascontiguousarray(signal, dtype=signal_dtype(signal.size)), notes + (note,)
 
 
 def _is_8_or_16_bit(array: np.ndarray) -> bool:
     return array.dtype.kind == "u" and array.dtype.itemsize in (1, 2)
 
 
+def _unit_signal(
+    source: _Rows, first: np.ndarray, plane: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """One plane of the image (plane(band); `first` is its first row) in [0, 1]: scaled by the
+    dtype's range (8/16-bit), or by the plane's own finite min..max (32-bit, float)."""
+    if first.dtype == bool:
+        return source.in_bands(lambda band: plane(band).astype(np.float32)), ()
+    if _is_8_or_16_bit(first):  # any byte order
+        full_scale = np.float32(255 if first.dtype.itemsize == 1 else 65535)
+        return source.in_bands(lambda band: plane(band).astype(np.float32) / full_scale), ()
+    low, high = math.inf, -math.inf
+    step = max(1, CONVERSION_BAND_PIXELS // max(1, source.width))
+    for top in range(0, source.height, step):
+        values = _widened(plane(source.read(top, min(source.height, top + step))))
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    if low > high:
+        raise BadImage("The image holds no finite values (all NaN or infinite).")
+    span = high - low
+
+    def scaled(band: np.ndarray) -> np.ndarray:
+        values = _widened(plane(band))
+        values = np.where(np.isfinite(values), values, low)
+        return ((values - low) / span if span > 0 else np.zeros_like(values)).astype(np.float32)
+
+    note = (
+        f"{first.dtype.itemsize * 8}-bit {'float' if first.dtype.kind == 'f' else 'integer'} "
+        f"values were scaled from their own range ({low:g} to {high:g}) to 0..1."
+    )
+    return source.in_bands(scaled), (note,)
+
+
+def _widened(values: np.ndarray) -> np.ndarray:
+    # Widening a signalling NaN warns ("invalid value"); non-finite values are set aside.
+    with np.errstate(invalid="ignore"):
+        return values.astype(np.float64)
+
+
 def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Scale by the dtype's range (8/16-bit) or by the data's own min..max (32-bit, float)."""
+    """float32 in [0, 1], every channel: by the dtype's range (8/16-bit) or by the data's own
+    min..max over all channels (32-bit, float). Only for the rare float or 32-bit colour image."""
     if array.dtype == bool:
         return array.astype(np.float32), ()
-    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):  # any byte order
+    if _is_8_or_16_bit(array):
         full_scale = np.float32(255 if array.dtype.itemsize == 1 else 65535)
         return array.astype(np.float32) / full_scale, ()
-    # Widening a signalling NaN warns ("invalid value"); non-finite values are set aside below.
-    with np.errstate(invalid="ignore"):
-        values = array.astype(np.float64)
+    values = _widened(array)
     finite = np.isfinite(values)
     if not finite.any():
         raise BadImage("The image holds no finite values (all NaN or infinite).")
@@ -430,12 +553,17 @@ def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return scaled.astype(np.float32), (note,)
 
 
-def _select_signal_channel(colour: np.ndarray, full_scale: np.float32) -> tuple[int | None, str]:
-    """Which channel of an HxWx3 image carries the signal (None: use luminance), and a note.
+def _sample_step(height: int, width: int) -> int:
+    """Every how many rows and columns the channel statistics look (STATISTICS_SAMPLE_PIXELS)."""
+    return max(1, int(np.sqrt(height * width / STATISTICS_SAMPLE_PIXELS)))
+
+
+def _select_signal_channel(sample: np.ndarray, full_scale: np.float32) -> tuple[int | None, str]:
+    """Which channel of an HxWx3 image carries the signal (None: use luminance), and a note,
+    from a sample of it (every _sample_step-th pixel).
 
     `full_scale` is the value of a fully bright pixel (255, 65535, or 1 for unit floats)."""
-    step = max(1, int(np.sqrt(colour.shape[0] * colour.shape[1] / STATISTICS_SAMPLE_PIXELS)))
-    sample = colour[::step, ::step].astype(np.float32) / full_scale
+    sample = sample.astype(np.float32) / full_scale
     if float(np.abs(sample - sample[..., :1]).max()) < 1.5 / 255:
         return 0, "The colour channels are identical, so the image was read as grayscale."
     spreads = sample.reshape(-1, 3).std(axis=0)
@@ -468,12 +596,29 @@ def normalise_for_model(pixels: np.ndarray) -> np.ndarray:
 
 
 def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Smoothly resize a float32 HxW image to size = (height, width) (PIL bilinear, antialiased)."""
+    """Smoothly resize an HxW image (float32, or float16 or any real dtype) to size = (height,
+    width): float32, PIL bilinear, antialiased.
+
+    Large or compact inputs are resized in bands (devolearn_web.resample), never widened to a
+    full-size float32 copy first."""
     height, width = size
-    if pixels.shape == (height, width):
-        return np.asarray(pixels, dtype=np.float32)
-    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
-    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    small = pixels.size <= COMPACT_SIGNAL_PIXELS and height * width <= COMPACT_SIGNAL_PIXELS
+    if small and pixels.dtype == np.float32 and pixels.flags.c_contiguous:
+        if pixels.shape == (height, width):
+            return pixels
+        image = Image.fromarray(pixels, mode="F")
+        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    return resample.resize(pixels, (height, width))
+
+
+def resize_in_bands(pixels: np.ndarray, size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    """resize_image's answer in bands of rows, (first row, float32 band), in order: one band
+    for a small image, about CONVERSION_BAND_PIXELS each for a large one (bounded memory)."""
+    height, width = size
+    if height * width <= COMPACT_SIGNAL_PIXELS and pixels.size <= COMPACT_SIGNAL_PIXELS:
+        yield 0, resize_image(pixels, size)
+        return
+    yield from resample.resized_bands(pixels, size, CONVERSION_BAND_PIXELS)
 
 
 def encode_gray_png(gray: np.ndarray) -> bytes:
@@ -500,28 +645,43 @@ def encode_indexed_png(
 
 
 def _one_byte_png(values: np.ndarray, colour_type: int, chunks: Sequence[bytes]) -> bytes:
-    """A PNG of one byte per pixel (gray or palette index), every row filtered "up"."""
-    values = np.ascontiguousarray(values, dtype=np.uint8)
+    """A PNG of one byte per pixel (gray or palette index), every row filtered "up".
+
+    Filtered and compressed a band of rows at a time: no full-size copy of the image."""
+    values = np.asarray(values, dtype=np.uint8)
     height, width = values.shape
-    rows = np.empty((height, width + 1), dtype=np.uint8)
-    rows[:, 0] = PNG_FILTER_UP  # the first row's "up" neighbour is zeros: it stays as it is
-    rows[0, 1:] = values[0]
-    np.subtract(values[1:], values[:-1], out=rows[1:, 1:])  # wraps modulo 256, as PNG wants
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)  # no interlace
-    return b"".join(
-        (
-            PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            *chunks,
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)),
-            _png_chunk(b"IEND", b""),
-        )
-    )
+    compressor = zlib.compressobj(PNG_COMPRESS_LEVEL)
+    # One IDAT chunk per compressed piece (PNG allows any number in a row): the pieces are
+    # joined once, into the file, never copied into one chunk first.
+    pieces = [PNG_SIGNATURE, _png_chunk(b"IHDR", header), *chunks]
+    step = max(1, CONVERSION_BAND_PIXELS // max(1, width))
+    for top in range(0, height, step):
+        bottom = min(height, top + step)
+        band = values[top:bottom]
+        rows = np.empty((bottom - top, width + 1), dtype=np.uint8)
+        rows[:, 0] = PNG_FILTER_UP  # the first row's "up" neighbour is zeros: it stays as it is
+        if top == 0:
+            rows[0, 1:] = band[0]
+            np.subtract(band[1:], band[:-1], out=rows[1:, 1:])  # wraps modulo 256, as PNG wants
+        else:
+            np.subtract(band, values[top - 1 : bottom - 1], out=rows[:, 1:])
+        pieces += _png_chunk_pieces(b"IDAT", compressor.compress(rows))
+    pieces += _png_chunk_pieces(b"IDAT", compressor.flush())
+    pieces.append(_png_chunk(b"IEND", b""))
+    return b"".join(pieces)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+    return b"".join(_png_chunk_pieces(kind, data))
+
+
+def _png_chunk_pieces(kind: bytes, data: bytes) -> list[bytes]:
+    """A PNG chunk as [length and kind, data, CRC] (none when an IDAT piece is empty)."""
+    if not data and kind == b"IDAT":
+        return []
+    crc = zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF
+    return [struct.pack(">I", len(data)) + kind, data, struct.pack(">I", crc)]
 
 
 def to_display_png(pixels: np.ndarray) -> bytes:
@@ -535,9 +695,25 @@ def to_display_png(pixels: np.ndarray) -> bytes:
 
 
 def probability_to_png(probability: np.ndarray) -> bytes:
-    """8-bit grayscale PNG of probability * 255 (float32 HxW in [0, 1]); no stretching."""
-    scaled = np.round(np.clip(probability, 0.0, 1.0) * 255).astype(np.uint8)
-    return encode_gray_png(scaled)
+    """8-bit grayscale PNG of probability * 255 (float HxW in [0, 1], or uint8 already scaled:
+    probability_to_uint8); no stretching."""
+    if probability.dtype != np.uint8:
+        probability = probability_to_uint8(probability)
+    return encode_gray_png(probability)
+
+
+def probability_to_uint8(probability: np.ndarray) -> np.ndarray:
+    """uint8 round(probability * 255) of a float map in [0, 1]: the 8-bit map the PNG carries
+    and the page's threshold slider reads."""
+    return np.round(np.clip(probability, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def probability_mask(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """bool HxW: the pixels of a probability map at or over the threshold; for an 8-bit map
+    (uint8, probability * 255) as the page's slider draws them (static/js/threshold.js)."""
+    if probability.dtype == np.uint8:
+        return probability >= threshold * 255
+    return probability >= threshold
 
 
 def png_data_url(png: bytes) -> str:

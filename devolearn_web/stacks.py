@@ -10,8 +10,9 @@ Decisions:
   colour samples; the caller may pick a channel by index.
 - Time and z are flattened into one sequence of frames, time outermost, each frame keeping its
   position ({"t": 3, "z": 12}) so a slider and a CSV can name it.
-- Frames stay in the file's dtype and are scaled to float32 [0, 1] one at a time (`pixels`): a
-  stack is never held as float32 in full, so memory is the file's own size.
+- Frames stay in the file's dtype and are scaled to [0, 1] one at a time (`pixels`, float32 or
+  float16 for large frames): a stack is never held as float32 in full, so memory is the
+  file's own size.
 - The file's pixel size (and z spacing, when z is one of the axes used) is kept as
   `calibration` for the downloads; frames carry none, so a stack's answer states it once.
 """
@@ -29,10 +30,12 @@ from devolearn_web.calibration import Calibration, tiff_calibration
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import (
     CHANNEL_NAMES,
+    CONVERSION_BAND_PIXELS,
     LUMINANCE_WEIGHTS,
     SIGNAL_CHANNEL_DOMINANCE,
     DecodedImage,
     check_pixel_values,
+    signal_dtype,
 )
 
 # 40 frames of 4 megapixels, or a 389-frame movie of 708 x 512: bounded memory and time.
@@ -75,13 +78,22 @@ class FrameStack:
         return int(self.data.shape[2])
 
     def pixels(self, index: int) -> np.ndarray:
-        """Frame `index` as float32 HxW in [0, 1]."""
+        """Frame `index` as HxW in [0, 1]: float32 (float16 for large frames, as
+        imaging.signal_dtype says), converted a band of rows at a time."""
+        frame = self.data[index]
+        out = np.empty(frame.shape, dtype=signal_dtype(frame.size))
+        step = max(1, CONVERSION_BAND_PIXELS // max(1, frame.shape[1]))
+        for top in range(0, frame.shape[0], step):
+            out[top : top + step] = self._unit(frame[top : top + step])
+        return out
+
+    def _unit(self, rows: np.ndarray) -> np.ndarray:
         # Narrowing a signalling NaN warns ("invalid value"); NaNs become 0 below all the same.
         with np.errstate(invalid="ignore"):
-            frame = self.data[index].astype(np.float32)
+            values = rows.astype(np.float32)
         if self.offset or self.scale != 1.0:
-            frame = (frame - np.float32(self.offset)) * np.float32(self.scale)
-        return np.clip(np.nan_to_num(frame, nan=0.0), 0.0, 1.0)
+            values = (values - np.float32(self.offset)) * np.float32(self.scale)
+        return np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
 
     def image(self, index: int, keep_calibration: bool = False) -> DecodedImage:
         """Frame `index` as the single-image decoder would have returned it.

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 from flask import (
     Blueprint,
     Response,
@@ -23,12 +22,11 @@ from flask import (
     send_file,
     url_for,
 )
-from PIL import Image
 
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
-from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, to_display_png
+from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, resize_image, to_display_png
 from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
 from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
 
@@ -341,8 +339,7 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
 def _thumbnail_png(path: str, mtime_ns: int) -> bytes:
     decoded = decode_image(Path(path).read_bytes(), filename=Path(path).name)
     height = max(1, round(decoded.height * THUMBNAIL_WIDTH / decoded.width))
-    small = Image.fromarray(decoded.pixels).resize((THUMBNAIL_WIDTH, height), Image.BILINEAR)
-    return to_display_png(np.asarray(small, dtype=np.float32))
+    return to_display_png(resize_image(decoded.pixels, (height, THUMBNAIL_WIDTH)))
 
 
 def _timelapse() -> dict | None:
