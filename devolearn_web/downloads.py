@@ -1,15 +1,19 @@
 """Files Fiji, napari and a spreadsheet open, made in memory from results (never stored).
 
-- mask PNG: 8-bit, 255 where probability >= the threshold shown, else 0.
+- mask PNG: 8-bit, 255 where the 8-bit probability is at least the threshold shown (the
+  page's slider rule: probability * 255 >= threshold * 255), else 0.
 - labels TIFF: 16-bit instance labels (0 = background), one page per frame for a stack, written
   as an ImageJ hyperstack (axes ZYX, TYX or TZYX) so Fiji shows a slice and a frame slider.
-- probability TIFF: float32 probability in [0, 1], same layout.
+- probability TIFF: float32 probability in [0, 1] (the 8-bit map the PNG and the slider use,
+  divided by 255), same layout.
 - CSVs: one row per object (position columns, label, x, y, area) or per frame for lineage
   (the same position columns, A, E, M, P, C, D, Z, total).
 - ZIP: the TIFFs, a mask PNG per frame and the CSV together.
 - A calibrated upload (its pixel size read from the TIFF) gives TIFFs that carry the same pixel
   size (ImageJ `unit`, `spacing`, resolution tags: results are at the upload's size) and a CSV
   with x, y and area in the unit too; an uncalibrated one gives exactly the files it always did.
+- Memory: a one-page TIFF is laid out empty and its pixels filled in a band of rows at a time,
+  so a large upload's file is held once, not beside a full-size converted copy of its planes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import csv
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tifffile
@@ -26,6 +30,7 @@ from PIL import Image
 
 from devolearn_web.calibration import Calibration, writer_options
 from devolearn_web.errors import BadParameter
+from devolearn_web.imaging import CONVERSION_BAND_PIXELS, probability_mask
 from devolearn_web.pipelines import LineageResult, SegmentationResult
 from devolearn_web.segmentation import SegmentedObject
 
@@ -71,17 +76,26 @@ def check_format(requested: str, task: str, frames: int) -> str:
 
 def mask_png(result: SegmentationResult) -> bytes:
     """8-bit PNG (HxW): 255 where the probability is at least the result's threshold."""
-    mask = np.where(result.probability >= result.threshold, 255, 0).astype(np.uint8)
+    mask = probability_mask(result.probability, result.threshold).view(np.uint8)
+    mask *= 255  # in place: the bool mask's bytes become 0 and 255
     buffer = io.BytesIO()
     Image.fromarray(mask, mode="L").save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 
 def labels_16bit(labels: np.ndarray) -> np.ndarray:
-    """uint16 HxW copy of int labels; BadParameter when there are more than 65535 objects."""
+    """uint16 HxW int labels (no copy when they are uint16 already); BadParameter when there
+    are more than 65535 objects."""
     if labels.size and int(labels.max()) > MAX_LABEL_16_BIT:
         raise BadParameter("There are more than 65535 objects: too many for a 16-bit label image.")
-    return labels.astype(np.uint16)
+    return labels.astype(np.uint16, copy=False)
+
+
+def probability_float32(probability: np.ndarray) -> np.ndarray:
+    """float32 probability in [0, 1] of a map (uint8: the 8-bit map, divided by 255)."""
+    if probability.dtype == np.uint8:
+        return probability / np.float32(255)
+    return np.asarray(probability, dtype=np.float32)
 
 
 def frames_tiff(
@@ -92,31 +106,63 @@ def frames_tiff(
     axis: str,
     slices: int = 1,
     calibration: Calibration | None = None,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> bytes:
     """A TIFF of `count` HxW planes: one plain page, or an ImageJ stack along 'Z', 'T' or 'TZ'.
 
-    With a calibration, one page is an ImageJ TIFF too: Fiji reads a unit only from there."""
-    buffer = io.BytesIO()
-    if count == 1 and calibration is None:
-        tifffile.imwrite(buffer, next(iter(planes)).astype(dtype), photometric="minisblack")
-        return buffer.getvalue()
+    `convert` turns rows of a plane into `dtype` (default: a cast). With a calibration, one page
+    is an ImageJ TIFF too: Fiji reads a unit only from there."""
+    convert = convert or (lambda rows: np.asarray(rows, dtype=dtype))
     if count == 1:
-        options = writer_options(calibration, "YX")
-        tifffile.imwrite(buffer, next(iter(planes)).astype(dtype), imagej=True, **options)
-        return buffer.getvalue()
+        options = {"photometric": "minisblack"}
+        if calibration is not None:
+            options = {"imagej": True, **writer_options(calibration, "YX")}
+        return _one_page_tiff(next(iter(planes)), dtype, convert, options)
+    buffer = io.BytesIO()
     options = writer_options(calibration, axis)
     # A time-lapse of z-stacks keeps both axes: time points are not slices to Fiji or napari.
     stack_shape = (count // slices, slices) if axis == "TZ" else (count,)
     with tifffile.TiffWriter(buffer, imagej=True) as writer:
         # Planes are written as they come, so a long movie is never held twice in memory.
         writer.write(
-            (np.asarray(plane, dtype=dtype) for plane in planes),
+            (convert(plane) for plane in planes),
             shape=(*stack_shape, *shape),
             dtype=dtype,
             metadata={"axes": f"{axis}YX", **options.pop("metadata", {})},
             **options,
         )
     return buffer.getvalue()
+
+
+def _one_page_tiff(
+    plane: np.ndarray, dtype, convert: Callable[[np.ndarray], np.ndarray], options: dict
+) -> bytes:
+    """A one-page TIFF of `plane` converted to `dtype`, never holding a converted full copy:
+    tifffile lays the file out with empty pixels, which are then filled a band at a time (the
+    same bytes as writing the converted plane)."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, shape=plane.shape, dtype=dtype, **options)
+    buffer.seek(0)
+    with tifffile.TiffFile(buffer) as tiff:
+        page = tiff.pages[0]
+        offset, byteorder = page.dataoffsets[0], tiff.byteorder
+        contiguous = page.is_contiguous and page.compression == tifffile.COMPRESSION.NONE
+    if not contiguous:  # not how tifffile writes an uncompressed page today; kept honest
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, convert(plane), **options)
+        return buffer.getvalue()
+    view = buffer.getbuffer()
+    try:
+        pixels = np.frombuffer(
+            view, dtype=np.dtype(dtype).newbyteorder(byteorder), count=plane.size, offset=offset
+        ).reshape(plane.shape)
+        step = max(1, CONVERSION_BAND_PIXELS // max(1, plane.shape[1]))
+        for top in range(0, plane.shape[0], step):
+            pixels[top : top + step] = convert(plane[top : top + step])
+        del pixels
+    finally:
+        view.release()
+    return buffer.getvalue()  # the buffer's own bytes, not a copy
 
 
 def labels_tiff(
@@ -139,8 +185,10 @@ def probability_tiff(
 ) -> bytes:
     """float32 probability maps in [0, 1]: one page, or an ImageJ stack."""
     shape = (results[0].height, results[0].width)
-    planes = (result.probability.astype(np.float32) for result in results)
-    return frames_tiff(planes, len(results), shape, np.float32, axis, slices, calibration)
+    planes = (result.probability for result in results)
+    return frames_tiff(
+        planes, len(results), shape, np.float32, axis, slices, calibration, probability_float32
+    )
 
 
 def position_columns(positions: Sequence[dict]) -> list[str]:

@@ -12,12 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import onnxruntime
@@ -34,7 +32,9 @@ from devolearn_web.imaging import (
     normalise_for_model,
     png_data_url,
     probability_to_png,
+    probability_to_uint8,
     resize_image,
+    resize_in_bands,
 )
 from devolearn_web.lineage_counts import lineage_counts
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
@@ -54,12 +54,9 @@ from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
     SegmentedObject,
     label_instances,
-    measure_objects,
     threshold_probability_map,
-    upscale_labels,
+    upscale_labels_in_bands,
 )
-
-T = TypeVar("T")
 
 DEFAULT_TRAINING_RANGE = {"A": 250}
 # The lineage network ends in a sigmoid and its calibration is flat past the range's end, so an
@@ -70,7 +67,8 @@ END_OF_RANGE_FRACTION = 0.96
 
 @dataclass
 class SegmentationResult:
-    """A segmentation at the upload's size: probability float32 HxW, labels int32 HxW, objects."""
+    """A segmentation at the upload's size: probability uint8 HxW (probability * 255, the
+    PNG's and the slider's map), labels uint16 HxW (int32 past 65535 objects), objects."""
 
     model: str
     width: int
@@ -384,15 +382,11 @@ def _segment(
     if diameter is None:
         diameter = median_diameter(grid_labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     probability_on_grid = to_upload_orientation(probability_on_grid, plan.grid)
-    # The upload-size map and its PNG need only the grid's map: they are made in a helper
-    # thread (resizing and zlib release the GIL) while the objects are measured.
-    upload_size_map = _start_in_thread(
-        lambda: _upload_size_map(probability_on_grid, image.height, image.width)
-    )
     small_labels = to_upload_orientation(grid_labels, plan.grid)
-    probability, png = upload_size_map()
-    labels = upscale_labels(small_labels, threshold_probability_map(probability, threshold))
-    objects = measure_objects(labels)
+    probability, labels, objects = _upload_size_map(
+        probability_on_grid, small_labels, threshold, image.height, image.width
+    )
+    png = probability_to_png(probability)
     clock.lap("postprocess")
     report = ScaleReport(
         scale=plan.grid.scale,
@@ -442,33 +436,23 @@ def scale_warnings(
     return tuple(warnings)
 
 
-def _upload_size_map(probability: np.ndarray, height: int, width: int) -> tuple[np.ndarray, bytes]:
-    """The network's map resized to the upload (float32 HxW in 0..1) and its 8-bit PNG."""
-    resized = np.clip(resize_image(probability, (height, width)), 0.0, 1.0)
-    return resized, probability_to_png(resized)
+def _upload_size_map(
+    probability: np.ndarray, small_labels: np.ndarray, threshold: float, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, list[SegmentedObject]]:
+    """The grid's map and objects at the upload's size: the 8-bit probability (uint8, the
+    PNG's), the labels clipped to the map's threshold, and the objects measured on them.
 
+    Made a band of rows at a time: the float map at the upload's size is never held whole."""
+    probability_8bit = np.empty((height, width), dtype=np.uint8)
 
-def _start_in_thread(function: Callable[[], T]) -> Callable[[], T]:
-    """Start `function` in a helper thread; the callable returned waits for its result (or
-    raises its exception in the caller's thread)."""
-    outcome: dict = {}
+    def masks() -> Iterator[tuple[int, np.ndarray]]:
+        for top, band in resize_in_bands(probability, (height, width)):
+            band = np.clip(band, 0.0, 1.0)
+            probability_8bit[top : top + band.shape[0]] = probability_to_uint8(band)
+            yield top, threshold_probability_map(band, threshold)
 
-    def run() -> None:
-        try:
-            outcome["value"] = function()
-        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name="devolearn-postprocess", daemon=True)
-    thread.start()
-
-    def result() -> T:
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
-
-    return result
+    labels, objects = upscale_labels_in_bands(small_labels, masks(), (height, width))
+    return probability_8bit, labels, objects
 
 
 def _single_map(output: np.ndarray, model: LoadedModel) -> np.ndarray:

@@ -38,9 +38,9 @@ def test_segmentation_is_at_the_upload_size(registry, image_maker, name):
     result = predict(registry, name, image)
     assert isinstance(result, SegmentationResult)
     assert (result.width, result.height) == (200, 140)
-    assert result.probability.shape == (140, 200) and result.probability.dtype == np.float32
-    assert result.labels.shape == (140, 200) and result.labels.dtype == np.int32
-    assert 0.0 <= result.probability.min() and result.probability.max() <= 1.0
+    # Compact at the upload's size: the 8-bit map (the PNG's) and 16-bit labels.
+    assert result.probability.shape == (140, 200) and result.probability.dtype == np.uint8
+    assert result.labels.shape == (140, 200) and result.labels.dtype == np.uint16
 
 
 @pytest.mark.parametrize("name", ["membrane", "nucleus"])
@@ -203,9 +203,10 @@ def test_counts_do_not_depend_on_the_upload_size(registry, image_maker):
         registry, "nucleus", disks_image(image_maker, big_centres, (840, 1200), radius=72)
     )
     assert small.count == big.count == 4
-    assert big.labels.shape == (840, 1200) and big.labels.dtype == np.int32
-    # Every labelled pixel is above the threshold at the upload's own size.
-    assert (big.probability[big.labels > 0] >= big.threshold).all()
+    assert big.labels.shape == (840, 1200) and big.labels.dtype == np.uint16
+    # Every labelled pixel is above the threshold at the upload's own size (to the 8-bit map's
+    # rounding: the labels are clipped with the map before it is rounded).
+    assert (big.probability[big.labels > 0] >= round(255 * big.threshold)).all()
     for one in small.objects:  # label order may differ: match each object by position
         other = min(big.objects, key=lambda obj: abs(3 * one.x - obj.x) + abs(3 * one.y - obj.y))
         assert abs(3 * one.x - other.x) < 4 and abs(3 * one.y - other.y) < 4

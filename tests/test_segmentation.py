@@ -94,7 +94,7 @@ def test_upscaled_labels_follow_the_larger_mask_and_drop_emptied_objects():
     mask = np.zeros((8, 8), dtype=bool)
     mask[0:3, 0:3] = True  # object 2's pixels are all outside the mask
     scaled = upscale_labels(labels, mask)
-    assert scaled.shape == (8, 8) and scaled.dtype == np.int32
+    assert scaled.shape == (8, 8) and scaled.dtype == np.uint16
     assert scaled.max() == 1
     np.testing.assert_array_equal(scaled[0:3, 0:3], 1)
     assert not scaled[~mask].any()
