@@ -162,6 +162,10 @@ class _Rows:
     height: int
     width: int
     read: Callable[[int, int], np.ndarray]  # rows top..bottom (exclusive)
+    # One colour channel, or the luminance, as rows of their own, giving the colour image's
+    # memory back (PIL RGB and RGBA); None where nothing would be saved.
+    channel: Callable[[int], _Rows] | None = None
+    luminance: Callable[[], _Rows] | None = None
 
     @staticmethod
     def of_array(array: np.ndarray) -> _Rows:
@@ -175,7 +179,23 @@ class _Rows:
         def read(top: int, bottom: int) -> np.ndarray:
             return _pil_to_array(image.crop((0, top, image.width, bottom)))[0]
 
-        return _Rows(image.height, image.width, read)
+        def one_plane(plane: Image.Image) -> _Rows:
+            # PIL holds colour at 4 bytes a pixel (144 MB for 36 MP): keep the one plane used
+            # (36 MB) and close the rest before the signal (72 MB more) is made.
+            image.close()
+            return _Rows.of_pil(plane)
+
+        if image.mode not in ("RGB", "RGBA"):
+            return _Rows(image.height, image.width, read)
+        return _Rows(
+            image.height,
+            image.width,
+            read,
+            channel=lambda index: one_plane(image.getchannel(index)),
+            # PIL's own ITU-R 601 luminance (the same weights), rounded to 8 bits: finer than
+            # the float16 signal of an upload this large.
+            luminance=lambda: one_plane(image.convert("L")),
+        )
 
     def sample(self, step: int) -> np.ndarray:
         """Every step-th pixel of every step-th row (as array[::step, ::step])."""
@@ -454,7 +474,10 @@ def _to_signal(
             )
         if count == 3:
             # Convert only the channel asked for, as the automatic choice below does.
-            unit, notes = _unit_signal(source, first[..., channel], lambda band: band[..., channel])
+            if source.channel is not None:
+                unit, notes = _unit_signal(source.channel(channel), first[..., channel], _same)
+            else:
+                unit, notes = _unit_signal(source, first[..., channel], lambda b: b[..., channel])
             name = CHANNEL_NAMES[channel]
             note = f"Colour image: the {name} channel ({channel}) was used, as asked."
             return unit, notes + (note,)
@@ -464,13 +487,19 @@ def _to_signal(
         full_scale = np.float32(255 if first.dtype.itemsize == 1 else 65535)
         sample = source.sample(_sample_step(source.height, source.width))[..., :3]
         chosen, note = _select_signal_channel(sample, full_scale)
-        if chosen is None:
+        if chosen is None and source.luminance is not None:
+            plane = source.luminance()
+            signal = plane.in_bands(lambda band: band.astype(np.float32) / full_scale)
+        elif chosen is None:
             signal = source.in_bands(lambda band: (band[..., :3] @ LUMINANCE_WEIGHTS) / full_scale)
+        elif source.channel is not None:
+            plane = source.channel(chosen)
+            signal = plane.in_bands(lambda band: band.astype(np.float32) / full_scale)
         else:
             signal = source.in_bands(lambda band: band[..., chosen].astype(np.float32) / full_scale)
         return signal, (note,)
     if first.ndim == 2:
-        return _unit_signal(source, first, lambda band: band)
+        return _unit_signal(source, first, _same)
     if channels < 3 and (first.dtype == bool or _is_8_or_16_bit(first)):
         # Gray and alpha: the gray plane (the same values as scaling both and keeping it).
         return _unit_signal(source, first[..., 0], lambda band: band[..., 0])
@@ -485,6 +514,10 @@ def _to_signal(
     chosen, note = _select_signal_channel(colour[::step, ::step], np.float32(1.0))
     signal = colour @ LUMINANCE_WEIGHTS if chosen is None else colour[..., chosen]
     return np.ascontiguousarray(signal, dtype=signal_dtype(signal.size)), notes + (note,)
+
+
+def _same(band: np.ndarray) -> np.ndarray:
+    return band
 
 
 def _is_8_or_16_bit(array: np.ndarray) -> bool:
