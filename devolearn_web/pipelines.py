@@ -52,7 +52,9 @@ from devolearn_web.scale import (
 )
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
+    LabelsOnFirstUse,
     SegmentedObject,
+    UploadLabels,
     label_instances,
     threshold_probability_map,
     upscale_labels_in_bands,
@@ -68,14 +70,15 @@ END_OF_RANGE_FRACTION = 0.96
 @dataclass
 class SegmentationResult:
     """A segmentation at the upload's size: probability uint8 HxW (probability * 255, the
-    PNG's and the slider's map), labels uint16 HxW (int32 past 65535 objects), objects."""
+    PNG's and the slider's map), labels uint16 HxW (int32 past 65535 objects; made from
+    UploadLabels when first read), objects."""
 
     model: str
     width: int
     height: int
     threshold: float
     probability: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray = LabelsOnFirstUse()
     objects: list[SegmentedObject]
     notes: tuple[str, ...]
     timings_ms: dict[str, float]
@@ -438,9 +441,9 @@ def scale_warnings(
 
 def _upload_size_map(
     probability: np.ndarray, small_labels: np.ndarray, threshold: float, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray, list[SegmentedObject]]:
+) -> tuple[np.ndarray, UploadLabels, list[SegmentedObject]]:
     """The grid's map and objects at the upload's size: the 8-bit probability (uint8, the
-    PNG's), the labels clipped to the map's threshold, and the objects measured on them.
+    PNG's), the labels clipped to the map's threshold (kept compact), and their objects.
 
     Made a band of rows at a time: the float map at the upload's size is never held whole."""
     probability_8bit = np.empty((height, width), dtype=np.uint8)

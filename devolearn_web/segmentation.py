@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import edt
@@ -163,42 +163,102 @@ def upscale_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Objects are found on the network's own grid, which holds all the detail there is; the
     upload-size mask keeps the outlines smooth. Objects the clipping empties are dropped.
     uint16 (int32 past 65535 objects), as upscale_labels_in_bands."""
-    return upscale_labels_in_bands(labels, [(0, mask)], mask.shape)[0]
+    return upscale_labels_in_bands(labels, [(0, mask)], mask.shape)[0].array()
+
+
+@dataclass(frozen=True)
+class UploadLabels:
+    """Labels at the upload's size, kept compact until an image of them is needed (a download,
+    the figures): the grid's labels, the grid row and column of every upload row and column,
+    and the clip mask at 1 bit a pixel. A JSON answer never makes the array (72 MB at 36
+    megapixels)."""
+
+    small: np.ndarray  # the grid's labels
+    rows: np.ndarray  # intp: the grid row of each upload row
+    cols: np.ndarray  # intp: the grid column of each upload column
+    mask_bits: np.ndarray  # np.packbits(mask, axis=1): uint8 (H, ceil(W / 8))
+    renumber: np.ndarray | None  # new label of each old one, when the clipping emptied some
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.size, self.cols.size
+
+    @property
+    def dtype(self) -> type[np.integer]:
+        return _label_dtype(self.small)
+
+    def array(self) -> np.ndarray:
+        """The labels, uint16 HxW (int32 past 65535 objects), made a band of rows at a time."""
+        out = np.empty(self.shape, dtype=self.dtype)
+        for top, band in self.bands():
+            out[top : top + band.shape[0]] = band
+        return out
+
+    def bands(self, band_pixels: int = 262_144) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, labels of a band of rows), in order."""
+        narrow = self.small.astype(self.dtype, copy=False).take(self.cols, axis=1)
+        height, width = self.shape
+        step = max(1, band_pixels // max(1, width))
+        for top in range(0, height, step):
+            bottom = min(height, top + step)
+            band = narrow.take(self.rows[top:bottom], axis=0)
+            band *= np.unpackbits(self.mask_bits[top:bottom], axis=1, count=width).view(bool)
+            yield top, band if self.renumber is None else self.renumber[band]
 
 
 def upscale_labels_in_bands(
     labels: np.ndarray, masks: Iterable[tuple[int, np.ndarray]], shape: tuple[int, int]
-) -> tuple[np.ndarray, list[SegmentedObject]]:
-    """upscale_labels with the mask given in bands of rows (first row, bool band), in order,
-    and the objects measured on the way (measure_objects' answer): no full-size temporary.
-
-    The labels are uint16 when they fit (every label of a stack or upload does, in practice),
-    else int32: 2 bytes a pixel instead of 4 at the upload's size."""
+) -> tuple[UploadLabels, list[SegmentedObject]]:
+    """upscale_labels with the mask given in bands of rows (first row, bool band), in order:
+    the labels kept compact (UploadLabels) and the objects measured on the way, as
+    measure_objects measures the labels; no full-size temporary."""
     height, width = shape
-    dtype = np.uint16 if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.int32
-    scaled = np.empty(shape, dtype=dtype)
     rows = ((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.intp)
     cols = ((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.intp)
+    mask_bits = np.empty((height, (width + 7) // 8), dtype=np.uint8)
     # Two 1D takes and a multiply: a quarter of the time of 2D fancy indexing and a masked store.
-    narrow = labels.astype(dtype, copy=False).take(cols, axis=1)
+    narrow = labels.astype(_label_dtype(labels), copy=False).take(cols, axis=1)
     stats = _ObjectSums(int(labels.max(initial=0)) + 1)
     for top, mask in masks:
         bottom = top + mask.shape[0]
+        mask_bits[top:bottom] = np.packbits(mask, axis=1)
         band = narrow.take(rows[top:bottom], axis=0)
         band *= mask
-        scaled[top:bottom] = band
         stats.add(band, top)
     present = stats.areas > 0
     present[0] = False
     if present[1:].all():
-        return scaled, stats.objects(np.arange(present.size))
+        return UploadLabels(labels, rows, cols, mask_bits, None), stats.objects(None)
     # Objects the clipping emptied: the rest renumbered 1..n in order, as _relabel_sequential.
-    lookup = np.zeros(present.size, dtype=dtype)
-    lookup[present] = np.arange(1, int(present.sum()) + 1, dtype=dtype)
-    step = max(1, 1_000_000 // max(1, width))
-    for top in range(0, height, step):
-        scaled[top : top + step] = lookup[scaled[top : top + step]]
-    return scaled, stats.objects(lookup)
+    renumber = np.zeros(present.size, dtype=np.int32)
+    renumber[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    upload = UploadLabels(labels, rows, cols, mask_bits, renumber.astype(_label_dtype(renumber)))
+    return upload, stats.objects(renumber)
+
+
+def _label_dtype(labels: np.ndarray) -> type[np.integer]:
+    """uint16 for labels that fit (2 bytes a pixel), else int32."""
+    return np.uint16 if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.int32
+
+
+class LabelsOnFirstUse:
+    """A dataclass field holding labels: an array, or UploadLabels made into one the first
+    time the field is read (and kept). So a JSON answer, which reads only the objects, never
+    holds the labels at the upload's size."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, instance: object, owner: type | None = None) -> np.ndarray:
+        if instance is None:
+            raise AttributeError(self.slot)  # no default: the field is required
+        value = instance.__dict__[self.slot]
+        if isinstance(value, UploadLabels):
+            value = instance.__dict__[self.slot] = value.array()
+        return value
+
+    def __set__(self, instance: object, value: np.ndarray | UploadLabels) -> None:
+        instance.__dict__[self.slot] = value
 
 
 class _ObjectSums:
@@ -220,11 +280,12 @@ class _ObjectSums:
         self.row_sums += np.bincount(owners, weights=rows + top, minlength=size)
         self.col_sums += np.bincount(owners, weights=cols, minlength=size)
 
-    def objects(self, new_labels: np.ndarray) -> list[SegmentedObject]:
-        """The objects, numbered by new_labels[old label], in label order (as measure_objects)."""
+    def objects(self, renumber: np.ndarray | None) -> list[SegmentedObject]:
+        """The objects, numbered renumber[old label] (None: as they are), in label order (as
+        measure_objects)."""
         return [
             SegmentedObject(
-                label=int(new_labels[label]),
+                label=label if renumber is None else int(renumber[label]),
                 x=round(float(self.col_sums[label] / self.areas[label]), 2),
                 y=round(float(self.row_sums[label] / self.areas[label]), 2),
                 area=int(self.areas[label]),
