@@ -96,7 +96,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # Imported here, not at the top: `import devolearn_web.segmentation` (as training does) must
     # not pull in ONNX Runtime, Plotly and the views.
-    from devolearn_web import cli, ratelimit, registry
+    from devolearn_web import admission, cli, ratelimit, registry
     from devolearn_web.views import api, pages
 
     app.register_blueprint(pages.bp)
@@ -104,6 +104,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_error_handlers(app)
     app.after_request(add_security_headers)
     ratelimit.init_app(app)
+    admission.init_app(app)  # after the rate limit: a refused client reserves nothing
     registry.init_app(app)
     cli.init_app(app)  # `flask devolearn predict ...` (batch, no server)
     return app

@@ -62,6 +62,12 @@ class Config:
         # One Cell Tracking Challenge time point (35 x 512 x 708, 16-bit) is 25.4 MB; leave room.
         self.MAX_UPLOAD_BYTES = _env_int("MAX_UPLOAD_BYTES", 40_000_000)
         self.MAX_IMAGE_PIXELS = _env_int("MAX_IMAGE_PIXELS", 40_000_000)
+        # Memory the requests in flight in one worker may hold at once, on top of the worker
+        # with its three models loaded (~220 MB): sized for a 512 MB dyno, with room left for
+        # the heap's slack. A request that does not fit waits MEMORY_WAIT_SECONDS, then gets a
+        # 503 with Retry-After; 0 switches admission off (devolearn_web/admission.py).
+        self.MEMORY_BUDGET_MB = _env_float("MEMORY_BUDGET_MB", 240.0)
+        self.MEMORY_WAIT_SECONDS = _env_float("MEMORY_WAIT_SECONDS", 10.0)
         self.PRELOAD_MODELS = _env_flag("PRELOAD_MODELS")
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
         # Stop a job after this many seconds with a clear 503, before Heroku's 30 s router limit

@@ -84,6 +84,13 @@ class TooManyRequests(DevoLearnError):
     message = "Too many images from your address in a short time; please wait and try again."
 
 
+class ServerBusy(DevoLearnError):
+    """The worker's memory budget is taken by other requests in flight (with Retry-After)."""
+
+    status = 503
+    message = "The server is busy with other images right now; please try again shortly."
+
+
 class TookTooLong(DevoLearnError):
     """The job ran past the server's per-request time budget and was stopped cleanly."""
 

@@ -12,12 +12,16 @@ ERROR_RESPONSES = {
     "400": "The image cannot be decoded, or a field is missing, unknown or out of range, or sent "
     "in the query string instead of the form.",
     "404": "No model by that name (the message lists the valid names).",
-    "413": "The file has too many bytes or too many pixels (decompression bombs included).",
+    "413": "The file has too many bytes or too many pixels (decompression bombs included), or "
+    "analysing it would need more memory than the server has for analyses at a time "
+    "(MEMORY_BUDGET_MB).",
     "415": f"The file is not a {ACCEPTED_FORMATS}.",
     "429": "Too many images from this client; the Retry-After header says how many seconds to "
     "wait.",
     "503": "The model is not installed, damaged, or does not match its card; or the job ran "
-    "past the server's time budget (JOB_TIME_BUDGET_SECONDS) and was stopped.",
+    "past the server's time budget (JOB_TIME_BUDGET_SECONDS) and was stopped; or the server's "
+    "memory for analyses is taken by other images (the Retry-After header says how many "
+    "seconds to wait).",
 }
 
 

@@ -24,6 +24,8 @@ ENVIRONMENT = (
     "RATE_LIMIT_PER_MINUTE",
     "RATE_LIMIT_BURST",
     "TRUSTED_PROXY_COUNT",
+    "MEMORY_BUDGET_MB",
+    "MEMORY_WAIT_SECONDS",
 )
 
 
@@ -49,6 +51,7 @@ def test_defaults(clean_environment):
     assert config.RATE_LIMIT_ENABLED is True
     assert (config.RATE_LIMIT_PER_MINUTE, config.RATE_LIMIT_BURST) == (60.0, 20)
     assert config.TRUSTED_PROXY_COUNT == 0
+    assert (config.MEMORY_BUDGET_MB, config.MEMORY_WAIT_SECONDS) == (240.0, 10.0)
 
 
 def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path):
@@ -67,6 +70,8 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("RATE_LIMIT_PER_MINUTE", "120")
     clean_environment.setenv("RATE_LIMIT_BURST", "4")
     clean_environment.setenv("TRUSTED_PROXY_COUNT", "1")
+    clean_environment.setenv("MEMORY_BUDGET_MB", "150")
+    clean_environment.setenv("MEMORY_WAIT_SECONDS", "2.5")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -83,6 +88,8 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "RATE_LIMIT_PER_MINUTE": 120.0,
         "RATE_LIMIT_BURST": 4,
         "TRUSTED_PROXY_COUNT": 1,
+        "MEMORY_BUDGET_MB": 150.0,
+        "MEMORY_WAIT_SECONDS": 2.5,
     }
 
 

@@ -6,15 +6,17 @@ import difflib
 
 from flask import Blueprint, current_app, jsonify, request
 
+from devolearn_web.admission import admit
 from devolearn_web.budget import Deadline
 from devolearn_web.errors import BadParameter, TooLarge
 from devolearn_web.figures import build_figures
+from devolearn_web.memory_estimate import estimate_bytes, probe_upload
 from devolearn_web.openapi import openapi_document
 from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import get_registry
 from devolearn_web.scale import parse_scale_request
-from devolearn_web.stacks import parse_channel
-from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file
+from devolearn_web.stacks import DEFAULT_MAX_STACK_FRAMES, DEFAULT_MAX_STACK_VOXELS, parse_channel
+from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file, parse_format
 
 bp = Blueprint("api", __name__)
 # The predict endpoint's options (openapi.py): read from the multipart form only.
@@ -43,7 +45,7 @@ def predict_upload(name: str):
     # The budget starts with the request: receiving the upload counts against a router's limit.
     deadline = Deadline(current_app.config["JOB_TIME_BUDGET_SECONDS"])
     registry = get_registry()
-    registry.card(name)  # 404 for an unknown model before looking at the upload
+    task = registry.card(name)["task"]  # 404 for an unknown model before looking at the upload
     refuse_query_fields()
     refuse_unknown_fields()
     threshold = parse_threshold(request.form.get("threshold"))
@@ -56,6 +58,7 @@ def predict_upload(name: str):
         raise TooLarge(
             f"The file is {len(data) / 1e6:.1f} MB; this server accepts up to {limit / 1e6:g} MB."
         )
+    admit_model_run(data, task, request.form)
     if needs_frames_or_file(data, request.form):  # stacks, movies, CSV/TIFF/PNG/ZIP downloads
         return answer_frames_or_file(
             registry, name, data, upload.filename, threshold, request.form, deadline
@@ -89,6 +92,23 @@ def healthz():
     models = get_registry().status()
     healthy = all(state["ready"] for state in models.values())
     return jsonify({"status": "ok" if healthy else "degraded", "models": models})
+
+
+def admit_model_run(data: bytes, task: str, form) -> None:
+    """Hold the memory this run will need from the worker's budget (devolearn_web.admission),
+    estimated from the upload's headers: it waits, or is a 503 or 413, before any decoding."""
+    shape = probe_upload(data)
+    config = current_app.config
+    limits = (
+        config["MAX_IMAGE_PIXELS"],
+        config.get("MAX_STACK_VOXELS", DEFAULT_MAX_STACK_VOXELS),
+        config.get("MAX_STACK_FRAMES", DEFAULT_MAX_STACK_FRAMES),
+    )
+    if shape is not None and not shape.within(*limits):
+        shape = None  # the decoder refuses it with its own sentence, after a small effort
+    figures = "figures" in parse_include(form.get("include"))
+    need = estimate_bytes(len(data), shape, task, parse_format(form.get("format")), figures)
+    admit(need, shape.phrase() if shape is not None else "this upload")
 
 
 def refuse_query_fields() -> None:
