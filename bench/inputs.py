@@ -109,3 +109,18 @@ def stack_tiff_bytes(plane: np.ndarray, slices: int = STACK_SLICES) -> bytes:
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, stack)
     return buffer.getvalue()
+
+
+def tiled_sample_png(samples_dir: Path = DEFAULT_SAMPLES_DIR, tiles: int = 14) -> bytes:
+    """The real embryo sample (RGBA, 585x315) tiled tiles x tiles (14: 36 megapixels) as a PNG:
+    the worst case the memory budget is sized for; a synthetic embryo when it is absent."""
+    path = samples_dir / "embryo_sample.png"
+    if path.exists():
+        with Image.open(path) as image:
+            tile = np.asarray(image)
+        big = np.tile(tile, (tiles, tiles, 1))
+    else:
+        big = np.tile(synthetic_embryo((315, 585)), (tiles, tiles))
+    buffer = io.BytesIO()
+    Image.fromarray(big).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
