@@ -114,7 +114,8 @@ def test_bench_prints_memory_and_cold_start_rows_for_tiny_models(
     table = capsys.readouterr().out
     assert "peak RSS of one worker" in table
     assert "spawn -> first nucleus answer" in table
-    assert table.count("| 2 memory") == 2 and table.count("| 3 cold start") == 3
+    assert "worst case: peak RSS of one worker, 4 x 36 MP" in table
+    assert table.count("| 2 memory") == 3 and table.count("| 3 cold start") == 3
     assert "first boot, empty optimised-model cache" in table
 
 
