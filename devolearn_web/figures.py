@@ -283,7 +283,12 @@ def _mask_image(result: SegmentationResult) -> dict:
 
 def _outlines_image(labels: np.ndarray) -> dict:
     """Each object's inner boundary in its own colour; touching objects stay visibly apart."""
-    colours = np.where(inner_boundaries(labels), _palette_index(labels), 0).astype(np.uint8)
+    colours = np.empty(labels.shape, dtype=np.uint8)
+    for rows in _bands(labels):
+        # One row of context above and below, for the boundaries at the band's edges.
+        top, bottom = max(0, rows.start - 1), min(labels.shape[0], rows.stop + 1)
+        edge = inner_boundaries(labels[top:bottom])[rows.start - top : rows.stop - top]
+        colours[rows] = np.where(edge, _palette_index(labels[rows]), 0)
     palette = np.vstack([(0, 0, 0), OBJECT_PALETTE])
     png = encode_indexed_png(colours, palette, alpha=[0] + [255] * len(OBJECT_PALETTE))
     height, width = labels.shape
@@ -293,8 +298,18 @@ def _outlines_image(labels: np.ndarray) -> dict:
 def _label_map_figure(title: str, labels: np.ndarray, width: int, height: int) -> dict:
     """Objects filled in palette colours on black, the background of the centroid map."""
     palette = np.vstack([(0, 0, 0), (OBJECT_PALETTE * 0.55).astype(np.uint8)])
-    png = encode_indexed_png(_palette_index(labels), palette)
+    indices = np.empty(labels.shape, dtype=np.uint8)
+    for rows in _bands(labels):
+        indices[rows] = _palette_index(labels[rows])
+    png = encode_indexed_png(indices, palette)
     return _image_figure(title, DisplayImage(png_data_url(png)), width, height)
+
+
+def _bands(image: np.ndarray) -> list[slice]:
+    """Row slices of about CONVERSION_BAND_PIXELS pixels: the overlays of a large upload are
+    made a band at a time (one byte a pixel kept, not several full-size temporaries)."""
+    step = max(1, CONVERSION_BAND_PIXELS // max(1, image.shape[1]))
+    return [slice(top, min(image.shape[0], top + step)) for top in range(0, image.shape[0], step)]
 
 
 def _palette_index(labels: np.ndarray) -> np.ndarray:

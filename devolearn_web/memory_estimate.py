@@ -36,11 +36,13 @@ SLACK_BYTES = 16 * MB
 # PIL's bytes a pixel by mode (colour is held at 4, as RGBX).
 PIL_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I": 4, "F": 4}
 PIL_COLOUR_MODES = ("RGB", "RGBA")
-# At the upload's size: the 8-bit probability (1) and 16-bit labels (2).
-SEGMENTATION_BYTES_PER_PIXEL = 3
+# At the upload's size: the 8-bit probability (1) and the labels kept at 1 bit (upload-size
+# labels are made, 2 bytes a pixel, only for what reads them: LABELS_BYTES_PER_PIXEL).
+SEGMENTATION_BYTES_PER_PIXEL = 1.2
+LABELS_BYTES_PER_PIXEL = 2.0
 # What a download or the figures add at the upload's size, per pixel: the file (a TIFF held
 # with BytesIO's slack), the mask PNG's mask, the ZIP's TIFFs, masks and compressed copies;
-# the figures' masks, outlines and palette images.
+# the figures' mask, outline and palette images (made in bands).
 ANSWER_BYTES_PER_PIXEL = {
     "json": 0.0,
     "csv": 0.0,
@@ -48,8 +50,10 @@ ANSWER_BYTES_PER_PIXEL = {
     "tiff": 2.3,
     "probability-tiff": 4.6,
     "zip": 11.0,
-    "figures": 12.0,
+    "figures": 3.0,
 }
+# The answers that read the labels at the upload's size (a stack's downloads all do).
+READS_LABELS = ("tiff", "zip", "figures")
 # A stack's frames are held twice while they are read (the file's series and the frames).
 STACK_COPIES = 2
 # What reading a damaged or hostile header raises (the decoders' own list, and their refusals).
@@ -183,13 +187,16 @@ def estimate_bytes(
     extra = ANSWER_BYTES_PER_PIXEL.get(answer, ANSWER_BYTES_PER_PIXEL["zip"])
     if figures:
         extra += ANSWER_BYTES_PER_PIXEL["figures"]
+    reads_labels = task == "segmentation" and (answer in READS_LABELS or figures)
+    if reads_labels or (shape.frames > 1 and answer != "json" and task == "segmentation"):
+        extra += LABELS_BYTES_PER_PIXEL
     if shape.frames <= 1:
         phases = (decode_bytes(shape), signal + network, signal + at_upload_size + extra * pixels)
         return int(body + max(phases) + SLACK_BYTES)
     frames = shape.frames
     held = STACK_COPIES * frames * pixels * shape.bytes_per_pixel
     one_frame = signal + max(network, at_upload_size)
-    kept = 0.0 if answer == "json" else frames * pixels * (at_upload_size / pixels + extra)
+    kept = 0.0 if answer == "json" else frames * (at_upload_size + extra * pixels)
     return int(body + held + one_frame + kept + SLACK_BYTES)
 
 
