@@ -112,9 +112,14 @@ def filled_convex_hull(mask: np.ndarray) -> np.ndarray:
 
     Written out (Andrew's monotone chain on the pixel corners) because scikit-image's
     convex_hull_image imports skimage.morphology and scipy.spatial, 130 ms of cold start."""
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
+    occupied = np.flatnonzero(mask.any(axis=1))
+    if occupied.size == 0:
         return mask.copy()
+    # Only each row's first and last pixel can be a hull vertex: at most 2 per row to sort.
+    first = mask[occupied].argmax(axis=1)
+    last = mask.shape[1] - 1 - mask[occupied, ::-1].argmax(axis=1)
+    rows = np.concatenate([occupied, occupied])
+    cols = np.concatenate([first, last])
     corners = np.unique(
         np.concatenate(
             [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]

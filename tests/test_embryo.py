@@ -1,0 +1,76 @@
+"""Finding the embryo: where it lies, its length and direction, one embryo or several."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devolearn_web.embryo import embryo_centred_view, filled_convex_hull, find_embryo
+
+
+def ellipse(shape, centre, semi_axes, angle_deg=0.0) -> np.ndarray:
+    """float32 image: 0.8 inside an ellipse whose long axis makes angle_deg with x (as seen)."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    angle = np.radians(angle_deg)
+    x, y = cols - centre[1], -(rows - centre[0])  # y up, as seen
+    along = x * np.cos(angle) + y * np.sin(angle)
+    across = -x * np.sin(angle) + y * np.cos(angle)
+    inside = (along / semi_axes[0]) ** 2 + (across / semi_axes[1]) ** 2 <= 1
+    return np.where(inside, 0.8, 0.05).astype(np.float32)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, -45.0, 70.0])
+def test_the_embryo_is_measured_where_it_lies(angle):
+    image = ellipse((300, 400), (140, 210), (100, 60), angle)
+    region = find_embryo(image).region
+    assert region is not None
+    assert abs(region.centre_row - 140) < 3 and abs(region.centre_col - 210) < 3
+    assert abs(region.major - 200) < 10 and abs(region.minor - 120) < 8
+    assert abs(region.angle_deg - angle) < 3
+    assert region.lies_vertical == (abs(angle) > 45)
+
+
+def test_an_early_embryos_scattered_nuclei_are_one_embryo():
+    image = np.full((300, 500), 0.05, np.float32)
+    for centre in [(150, 120), (150, 380)]:  # two nuclei far apart: the 2-cell stage
+        image = np.maximum(image, ellipse((300, 500), centre, (30, 30)))
+    search = find_embryo(image)
+    assert search.region is not None and search.regions_found == 1
+    assert search.region.major > 300  # spans both nuclei
+
+
+def test_two_embryos_are_named_as_such():
+    image = np.maximum(
+        ellipse((300, 700), (150, 170), (140, 80)), ellipse((300, 700), (150, 530), (140, 80))
+    )
+    search = find_embryo(image)
+    assert search.region is None and search.regions_found == 2
+    assert "crop it to one embryo" in search.problem
+
+
+def test_a_uniform_image_holds_no_embryo():
+    search = find_embryo(np.full((64, 64), 0.3, np.float32))
+    assert search.region is None and "uniform" in search.problem
+
+
+def test_the_hull_matches_scikit_image():
+    from skimage.morphology import convex_hull_image
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((140, 256), bool)
+    for _ in range(6):
+        row, col = rng.integers(20, 120), rng.integers(20, 230)
+        mask[row - 5 : row + 5, col - 7 : col + 7] = True
+    ours, theirs = filled_convex_hull(mask), convex_hull_image(mask)
+    assert (ours | theirs).sum() - (ours & theirs).sum() < 0.01 * theirs.sum()
+
+
+def test_the_view_turns_the_embryo_along_x():
+    image = ellipse((400, 400), (200, 200), (150, 100), 90.0)  # lying along y
+    region = find_embryo(image).region
+    view = embryo_centred_view(image, region, (0.6, 0.65), (256, 256))
+    inside = view > 0.4
+    rows, cols = np.nonzero(inside)
+    # Filling 60% of the width and 65% of the height, centred: the framing of training.
+    assert abs((cols.max() - cols.min()) / 256 - 0.6) < 0.04
+    assert abs((rows.max() - rows.min()) / 256 - 0.65) < 0.04
