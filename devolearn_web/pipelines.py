@@ -264,7 +264,7 @@ def predict(
     clock.lap("preprocess")
     output = run_model(model, tensor, deadline)
     clock.lap("inference")
-    return _count_lineages(model, image, output, clock, search.region)
+    return _count_lineages(model, image, output, clock, search)
 
 
 def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.ndarray:
@@ -414,7 +414,30 @@ def _segment(
         probability_png=png,
         calibration=image.calibration,
         scale=report,
-        warnings=scale_warnings(diameter, GridCard.of(model.card), plan.search),
+        warnings=scale_warnings(diameter, GridCard.of(model.card), plan.search)
+        + kind_warnings(model.name, plan.search),
+    )
+
+
+# The kind of image each model was trained on, and what another kind looks like to it.
+EXPECTS_OUTLINES = {"membrane": True, "nucleus": False, "lineage": False}
+
+
+def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
+    """A sentence when the image is of another kind than the model's (membranes for nuclei)."""
+    expects = EXPECTS_OUTLINES.get(model_name)
+    if expects is None or search.shows_outlines == expects:
+        return ()
+    if expects:
+        return (
+            "This image shows solid bright blobs, not bright outlines around cells: it looks "
+            "like a nucleus image, and this model was trained on membrane images. Try the "
+            "nucleus page.",
+        )
+    return (
+        "This image shows bright outlines around darker regions: it looks like a membrane "
+        "image, and this model was trained on nucleus (GFP-histone) images. Try the membrane "
+        "page.",
     )
 
 
@@ -473,7 +496,7 @@ def _count_lineages(
     image: DecodedImage,
     output: np.ndarray,
     clock: _Stopwatch,
-    embryo: EmbryoRegion | None = None,
+    search: EmbryoSearch,
 ) -> LineageResult:
     card_output = model.card["output"]
     lineages, maxima = list(card_output["lineages"]), card_output["maxima"]
@@ -521,7 +544,8 @@ def _count_lineages(
         at_end_of_training_range=bool(at_end),
         notes=notes,
         timings_ms=clock.timings(),
-        embryo=embryo,
+        embryo=search.region,
+        warnings=kind_warnings(model.name, search),
     )
 
 
@@ -566,7 +590,7 @@ def predict_batch(
             image,
             output[index * len(VIEW_FLIPS) : (index + 1) * len(VIEW_FLIPS)],
             _Stopwatch(0.0, **share),
-            search.region,
+            search,
         )
         for index, (image, search) in enumerate(zip(images, searches, strict=True))
     ]

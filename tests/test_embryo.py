@@ -74,3 +74,47 @@ def test_the_view_turns_the_embryo_along_x():
     # Filling 60% of the width and 65% of the height, centred: the framing of training.
     assert abs((cols.max() - cols.min()) / 256 - 0.6) < 0.04
     assert abs((rows.max() - rows.min()) / 256 - 0.65) < 0.04
+
+
+def ring_image(shape=(200, 300)) -> np.ndarray:
+    """Bright 2 px outlines of an embryo cut into four cells: a membrane image."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    radius = ((rows - 100) / 80.0) ** 2 + ((cols - 150) / 130.0) ** 2
+    image = np.full(shape, 0.05, np.float32)
+    image[np.abs(radius - 1) < 0.04] = 0.9
+    image[(np.abs(rows - 100) < 2) & (radius < 1)] = 0.9
+    image[(np.abs(cols - 150) < 2) & (radius < 1)] = 0.9
+    return image
+
+
+def test_outlines_and_solid_blobs_are_told_apart():
+    assert find_embryo(ring_image()).shows_outlines
+    solid = ellipse((200, 300), (100, 150), (130, 80))
+    assert not find_embryo(solid).shows_outlines
+
+
+@pytest.mark.slow
+def test_simulated_images_of_each_kind_are_told_apart():
+    from devolearn_web.training.simulator.embryo import simulate_embryo
+    from devolearn_web.training.simulator.render_membrane import (
+        MembraneLook,
+        random_membrane_view,
+        render_membrane_slice,
+        slice_geometry,
+    )
+    from devolearn_web.training.simulator.render_nucleus import (
+        NucleusLook,
+        random_projection_view,
+        render_nucleus_projection,
+    )
+
+    embryo = simulate_embryo(2000)
+    rng = np.random.default_rng(5)
+    for minutes in np.linspace(40, embryo.times[-1] * 0.8, 5):
+        view = random_projection_view(rng, embryo, (315, 585))
+        nuclei, _ = render_nucleus_projection(embryo, minutes, view, NucleusLook.draw(rng), rng)
+        assert not find_embryo(nuclei.astype(np.float32) / 255).shows_outlines, minutes
+        view = random_membrane_view(rng, embryo, (40, 256, 356))
+        geometry = slice_geometry(embryo, minutes, view, 20.0)
+        membranes = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
+        assert find_embryo(membranes.astype(np.float32)).shows_outlines, minutes

@@ -127,6 +127,24 @@ def test_real_sample_counts_do_not_move_with_the_framing(model, sample):
     assert moved_counts(model, real_gray(sample)) == []
 
 
+@pytest.mark.parametrize(
+    ("model", "sample", "warned"),
+    [
+        ("nucleus", "embryo_sample.png", False),
+        ("nucleus", "seg_sample.jpg", True),
+        ("lineage", "seg_sample.jpg", True),
+        ("membrane", "seg_sample.jpg", False),
+        ("membrane", "embryo_sample.png", True),
+    ],
+)
+def test_an_image_of_the_wrong_kind_is_warned_about(model, sample, warned):
+    """A membrane image on the nucleus page read as '27 nuclei' with no word of doubt."""
+    image = real_gray(sample)
+    result, _ = predict_bytes(shipped_registry(), model, png_bytes(image), "image.png")
+    kind_warnings = [text for text in result.warnings if "it looks like" in text]
+    assert bool(kind_warnings) == warned, result.warnings
+
+
 # The simulated test split's embryos (seeds the models never saw), at their usual framing.
 def simulated_images(model: str) -> Iterator[np.ndarray]:
     from devolearn_web.training.simulator.datasets import spread_times
