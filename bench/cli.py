@@ -19,6 +19,7 @@ from bench.latency import measure_latency
 from bench.memory import measure_memory
 from bench.models import MODEL_NAMES, float_only_copy
 from bench.report import Row, markdown_table
+from bench.scale import measure_scale
 from bench.server import REPOSITORY_ROOT
 from bench.session_options import measure_session_options
 from bench.throughput import measure_throughput
@@ -31,6 +32,7 @@ SECTIONS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "frames": measure_frames,
     "browser": measure_browser,
     "options": measure_session_options,
+    "scale": measure_scale,
 }
 
 

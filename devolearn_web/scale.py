@@ -150,13 +150,14 @@ def refined_grid(
 
 
 def contrast_range(pixels: np.ndarray, embryo: EmbryoRegion | None) -> tuple[float, float]:
-    """The contrast stretch (low, high) of an upload, measured around the embryo when found.
+    """The contrast stretch (low, high) of an upload, measured in the embryo's box when found.
 
-    Measured on the upload around the embryo, so a margin added or cropped away (which
-    changes the share of background pixels) does not change how bright the nuclei look."""
+    Measured in the embryo's box, so a margin added or cropped away (which changes the share
+    of background pixels) does not change how bright the nuclei look; the box's corners
+    outside the embryo still give the dark level."""
     region = pixels
     if embryo is not None:
-        top, left, bottom, right = _around(embryo, pixels.shape)
+        top, left, bottom, right = embryo.box
         region = pixels[top:bottom, left:right]
     step = max(1, int(math.ceil(math.sqrt(region.size / STATISTICS_SAMPLE))))
     sample = region[::step, ::step]
@@ -164,18 +165,6 @@ def contrast_range(pixels: np.ndarray, embryo: EmbryoRegion | None) -> tuple[flo
     if high - low < 1e-6:
         high = float(sample.max())
     return float(low), float(high)
-
-
-def _around(embryo: EmbryoRegion, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The embryo's box grown by half its size on each side (the margin training frames had)."""
-    top, left, bottom, right = embryo.box
-    grow_rows, grow_cols = (bottom - top) // 2, (right - left) // 2
-    return (
-        max(0, top - grow_rows),
-        max(0, left - grow_cols),
-        min(shape[0], bottom + grow_rows),
-        min(shape[1], right + grow_cols),
-    )
 
 
 def working_shape(grid: WorkingGrid, shape: tuple[int, int]) -> tuple[int, int]:

@@ -118,3 +118,22 @@ def test_simulated_images_of_each_kind_are_told_apart():
         geometry = slice_geometry(embryo, minutes, view, 20.0)
         membranes = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
         assert find_embryo(membranes.astype(np.float32)).shows_outlines, minutes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_closing_and_hole_filling_match_scipy(seed):
+    from scipy import ndimage as ndi
+
+    from devolearn_web.embryo import _close, fill_holes
+
+    rng = np.random.default_rng(seed)
+    mask = ndi.gaussian_filter(rng.random((120, 160)), 2.0) > 0.52
+    radius = 4
+    rows, cols = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    disc = rows**2 + cols**2 <= radius**2
+    padded = np.pad(mask, radius + 1)
+    expected = ndi.binary_closing(padded, structure=disc)[
+        radius + 1 : -radius - 1, radius + 1 : -radius - 1
+    ]
+    np.testing.assert_array_equal(_close(mask, radius), expected)
+    np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
