@@ -48,6 +48,7 @@ from devolearn_web.scale import (
     refined_grid,
     run_tiled,
     to_upload_orientation,
+    with_context_margin,
     working_image,
 )
 from devolearn_web.segmentation import (
@@ -337,14 +338,25 @@ def working_map(
     model: LoadedModel, pixels: np.ndarray, grid: WorkingGrid, deadline: Deadline = NO_DEADLINE
 ) -> np.ndarray:
     """The network's probability map of an upload on its working grid (float32, 0..1)."""
-    image = working_image(pixels, grid)
+    image, margins = with_context_margin(working_image(pixels, grid))
 
     def run(tile: np.ndarray) -> np.ndarray:
-        tensor = np.repeat(tile[None, None], model_channels(model), axis=1)
-        output = run_model(model, tensor, deadline)
-        return _single_map(np.clip(apply_output_activation(output, model.card), 0.0, 1.0), model)
+        # The tile and its mirror image in one call, their maps averaged: on the working grid
+        # a mirrored or quarter-turned upload is this mirror image, so it gets the same map.
+        pair = np.stack([tile, tile[:, ::-1]])[:, None]
+        tensor = np.repeat(pair, model_channels(model), axis=1)
+        output = apply_output_activation(run_model(model, tensor, deadline), model.card)
+        if output.ndim != 4 or output.shape[:2] != (2, 1):
+            raise ModelUnavailable(
+                f"The {model.name} model returned an output of shape {output.shape}, "
+                "not one probability map per image."
+            )
+        mean = (output[0, 0] + output[1, 0, :, ::-1]) * np.float32(0.5)
+        return np.clip(mean, 0.0, 1.0)
 
-    return run_tiled(run, image, between_tiles=lambda: deadline.check("running the model"))
+    probability = run_tiled(run, image, between_tiles=lambda: deadline.check("running the model"))
+    (top, bottom), (left, right) = margins
+    return probability[top : probability.shape[0] - bottom, left : probability.shape[1] - right]
 
 
 def model_channels(model: LoadedModel) -> int:
@@ -483,16 +495,6 @@ def _upload_size_map(
 
     labels, objects = upscale_labels_in_bands(small_labels, masks(), (height, width))
     return probability_8bit, labels, objects
-
-
-def _single_map(output: np.ndarray, model: LoadedModel) -> np.ndarray:
-    squeezed = np.squeeze(output)
-    if squeezed.ndim != 2:
-        raise ModelUnavailable(
-            f"The {model.name} model returned an output of shape {output.shape}, "
-            "not one probability map."
-        )
-    return squeezed
 
 
 def _count_lineages(

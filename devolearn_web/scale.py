@@ -35,6 +35,10 @@ NETWORK_MULTIPLE = 32
 MAX_WORKING_PIXELS = 6_000_000
 # Smaller than this the network sees nothing; the grid is never scaled below it.
 MIN_WORKING_SIDE = 32
+# The smallest canvas the network sees (its training frames were 256 on a side).
+MIN_CANVAS_SIDE = 256
+# A second look brings objects this far inside the trained band (a factor on its edge).
+BAND_INSET = 1.25
 # Percentiles are taken on at most this many pixels (a regular subsample of a larger region).
 STATISTICS_SAMPLE = 1_000_000
 
@@ -140,12 +144,17 @@ def refined_grid(
     grid: WorkingGrid, median_diameter: float | None, grid_card: GridCard, shape: tuple[int, int]
 ) -> WorkingGrid | None:
     """A second grid when the objects found (median diameter, working pixels) are outside the
-    trained band; None when the first grid stands."""
+    trained band, bringing them just inside it; None when the first grid stands.
+
+    Just inside, not to the band's median: a late embryo's small nuclei were small in training
+    too, and blowing them up to a young embryo's size splits them (29 nuclei read 32)."""
     if median_diameter is None or grid.source in ("diameter", "pixel size"):
         return None
+    low = grid_card.diameter_low * BAND_INSET
+    high = grid_card.diameter_high / BAND_INSET
     if grid_card.diameter_low <= median_diameter <= grid_card.diameter_high:
         return None
-    factor = grid_card.diameter_median / median_diameter
+    factor = min(max(median_diameter, low), high) / median_diameter
     return grid.rescaled(factor, grid.source + " and object size").limited_to(shape)
 
 
@@ -185,6 +194,23 @@ def working_image(pixels: np.ndarray, grid: WorkingGrid) -> np.ndarray:
     resized -= np.float32(grid.low)
     resized *= np.float32(1.0 / span)
     return np.clip(resized, 0.0, 1.0, out=resized)
+
+
+def with_context_margin(image: np.ndarray) -> tuple[np.ndarray, tuple]:
+    """The working image centred on a dark canvas at least the training frames' side; with
+    the margins ((top, bottom), (left, right)).
+
+    Training frames were 256 on a side: a working image a few dozen pixels across (an upload
+    cropped tight to an early embryo) gives the network too little room, and a 2-nucleus
+    slice cropped tightly read 5 nuclei. Larger images get no margin: the membrane network,
+    trained on frames the embryo nearly fills, reads a real slice differently with one."""
+    margins = tuple(_margins(side) for side in image.shape)
+    return np.pad(image, margins, mode="constant"), margins
+
+
+def _margins(side: int) -> tuple[int, int]:
+    extra = max(0, MIN_CANVAS_SIDE - side)
+    return extra // 2, extra - extra // 2
 
 
 def to_upload_orientation(array: np.ndarray, grid: WorkingGrid) -> np.ndarray:

@@ -201,12 +201,11 @@ def to_8_bit(image: np.ndarray) -> np.ndarray:
     return np.rint((image - image.min()) / span * 255).astype(np.uint8)
 
 
-# Measured gaps (2026-12-01, shipped models): membrane, 2 of 20 slices (a 53-cell slice reads
-# 62 cropped, 72 at 2x, 33 at 0.5x; a 75-cell slice reads 37 at 0.5x, its 1-2 px membranes
-# lost); lineage, 1 of 20 (total 33 -> 28 padded or at 0.5x, M 10 -> 7).
+# Measured gaps (2026-12-01, shipped models): membrane, 1 of 20 slices (an early 5-cell slice
+# reads 8 cropped tightly); lineage, 1 of 20 (total 33 -> 28 padded or at 0.5x, M 10 -> 7).
 # Strict: these tests fail loudly once retrained models close the gaps.
 KNOWN_GAPS = {
-    "membrane": "2 of 20 slices: a 53-cell slice under crop, 2x, 0.5x; a 75-cell one at 0.5x",
+    "membrane": "1 of 20 slices: an early 5-cell slice reads 8 when cropped tightly",
     "lineage": "one early embryo of 20 reads 33 -> 28 cells padded or at 0.5x",
 }
 
