@@ -404,3 +404,26 @@ def test_page_and_server_clean_upload_names_alike(watched_page, disk_image_png):
     assert server_name == "nucleus-six_disks_v2_labels.tif"
     link = page.get_attribute("#downloads a[download]", "download")
     assert link == "nucleus-six_disks_v2_probability.png"
+
+
+def test_the_scale_is_shown_and_a_diameter_runs_again(watched_page, disk_image_png) -> None:
+    page, _ = watched_page
+    _open_model_page(page, "nucleus")
+    drop_file(page, disk_image_png, "disks.png")
+    _wait_for_answer(page)
+    assert "(embryo)" in page.text_content("#scale-info")
+    answers = _answers(page)
+    page.fill("#diameter", "90")
+    page.press("#diameter", "Enter")
+    _wait_for_answer(page, answers)
+    assert "(diameter)" in page.text_content("#scale-info")
+    assert page.text_content("#count-value") == str(COUNT_AT_DEFAULT)
+
+
+def test_a_picture_of_the_wrong_kind_is_warned_about(watched_page, disk_image_png) -> None:
+    page, _ = watched_page
+    _open_model_page(page, "membrane")  # solid disks are nuclei, not cell outlines
+    drop_file(page, disk_image_png, "disks.png")
+    _wait_for_answer(page)
+    assert page.is_visible("#image-warnings")
+    assert "looks like a nucleus image" in page.text_content("#image-warnings")
