@@ -18,6 +18,7 @@ from devolearn_web.training.cards import THRESHOLD_SOURCE, write_card
 from devolearn_web.training.dataset import lineage_input
 from devolearn_web.training.images import (
     GREEN,
+    lineage_network_image,
     network_image,
     read_gray,
     read_labels,
@@ -197,6 +198,7 @@ def evaluate_real_sample(
     channel = {None: "grayscale", GREEN: "green"}[sample.channel]
     low, high = REAL_SAMPLE_RANGES[model]
     if model == "lineage":
+        small = lineage_network_image(read_gray(path, sample.channel), MODEL_SIDE)
         counts = counts_from_scaled(onnx.run(lineage_input(small)[None])[0], calibration)
         populations = {name: int(c) for name, c in zip(LINEAGES, counts, strict=True)}
         total = int(sum(populations.values()))

@@ -54,6 +54,21 @@ def network_image(image: np.ndarray, size: int) -> np.ndarray:
     return imaging.normalise_for_model(resize_image(scale_by_dtype(image), size))
 
 
+def lineage_network_image(image: np.ndarray, size: int) -> np.ndarray | None:
+    """What the app feeds the lineage network from a grayscale frame (any dtype, HxW): the
+    embryo cut out at its training framing, float32 [0, 1]; None when no single embryo shows."""
+    from devolearn_web.embryo import embryo_centred_view, find_embryo
+    from devolearn_web.training.specs import MODEL_SPECS
+
+    pixels = scale_by_dtype(image)
+    region = find_embryo(pixels).region
+    if region is None:
+        return None
+    fill = MODEL_SPECS["lineage"].framing["embryo_fill"]
+    view = embryo_centred_view(pixels, region, (fill["length"], fill["width"]), (size, size))
+    return imaging.normalise_for_model(view)
+
+
 def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
     """Resize an instance label map (int HxW) to size x size by nearest neighbour: int32."""
     if labels.max() > np.iinfo(np.int32).max:

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from devolearn_web.training.images import (
+    lineage_network_image,
     network_image,
     read_gray,
     read_labels,
@@ -216,7 +217,10 @@ def _frame_rows(split: str, out_dir: Path, size: int, image_file: Path, fields: 
     """The index row of one lineage frame, its PNG written."""
     sample_id = _sample_id(split, fields["seed"], "", fields["time_index"], "frame")
     image_path = Path("images") / f"{sample_id}.png"
-    write_image_png(out_dir / image_path, network_image(read_gray(image_file), size))
+    view = lineage_network_image(read_gray(image_file), size)
+    if view is None:  # the app answers such a frame with a 422, not counts
+        return []
+    write_image_png(out_dir / image_path, view)
     return [
         {"id": sample_id, "split": split, "kind": "frame", "image": image_path.as_posix(), **fields}
     ]

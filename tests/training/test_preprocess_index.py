@@ -151,26 +151,32 @@ def _files(folder) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("model", ["nucleus", "lineage"])
-def test_training_inputs_are_prepared_exactly_as_the_app_prepares_uploads(model):
-    from devolearn_web.imaging import decode_image
-    from devolearn_web.pipelines import build_input_tensor
-    from devolearn_web.training.cards import LIMITATIONS, build_card
-    from devolearn_web.training.dataset import lineage_input
-    from devolearn_web.training.images import network_image
-    from devolearn_web.training.specs import get_spec
+def test_lineage_training_inputs_are_prepared_exactly_as_the_app_prepares_uploads():
+    """The embryo cut out at its training framing, the same pixels in training and serving.
 
-    rng = np.random.default_rng(0)
-    raw = (rng.gamma(2.0, 300.0, (90, 130)) + 100).astype(np.uint16)  # a dim 16-bit slice
+    (Segmentation is trained on 256x256 frames and served on a working grid that reproduces
+    their framing; docs/framing.md says why the two differ.)"""
     import io
 
     import tifffile
 
+    from devolearn_web.embryo import find_embryo
+    from devolearn_web.imaging import decode_image
+    from devolearn_web.pipelines import lineage_input as served_input
+    from devolearn_web.training.cards import LIMITATIONS, build_card
+    from devolearn_web.training.dataset import lineage_input
+    from devolearn_web.training.images import lineage_network_image
+    from devolearn_web.training.specs import get_spec
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:180, :260]
+    inside = ((rows - 95) / 60.0) ** 2 + ((cols - 120) / 95.0) ** 2 <= 1  # a tilted-free embryo
+    raw = (rng.gamma(2.0, 300.0, (180, 260)) + 100 + 20000 * inside).astype(np.uint16)
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, raw)
     pixels = decode_image(buffer.getvalue()).pixels
     card = build_card(
-        get_spec(model),
+        get_spec("lineage"),
         sha256="0" * 64,
         opset=17,
         activation="none",
@@ -178,10 +184,26 @@ def test_training_inputs_are_prepared_exactly_as_the_app_prepares_uploads(model)
         metrics={},
         hyperparameters={},
         reproduce="x",
-        limitations=LIMITATIONS[model],
+        limitations=LIMITATIONS["lineage"],
     )
-    served = build_input_tensor(pixels, card)[0]
-    trained = network_image(raw, 256)
-    trained = lineage_input(trained) if model == "lineage" else trained[None]
+    served = served_input(pixels, find_embryo(pixels), card)[0]  # the first of its mirror images
+    trained = lineage_input(lineage_network_image(raw, 256))
     assert served.shape == trained.shape
     assert np.abs(served - trained).max() < 1e-5
+
+
+def test_a_lineage_frame_without_one_embryo_is_left_out(tmp_path):
+    """The app answers such a frame with a 422, so training does not learn counts for it."""
+    from PIL import Image
+
+    from devolearn_web.training.preprocess import _frame_rows
+
+    blank, embryo = tmp_path / "blank.png", tmp_path / "embryo.png"
+    Image.fromarray(np.zeros((60, 90), np.uint8)).save(blank)
+    rows, cols = np.mgrid[:60, :90]
+    inside = ((rows - 30) / 18.0) ** 2 + ((cols - 45) / 30.0) ** 2 <= 1
+    Image.fromarray((inside * 200).astype(np.uint8)).save(embryo)
+    fields = {"seed": "7", "time_index": 0, "minutes": "0", "A": 1}
+    assert _frame_rows("train", tmp_path / "out", 64, blank, fields) == []
+    (row,) = _frame_rows("train", tmp_path / "out", 64, embryo, fields)
+    assert (tmp_path / "out" / row["image"]).exists()
