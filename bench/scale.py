@@ -164,69 +164,9 @@ def _scale_sweep(context: BenchContext) -> list[Row]:
 
 def _simulated(name: str, count: int):
     """(uint8 image, truth) pairs from the test seeds: counts, or lineage populations."""
-    from devolearn_web.segmentation import MIN_OBJECT_AREA_AT_MODEL_SCALE
-    from devolearn_web.training.images import resize_labels, separate_touching_labels
-    from devolearn_web.training.metrics import count_objects
-    from devolearn_web.training.simulator.datasets import (
-        MEMBRANE_FIRST_CELLS,
-        MEMBRANE_LAST_CELLS,
-        spread_times,
-    )
-    from devolearn_web.training.simulator.embryo import A_TARGET, simulate_embryo
-    from devolearn_web.training.simulator.render_membrane import (
-        MembraneLook,
-        membrane_labels,
-        random_membrane_view,
-        render_membrane_slice,
-        slice_geometry,
-    )
-    from devolearn_web.training.simulator.render_nucleus import (
-        NucleusLook,
-        random_projection_view,
-        random_stack_view,
-        render_nucleus_projection,
-        render_nucleus_stack,
-    )
+    from devolearn_web.training.simulator.held_out import held_out_images
 
-    def counted(labels: np.ndarray) -> int:
-        """As the evaluation counts the truth: on the 256x256 grid, touching objects apart."""
-        small = separate_touching_labels(resize_labels(labels.astype(np.int32), 256))
-        return count_objects(small, MIN_OBJECT_AREA_AT_MODEL_SCALE)
-
-    per_seed = max(1, count // 2)
-    for seed in (2000, 2001):
-        embryo = simulate_embryo(seed)
-        rng = np.random.default_rng((seed, 23))
-        start = embryo.time_when_a_reaches(2)
-        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
-        if name == "membrane":  # the stages the membrane data covers (3DMMS: 4 to 350 cells)
-            start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
-            end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
-        for minutes in spread_times(embryo, start, end, per_seed):
-            if name == "lineage":
-                view = random_projection_view(rng, embryo, (315, 585))
-                image, _ = render_nucleus_projection(
-                    embryo, minutes, view, NucleusLook.draw(rng), rng
-                )
-                yield image, embryo.populations_at(minutes)
-            elif name == "nucleus":
-                view = random_stack_view(rng, embryo, (35, 512, 708))
-                stack, labels = render_nucleus_stack(
-                    embryo, minutes, view, NucleusLook.draw(rng), rng
-                )
-                z = int(rng.integers(12, 23))
-                yield _to_8_bit(stack[z]), counted(labels[z])
-            else:
-                view = random_membrane_view(rng, embryo, (40, 256, 356))
-                geometry = slice_geometry(embryo, minutes, view, float(rng.integers(14, 26)))
-                image = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
-                yield _to_8_bit(image), counted(membrane_labels(geometry, view))
-
-
-def _to_8_bit(image: np.ndarray) -> np.ndarray:
-    image = image.astype(np.float32)
-    span = float(image.max() - image.min()) or 1.0
-    return np.rint((image - image.min()) / span * 255).astype(np.uint8)
+    return held_out_images(name, count, stream=23)
 
 
 def _resized(image: np.ndarray, factor: float) -> np.ndarray:

@@ -145,60 +145,12 @@ def test_an_image_of_the_wrong_kind_is_warned_about(model, sample, warned):
     assert bool(kind_warnings) == warned, result.warnings
 
 
-# The simulated test split's embryos (seeds the models never saw), at their usual framing.
 def simulated_images(model: str) -> Iterator[np.ndarray]:
-    from devolearn_web.training.simulator.datasets import (
-        MEMBRANE_FIRST_CELLS,
-        MEMBRANE_LAST_CELLS,
-        spread_times,
-    )
-    from devolearn_web.training.simulator.embryo import A_TARGET, simulate_embryo
-    from devolearn_web.training.simulator.render_membrane import (
-        MembraneLook,
-        random_membrane_view,
-        render_membrane_slice,
-        slice_geometry,
-    )
-    from devolearn_web.training.simulator.render_nucleus import (
-        NucleusLook,
-        random_projection_view,
-        random_stack_view,
-        render_nucleus_projection,
-        render_nucleus_stack,
-    )
+    """The simulated test split's embryos (seeds the models never saw), at their usual framing."""
+    from devolearn_web.training.simulator.held_out import held_out_images
 
-    per_seed = SIMULATED_PER_MODEL // 2
-    for seed in (2000, 2001):
-        embryo = simulate_embryo(seed)
-        rng = np.random.default_rng((seed, 17))
-        # From the 4-cell stage on: before it, one or two nuclei are not an embryo's outline.
-        start = embryo.time_when_a_reaches(2)
-        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
-        if model == "membrane":  # the stages the membrane data covers (4 to 350 cells)
-            start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
-            end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
-        for minutes in spread_times(embryo, start, end, per_seed):
-            if model == "lineage":
-                view = random_projection_view(rng, embryo, (315, 585))
-                image, _ = render_nucleus_projection(
-                    embryo, minutes, view, NucleusLook.draw(rng), rng
-                )
-                yield image
-            elif model == "nucleus":
-                view = random_stack_view(rng, embryo, (35, 512, 708))
-                stack, _ = render_nucleus_stack(embryo, minutes, view, NucleusLook.draw(rng), rng)
-                yield to_8_bit(stack[int(rng.integers(12, 23))])
-            else:
-                view = random_membrane_view(rng, embryo, (40, 256, 356))
-                geometry = slice_geometry(embryo, minutes, view, float(rng.integers(14, 26)))
-                slice_image = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
-                yield to_8_bit(slice_image)
-
-
-def to_8_bit(image: np.ndarray) -> np.ndarray:
-    image = image.astype(np.float32)
-    span = float(image.max() - image.min()) or 1.0
-    return np.rint((image - image.min()) / span * 255).astype(np.uint8)
+    for image, _ in held_out_images(model, SIMULATED_PER_MODEL, stream=17):
+        yield image
 
 
 # Measured gaps (2026-12-01, shipped models): membrane, 1 of 20 slices (an early 5-cell slice

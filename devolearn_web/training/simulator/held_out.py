@@ -1,0 +1,82 @@
+"""Held-out images of the simulated test embryos at their usual framing, with their truth: for
+checks of the shipped models (framing invariance, the bench's scale sweep)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from devolearn_web.segmentation import MIN_OBJECT_AREA_AT_MODEL_SCALE
+from devolearn_web.training.images import resize_labels, separate_touching_labels
+from devolearn_web.training.metrics import count_objects
+from devolearn_web.training.simulator.datasets import (
+    MEMBRANE_FIRST_CELLS,
+    MEMBRANE_LAST_CELLS,
+    spread_times,
+)
+from devolearn_web.training.simulator.embryo import A_TARGET, simulate_embryo
+from devolearn_web.training.simulator.render_membrane import (
+    MembraneLook,
+    membrane_labels,
+    random_membrane_view,
+    render_membrane_slice,
+    slice_geometry,
+)
+from devolearn_web.training.simulator.render_nucleus import (
+    NucleusLook,
+    random_projection_view,
+    random_stack_view,
+    render_nucleus_projection,
+    render_nucleus_stack,
+)
+
+TEST_SEEDS = (2000, 2001)
+
+
+def held_out_images(model: str, count: int, stream: int) -> Iterator[tuple[np.ndarray, object]]:
+    """(uint8 image, truth) pairs: a count for segmentation, populations for lineage.
+
+    `count` images over the test seeds, from the 4-cell stage (earlier, one or two nuclei are
+    not an embryo's outline) to A = 250, or over the 4-350 cells the membrane data covers;
+    `stream` picks the random views, so each caller keeps its own set."""
+    per_seed = max(1, count // 2)
+    for seed in TEST_SEEDS:
+        embryo = simulate_embryo(seed)
+        rng = np.random.default_rng((seed, stream))
+        start = embryo.time_when_a_reaches(2)
+        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+        if model == "membrane":
+            start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
+            end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
+        for minutes in spread_times(embryo, start, end, per_seed):
+            if model == "lineage":
+                view = random_projection_view(rng, embryo, (315, 585))
+                look = NucleusLook.draw(rng)
+                image, _ = render_nucleus_projection(embryo, minutes, view, look, rng)
+                yield image, embryo.populations_at(minutes)
+            elif model == "nucleus":
+                view = random_stack_view(rng, embryo, (35, 512, 708))
+                look = NucleusLook.draw(rng)
+                stack, labels = render_nucleus_stack(embryo, minutes, view, look, rng)
+                z = int(rng.integers(12, 23))
+                yield to_8_bit(stack[z]), evaluated_count(labels[z])
+            else:
+                view = random_membrane_view(rng, embryo, (40, 256, 356))
+                geometry = slice_geometry(embryo, minutes, view, float(rng.integers(14, 26)))
+                image = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
+                yield to_8_bit(image), evaluated_count(membrane_labels(geometry, view))
+
+
+def evaluated_count(labels: np.ndarray) -> int:
+    """The objects of a label map as the evaluation counts them: on the 256x256 grid, touching
+    objects kept apart, specks left out."""
+    small = separate_touching_labels(resize_labels(labels.astype(np.int32), 256))
+    return count_objects(small, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+
+
+def to_8_bit(image: np.ndarray) -> np.ndarray:
+    """An image stretched from its minimum to its maximum as uint8."""
+    image = image.astype(np.float32)
+    span = float(image.max() - image.min()) or 1.0
+    return np.rint((image - image.min()) / span * 255).astype(np.uint8)
