@@ -311,3 +311,33 @@ def test_unexpected_errors_are_a_logged_500_in_the_same_shape(app, monkeypatch, 
         "status": 500,
         "error": "Something went wrong on the server; the error has been logged.",
     }
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("diameter", "abc", "typical object"),
+        ("diameter", "0", "typical object"),
+        ("diameter", "nan", "typical object"),
+        ("pixel_size_um", "-1", "micrometres"),
+    ],
+)
+def test_a_scale_field_that_is_not_a_sensible_number_is_400(
+    client, five_disks_png, field, value, words
+):
+    response = client.post(
+        "/api/v1/predict/nucleus",
+        data={"file": (io.BytesIO(five_disks_png), "x.png"), field: value},
+    )
+    assert response.status_code == 400
+    assert words in response.get_json()["error"]
+
+
+def test_a_blank_or_automatic_diameter_runs_at_the_found_scale(client, five_disks_png):
+    for value in ("", "auto"):
+        response = client.post(
+            "/api/v1/predict/nucleus",
+            data={"file": (io.BytesIO(five_disks_png), "x.png"), "diameter": value},
+        )
+        assert response.status_code == 200
+        assert response.get_json()["scale_source"] != "diameter"
