@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
+from scipy import ndimage as ndi
+
+# Objects are zoomed by a factor from 1 / ZOOM_RANGE to ZOOM_RANGE (issue 17: real microscopes
+# give objects from half to twice the size the working grid aims at, when its estimate is off).
+ZOOM_RANGE = 2.0
+# Rows may be stretched against columns by up to this factor (anisotropic pixels, squashes).
+ASPECT_RANGE = 1.25
+# Nuclei of one embryo differ up to tenfold in brightness on real microscopes.
+DIMMEST_OBJECT = 0.1
 
 
 class AddGaussianNoise(A.ImageOnlyTransform):
@@ -34,6 +44,79 @@ class AddGaussianNoise(A.ImageOnlyTransform):
         return ("std_range",)
 
 
+class VaryObjectBrightness(A.ImageOnlyTransform):
+    """Scale each object's brightness (and its halo's) by its own factor, then re-stretch.
+
+    Needs the mask: every pixel takes the factor of its nearest object, smoothed so that no
+    edge appears where two objects' halos meet. The re-stretch puts the brightest pixel back
+    near 1, as the app's contrast stretch does, so dim objects stay dim relative to the rest."""
+
+    def __init__(self, dimmest: float = DIMMEST_OBJECT, p: float = 0.5):
+        super().__init__(p=p)
+        if not 0.0 < dimmest <= 1.0:
+            raise ValueError(f"dimmest must lie in (0, 1], got {dimmest}")
+        self.dimmest = float(dimmest)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict:
+        labels = np.asarray(data["mask"])
+        count = int(labels.max()) if labels.size else 0
+        # Log-uniform factors: as many objects a tenth as bright as half as bright.
+        factors = np.ones(count + 1, dtype=np.float32)
+        factors[1:] = self.dimmest ** self.random_generator.uniform(0.0, 1.0, size=count)
+        return {"labels": labels, "factors": factors}
+
+    def apply(
+        self, img: np.ndarray, labels: np.ndarray, factors: np.ndarray, **params: Any
+    ) -> np.ndarray:
+        objects = labels != 0
+        if not objects.any():
+            return img
+        nearest = ndi.distance_transform_edt(~objects, return_distances=False, return_indices=True)
+        gain = factors[labels[tuple(nearest)]]
+        gain = cv2.GaussianBlur(gain, (0, 0), 2.0)
+        dimmed = img.astype(np.float32) * gain
+        top = float(np.percentile(dimmed, 99.8))
+        return np.clip(dimmed / max(top, 1e-3), 0.0, 1.0)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("dimmest",)
+
+
+class AxisBlur(A.ImageOnlyTransform):
+    """Blur along rows or columns only, as a scanning or a moving stage smears one axis."""
+
+    def __init__(self, sigma_range: tuple[float, float] = (1.0, 3.0), p: float = 0.5):
+        super().__init__(p=p)
+        self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+
+    def get_params(self) -> dict:
+        return {
+            "sigma": self.py_random.uniform(*self.sigma_range),
+            "along_rows": self.py_random.random() < 0.5,
+        }
+
+    def apply(self, img: np.ndarray, sigma: float, along_rows: bool, **params: Any) -> np.ndarray:
+        sigma_x, sigma_y = (sigma, 0.3) if along_rows else (0.3, sigma)
+        return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma_x, sigmaY=sigma_y)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("sigma_range",)
+
+
+def microscope_transforms() -> list[A.BasicTransform]:
+    """What real microscopes do that the simulator's frames do not: uneven objects, smeared
+    axes and small images enlarged (the working grid upsamples them)."""
+    return [
+        VaryObjectBrightness(p=0.4),
+        AxisBlur(p=0.2),
+        A.Downscale(
+            scale_range=(0.35, 0.8),
+            interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
+            p=0.2,
+        ),
+    ]
+
+
 def photometric_transforms() -> list[A.BasicTransform]:
     """Gamma, brightness/contrast, blur and noise: pixel values change, geometry does not."""
     # Gamma first: it is undefined for the negative values brightness/contrast can produce.
@@ -45,26 +128,43 @@ def photometric_transforms() -> list[A.BasicTransform]:
     ]
 
 
+def zoom(low: float, high: float) -> A.Affine:
+    """Objects zoomed by a factor in [low, high] at any angle; zooming out leaves a dark
+    margin, as the working grid's canvas has."""
+    return A.Affine(
+        scale=(low, high),
+        keep_ratio=True,
+        rotate=(-180, 180),
+        translate_percent=(-0.1, 0.1),
+        shear=(-8, 8),
+        border_mode=cv2.BORDER_CONSTANT,
+        fill=0,
+        fill_mask=0,
+        p=1.0,
+    )
+
+
 def segmentation_geometry() -> list[A.BasicTransform]:
-    """Flips, 90-degree turns and an affine or elastic warp, applied to image and mask alike."""
+    """Flips, 90-degree turns and a zoom or elastic warp, applied to image and mask alike."""
     warp = A.OneOf(
         [
-            A.Affine(
-                scale=(0.85, 1.15),
-                rotate=(-30, 30),
-                translate_percent=(-0.05, 0.05),
-                shear=(-8, 8),
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=0,
-                p=1.0,
-            ),
+            # Zooming in and out equally often: the factor is near log-uniform.
+            zoom(1.0 / ZOOM_RANGE, 1.0),
+            zoom(1.0, ZOOM_RANGE),
             # Displaces pixels by about 1 px on average, 3 px at most: nuclei stay round.
             A.ElasticTransform(alpha=120, sigma=8, border_mode=cv2.BORDER_CONSTANT, p=1.0),
         ],
-        p=0.6,
+        p=0.8,
     )
-    return [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=1.0), warp]
+    stretch = math.sqrt(ASPECT_RANGE)
+    aspect = A.Affine(scale={"x": (1 / stretch, stretch), "y": (1.0, 1.0)}, p=0.3)
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=1.0),
+        warp,
+        aspect,
+    ]
 
 
 def lineage_geometry() -> list[A.BasicTransform]:
@@ -82,7 +182,9 @@ def lineage_geometry() -> list[A.BasicTransform]:
 def segmentation_augmentation(seed: int | None = None) -> A.Compose:
     """Geometry then photometry for image=float32 HxW in [0, 1] and mask=int label map HxW."""
     # Masks are warped by nearest neighbour, so labels stay whole integers aligned with images.
-    return A.Compose(segmentation_geometry() + photometric_transforms(), seed=seed)
+    return A.Compose(
+        segmentation_geometry() + microscope_transforms() + photometric_transforms(), seed=seed
+    )
 
 
 def lineage_augmentation(seed: int | None = None) -> A.Compose:

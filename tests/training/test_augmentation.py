@@ -45,8 +45,10 @@ def test_full_segmentation_augmentation_keeps_alignment(seed):
     augmented, mask = out["image"], out["mask"] > 0
     assert augmented.dtype == np.float32
     if mask.any() and (~mask).any():
-        # Photometric changes keep objects brighter than background, wherever they moved.
-        assert augmented[mask].mean() > augmented[~mask].mean() + 0.2
+        # Photometric changes (dimmed objects included) keep objects brighter than background,
+        # wherever they moved: the image still follows the mask.
+        assert augmented[mask].mean() > augmented[~mask].mean() + 0.05
+        assert np.corrcoef(augmented.ravel(), mask.ravel())[0, 1] > 0.3
 
 
 def test_gaussian_noise_changes_the_image_and_never_the_mask():
@@ -86,3 +88,45 @@ def test_lineage_geometry_keeps_every_cell_in_view(seed):
     out = A.Compose(lineage_geometry(), seed=seed)(image=image)["image"]
     _, count = ndi.label(out > 0.5)
     assert count == 12
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_object_brightness_varies_within_tenfold_and_keeps_the_mask(seed):
+    from devolearn_web.training.augment import DIMMEST_OBJECT, VaryObjectBrightness
+
+    image, labels = blobs()
+    out = A.Compose([VaryObjectBrightness(p=1.0)], seed=seed)(image=image, mask=labels)
+    assert np.array_equal(out["mask"], labels)
+    means = [float(out["image"][labels == label].mean()) for label in (300, 301, 302)]
+    # The brightest object is stretched back to the top, the others keep their own factor.
+    assert max(means) > 0.9
+    assert min(means) >= 0.9 * DIMMEST_OBJECT * 0.8
+    assert max(means) / min(means) > 1.05
+    # Each object is dimmed as a whole: its pixels stay alike, no edge is drawn inside it.
+    for label in (300, 301, 302):
+        inside = out["image"][labels == label]
+        assert inside.std() < 0.15 * max(inside.mean(), 0.05) + 0.02
+
+
+def test_axis_blur_smears_one_axis_only():
+    from devolearn_web.training.augment import AxisBlur
+
+    image = np.zeros((64, 64), dtype=np.float32)
+    image[32, 32] = 1.0
+    blurred = A.Compose([AxisBlur(sigma_range=(3.0, 3.0), p=1.0)], seed=0)(image=image)["image"]
+    spread_rows = float((blurred.sum(axis=1) > 1e-3).sum())
+    spread_cols = float((blurred.sum(axis=0) > 1e-3).sum())
+    assert max(spread_rows, spread_cols) >= 3 * min(spread_rows, spread_cols)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_zoom_covers_half_to_twice_the_object_size(seed):
+    from devolearn_web.training.augment import ZOOM_RANGE, zoom
+
+    rows, cols = np.mgrid[:128, :128]
+    labels = (((rows - 64) ** 2 + (cols - 64) ** 2) <= 10**2).astype(np.int32)
+    image = labels.astype(np.float32)
+    low, high = (1 / ZOOM_RANGE, 1.0) if seed % 2 else (1.0, ZOOM_RANGE)
+    out = A.Compose([zoom(low, high)], seed=seed)(image=image, mask=labels)
+    factor = np.sqrt(out["mask"].sum() / labels.sum())
+    assert 0.9 * low <= factor <= 1.1 * high
