@@ -131,13 +131,13 @@ def objects_3d(labels: np.ndarray, voxel_um: tuple[float, float, float] | None =
     count = int(labels.max(initial=0))
     if count == 0:
         return []
-    index = np.arange(1, count + 1)
-    volumes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    # Track ids leave gaps at a time point (nuclei not yet born): only labels present count.
+    index = np.flatnonzero(sizes[1:]) + 1
+    volumes = sizes[index]
     centres = ndi.center_of_mass(labels > 0, labels, index)
     rows = []
     for label, volume, (z, y, x) in zip(index, volumes, centres, strict=True):
-        if volume == 0:
-            continue
         row = {
             "label": int(label),
             "x": round(float(x), 2),
