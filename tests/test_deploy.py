@@ -27,6 +27,7 @@ SERVING_PACKAGES = {
     "edt",
     "tifffile",
     "av",
+    "laptrack",
 }
 
 
