@@ -397,11 +397,13 @@ def _frames_request_fields() -> dict:
     return {
         "format": {
             "type": "string",
-            "enum": ["json", "csv", "tiff", "probability-tiff", "png", "zip"],
+            "enum": ["json", "csv", "tiff", "probability-tiff", "png", "roi", "zip"],
             "default": "json",
             "description": "json, or a file: csv (objects, or lineage per frame), tiff (16-bit "
             "labels; multi-page ImageJ for stacks), probability-tiff (float32), png (mask at the "
-            "threshold; one image only), zip (all of them, a mask PNG per frame). Lineage: csv.",
+            "threshold; one image only), roi (an ImageJ ROI set for Fiji's ROI Manager: a .zip "
+            "of one polygon per object, named by label, each on its own slice or frame in a "
+            "stack), zip (all of them, a mask PNG per frame). Lineage: csv (roi is a 400).",
         },
         "axes": {
             "type": "string",

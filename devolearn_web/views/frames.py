@@ -2,7 +2,7 @@
 
 Downloads are made from the request itself: the client sends the file again with `format=...`
 (the page still holds it in memory), the server decodes it, runs the model and writes the CSV,
-TIFF, PNG or ZIP into memory and sends it back. Nothing is stored between requests.
+TIFF, PNG, ROI set or ZIP into memory and sends it back. Nothing is stored between requests.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from devolearn_web.stacks import (
     parse_channel,
 )
 
-FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "zip")
+FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip")
 NDJSON = "application/x-ndjson"
 # TIFF, PNG and ZIP downloads hold every frame's maps at once; CSVs and JSON do not.
 DEFAULT_MAX_DOWNLOAD_VOXELS = 60_000_000
@@ -56,7 +56,7 @@ def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
 
 
 def parse_format(raw: str | None) -> str:
-    """The `format` field: json (default), csv, tiff, probability-tiff, png or zip."""
+    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi or zip."""
     value = (raw or "json").strip().lower()
     if value not in FORMATS:
         raise BadParameter(
