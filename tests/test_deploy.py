@@ -27,6 +27,8 @@ SERVING_PACKAGES = {
     "edt",
     "tifffile",
     "av",
+    "roifile",  # Fiji ROI sets (format=roi)
+    "pyyaml",  # the BioImage.IO packages' rdf.yaml
 }
 
 
