@@ -397,7 +397,17 @@ def _frames_request_fields() -> dict:
     return {
         "format": {
             "type": "string",
-            "enum": ["json", "csv", "tiff", "probability-tiff", "png", "zip", "ctc", "tracks-csv"],
+            "enum": [
+                "json",
+                "csv",
+                "tiff",
+                "probability-tiff",
+                "png",
+                "roi",
+                "zip",
+                "ctc",
+                "tracks-csv",
+            ],
             "default": "json",
             "description": "json, or a file: csv (objects, or lineage per frame), tiff (16-bit "
             "labels; multi-page ImageJ for stacks; 3D labels with assemble=3d, track ids with "

@@ -28,6 +28,8 @@ SERVING_PACKAGES = {
     "tifffile",
     "av",
     "laptrack",
+    "roifile",  # Fiji ROI sets (format=roi)
+    "pyyaml",  # the BioImage.IO packages' rdf.yaml
 }
 
 

@@ -34,6 +34,7 @@ COMMANDS = (
     "split-search",
     "ceiling",
     "score-checkpoint",
+    "bioimageio",
 )
 
 
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "split-search": "score ways of splitting touching objects on the validation split",
         "ceiling": "the best the architecture's output could score: fitted to the test labels",
         "score-checkpoint": "score a training checkpoint (any --network) on the test split",
+        "bioimageio": "models/<model>.onnx + card -> a BioImage.IO model package (zip)",
     }
     sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
     for parser_ in sub.values():
@@ -236,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--checkpoint", type=Path, help="default: runs/<model>/best.pt")
     scoring.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     scoring.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    package = sub["bioimageio"]
+    package.add_argument(
+        "--out", type=Path, help="default: <runs-root>/<model>/<model>.bioimageio.zip"
+    )
+    package.add_argument("--examples-dir", type=Path, default=Path("static/examples"))
     bench = sub["benchmark"]
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--side", type=int, default=256)
@@ -437,6 +444,10 @@ def run_command(args: argparse.Namespace) -> object:
         return score_checkpoint(
             workspace, args.checkpoint, args.threshold, args.device, args.threads
         )
+    if command == "bioimageio":
+        from devolearn_web.training.pipeline import write_bioimageio_package
+
+        return write_bioimageio_package(workspace, args.out, args.examples_dir)
     from devolearn_web.training.pipeline import PipelineSettings, run_all
 
     settings = PipelineSettings(
@@ -459,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     from devolearn_web.training.command_records import record_command
 
     # Recorded first, so a card written during this very command (export, all) names it.
-    if args.command != "benchmark":
+    if args.command not in ("benchmark", "bioimageio"):  # neither changes a model
         record_command(workspace_from(args), args.command, argv)
     try:
         result = run_command(args)

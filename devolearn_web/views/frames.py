@@ -2,7 +2,7 @@
 
 Downloads are made from the request itself: the client sends the file again with `format=...`
 (the page still holds it in memory), the server decodes it, runs the model and writes the CSV,
-TIFF, PNG or ZIP into memory and sends it back. Nothing is stored between requests.
+TIFF, PNG, ROI set or ZIP into memory and sends it back. Nothing is stored between requests.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from devolearn_web.stacks import (
     parse_channel,
 )
 
-FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "zip", "ctc", "tracks-csv")
+FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip", "ctc", "tracks-csv")
 # Downloads made from tracks: they need track=true.
 TRACK_FORMATS = ("ctc", "tracks-csv")
 NDJSON = "application/x-ndjson"
@@ -67,7 +67,7 @@ def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
 
 
 def parse_format(raw: str | None) -> str:
-    """The `format` field: json (default), csv, tiff, probability-tiff, png, zip, ctc or
+    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi, zip, ctc or
     tracks-csv."""
     value = (raw or "json").strip().lower()
     if value not in FORMATS:
