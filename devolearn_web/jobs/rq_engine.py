@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 QUEUE_NAME = "devolearn"
 # Seconds past a chunk's timeout after which a silent worker's chunk is taken as abandoned.
 HEARTBEAT_MARGIN_S = 10
+# RQ's own record of a finished step (its result is None: results are in the job store). Not 0:
+# rq 3.0.0 then deletes the job at once, and for a chunk retried after its worker died that
+# raises ValueError ("Execution ... not found in Redis") and fails the chunk it just finished.
+RQ_RESULT_TTL_S = 60
 # Seconds a worker waits for its Redis connection before the web answers 503.
 CONNECT_TIMEOUT_S = 2.0
 
@@ -63,7 +67,7 @@ class RQEngine:
             job_timeout=self.settings.prepare_timeout_s,
             retry=Retry(max=self.settings.retries) if self.settings.retries else None,
             on_failure=on_failure,
-            result_ttl=0,
+            result_ttl=RQ_RESULT_TTL_S,
             failure_ttl=self.settings.result_ttl_s,
         )
 
@@ -130,7 +134,7 @@ def rq_prepare(job_id: str) -> None:
             job_timeout=settings.chunk_timeout_s,
             retry=retry,
             on_failure=on_failure,
-            result_ttl=0,
+            result_ttl=RQ_RESULT_TTL_S,
             failure_ttl=settings.result_ttl_s,
         )
         for index in range(count)
@@ -143,7 +147,7 @@ def rq_prepare(job_id: str) -> None:
         job_timeout=settings.prepare_timeout_s,
         retry=retry,
         on_failure=on_failure,
-        result_ttl=0,
+        result_ttl=RQ_RESULT_TTL_S,
         failure_ttl=settings.result_ttl_s,
     )
 
@@ -186,3 +190,8 @@ class ChunkWorker(SimpleWorker):
         if job.timeout and job.timeout > 0:
             return int(job.timeout - working_time) + HEARTBEAT_MARGIN_S
         return super().get_heartbeat_ttl(job, working_time)
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # An idle worker wakes this often to look for abandoned chunks (RQ's own: ~7 minutes).
+        return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))

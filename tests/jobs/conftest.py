@@ -86,6 +86,7 @@ def worker_environment(redis_url: str, models_dir: Path, jobs_dir: Path) -> dict
         "JOB_CHUNK_FRAMES": str(CHUNK_FRAMES),
         "JOB_CHUNK_TIMEOUT_SECONDS": str(CHUNK_TIMEOUT_S),
         "JOB_RETRIES": "2",
+        "JOB_WORKER_MAINTENANCE_SECONDS": "2",
         "ORT_OPTIMIZED_CACHE_DIR": "",
         "ORT_DISABLE_TELEMETRY": "1",
     }
