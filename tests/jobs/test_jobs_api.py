@@ -149,3 +149,12 @@ def test_a_job_upload_may_exceed_predicts_limit(make_app, image_maker, tmp_path)
     assert submitted.status_code == 202
     assert wait_for_state(client, submitted.get_json()["status_url"])["state"] == "finished"
     app.extensions["devolearn_jobs"].shutdown()
+
+
+def test_every_page_states_how_long_a_job_keeps_an_upload(local_app):
+    client = local_app.test_client()
+    for path in ("/", "/nucleus", "/membrane", "/lineage"):
+        page = " ".join(client.get(path).get_data(as_text=True).split())
+        assert "An image analysed on a page is never stored" in page, path
+        assert "kept only until the job finishes, fails or is cancelled" in page, path
+        assert "nothing you upload is stored" not in page.lower(), path
