@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from devolearn_web.imaging import ACCEPTED_FORMATS, TIFF_BIT_DEPTHS
+from devolearn_web.openapi_jobs import job_paths, job_schemas
 from devolearn_web.registry import MODEL_NAMES
 
 LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
@@ -246,44 +247,7 @@ def _predict_operation() -> dict:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {
-                            "file": {
-                                "type": "string",
-                                "contentMediaType": "application/octet-stream",
-                                "description": f"PNG, JPEG, TIFF ({TIFF_BIT_DEPTHS}; a "
-                                "multi-page TIFF or ImageJ hyperstack is a stack), BMP, GIF "
-                                "(animated: a movie), MP4, MOV or AVI movie.",
-                            },
-                            "threshold": {
-                                "type": "number",
-                                "minimum": 0,
-                                "maximum": 1,
-                                "description": "Segmentation only; default from the card.",
-                            },
-                            "diameter": {
-                                "type": "number",
-                                "minimum": 2,
-                                "maximum": 2000,
-                                "description": "Segmentation only: the typical object (nucleus "
-                                "or cell) diameter in pixels of the upload. The model then runs "
-                                "where objects have the size it was trained at. Blank or absent: "
-                                "found from the embryo and the objects (answer: scale, diameter).",
-                            },
-                            "pixel_size_um": {
-                                "type": "number",
-                                "minimum": 0.001,
-                                "maximum": 100,
-                                "description": "Segmentation only: micrometres per pixel of the "
-                                "upload, used for the scale when no diameter is given (a TIFF's "
-                                "own pixel size is read without it).",
-                            },
-                            "include": {
-                                "type": "string",
-                                "enum": ["figures"],
-                                "description": "Add Plotly figures and the input as a PNG.",
-                            },
-                            **_frames_request_fields(),
-                        },
+                        "properties": _upload_fields(),
                         "required": ["file"],
                     }
                 }
@@ -309,6 +273,48 @@ def _predict_operation() -> dict:
             },
             **{status: _error_response(text) for status, text in ERROR_RESPONSES.items()},
         },
+    }
+
+
+def _upload_fields() -> dict:
+    """The file and the options predict and jobs read from the form."""
+    return {
+        "file": {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": f"PNG, JPEG, TIFF ({TIFF_BIT_DEPTHS}; a "
+            "multi-page TIFF or ImageJ hyperstack is a stack), BMP, GIF "
+            "(animated: a movie), MP4, MOV or AVI movie.",
+        },
+        "threshold": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Segmentation only; default from the card.",
+        },
+        "diameter": {
+            "type": "number",
+            "minimum": 2,
+            "maximum": 2000,
+            "description": "Segmentation only: the typical object (nucleus "
+            "or cell) diameter in pixels of the upload. The model then runs "
+            "where objects have the size it was trained at. Blank or absent: "
+            "found from the embryo and the objects (answer: scale, diameter).",
+        },
+        "pixel_size_um": {
+            "type": "number",
+            "minimum": 0.001,
+            "maximum": 100,
+            "description": "Segmentation only: micrometres per pixel of the "
+            "upload, used for the scale when no diameter is given (a TIFF's "
+            "own pixel size is read without it).",
+        },
+        "include": {
+            "type": "string",
+            "enum": ["figures"],
+            "description": "Add Plotly figures and the input as a PNG.",
+        },
+        **_frames_request_fields(),
     }
 
 
@@ -349,6 +355,7 @@ def openapi_document() -> dict:
                 }
             },
             "/api/v1/predict/{name}": {"post": _predict_operation()},
+            **job_paths(_upload_fields()),
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -388,7 +395,7 @@ def openapi_document() -> dict:
                 }
             },
         },
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": {**_schemas(), **job_schemas()}},
     }
 
 

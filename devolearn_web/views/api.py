@@ -129,11 +129,10 @@ def refuse_query_fields() -> None:
             )
 
 
-def refuse_unknown_fields() -> None:
+def refuse_unknown_fields(known: tuple[str, ...] = ("file", *FORM_FIELDS)) -> None:
     """400 for a form field this endpoint does not read, naming the nearest one it does."""
     # A misspelt option (thresold=0.9) would otherwise run at the default unnoticed; the pages
     # and the documented clients send only these fields, so refusing breaks none of them.
-    known = ("file", *FORM_FIELDS)
     for key in request.form:
         if key in known:
             continue
