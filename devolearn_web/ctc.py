@@ -21,8 +21,49 @@ from devolearn_web.downloads import labels_16bit
 from devolearn_web.tracking import Track
 
 
+def tracks_without_gaps(
+    volumes: Sequence[np.ndarray], tracks: Sequence[Track]
+) -> tuple[list[np.ndarray], list[Track]]:
+    """The challenge refuses a track missing from a mask between its begin and end (gap closing
+    bridges such gaps): each part after a gap becomes a new track whose parent is the part
+    before it, and the masks of those time points carry the new id."""
+    present: dict[int, list[int]] = {}
+    for time, volume in enumerate(volumes):
+        for label in np.unique(volume[volume > 0]):
+            present.setdefault(int(label), []).append(time)
+    next_id = max((track.track for track in tracks), default=0) + 1
+    volumes = list(volumes)
+    parts: list[tuple[Track, bool]] = []  # (part, is the track's first part)
+    last_part: dict[int, int] = {}
+    for track in tracks:
+        times = present.get(track.track, [])
+        runs = np.split(np.asarray(times), np.flatnonzero(np.diff(times) > 1) + 1) if times else []
+        ident, parent = track.track, track.parent
+        for index, run in enumerate(runs):
+            if index:
+                ident, parent = next_id, ident
+                next_id += 1
+                for time in run:
+                    volume = volumes[time].copy()
+                    volume[volume == track.track] = ident
+                    volumes[time] = volume
+            parts.append((Track(ident, int(run[0]), int(run[-1]), parent), index == 0))
+        if not runs:
+            parts.append((track, True))
+        last_part[track.track] = ident
+    # Daughters hang from the last part of their mother.
+    fixed = [
+        Track(part.track, part.begin, part.end, last_part.get(part.parent, part.parent))
+        if first
+        else part
+        for part, first in parts
+    ]
+    return volumes, fixed
+
+
 def ctc_zip(volumes: Sequence[np.ndarray], tracks: Sequence[Track]) -> bytes:
     """ZIP of res_track.txt and maskTTT.tif (labels = track ids) per time point."""
+    volumes, tracks = tracks_without_gaps(volumes, tracks)
     digits = max(3, len(str(len(volumes) - 1)))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:

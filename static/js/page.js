@@ -14,6 +14,8 @@ import {
   showTimings,
 } from "./results.js";
 import {
+  assemblyFields,
+  assemblySummary,
   describePosition,
   downloadButtons,
   drawFrameChart,
@@ -64,6 +66,11 @@ const ui = {
   skipFirst: byId("skip-first"),
   skipLast: byId("skip-last"),
   runningMax: byId("running-max"),
+  assemble: byId("assemble-3d"),
+  track: byId("track"),
+  zStep: byId("z-step"),
+  assemblySummary: byId("assembly-summary"),
+  figures3d: byId("figures-3d"),
 };
 
 const state = {
@@ -84,6 +91,12 @@ function requestFields() {
   const fields = state.axes ? { axes: state.axes } : {};
   const diameter = ui.diameter ? ui.diameter.value.trim() : "";
   if (diameter) fields.diameter = diameter;
+  if (ui.assemble) {
+    Object.assign(
+      fields,
+      assemblyFields({ assemble: ui.assemble.checked, track: ui.track.checked, zStep: ui.zStep.value }),
+    );
+  }
   return fields;
 }
 
@@ -127,7 +140,11 @@ function cancelPending() {
 /** Analyse a new file: the first answer also loads the probability map for the slider. */
 async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   cancelPending();
-  if (!keepAxes) state.axes = "";
+  if (!keepAxes) {
+    state.axes = "";
+    // A new file starts as a plain stack: 3D and tracks are asked for once its axes are seen.
+    if (ui.assemble) ui.assemble.checked = ui.track.checked = false;
+  }
   state.file = file;
   state.mask = null;
   const run = ++state.run;
@@ -175,6 +192,8 @@ async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
     state.stackAnswer = null;
     ui.stack.hidden = true;
     await showAnswer(answer, file, run);
+    await showAssembly({});
+    if (ui.assemblySummary) ui.assemblySummary.hidden = true;
     if (isSegmentation && newFile) await prepareSlider(answer, run);
     return;
   }
@@ -184,6 +203,20 @@ async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
   showStackControls(answer);
   await drawFrameChart(ui.frameChart, answer, chartOptions());
   await showFrame(state.frameIndex, run);
+  await showAssembly(answer, run);
+}
+
+/** The 3D view, lineage tree and nuclei over time of an answer with assemble or track. */
+async function showAssembly(answer, run = state.run) {
+  if (!ui.figures3d) return;
+  const figures = answer.figures_3d || {};
+  for (const figure of Object.values(figures)) {
+    figure.layout = { ...figure.layout, uirevision: `run-${run}` };
+  }
+  await renderFigures(ui.figures3d, figures, {
+    filenamePrefix: downloadStem(pageData.model, state.file ? state.file.name : ""),
+    order: ["nuclei_3d", "lineage_tree", "nuclei_over_time"],
+  });
 }
 
 function chartOptions() {
@@ -220,6 +253,10 @@ async function showFrame(index, run) {
   markCurrentFrame(ui.frameChart, index);
   await showAnswer({ ...frame, notes: [...answer.notes, ...(frame.notes || [])] }, state.file, run);
   showDownloads(answer, state.file);
+  if (ui.assemblySummary) {
+    ui.assemblySummary.textContent = assemblySummary(answer, frame);
+    ui.assemblySummary.hidden = !ui.assemblySummary.textContent;
+  }
   if (isSegmentation && frame.probability) await prepareSlider(frame, run);
   else if (isSegmentation) ui.controls.hidden = false;
 }
@@ -278,8 +315,12 @@ function showTable(answer) {
 
 function showDownloads(answer, file) {
   // Every file is made by the server from the upload sent again (nothing is kept there).
-  const buttons = downloadButtons(pageData.task, Boolean(state.stackAnswer), (format, button) =>
-    requestDownload(format, button, file),
+  const stackAnswer = state.stackAnswer || {};
+  const buttons = downloadButtons(
+    pageData.task,
+    Boolean(state.stackAnswer),
+    (format, button) => requestDownload(format, button, file),
+    { assembled: "objects_3d" in stackAnswer, tracked: "tracks" in stackAnswer },
   );
   ui.downloads.replaceChildren(...buttons);
   if (isSegmentation && !state.stackAnswer && answer.probability) {
@@ -424,6 +465,16 @@ ui.stackAxesForm.addEventListener("submit", (event) => {
   state.axes = ui.stackAxes.value.trim().toUpperCase();
   analyse(state.file, { keepAxes: true });
 });
+
+// Ticking 3D or tracking (or a new z step while one is ticked) analyses the held file again.
+for (const control of [ui.assemble, ui.track, ui.zStep]) {
+  if (!control) continue;
+  control.addEventListener("change", () => {
+    if (!state.file) return;
+    if (control === ui.zStep && !ui.assemble.checked && !ui.track.checked) return;
+    analyse(state.file, { keepAxes: true });
+  });
+}
 
 for (const control of [ui.skipFirst, ui.skipLast, ui.runningMax]) {
   if (!control) continue;

@@ -153,18 +153,58 @@ export async function fetchDownload(url, file, fields) {
   return { blob: await response.blob(), filename: match ? match[1] : "devolearn-download" };
 }
 
+/** The fields that ask for 3D nuclei and tracks; the z step only with one of them (else a 400). */
+export function assemblyFields({ assemble = false, track = false, zStep = "" } = {}) {
+  const fields = {};
+  if (assemble) fields.assemble = "3d";
+  if (track) fields.track = "true";
+  if ((assemble || track) && String(zStep).trim()) fields.z_step_um = String(zStep).trim();
+  return fields;
+}
+
+/** "24 nuclei in 3D (z step 1 µm) · 30 tracks, 3 divisions" for the frame shown, or "". */
+export function assemblySummary(answer, frame) {
+  const parts = [];
+  const step = typeof answer.z_step_um === "number" ? ` (z step ${answer.z_step_um} µm)` : "";
+  if (typeof answer.count_3d === "number") {
+    parts.push(`${answer.count_3d} ${answer.count_3d === 1 ? "nucleus" : "nuclei"} in 3D${step}`);
+  } else if (Array.isArray(answer.count_3d_per_time)) {
+    const counts = answer.count_3d_per_time;
+    const time = Math.min((frame && frame.position && frame.position.time) || 0, counts.length - 1);
+    parts.push(
+      `${counts[time]} ${counts[time] === 1 ? "nucleus" : "nuclei"} in 3D at time point ` +
+        `${shownNumber(time)} of ${counts.length}${step}`,
+    );
+  }
+  if (Array.isArray(answer.tracks)) {
+    const divisions = answer.divisions || 0;
+    parts.push(
+      `${answer.tracks.length} ${answer.tracks.length === 1 ? "track" : "tracks"}, ` +
+        `${divisions} ${divisions === 1 ? "division" : "divisions"}`,
+    );
+  }
+  return parts.join(" · ");
+}
+
 /** The download buttons for one answer: each asks the server for a file made from the upload. */
-export function downloadButtons(task, isStack, onRequest) {
+export function downloadButtons(task, isStack, onRequest, { assembled = false, tracked = false } = {}) {
+  let labels = isStack ? "Labels (16-bit multi-page TIFF)" : "Labels (16-bit TIFF)";
+  // With assemble or track sent again, the server's TIFF holds 3D labels (or track ids).
+  if (tracked) labels = "Labels = track ids (16-bit TIFF)";
+  else if (assembled) labels = "3D labels (16-bit ZYX TIFF)";
   const choices =
     task === "segmentation"
       ? [
           ["csv", "Objects (CSV)"],
-          ["tiff", isStack ? "Labels (16-bit multi-page TIFF)" : "Labels (16-bit TIFF)"],
+          ["tiff", labels],
           ["roi", "Outlines (Fiji ROI set)"],
           ["probability-tiff", "Probability (TIFF)"],
           isStack ? ["zip", "Everything (ZIP)"] : ["png", "Mask (PNG)"],
         ]
       : [["csv", isStack ? "Populations per frame (CSV)" : "Populations (CSV)"]];
+  if (tracked) {
+    choices.push(["ctc", "Tracks, Cell Tracking Challenge layout (ZIP)"], ["tracks-csv", "Tracks (CSV)"]);
+  }
   return choices.map(([format, label]) => {
     const button = document.createElement("button");
     button.type = "button";
