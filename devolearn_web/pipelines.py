@@ -43,6 +43,7 @@ from devolearn_web.scale import (
     GridCard,
     ScaleRequest,
     WorkingGrid,
+    contrast_range,
     initial_grid,
     median_diameter,
     refined_grid,
@@ -247,17 +248,22 @@ def predict(
     decode_ms: float = 0.0,
     deadline: Deadline = NO_DEADLINE,
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
+    shared_grid: SharedGrid | None = None,
 ) -> SegmentationResult | LineageResult:
     """Run one model on a decoded image; decode_ms (time spent decoding) goes into the timings.
 
-    The deadline is checked before each stage and stops the model run itself (TookTooLong)."""
+    The deadline is checked before each stage and stops the model run itself (TookTooLong).
+    A stack's frames share one working grid (`shared_grid`), chosen once for the stack."""
     model = registry.get(name)
     clock = _Stopwatch(decode_ms)
     deadline.check("preparing the image for the model")
     if model.card["task"] == "segmentation":
         threshold = resolve_threshold(threshold, model.card)
         image = with_size_note(image, model.card)
-        plan = plan_segmentation(model, image, threshold, scale_request, deadline)
+        if shared_grid is not None:
+            plan = shared_grid.for_frame(image.pixels)
+        else:
+            plan = plan_segmentation(model, image, threshold, scale_request, deadline)
         return _segment(model, image, plan, threshold, clock, deadline)
     image = with_size_note(image, model.card)
     search = find_embryo(image.pixels)
@@ -296,9 +302,23 @@ class SegmentationPlan:
 
     grid: WorkingGrid
     search: EmbryoSearch
-    diameter: float | None  # median object diameter on the grid, working pixels
-    probability: np.ndarray | None  # the grid's map, when the first look already made it
+    diameter: float | None = None  # median object diameter on the grid, working pixels
+    probability: np.ndarray | None = None  # the grid's map, when the first look already made it
     first_look_ms: float = 0.0  # the first look's model run, reported as inference
+
+
+@dataclass(frozen=True)
+class SharedGrid:
+    """One working grid for every frame of a stack: its geometry, and where the embryo lies."""
+
+    grid: WorkingGrid
+    search: EmbryoSearch
+
+    def for_frame(self, pixels: np.ndarray) -> SegmentationPlan:
+        """The plan of one frame: the shared geometry, the frame's own contrast stretch (each
+        training slice was stretched by its own percentiles)."""
+        low, high = contrast_range(pixels, self.search.region)
+        return SegmentationPlan(dataclasses.replace(self.grid, low=low, high=high), self.search)
 
 
 def plan_segmentation(
@@ -323,6 +343,19 @@ def plan_segmentation(
     if refined is None:
         return SegmentationPlan(grid, search, diameter, probability, first_look_ms)
     return SegmentationPlan(refined, search, None, None, first_look_ms)
+
+
+def plan_shared_grid(
+    model: LoadedModel,
+    reference: DecodedImage,
+    threshold: float,
+    request: ScaleRequest,
+    deadline: Deadline = NO_DEADLINE,
+) -> SharedGrid:
+    """One grid for a whole stack, chosen on a reference picture of its embryo."""
+    plan = plan_segmentation(model, reference, threshold, request, deadline)
+    grid = plan.grid.rescaled(1.0, f"{plan.grid.source}, one grid for the whole stack")
+    return SharedGrid(grid, plan.search)
 
 
 def _with_calibrated_pixel_size(request: ScaleRequest, calibration: Calibration | None):
@@ -562,19 +595,20 @@ def predict_batch(
     threshold: float | None = None,
     deadline: Deadline = NO_DEADLINE,
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
+    shared_grid: SharedGrid | None = None,
 ) -> list[SegmentationResult | LineageResult]:
     """Run a model on several decoded images (the frames of a stack or movie).
 
-    Each segmentation frame gets its own working grid, as the same image uploaded alone would;
-    lineage frames go through ONE ONNX Runtime call (dynamic batch axis), each result's
-    timings carrying its share of the batch's preprocess and inference time.
+    Segmentation frames run on `shared_grid` when given (else each on its own, as the same
+    image uploaded alone); lineage frames go through ONE ONNX Runtime call (dynamic batch
+    axis), each result's timings carrying its share of the batch's preprocess and inference.
     """
     model = registry.get(name)
     card = model.card
     if card["task"] == "segmentation":
         threshold = resolve_threshold(threshold, card)
         return [
-            predict(registry, name, image, threshold, 0.0, deadline, scale_request)
+            predict(registry, name, image, threshold, 0.0, deadline, scale_request, shared_grid)
             for image in images
         ]
     if not images:

@@ -18,12 +18,15 @@ import numpy as np
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.downloads import LINEAGE_ORDER, MAX_LABEL_16_BIT
 from devolearn_web.errors import BadParameter
-from devolearn_web.imaging import DEFAULT_MAX_PIXELS
+from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage
 from devolearn_web.movies import decode_movie, sniff_movie
 from devolearn_web.pipelines import (
     LineageResult,
     SegmentationResult,
+    SharedGrid,
+    plan_shared_grid,
     predict_batch,
+    resolve_threshold,
     rounded_timings,
 )
 from devolearn_web.registry import ModelRegistry
@@ -90,14 +93,56 @@ def predict_stack(
     `deadline` bounds the whole stack; `batch_seconds`, when given, bounds each batch instead
     (a streamed answer sends bytes after every batch, which is what keeps a router waiting).
     """
+    shared_grid = stack_grid(registry, name, stack, threshold, deadline, scale_request)
     for start in range(0, stack.count, batch_size):
         indices = range(start, min(start + batch_size, stack.count))
         images = [stack.image(index) for index in indices]
         batch_deadline = Deadline(batch_seconds) if batch_seconds else deadline
         results = predict_batch(
-            registry, name, images, threshold, batch_deadline, scale_request=scale_request
+            registry, name, images, threshold, batch_deadline, scale_request, shared_grid
         )
         yield from zip(indices, results, strict=True)
+
+
+def stack_grid(
+    registry: ModelRegistry,
+    name: str,
+    stack: FrameStack,
+    threshold: float | None,
+    deadline: Deadline,
+    scale_request: ScaleRequest,
+) -> SharedGrid | None:
+    """The working grid every frame of a segmentation stack runs on (None for lineage).
+
+    One grid, because the slices of one embryo share one scale: a slice near the embryo's top
+    or bottom shows a small cross-section and a few dim caps, and sized on its own it was
+    enlarged until noise read as nuclei. The grid is chosen on the whole embryo (the middle
+    time point's slices projected), at the stack's own pixel size when its file has one."""
+    model = registry.get(name)
+    if model.card["task"] != "segmentation" or stack.count < 2:
+        return None
+    threshold = resolve_threshold(threshold, model.card)
+    return plan_shared_grid(model, reference_image(stack), threshold, scale_request, deadline)
+
+
+def reference_image(stack: FrameStack) -> DecodedImage:
+    """The picture a stack's grid is chosen on: the brightest value through z of the middle
+    time point (the whole embryo), or the middle frame of a stack without z."""
+    middle = stack.positions[stack.count // 2]
+    if "z" in middle:
+        time_point = middle.get("time")
+        indices = [
+            index
+            for index, position in enumerate(stack.positions)
+            if position.get("time") == time_point
+        ]
+    else:
+        indices = [stack.count // 2]
+    projection = stack.pixels(indices[0])
+    for index in indices[1:]:
+        np.maximum(projection, stack.pixels(index), out=projection)
+    calibration = None if stack.calibration is None else stack.calibration.without_z()
+    return DecodedImage(projection, stack.width, stack.height, stack.mode, (), calibration)
 
 
 def answer_events(

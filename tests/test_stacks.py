@@ -135,7 +135,9 @@ def test_a_segmentation_stack_runs_each_frame_at_its_own_working_grid(
         stack = stack_pipeline.load_frames(data)
         results = list(stack_pipeline.predict_stack(get_registry(), "membrane", stack))
     assert len(results) == 5
-    assert calls == [2] * 5  # each frame and its mirror image in one call
+    # One look at the whole embryo chooses the stack's grid, then each frame and its mirror
+    # image go in one call.
+    assert calls == [2] * 6
 
 
 def test_a_lineage_movie_is_sent_to_the_model_in_batches(app, image_maker, monkeypatch):
@@ -247,3 +249,51 @@ def test_float64_stack_with_a_signalling_nan_is_read_quietly(image_maker):
     stack.view(np.uint64)[0, 0, 0] = 0x7FF0000000000001  # a signalling NaN
     frames = read_tiff_stack(image_maker.tiff(stack, photometric="minisblack"))
     assert np.isfinite(frames.pixels(0)).all() and frames.pixels(3).max() == 1.0
+
+
+def embryo_slices(sizes: list[float]) -> np.ndarray:
+    """(N, 120, 180) uint8 z-slices of one embryo: an ellipse of relative size sizes[i] holding
+    bright nuclei, as a slice near the top or bottom shows a small cross-section."""
+    rows, cols = np.ogrid[:120, :180]
+    planes = []
+    for size in sizes:
+        inside = ((rows - 60) / (40 * size)) ** 2 + ((cols - 90) / (70 * size)) ** 2 <= 1
+        nuclei = (np.sin(rows / 4.0) * np.sin(cols / 4.0)) > 0.5
+        planes.append(np.where(inside, np.where(nuclei, 220, 60), 5).astype(np.uint8))
+    return np.stack(planes)
+
+
+def test_the_slices_of_a_stack_share_one_grid_chosen_on_the_whole_embryo(app, image_maker):
+    from devolearn_web import stack_pipeline
+
+    data = image_maker.tiff(embryo_slices([0.3, 0.6, 1.0, 0.6, 0.3]), photometric="minisblack")
+    with app.app_context():
+        from devolearn_web.registry import get_registry
+
+        stack = stack_pipeline.load_frames(data)
+        answers = [
+            r.to_json() for _, r in stack_pipeline.predict_stack(get_registry(), "nucleus", stack)
+        ]
+    assert {answer["scale"] for answer in answers} == {answers[2]["scale"]}
+    assert all(
+        answer["scale_source"].endswith("one grid for the whole stack") for answer in answers
+    )
+    # The grid follows the whole embryo (the middle slice), not a cap alone.
+    with app.app_context():
+        alone, _ = __import__("devolearn_web.pipelines").pipelines.predict_bytes(
+            get_registry(), "nucleus", image_maker.tiff(embryo_slices([1.0])[0])
+        )
+    assert answers[0]["scale"] == pytest.approx(alone.to_json()["scale"], rel=0.05)
+
+
+def test_a_time_lapse_of_z_stacks_is_sized_on_the_middle_time_point_projected(image_maker):
+    from devolearn_web import stack_pipeline
+
+    values = np.zeros((3, 4, 6, 8), np.uint8)
+    values[1, 2, 1, 1] = 200  # the middle time point, one slice each
+    values[1, 0, 4, 6] = 100
+    values[0, 1, 3, 3] = 250  # another time point: not in the reference
+    stack = read_tiff_stack(image_maker.tiff(values, imagej=True, metadata={"axes": "TZYX"}))
+    reference = stack_pipeline.reference_image(stack).pixels
+    expected = values[1].max(axis=0) / 255.0
+    assert np.allclose(reference, expected, atol=1e-6)
