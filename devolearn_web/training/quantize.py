@@ -47,8 +47,7 @@ CALIBRATION_SPLIT = "train"
 # layers cost little next to the encoder.
 FLOAT_OUTPUT_OPS = ("Sigmoid",)
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-# ONNX Runtime's calibration methods (CalibrationMethod names) and their settings.
-CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
+# ONNX Runtime's calibration method (a CalibrationMethod name) and each method's settings.
 DEFAULT_CALIBRATION_METHOD = "MinMax"
 CALIBRATION_OPTIONS = {"Percentile": {"CalibPercentile": 99.999}}
 
