@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.lineage_counts import network_counts
 from devolearn_web.training.cards import write_card
 from devolearn_web.training.evaluate import (
@@ -24,7 +25,7 @@ from devolearn_web.training.evaluate import (
 )
 from devolearn_web.training.isotonic import CALIBRATION_SPLIT, fit_calibration
 from devolearn_web.training.layout import Workspace
-from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
+from devolearn_web.training.onnx_runner import OnnxModel
 from devolearn_web.training.specs import LINEAGE_MAXIMA, get_spec
 
 
@@ -43,7 +44,7 @@ def record_calibration(workspace: Workspace, threads: int = 2) -> dict:
     raw, truth = split_counts(onnx, workspace.index_csv, CALIBRATION_SPLIT)
     calibration = fit_calibration(raw, truth)
     workspace.run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"sha256": sha256_of(onnx_path), "calibration": calibration}
+    record = {"sha256": file_sha256(onnx_path), "calibration": calibration}
     workspace.calibration_record.write_text(json.dumps(record, indent=2) + "\n")
     return record
 
