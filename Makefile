@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 5000
 
-.PHONY: run test test-fast serve lint chromium train-all
+.PHONY: run test test-fast serve lint chromium redis-server train-all
 
 run: $(VENV)/.serving  ## Run the app locally on http://127.0.0.1:$(PORT)
 	PORT=$(PORT) $(PY) app.py
@@ -13,7 +13,7 @@ run: $(VENV)/.serving  ## Run the app locally on http://127.0.0.1:$(PORT)
 serve: $(VENV)/.serving  ## Run it as the Procfile does (gunicorn)
 	PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(VENV)/.dev $(VENV)/.training chromium  ## Every test: unit, training, browser
+test: $(VENV)/.dev $(VENV)/.training chromium redis-server  ## Every test: unit, training, browser, jobs
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.dev  ## The tests that need neither PyTorch nor a browser
@@ -42,3 +42,9 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's redis-server for the job tests (real Redis, real RQ workers; tests/jobs).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }

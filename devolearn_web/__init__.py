@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import IO
 
@@ -30,7 +31,12 @@ logger = logging.getLogger(__name__)
 
 
 class InMemoryRequest(Request):
-    """A request whose uploaded files stay in memory: nothing a visitor sends touches the disk."""
+    """A request whose uploaded files stay in memory: nothing a visitor sends touches the disk.
+
+    The one exception is a job's upload (views/jobs.py sets `spool_dir`): it may be gigabytes,
+    so it is streamed to an unnamed temporary file there, gone when closed or on a crash."""
+
+    spool_dir: str | None = None
 
     def _get_file_stream(
         self,
@@ -39,6 +45,9 @@ class InMemoryRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
+        if self.spool_dir is not None:
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+            return tempfile.TemporaryFile(dir=self.spool_dir)
         # Werkzeug spools files over 500 KB to a temporary file; MAX_CONTENT_LENGTH bounds memory.
         return io.BytesIO()
 
@@ -97,16 +106,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Imported here, not at the top: `import devolearn_web.segmentation` (as training does) must
     # not pull in ONNX Runtime, Plotly and the views.
     from devolearn_web import admission, cli, ratelimit, registry
-    from devolearn_web.views import api, pages
+    from devolearn_web.views import api, jobs, pages
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(jobs.bp)
     register_error_handlers(app)
     app.after_request(add_security_headers)
     ratelimit.init_app(app)
     admission.init_app(app)  # after the rate limit: a refused client reserves nothing
     registry.init_app(app)
     cli.init_app(app)  # `flask devolearn predict ...` (batch, no server)
+    jobs.init_app(app)  # after the registry: in-process jobs share its models
     return app
 
 

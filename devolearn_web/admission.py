@@ -181,6 +181,11 @@ def _releasing_when_done(chunks: Iterable, reservation: Reservation) -> Iterator
     try:
         yield from chunks
     finally:  # the last chunk was sent, or the client went away (GeneratorExit)
+        # The server closes this generator, not what it wraps: a file sent from disk
+        # (send_file) stays open unless its own close is called here, as WSGI asks.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
         reservation.release()
 
 

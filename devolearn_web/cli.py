@@ -1,9 +1,9 @@
 """`flask --app wsgi devolearn predict <model> <files or folders> --out DIR`: batch, no server.
 
 Writes, per input file, the same files the API's downloads give (objects CSV, 16-bit label TIFF,
-probability TIFF and a mask PNG for one image; the lineage CSV), plus one summary.csv with a row
-per frame of every file. A file that cannot be read is reported and skipped; the exit status is
-1 when any was.
+probability TIFF, ImageJ ROI set and a mask PNG for one image; the lineage CSV), plus one
+summary.csv with a row per frame of every file. A file that cannot be read is reported and
+skipped; the exit status is 1 when any was.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from devolearn_web.stacks import parse_axes_override
 INPUT_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".mov", ".mp4", ".avi"}
 )
-SEGMENTATION_OUTPUTS = ("csv", "tiff", "probability-tiff")
+SEGMENTATION_OUTPUTS = ("csv", "tiff", "probability-tiff", "roi")
 
 
 @click.group("devolearn")

@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import sys
+import tempfile
 from pathlib import Path
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +85,32 @@ class Config:
         self.TRUSTED_PROXY_COUNT = _env_int(
             "TRUSTED_PROXY_COUNT", 1 if os.environ.get("DYNO") else 0
         )
+        # Long jobs (devolearn_web/jobs): on RQ workers when REDIS_URL is set (Heroku Redis),
+        # else in a background pool of this process. Each setting is read by web and worker alike.
+        self.REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+        # A whole recording (the Cell Tracking Challenge's is 4.9 GB) is sent as several jobs.
+        self.JOB_MAX_UPLOAD_BYTES = _env_int("JOB_MAX_UPLOAD_BYTES", 2_000_000_000)
+        # A job's input and results, outside the static tree; deleted when no longer needed.
+        self.JOBS_DIR = os.environ.get("JOBS_DIR", "").strip() or os.path.join(
+            tempfile.gettempdir(), f"devolearn-jobs-{os.getuid()}"
+        )
+        # Frames per chunk: what one worker holds and runs at once, and the unit of a retry.
+        self.JOB_CHUNK_FRAMES = _env_int("JOB_CHUNK_FRAMES", 4)
+        # One chunk must end within Heroku's 30 s between SIGTERM and SIGKILL, so a worker told to
+        # stop finishes its chunk; a longer one is stopped and retried.
+        self.JOB_CHUNK_TIMEOUT_SECONDS = _env_int("JOB_CHUNK_TIMEOUT_SECONDS", 25)
+        # Decoding the whole upload into chunks (the step before them) may take longer.
+        self.JOB_PREPARE_TIMEOUT_SECONDS = _env_int("JOB_PREPARE_TIMEOUT_SECONDS", 600)
+        self.JOB_RETRIES = _env_int("JOB_RETRIES", 2)
+        # How long a finished job's results are kept (then deleted), and a failed job's record.
+        self.JOB_RESULT_TTL_SECONDS = _env_int("JOB_RESULT_TTL_SECONDS", 3600)
+        # Nothing of a job outlives this, whatever happens to it (a crashed web or worker dyno).
+        self.JOB_MAX_LIFETIME_SECONDS = _env_int("JOB_MAX_LIFETIME_SECONDS", 24 * 3600)
+        # In-process jobs (no REDIS_URL): how many run at once beside the requests.
+        self.JOB_THREADS = _env_int("JOB_THREADS", 1)
+        # A job's stack may be far larger than a request's: it is decoded once, then chunked.
+        self.JOB_MAX_STACK_VOXELS = _env_int("JOB_MAX_STACK_VOXELS", 2_000_000_000)
+        self.JOB_MAX_FRAMES = _env_int("JOB_MAX_FRAMES", 100_000)
 
     def as_dict(self) -> dict:
         """The settings as Flask config keys."""

@@ -8,7 +8,9 @@
   divided by 255), same layout.
 - CSVs: one row per object (position columns, label, x, y, area) or per frame for lineage
   (the same position columns, A, E, M, P, C, D, Z, total).
-- ZIP: the TIFFs, a mask PNG per frame and the CSV together.
+- ROI set: an ImageJ ROI set (.zip of polygon .roi files, one per object, named by label;
+  devolearn_web.roi_sets) for Fiji's ROI Manager, each ROI on its own plane in a stack.
+- ZIP: the TIFFs, a mask PNG per frame, the CSV and the ROI set together.
 - A calibrated upload (its pixel size read from the TIFF) gives TIFFs that carry the same pixel
   size (ImageJ `unit`, `spacing`, resolution tags: results are at the upload's size) and a CSV
   with x, y and area in the unit too; an uncalibrated one gives exactly the files it always did.
@@ -32,6 +34,7 @@ from devolearn_web.calibration import Calibration, writer_options
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import CONVERSION_BAND_PIXELS, probability_mask
 from devolearn_web.pipelines import LineageResult, SegmentationResult
+from devolearn_web.roi_sets import roi_set_zip
 from devolearn_web.segmentation import SegmentedObject
 
 LINEAGE_ORDER = ("A", "E", "M", "P", "C", "D", "Z")
@@ -40,13 +43,14 @@ POSITION_COLUMNS = {"time": "frame", "z": "slice", "seconds": "seconds"}
 MAX_LABEL_16_BIT = 65535
 # Calibrated CSV values keep 6 significant digits: pixel sizes are known to fewer.
 CALIBRATED_DIGITS = 6
-SEGMENTATION_FORMATS = ("csv", "tiff", "probability-tiff", "png", "zip")
+SEGMENTATION_FORMATS = ("csv", "tiff", "probability-tiff", "png", "roi", "zip")
 LINEAGE_FORMATS = ("csv",)
 MEDIA_TYPES = {
     "csv": "text/csv",
     "tiff": "image/tiff",
     "probability-tiff": "image/tiff",
     "png": "image/png",
+    "roi": "application/zip",
     "zip": "application/zip",
 }
 FILE_SUFFIXES = {
@@ -54,6 +58,8 @@ FILE_SUFFIXES = {
     "tiff": "_labels.tif",
     "probability-tiff": "_probability.tif",
     "png": "_mask.png",
+    # Fiji's own name for a ROI set saved from the ROI Manager is RoiSet.zip.
+    "roi": "_RoiSet.zip",
     "zip": ".zip",
 }
 
@@ -61,6 +67,11 @@ FILE_SUFFIXES = {
 def check_format(requested: str, task: str, frames: int) -> str:
     """The download format, checked against the model's task and the number of frames."""
     allowed = SEGMENTATION_FORMATS if task == "segmentation" else LINEAGE_FORMATS
+    if requested == "roi" and task != "segmentation":
+        raise BadParameter(
+            "A ROI set outlines segmented objects; the lineage model counts cells per lineage "
+            "and outlines none. Ask for format=csv (populations) or json."
+        )
     if requested not in allowed:
         raise BadParameter(
             f"The format '{requested[:20]}' is not available for this model; choose one of: "
@@ -275,7 +286,8 @@ def zip_bundle(
     axis: str = "Z",
     calibration: Calibration | None = None,
 ) -> bytes:
-    """ZIP: labels TIFF, probability TIFF, objects CSV and one mask PNG per frame."""
+    """ZIP: labels TIFF, probability TIFF, objects CSV, the ROI set and one mask PNG per
+    frame."""
     buffer = io.BytesIO()
     digits = len(str(max(0, len(results) - 1)))
     slices = z_slices(positions)
@@ -285,6 +297,7 @@ def zip_bundle(
             f"{stem}_probability.tif", probability_tiff(results, axis, slices, calibration)
         )
         bundle.writestr(f"{stem}_objects.csv", objects_csv(results, positions, calibration))
+        bundle.writestr(f"{stem}{FILE_SUFFIXES['roi']}", roi_set_zip(results, positions))
         for index, result in enumerate(results):
             name = (
                 f"{stem}_mask.png"
@@ -316,6 +329,8 @@ def build_download(
         body = probability_tiff(results, axis, z_slices(positions), calibration)
     elif requested == "png":
         body = mask_png(results[0])
+    elif requested == "roi":
+        body = roi_set_zip(results, positions)
     else:
         body = zip_bundle(stem, results, positions, axis, calibration)
     return body, MEDIA_TYPES[requested], f"{stem}{FILE_SUFFIXES[requested]}"

@@ -100,6 +100,32 @@ class TookTooLong(DevoLearnError):
     message = "The analysis took longer than this server allows for one image and was stopped."
 
 
+class JobNotFound(DevoLearnError):
+    """No job has this id: it never existed, or it expired and was deleted."""
+
+    status = 404
+    message = (
+        "There is no job with this id: it never existed, or its results expired and were deleted."
+    )
+
+
+class JobNotFinished(DevoLearnError):
+    """The job's results were asked for before it finished (409, with its state)."""
+
+    status = 409
+    message = "The job has not finished yet; ask again when its state is 'finished'."
+
+
+class JobsUnavailable(DevoLearnError):
+    """The job queue (Redis) cannot be reached: a 503 with a sentence; predict still works."""
+
+    status = 503
+    message = (
+        "Jobs cannot be taken right now: the job queue is unreachable. Images and stacks that "
+        "fit one request can still be analysed; please try the job again in a few minutes."
+    )
+
+
 # Sentences for errors werkzeug raises before our code runs (routing, method, body size).
 HTTP_SENTENCES = {
     400: "The request could not be understood.",

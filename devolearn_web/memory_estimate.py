@@ -49,11 +49,14 @@ ANSWER_BYTES_PER_PIXEL = {
     "png": 1.5,
     "tiff": 2.3,
     "probability-tiff": 4.6,
+    # The ROI set is a few kB per object; tracing an object copies at most a megapixel sample
+    # of its box (roi_sets.MAX_TRACED_PIXELS), which SLACK_BYTES covers.
+    "roi": 0.2,
     "zip": 11.0,
     "figures": 3.0,
 }
 # The answers that read the labels at the upload's size (a stack's downloads all do).
-READS_LABELS = ("tiff", "zip", "figures")
+READS_LABELS = ("tiff", "roi", "zip", "figures")
 # A stack's frames are held twice while they are read (the file's series and the frames).
 STACK_COPIES = 2
 # What reading a damaged or hostile header raises (the decoders' own list, and their refusals).

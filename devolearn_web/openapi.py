@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from devolearn_web.imaging import ACCEPTED_FORMATS, TIFF_BIT_DEPTHS
+from devolearn_web.openapi_jobs import job_paths, job_schemas
 from devolearn_web.registry import MODEL_NAMES
 
 LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
@@ -246,44 +247,7 @@ def _predict_operation() -> dict:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {
-                            "file": {
-                                "type": "string",
-                                "contentMediaType": "application/octet-stream",
-                                "description": f"PNG, JPEG, TIFF ({TIFF_BIT_DEPTHS}; a "
-                                "multi-page TIFF or ImageJ hyperstack is a stack), BMP, GIF "
-                                "(animated: a movie), MP4, MOV or AVI movie.",
-                            },
-                            "threshold": {
-                                "type": "number",
-                                "minimum": 0,
-                                "maximum": 1,
-                                "description": "Segmentation only; default from the card.",
-                            },
-                            "diameter": {
-                                "type": "number",
-                                "minimum": 2,
-                                "maximum": 2000,
-                                "description": "Segmentation only: the typical object (nucleus "
-                                "or cell) diameter in pixels of the upload. The model then runs "
-                                "where objects have the size it was trained at. Blank or absent: "
-                                "found from the embryo and the objects (answer: scale, diameter).",
-                            },
-                            "pixel_size_um": {
-                                "type": "number",
-                                "minimum": 0.001,
-                                "maximum": 100,
-                                "description": "Segmentation only: micrometres per pixel of the "
-                                "upload, used for the scale when no diameter is given (a TIFF's "
-                                "own pixel size is read without it).",
-                            },
-                            "include": {
-                                "type": "string",
-                                "enum": ["figures"],
-                                "description": "Add Plotly figures and the input as a PNG.",
-                            },
-                            **_frames_request_fields(),
-                        },
+                        "properties": _upload_fields(),
                         "required": ["file"],
                     }
                 }
@@ -309,6 +273,48 @@ def _predict_operation() -> dict:
             },
             **{status: _error_response(text) for status, text in ERROR_RESPONSES.items()},
         },
+    }
+
+
+def _upload_fields() -> dict:
+    """The file and the options predict and jobs read from the form."""
+    return {
+        "file": {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": f"PNG, JPEG, TIFF ({TIFF_BIT_DEPTHS}; a "
+            "multi-page TIFF or ImageJ hyperstack is a stack), BMP, GIF "
+            "(animated: a movie), MP4, MOV or AVI movie.",
+        },
+        "threshold": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Segmentation only; default from the card.",
+        },
+        "diameter": {
+            "type": "number",
+            "minimum": 2,
+            "maximum": 2000,
+            "description": "Segmentation only: the typical object (nucleus "
+            "or cell) diameter in pixels of the upload. The model then runs "
+            "where objects have the size it was trained at. Blank or absent: "
+            "found from the embryo and the objects (answer: scale, diameter).",
+        },
+        "pixel_size_um": {
+            "type": "number",
+            "minimum": 0.001,
+            "maximum": 100,
+            "description": "Segmentation only: micrometres per pixel of the "
+            "upload, used for the scale when no diameter is given (a TIFF's "
+            "own pixel size is read without it).",
+        },
+        "include": {
+            "type": "string",
+            "enum": ["figures"],
+            "description": "Add Plotly figures and the input as a PNG.",
+        },
+        **_frames_request_fields(),
     }
 
 
@@ -349,6 +355,7 @@ def openapi_document() -> dict:
                 }
             },
             "/api/v1/predict/{name}": {"post": _predict_operation()},
+            **job_paths(_upload_fields()),
             "/api/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -388,7 +395,7 @@ def openapi_document() -> dict:
                 }
             },
         },
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": {**_schemas(), **job_schemas()}},
     }
 
 
@@ -397,11 +404,47 @@ def _frames_request_fields() -> dict:
     return {
         "format": {
             "type": "string",
-            "enum": ["json", "csv", "tiff", "probability-tiff", "png", "zip"],
+            "enum": [
+                "json",
+                "csv",
+                "tiff",
+                "probability-tiff",
+                "png",
+                "roi",
+                "zip",
+                "ctc",
+                "tracks-csv",
+            ],
             "default": "json",
             "description": "json, or a file: csv (objects, or lineage per frame), tiff (16-bit "
-            "labels; multi-page ImageJ for stacks), probability-tiff (float32), png (mask at the "
-            "threshold; one image only), zip (all of them, a mask PNG per frame). Lineage: csv.",
+            "labels; multi-page ImageJ for stacks; 3D labels with assemble=3d, track ids with "
+            "track=true), probability-tiff (float32), png (mask at the threshold; one image "
+            "only), zip (all of them, a mask PNG per frame). Lineage: csv. With track=true: ctc "
+            "(ZIP in the Cell Tracking Challenge's result layout: res_track.txt and maskTTT.tif) "
+            "and tracks-csv (time, track, parent, x, y, z, volume per nucleus and time point).",
+        },
+        "assemble": {
+            "type": "string",
+            "enum": ["2d", "3d"],
+            "default": "2d",
+            "description": "Nucleus model, z-stacks (ZYX, or each time point of TZYX): 3d links "
+            "each nucleus through the slices (one label per nucleus in every slice) and adds "
+            "count_3d and objects_3d. A single image, a stack without z or another model: 400.",
+        },
+        "track": {
+            "type": "string",
+            "enum": ["true", "false"],
+            "default": "false",
+            "description": "Nucleus model, time series (TYX or TZYX): follow nuclei through "
+            "time with divisions and short gaps (laptrack); adds tracks (CTC man_track meaning), "
+            "nuclei_per_time and divisions; labels carry track ids. Without a time axis: 400.",
+        },
+        "z_step_um": {
+            "type": "number",
+            "minimum": 0.01,
+            "maximum": 100,
+            "description": "With assemble=3d or track=true: the z step in micrometres (default: "
+            "the TIFF's ImageJ spacing, else 1). It bounds how many slices a link may skip.",
         },
         "axes": {
             "type": "string",
@@ -489,6 +532,50 @@ def _frames_schema() -> dict:
             "outside_training_range_frames": {"type": "array", "items": {"type": "integer"}},
             "at_end_of_training_range_frames": {"type": "array", "items": {"type": "integer"}},
             "calibration": {"$ref": "#/components/schemas/Calibration"},
+            "z_step_um": {"type": "number", "description": "assemble=3d: the z step used."},
+            "count_3d": {
+                "type": "integer",
+                "description": "assemble=3d on one z-stack: nuclei in 3D.",
+            },
+            "count_3d_per_time": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "assemble=3d on z-stacks over time: nuclei in 3D per time point.",
+            },
+            "objects_3d": {
+                "type": "array",
+                "description": "assemble=3d: one entry per 3D nucleus (and time point): label "
+                "(the track id with track=true), centre x, y (pixels) and z (slices), volume "
+                "(voxels); x_um, y_um, z_um, volume_um3 when the TIFF is calibrated.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        key: {"type": "number"}
+                        for key in ("time", "label", "x", "y", "z", "volume", "x_um", "y_um")
+                        + ("z_um", "volume_um3")
+                    },
+                    "required": ["label", "x", "y", "z", "volume"],
+                },
+            },
+            "tracks": {
+                "type": "array",
+                "description": "track=true: the Cell Tracking Challenge's man_track.txt lines: "
+                "track id, first and last time point (0-based), parent track (0: none).",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        key: {"type": "integer"} for key in ("track", "begin", "end", "parent")
+                    },
+                    "required": ["track", "begin", "end", "parent"],
+                },
+            },
+            "nuclei_per_time": {"type": "array", "items": {"type": "integer"}},
+            "divisions": {"type": "integer"},
+            "figures_3d": {
+                "type": "object",
+                "description": "include=figures with assemble or track: Plotly figures "
+                "nuclei_3d, lineage_tree, nuclei_over_time.",
+            },
             "notes": {"type": "array", "items": {"type": "string"}},
             "timings_ms": {"type": "object"},
         },

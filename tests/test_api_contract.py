@@ -148,6 +148,21 @@ def test_openapi_is_a_valid_document_describing_every_path(client):
         "/api/v1/predict/{name}",
         "/api/v1/openapi.json",
         "/healthz",
+        "/api/v1/jobs",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/result",
+        "/api/v1/jobs/{id}/download/{format}",
+    }
+    job = document["paths"]["/api/v1/jobs"]["post"]
+    assert {"202", "400", "413", "415", "503"} <= set(job["responses"])
+    assert set(document["components"]["schemas"]["Job"]["properties"]) == {
+        "id",
+        "model",
+        "state",
+        "progress",
+        "error",
+        "result_url",
+        "expires_at",
     }
     responses = document["paths"]["/api/v1/predict/{name}"]["post"]["responses"]
     assert {"200", "400", "404", "413", "415", "503"} <= set(responses)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import roifile
 import tifffile
 from PIL import Image
 
@@ -30,6 +31,7 @@ def test_predict_on_a_folder_writes_csvs_and_tiffs(app, image_maker, tmp_path):
     assert tifffile.imread(out / "one_labels.tif").max() == 5
     assert tifffile.imread(out / "stack_labels.tif").shape == (2, 140, 200)
     assert (out / "one_mask.png").is_file() and (out / "stack_probability.tif").is_file()
+    assert len(roifile.roiread(out / "one_RoiSet.zip")) == 5  # Fiji's ROI set: one per nucleus
     with open(out / "summary.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     # Sorted paths: day2/stack.tif (two slices) comes before one.png.

@@ -26,6 +26,18 @@ ENVIRONMENT = (
     "TRUSTED_PROXY_COUNT",
     "MEMORY_BUDGET_MB",
     "MEMORY_WAIT_SECONDS",
+    "REDIS_URL",
+    "JOB_MAX_UPLOAD_BYTES",
+    "JOBS_DIR",
+    "JOB_CHUNK_FRAMES",
+    "JOB_CHUNK_TIMEOUT_SECONDS",
+    "JOB_PREPARE_TIMEOUT_SECONDS",
+    "JOB_RETRIES",
+    "JOB_RESULT_TTL_SECONDS",
+    "JOB_MAX_LIFETIME_SECONDS",
+    "JOB_THREADS",
+    "JOB_MAX_STACK_VOXELS",
+    "JOB_MAX_FRAMES",
 )
 
 
@@ -52,6 +64,10 @@ def test_defaults(clean_environment):
     assert (config.RATE_LIMIT_PER_MINUTE, config.RATE_LIMIT_BURST) == (60.0, 20)
     assert config.TRUSTED_PROXY_COUNT == 0
     assert (config.MEMORY_BUDGET_MB, config.MEMORY_WAIT_SECONDS) == (240.0, 10.0)
+    assert config.REDIS_URL == ""  # jobs in-process
+    assert config.JOB_RESULT_TTL_SECONDS == 3600  # results kept one hour
+    assert config.JOB_MAX_UPLOAD_BYTES == 2_000_000_000
+    assert not Path(config.JOBS_DIR).is_relative_to(Path(__file__).parent.parent / "static")
 
 
 def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path):
@@ -72,6 +88,18 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("TRUSTED_PROXY_COUNT", "1")
     clean_environment.setenv("MEMORY_BUDGET_MB", "150")
     clean_environment.setenv("MEMORY_WAIT_SECONDS", "2.5")
+    clean_environment.setenv("REDIS_URL", "redis://example:6379/0")
+    clean_environment.setenv("JOB_MAX_UPLOAD_BYTES", "5000")
+    clean_environment.setenv("JOBS_DIR", "/srv/jobs")
+    clean_environment.setenv("JOB_CHUNK_FRAMES", "8")
+    clean_environment.setenv("JOB_CHUNK_TIMEOUT_SECONDS", "20")
+    clean_environment.setenv("JOB_PREPARE_TIMEOUT_SECONDS", "300")
+    clean_environment.setenv("JOB_RETRIES", "3")
+    clean_environment.setenv("JOB_RESULT_TTL_SECONDS", "7200")
+    clean_environment.setenv("JOB_MAX_LIFETIME_SECONDS", "86400")
+    clean_environment.setenv("JOB_THREADS", "2")
+    clean_environment.setenv("JOB_MAX_STACK_VOXELS", "1000000")
+    clean_environment.setenv("JOB_MAX_FRAMES", "50")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -90,6 +118,18 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "TRUSTED_PROXY_COUNT": 1,
         "MEMORY_BUDGET_MB": 150.0,
         "MEMORY_WAIT_SECONDS": 2.5,
+        "REDIS_URL": "redis://example:6379/0",
+        "JOB_MAX_UPLOAD_BYTES": 5000,
+        "JOBS_DIR": "/srv/jobs",
+        "JOB_CHUNK_FRAMES": 8,
+        "JOB_CHUNK_TIMEOUT_SECONDS": 20,
+        "JOB_PREPARE_TIMEOUT_SECONDS": 300,
+        "JOB_RETRIES": 3,
+        "JOB_RESULT_TTL_SECONDS": 7200,
+        "JOB_MAX_LIFETIME_SECONDS": 86400,
+        "JOB_THREADS": 2,
+        "JOB_MAX_STACK_VOXELS": 1000000,
+        "JOB_MAX_FRAMES": 50,
     }
 
 

@@ -17,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SERVING_PACKAGES = {
     "flask",
+    "rq",
+    "redis",
     "gunicorn",
     "onnxruntime",
     "numpy",
@@ -27,6 +29,9 @@ SERVING_PACKAGES = {
     "edt",
     "tifffile",
     "av",
+    "laptrack",
+    "roifile",  # Fiji ROI sets (format=roi)
+    "pyyaml",  # the BioImage.IO packages' rdf.yaml
 }
 
 
@@ -57,6 +62,8 @@ def test_runtime_and_procfile():
     procfile = (ROOT / "Procfile").read_text().strip()
     assert procfile.startswith("web: gunicorn wsgi:app")
     assert "$PORT" in procfile and "gunicorn.conf.py" in procfile
+    # `heroku ps:scale worker=N` runs the RQ workers of the jobs (devolearn_web/jobs/worker.py).
+    assert "\nworker: python -m devolearn_web.jobs.worker" in procfile
 
 
 def free_port() -> int:

@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "split-search": "score ways of splitting touching objects on the validation split",
         "ceiling": "the best the architecture's output could score: fitted to the test labels",
         "score-checkpoint": "score a training checkpoint (any --network) on the test split",
+        "bioimageio": "models/<model>.onnx + card -> a BioImage.IO model package (zip)",
     }
     sub = {name: commands.add_parser(name, help=helps[name]) for name in RUNNERS}
     for name, parser_ in sub.items():
@@ -220,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--checkpoint", type=Path, help="default: runs/<model>/best.pt")
     scoring.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
     scoring.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    package = sub["bioimageio"]
+    package.add_argument(
+        "--out", type=Path, help="default: <runs-root>/<model>/<model>.bioimageio.zip"
+    )
+    package.add_argument("--examples-dir", type=Path, default=Path("static/examples"))
     bench = sub["benchmark"]
     bench.add_argument("--batch-size", type=int, default=8)
     bench.add_argument("--side", type=int, default=256)
@@ -441,6 +447,12 @@ def _split_search(args: argparse.Namespace, workspace: Workspace) -> object:
     return main_table(workspace, args.images, args.threshold, args.threads)
 
 
+def _bioimageio(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.pipeline import write_bioimageio_package
+
+    return write_bioimageio_package(workspace, args.out, args.examples_dir)
+
+
 def _ceiling(args: argparse.Namespace, workspace: Workspace) -> object:
     from devolearn_web.training.ceiling import measure_ceiling, put_ceiling_in_card
 
@@ -472,6 +484,7 @@ RUNNERS = {
     "split-search": _split_search,
     "ceiling": _ceiling,
     "score-checkpoint": _score_checkpoint,
+    "bioimageio": _bioimageio,
 }
 
 
@@ -491,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     from devolearn_web.training.command_records import record_command
 
     # Recorded first, so a card written during this very command (export, all) names it.
-    if args.command != "benchmark":
+    if args.command not in ("benchmark", "bioimageio"):  # neither changes a model
         record_command(workspace_from(args), args.command, argv)
     try:
         result = run_command(args)

@@ -51,4 +51,25 @@ def run_all(workspace: Workspace, settings: PipelineSettings) -> dict:
     metrics = evaluate(workspace, samples_dir=settings.samples_dir, threshold=settings.threshold)
     log.info("card")
     card = write_trained_card(workspace, settings.version)
-    return {"train": asdict(result), "export": export, "metrics": metrics, "card": card["name"]}
+    log.info("bioimageio")
+    package = write_bioimageio_package(workspace)
+    return {
+        "train": asdict(result),
+        "export": export,
+        "metrics": metrics,
+        "card": card["name"],
+        "bioimageio": package["package"],
+    }
+
+
+def write_bioimageio_package(
+    workspace: Workspace, out: Path | None = None, examples_dir: Path = Path("static/examples")
+) -> dict:
+    """The shipped model as a BioImage.IO package (the app's GET /models/<name>/bioimageio.zip)."""
+    from devolearn_web.bioimageio_package import build_package_file
+
+    target = Path(
+        out or workspace.runs_root / workspace.model / f"{workspace.model}.bioimageio.zip"
+    )
+    build_package_file(workspace.models_dir, examples_dir, workspace.model, target)
+    return {"package": target.as_posix(), "bytes": target.stat().st_size}

@@ -15,6 +15,7 @@ from devolearn_web.openapi import openapi_document
 from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import get_registry
 from devolearn_web.scale import parse_scale_request
+from devolearn_web.stack_assembly import parse_assembly_request
 from devolearn_web.stacks import DEFAULT_MAX_STACK_FRAMES, DEFAULT_MAX_STACK_VOXELS, parse_channel
 from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file, parse_format
 
@@ -30,6 +31,9 @@ FORM_FIELDS = (
     "channel",
     "frame",
     "progress",
+    "assemble",
+    "track",
+    "z_step_um",
 )
 
 
@@ -107,7 +111,10 @@ def admit_model_run(data: bytes, task: str, form) -> None:
     if shape is not None and not shape.within(*limits):
         shape = None  # the decoder refuses it with its own sentence, after a small effort
     figures = "figures" in parse_include(form.get("include"))
-    need = estimate_bytes(len(data), shape, task, parse_format(form.get("format")), figures)
+    answer = parse_format(form.get("format"))
+    if answer == "json" and parse_assembly_request(form).wanted:
+        answer = "zip"  # 3D nuclei and tracks hold every frame's labels, as a ZIP download does
+    need = estimate_bytes(len(data), shape, task, answer, figures)
     admit(need, shape.phrase() if shape is not None else "this upload")
 
 
@@ -122,11 +129,10 @@ def refuse_query_fields() -> None:
             )
 
 
-def refuse_unknown_fields() -> None:
+def refuse_unknown_fields(known: tuple[str, ...] = ("file", *FORM_FIELDS)) -> None:
     """400 for a form field this endpoint does not read, naming the nearest one it does."""
     # A misspelt option (thresold=0.9) would otherwise run at the default unnoticed; the pages
     # and the documented clients send only these fields, so refusing breaks none of them.
-    known = ("file", *FORM_FIELDS)
     for key in request.form:
         if key in known:
             continue

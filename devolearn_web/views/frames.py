@@ -2,7 +2,7 @@
 
 Downloads are made from the request itself: the client sends the file again with `format=...`
 (the page still holds it in memory), the server decodes it, runs the model and writes the CSV,
-TIFF, PNG or ZIP into memory and sends it back. Nothing is stored between requests.
+TIFF, PNG, ROI set or ZIP into memory and sends it back. Nothing is stored between requests.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from flask import Response, current_app, jsonify, stream_with_context
 from werkzeug.datastructures import MultiDict
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.ctc import ctc_zip, tracks_csv
 from devolearn_web.downloads import build_download, check_format, safe_stem
 from devolearn_web.errors import (
     UNEXPECTED_ERROR_SENTENCE,
@@ -27,6 +28,14 @@ from devolearn_web.imaging import DecodedImage
 from devolearn_web.pipelines import LineageResult, SegmentationResult, predict, predict_bytes
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import parse_scale_request
+from devolearn_web.stack_assembly import (
+    AssemblyRequest,
+    assemble_stack,
+    assembled_events,
+    assembly_scale,
+    check_assembly_request,
+    parse_assembly_request,
+)
 from devolearn_web.stack_pipeline import (
     answer_events,
     collect_results,
@@ -44,7 +53,9 @@ from devolearn_web.stacks import (
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "zip")
+FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip", "ctc", "tracks-csv")
+# Downloads made from tracks: they need track=true.
+TRACK_FORMATS = ("ctc", "tracks-csv")
 NDJSON = "application/x-ndjson"
 # TIFF, PNG and ZIP downloads hold every frame's maps at once; CSVs and JSON do not.
 DEFAULT_MAX_DOWNLOAD_VOXELS = 60_000_000
@@ -53,7 +64,7 @@ DEFAULT_MAX_DOWNLOAD_VOXELS = 60_000_000
 def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
     """True when the upload is a stack or movie, or the request asks for a file, not JSON."""
     requested = parse_format(form.get("format"))
-    if has_frames(data):
+    if has_frames(data) or parse_assembly_request(form).wanted:
         return True
     # A single image is one frame: its frame, axes and channel fields are checked as a stack's
     # are, so a typo or frame=3 is a 400, not ignored while the whole image is analysed.
@@ -64,7 +75,8 @@ def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
 
 
 def parse_format(raw: str | None) -> str:
-    """The `format` field: json (default), csv, tiff, probability-tiff, png or zip."""
+    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi, zip, ctc or
+    tracks-csv."""
     value = (raw or "json").strip().lower()
     if value not in FORMATS:
         raise BadParameter(
@@ -102,7 +114,14 @@ def answer_frames_or_file(
     include_figures = "figures" in {word.strip() for word in form.get("include", "").split(",")}
     stem = safe_stem(filename, name)
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
+    assembly_request = parse_assembly_request(form)
+    if requested in TRACK_FORMATS and not assembly_request.track:
+        raise BadParameter(
+            f"format={requested} is a download of tracks: send track=true with it (and a time "
+            "series on the nucleus model)."
+        )
     if not has_frames(data):
+        check_assembly_request(assembly_request, name, None)
         check_format(requested, task, 1)
         result, image = predict_bytes(
             registry,
@@ -130,6 +149,16 @@ def answer_frames_or_file(
     )
     decode_ms = (time.perf_counter() - started) * 1000
     frame = parse_frame(form.get("frame"), stack.count)
+    check_assembly_request(assembly_request, name, stack)
+    if frame is not None and assembly_request.wanted:
+        raise BadParameter(
+            "frame analyses one frame alone, but 3D nuclei and tracks need every frame: "
+            "leave frame out, or assemble and track off."
+        )
+    if assembly_request.wanted:
+        return _assembled(
+            registry, name, stack, assembly_request, threshold, form, deadline, decode_ms, stem
+        )
     if frame is not None:
         image = stack.image(frame, keep_calibration=True)
         result = predict(registry, name, image, threshold, decode_ms, deadline, scale_request)
@@ -167,6 +196,62 @@ def answer_frames_or_file(
         deadline,
         scale_request=scale_request,
     )
+    answer = None
+    for event in events:
+        answer = event.get("result", answer)
+    return jsonify(answer)
+
+
+def _assembled(
+    registry: ModelRegistry,
+    name: str,
+    stack: FrameStack,
+    request: AssemblyRequest,
+    threshold: float | None,
+    form: MultiDict,
+    deadline: Deadline,
+    decode_ms: float,
+    stem: str,
+) -> Response:
+    """A stack with 3D nuclei and/or tracks: JSON (NDJSON with progress), or a file."""
+    requested = parse_format(form.get("format"))
+    scale_request = parse_scale_request(form)
+    if requested != "json":
+        if requested not in TRACK_FORMATS:
+            check_format(requested, "segmentation", stack.count)
+        _check_download_size(requested, stack.count * stack.width * stack.height)
+        scale_request, _ = assembly_scale(stack, scale_request)
+        results = collect_results(registry, name, stack, threshold, deadline, scale_request)
+        assembly = assemble_stack(results, stack, request)
+        if requested == "ctc":
+            tracks = assembly.tracking.tracks if assembly.tracking else []
+            return _file_response(
+                ctc_zip(assembly.volumes, tracks), "application/zip", f"{stem}_ctc.zip"
+            )
+        if requested == "tracks-csv":
+            tracks = assembly.tracking.tracks if assembly.tracking else []
+            body = tracks_csv(assembly.volumes, tracks, assembly.voxel_um).encode("utf-8")
+            return _file_response(body, "text/csv", f"{stem}_tracks.csv")
+        body = build_download(
+            requested, stem, results, stack.positions, frame_axis(stack), stack.calibration
+        )
+        return _file_response(*body)
+    include_figures = "figures" in {word.strip() for word in form.get("include", "").split(",")}
+    streamed = (form.get("progress") or "").strip().lower() == "ndjson"
+    events = assembled_events(
+        registry,
+        name,
+        stack,
+        request,
+        threshold,
+        include_figures,
+        decode_ms,
+        NO_DEADLINE if streamed else deadline,
+        batch_seconds=deadline.seconds if streamed else None,
+        scale_request=scale_request,
+    )
+    if streamed:
+        return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
     answer = None
     for event in events:
         answer = event.get("result", answer)

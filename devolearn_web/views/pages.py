@@ -7,6 +7,8 @@ import importlib.resources
 import io
 import json
 import logging
+import os
+import tempfile
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +24,12 @@ from flask import (
     url_for,
 )
 
+from devolearn_web.admission import admit
+from devolearn_web.bioimageio_package import (
+    PACKAGE_BUILD_BYTES,
+    build_package_file,
+    package_cache_path,
+)
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
@@ -222,6 +230,30 @@ def model_card(name: str) -> str:
         training_plot_url=plot_url,
         extra_fields=extra,
         page_url=url_for("pages.model_page", name=name),
+    )
+
+
+@bp.get("/models/<name>/bioimageio.zip")
+def bioimageio_package(name: str) -> Response:
+    """The model as a BioImage.IO model package, built from models/ once, then from disk."""
+    registry = get_registry()
+    card = registry.card(name)  # a 404 naming the models, or a 503 saying why it cannot run
+    problem = registry.status_of(name)["problem"]
+    if problem:
+        raise ModelUnavailable(problem)
+    cache_dir = current_app.config.get("BIOIMAGEIO_CACHE_DIR") or (
+        Path(tempfile.gettempdir()) / f"devolearn-bioimageio-{os.getuid()}"
+    )
+    target = package_cache_path(registry.models_dir, name, Path(cache_dir))
+    if not target.is_file():
+        admit(PACKAGE_BUILD_BYTES, f"building the {name} model package")
+        build_package_file(registry.models_dir, _examples_dir(), name, target)
+    return send_file(
+        target,
+        mimetype="application/zip",
+        as_attachment=True,
+        download_name=f"devolearn-{name}-{card['version']}.bioimageio.zip",
+        max_age=300,
     )
 
 

@@ -160,6 +160,7 @@ export function downloadButtons(task, isStack, onRequest) {
       ? [
           ["csv", "Objects (CSV)"],
           ["tiff", isStack ? "Labels (16-bit multi-page TIFF)" : "Labels (16-bit TIFF)"],
+          ["roi", "Outlines (Fiji ROI set)"],
           ["probability-tiff", "Probability (TIFF)"],
           isStack ? ["zip", "Everything (ZIP)"] : ["png", "Mask (PNG)"],
         ]

@@ -361,6 +361,28 @@ def test_files_saved_from_the_page_are_named_like_the_servers(watched_page, disk
     assert watch.console_errors == []
 
 
+def test_the_roi_set_is_offered_beside_the_label_tiff(watched_page, disk_image_png, tmp_path):
+    """The page's ROI set button saves the server's Fiji ROI set: one outline per object."""
+    import roifile
+
+    page, watch = watched_page
+    _open_model_page(page, "nucleus")
+    drop_file(page, disk_image_png, "six disks.png")
+    _wait_for_answer(page)
+    formats = page.eval_on_selector_all(
+        "#downloads button", "(buttons) => buttons.map((b) => b.dataset.format)"
+    )
+    assert formats[formats.index("tiff") + 1] == "roi"
+    with page.expect_download() as download_info:
+        page.locator("#downloads button[data-format='roi']").click()
+    download = download_info.value
+    assert download.suggested_filename == "nucleus-six_disks_RoiSet.zip"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert len(roifile.roiread(saved)) == COUNT_AT_DEFAULT
+    assert watch.console_errors == []
+
+
 # Names whose cleaning differed between the page and the server (runs of spaces, dots, unicode,
 # folders, length), and the upload name a dropped file with such a name sends.
 TRICKY_UPLOAD_NAMES = [

@@ -1,0 +1,171 @@
+"""Plotly figures (plain dicts) for 3D nuclei and tracks: a 3D view of nucleus centres, the
+lineage tree (time downward, a branch at each division) and the number of nuclei over time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from devolearn_web.figures import OBJECT_PALETTE
+from devolearn_web.tracking import Track
+
+# Marker diameters (px) of the smallest and largest nucleus in the 3D view.
+MARKER_SIZES = (4.0, 18.0)
+
+
+def _colour(label: int) -> str:
+    """The label's colour in the slice overlays (figures._palette_index), so they match."""
+    red, green, blue = OBJECT_PALETTE[(label - 1) % len(OBJECT_PALETTE)]
+    return f"rgb({red},{green},{blue})"
+
+
+def nuclei_3d_figure(objects: Sequence[dict], title: str = "Nuclei in 3D") -> dict:
+    """Scatter3d of nucleus centres (um when calibrated, else pixels), sized by volume."""
+    calibrated = bool(objects) and "x_um" in objects[0]
+    keys = ("x_um", "y_um", "z_um", "volume_um3") if calibrated else ("x", "y", "z", "volume")
+    volumes = [found[keys[3]] for found in objects] or [1]
+    low, high = min(volumes), max(volumes)
+    span = (high - low) or 1
+    sizes = [
+        MARKER_SIZES[0] + (MARKER_SIZES[1] - MARKER_SIZES[0]) * (found[keys[3]] - low) / span
+        for found in objects
+    ]
+    unit = " (um)" if calibrated else ""
+    volume_unit = "um³" if calibrated else "voxels"
+    return {
+        "data": [
+            {
+                "type": "scatter3d",
+                "mode": "markers",
+                "x": [found[keys[0]] for found in objects],
+                "y": [found[keys[1]] for found in objects],
+                "z": [found[keys[2]] for found in objects],
+                "marker": {
+                    "size": sizes,
+                    "color": [_colour(found["label"]) for found in objects],
+                    "opacity": 0.85,
+                },
+                "customdata": [[found["label"], found[keys[3]]] for found in objects],
+                "hovertemplate": "Nucleus %{customdata[0]}<br>volume %{customdata[1]} "
+                + volume_unit
+                + "<extra></extra>",
+                "name": "nuclei",
+            }
+        ],
+        "layout": {
+            "title": {"text": f"{title} · {len(objects)} nuclei"},
+            "scene": {
+                "xaxis": {"title": {"text": f"x{unit}"}},
+                "yaxis": {"title": {"text": f"y{unit}"}, "autorange": "reversed"},
+                "zaxis": {"title": {"text": f"z{unit if calibrated else ' (slice)'}"}},
+                "aspectmode": "data",
+            },
+            "margin": {"l": 0, "r": 0, "t": 40, "b": 0},
+        },
+    }
+
+
+def tree_columns(tracks: Sequence[Track]) -> dict[int, float]:
+    """x position of each track: leaves side by side, a mother between her daughters."""
+    children: dict[int, list[int]] = {}
+    for track in tracks:
+        children.setdefault(track.parent, []).append(track.track)
+    columns: dict[int, float] = {}
+    next_leaf = 0.0
+
+    def place(track_id: int) -> float:
+        nonlocal next_leaf
+        kids = children.get(track_id, [])
+        if not kids:
+            columns[track_id] = next_leaf
+            next_leaf += 1.0
+        else:
+            columns[track_id] = sum(place(kid) for kid in kids) / len(kids)
+        return columns[track_id]
+
+    # Iterative depth would only matter past Python's recursion limit: trees here are ~10 deep.
+    for root in children.get(0, []):
+        place(root)
+    return columns
+
+
+def lineage_tree_figure(tracks: Sequence[Track], volumes: dict[int, float] | None = None) -> dict:
+    """The lineage tree: one vertical line per track, time downward, a bar at each division."""
+    volumes = volumes or {}
+    columns = tree_columns(tracks)
+    by_id = {track.track: track for track in tracks}
+    xs: list = []
+    ys: list = []
+    for track in tracks:
+        x = columns[track.track]
+        xs += [x, x, None]
+        ys += [track.begin, track.end, None]
+        if track.parent in by_id:
+            parent = by_id[track.parent]
+            xs += [columns[parent.track], x, None]
+            ys += [parent.end, parent.end, None]
+            xs += [x, x, None]
+            ys += [parent.end, track.begin, None]
+    hover = [
+        [
+            track.track,
+            track.begin,
+            track.end if any(t.parent == track.track for t in tracks) else "none seen",
+            track.parent or "none",
+            volumes.get(track.track, "n/a"),
+        ]
+        for track in tracks
+    ]
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": xs,
+                "y": ys,
+                "line": {"color": "#555", "width": 1.5},
+                "hoverinfo": "skip",
+                "name": "tracks",
+            },
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [columns[track.track] for track in tracks],
+                "y": [(track.begin + track.end) / 2 for track in tracks],
+                "marker": {"size": 7, "color": [_colour(track.track) for track in tracks]},
+                "customdata": hover,
+                "hovertemplate": "Track %{customdata[0]}<br>born at time %{customdata[1]}"
+                "<br>divides at time %{customdata[2]}<br>parent %{customdata[3]}"
+                "<br>mean nucleus volume %{customdata[4]}<extra></extra>",
+                "name": "nuclei",
+            },
+        ],
+        "layout": {
+            "title": {"text": f"Lineage tree · {len(tracks)} tracks"},
+            "xaxis": {"visible": False},
+            "yaxis": {"title": {"text": "time point"}, "autorange": "reversed"},
+            "showlegend": False,
+            "margin": {"l": 50, "r": 10, "t": 40, "b": 10},
+        },
+    }
+
+
+def nuclei_over_time_figure(counts: Sequence[int]) -> dict:
+    """The number of tracked nuclei at each time point."""
+    return {
+        "data": [
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "x": list(range(len(counts))),
+                "y": list(counts),
+                "name": "nuclei",
+                "hovertemplate": "time %{x}: %{y} nuclei<extra></extra>",
+            }
+        ],
+        "layout": {
+            "title": {"text": "Nuclei over time"},
+            "xaxis": {"title": {"text": "time point"}},
+            "yaxis": {"title": {"text": "nuclei"}, "rangemode": "tozero"},
+            "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+        },
+    }

@@ -1,0 +1,69 @@
+"""A job's upload checked from its headers before it is queued: the same refusals as predict's.
+
+The file is on disk (it may be gigabytes), so only its first bytes and its TIFF page table are
+read here; what only a full decode finds fails the job with the decoder's sentence.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from devolearn_web.errors import BadImage, TooLarge
+from devolearn_web.imaging import sniff_format
+from devolearn_web.jobs.settings import JobSettings
+from devolearn_web.movies import sniff_movie
+from devolearn_web.stacks import TIFF_ERRORS, is_tiff
+
+HEAD_BYTES = 64 * 1024
+
+
+def check_upload(stream: BinaryIO, filename: str | None, settings: JobSettings) -> int:
+    """The upload's size in bytes; BadImage, UnsupportedType or TooLarge as predict would say."""
+    stream.seek(0, 2)
+    size = stream.tell()
+    stream.seek(0)
+    if size == 0:
+        raise BadImage("The file is empty (0 bytes).")
+    head = stream.read(HEAD_BYTES)
+    stream.seek(0)
+    if sniff_movie(head) is not None:
+        return size
+    sniff_format(head, filename)  # UnsupportedType, naming what the file looks like
+    if is_tiff(head):
+        _check_tiff(stream, settings)
+    else:
+        _check_image(stream, settings)
+    stream.seek(0)
+    return size
+
+
+def _check_tiff(stream: BinaryIO, settings: JobSettings) -> None:
+    try:
+        with tifffile.TiffFile(stream, name="upload.tif") as tiff:
+            shape = tuple(tiff.series[0].shape)
+    except TIFF_ERRORS as error:
+        raise BadImage("The TIFF is truncated or damaged, so its pages cannot be read.") from error
+    voxels = int(np.prod(shape))
+    if voxels > settings.max_stack_voxels:
+        raise TooLarge(
+            f"The stack holds {voxels / 1e6:.0f} million values (shape "
+            f"{' x '.join(map(str, shape))}); jobs take stacks of up to "
+            f"{settings.max_stack_voxels / 1e6:g} million. Send it as several jobs."
+        )
+
+
+def _check_image(stream: BinaryIO, settings: JobSettings) -> None:
+    try:
+        with Image.open(stream) as image:
+            width, height = image.size
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadImage("The file could not be read as an image.") from error
+    if width * height > settings.max_pixels:
+        raise TooLarge(
+            f"The image has {width * height / 1e6:.0f} million pixels; this server analyses up "
+            f"to {settings.max_pixels / 1e6:g} million per frame."
+        )

@@ -1,0 +1,294 @@
+"""A job's three steps, each a function of a store: prepare (decode, cut into chunks of frames),
+one chunk (run the model on its frames), assemble (the stack's JSON answer, as predict gives).
+
+Memory: prepare holds the decoded upload once; a chunk holds its own frames and results only;
+assemble holds the frames' JSON (no pixels). Downloads are built from the per-chunk results.
+Every step is idempotent, so RQ may run one again after a worker died in it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from devolearn_web.downloads import build_download, check_format, safe_stem
+from devolearn_web.errors import BadParameter, DevoLearnError
+from devolearn_web.jobs.settings import JobSettings
+from devolearn_web.jobs.store import ENDED, JobStore
+from devolearn_web.pipelines import SegmentationResult
+from devolearn_web.registry import ModelRegistry
+from devolearn_web.scale import ScaleRequest
+from devolearn_web.stack_pipeline import (
+    MAX_FRAMES_WITH_IMAGES,
+    TIMING_STAGES,
+    frame_axis,
+    frame_json,
+    has_frames,
+    load_frames,
+    predict_stack,
+    stack_json,
+)
+from devolearn_web.stacks import FrameStack
+
+logger = logging.getLogger(__name__)
+INPUT = "input"
+STACK = "stack"  # the decoded stack's description (axes, positions, scaling), no pixels
+RESULT = "result.json"
+
+
+def chunk_name(index: int) -> str:
+    return f"chunk-{index:05d}.npy"
+
+
+def chunk_result_name(index: int) -> str:
+    return f"result-{index:05d}.pickle"
+
+
+def chunk_sizes(total: int, chunk_frames: int) -> list[int]:
+    """Frames in each chunk: all `chunk_frames` long but the last."""
+    return [min(chunk_frames, total - start) for start in range(0, total, chunk_frames)]
+
+
+def frames_done(done: set[int], total: int, chunk_frames: int) -> int:
+    """Frames finished, from the set of finished chunk indices."""
+    sizes = chunk_sizes(total, chunk_frames)
+    return sum(sizes[index] for index in done if index < len(sizes))
+
+
+def is_live(store: JobStore, job_id: str) -> bool:
+    """False once the job was cancelled, failed or deleted: its steps then do nothing."""
+    record = store.get(job_id)
+    return record is not None and record["state"] not in ENDED
+
+
+def prepare(store: JobStore, job_id: str, settings: JobSettings) -> int:
+    """Decode the input and store it as chunks of frames; the number of chunks."""
+    record = store.get(job_id)
+    if record is None or record["state"] in ENDED:
+        return 0
+    options = record["options"]
+    data = store.get_blob(job_id, INPUT)
+    if data is None:
+        raise DevoLearnError("The job's upload is no longer stored: send it again.")
+    stack = _decode(data, options, settings)
+    del data
+    frame = options.get("frame")
+    if frame is not None:
+        if not 0 <= frame < stack.count:
+            raise BadParameter(
+                f"Frame {frame} does not exist: there are {stack.count} (0 to {stack.count - 1})."
+            )
+        stack = replace(
+            stack,
+            data=stack.data[frame : frame + 1],
+            positions=stack.positions[frame : frame + 1],
+        )
+    sizes = chunk_sizes(stack.count, settings.chunk_frames)
+    description = replace(stack, data=np.empty((0, stack.height, stack.width), stack.data.dtype))
+    store.put_blob(job_id, STACK, pickle.dumps((description, stack.count)))
+    for index, start in enumerate(range(0, stack.count, settings.chunk_frames)):
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(stack.data[start : start + sizes[index]]))
+        store.put_blob(job_id, chunk_name(index), buffer.getvalue())
+    store.update(
+        job_id,
+        state="running",
+        total=stack.count,
+        voxels=stack.count * stack.height * stack.width,
+        chunk_frames=settings.chunk_frames,
+    )
+    return len(sizes)
+
+
+def _decode(data: bytes, options: dict, settings: JobSettings) -> FrameStack:
+    """The upload as a FrameStack: a single image is a stack of one frame."""
+    if has_frames(data):
+        return load_frames(
+            data,
+            axes=options.get("axes"),
+            channel=options.get("channel"),
+            max_pixels=settings.max_pixels,
+            max_voxels=settings.max_stack_voxels,
+            max_frames=settings.max_frames,
+        )
+    from devolearn_web.imaging import decode_image
+
+    image = decode_image(data, max_pixels=settings.max_pixels, channel=options.get("channel"))
+    pixels = np.asarray(image.pixels, dtype=np.float32)[np.newaxis]
+    return FrameStack(
+        kind="stack",
+        data=pixels,
+        positions=({},),
+        axes={"guessed": "YX", "used": "YX", "frames": 1, "slider": []},
+        notes=tuple(image.notes),
+        mode="F",
+        calibration=image.calibration,
+    )
+
+
+def _description(store: JobStore, job_id: str) -> tuple[FrameStack, int]:
+    blob = store.get_blob(job_id, STACK)
+    if blob is None:
+        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+    return pickle.loads(blob)  # written by prepare() above, never by a visitor
+
+
+def run_chunk(
+    store: JobStore, job_id: str, index: int, registry: ModelRegistry, settings: JobSettings
+) -> None:
+    """Run the model on chunk `index`: its frames' JSON and results stored, the chunk counted."""
+    if not is_live(store, job_id) or index in store.chunks_done(job_id):
+        return  # cancelled, or already done by a worker that died after finishing it
+    record = store.get(job_id)
+    options = record["options"]
+    description, total = _description(store, job_id)
+    blob = store.get_blob(job_id, chunk_name(index))
+    if blob is None:
+        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+    frames = np.load(io.BytesIO(blob), allow_pickle=False)
+    start = index * record["chunk_frames"]
+    positions = description.positions[start : start + len(frames)]
+    chunk = replace(description, data=frames, positions=positions)
+    with_images = total <= MAX_FRAMES_WITH_IMAGES
+    scale_request = ScaleRequest(**options.get("scale", {}))
+    answers, results = [], []
+    # One batch per chunk: the chunk is already the unit of memory and of time.
+    for offset, result in predict_stack(
+        registry,
+        record["model"],
+        chunk,
+        options.get("threshold"),
+        batch_size=len(frames),
+        scale_request=scale_request,
+    ):
+        answers.append(frame_json(result, start + offset, positions[offset], with_images))
+        if isinstance(result, SegmentationResult):
+            result.labels = np.asarray(result.labels)  # made now, so it is pickled
+            result.probability_png = b""
+        results.append(result)
+    store.put_blob(job_id, chunk_result_name(index), pickle.dumps((answers, results)))
+    store.mark_chunk_done(job_id, index)
+    store.delete_blob(job_id, chunk_name(index))  # its frames are no longer needed
+    done = frames_done(store.chunks_done(job_id), total, record["chunk_frames"])
+    store.update(job_id, done=done)
+    if not is_live(store, job_id):
+        store.delete_blobs(job_id)  # cancelled while this chunk ran
+
+
+def chunk_results(store: JobStore, job_id: str, count: int) -> tuple[list[dict], list]:
+    """Every frame's JSON and result, in order, from the chunks' stored results."""
+    answers, results = [], []
+    for index in range(count):
+        blob = store.get_blob(job_id, chunk_result_name(index))
+        if blob is None:
+            raise DevoLearnError("This job's results have expired or were deleted.")
+        chunk_answers, chunk_results_ = pickle.loads(blob)
+        answers.extend(chunk_answers)
+        results.extend(chunk_results_)
+    return answers, results
+
+
+def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
+    """The stack's JSON from every chunk, stored; the input deleted; results set to expire."""
+    record = store.get(job_id)
+    if record is None or record["state"] in ENDED:
+        return
+    description, total = _description(store, job_id)
+    count = len(chunk_sizes(total, record["chunk_frames"]))
+    answers, _ = chunk_results(store, job_id, count)
+    timings = dict.fromkeys(TIMING_STAGES, 0.0)
+    for answer in answers:
+        for stage in TIMING_STAGES[1:]:
+            timings[stage] += answer.get("timings_ms", {}).get(stage, 0.0)
+    timings["total"] = (time.time() - record["created_at"]) * 1000
+    with_images = total <= MAX_FRAMES_WITH_IMAGES
+    answer = stack_json(
+        record["model"], _with_shape(description, total), answers, timings, with_images
+    )
+    store.put_blob(job_id, RESULT, _json_bytes(answer))
+    for name in (INPUT, *(chunk_name(index) for index in range(count))):
+        store.delete_blob(job_id, name)  # the upload is not kept past its job
+    ended = time.time()
+    if store.update(
+        job_id,
+        state="finished",
+        done=total,
+        finished_at=ended,
+        expires_at=ended + settings.result_ttl_s,
+    ):
+        store.expire(job_id, settings.result_ttl_s)
+
+
+def _with_shape(description: FrameStack, total: int) -> FrameStack:
+    """The description with a `data` of the stack's shape that holds no memory."""
+    shape = (total, description.height, description.width)
+    return replace(
+        description,
+        data=np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape, strides=(0, 0, 0)),
+    )
+
+
+def _json_bytes(answer: dict) -> bytes:
+    import json
+
+    return json.dumps(answer, separators=(",", ":")).encode("utf-8")
+
+
+def fail(store: JobStore, job_id: str, error: BaseException | str, settings: JobSettings) -> None:
+    """The job failed: a sentence kept for its status, everything it stored deleted."""
+    if isinstance(error, DevoLearnError):
+        sentence = error.message
+    elif isinstance(error, str):
+        sentence = error
+    else:
+        logger.error("Job %s failed: %r", job_id, error)
+        sentence = "The analysis failed on the server; the error has been logged."
+    record = store.get(job_id)
+    if record is None or record["state"] in ENDED:
+        return
+    store.delete_blobs(job_id)
+    ended = time.time()
+    store.update(
+        job_id,
+        state="failed",
+        error=sentence,
+        finished_at=ended,
+        expires_at=ended + settings.result_ttl_s,
+    )
+    store.expire(job_id, settings.result_ttl_s)
+
+
+def cancel(store: JobStore, job_id: str, settings: JobSettings) -> bool:
+    """Mark the job cancelled and delete its input and results; False for an unknown job."""
+    if store.get(job_id) is None:
+        return False
+    ended = time.time()
+    store.update(
+        job_id, state="cancelled", finished_at=ended, expires_at=ended + settings.result_ttl_s
+    )
+    store.delete_blobs(job_id)
+    store.expire(job_id, settings.result_ttl_s)
+    return True
+
+
+def download(store: JobStore, job_id: str, requested: str, task: str) -> tuple[bytes, str, str]:
+    """(bytes, media type, file name) of a finished job's download, from its stored results."""
+    record = store.get(job_id)
+    description, total = _description(store, job_id)
+    check_format(requested, task, total)
+    count = len(chunk_sizes(total, record["chunk_frames"]))
+    _, results = chunk_results(store, job_id, count)
+    stem = safe_stem(record.get("filename"), record["model"])
+    return build_download(
+        requested,
+        stem,
+        results,
+        description.positions,
+        frame_axis(description),
+        description.calibration,
+    )
