@@ -141,16 +141,26 @@ def test_a_movie_with_frames_past_the_pixel_limit_is_a_413(make_app, encode):
     assert "megapixels" in sentence
 
 
-@pytest.mark.parametrize("file_format", ["tiff", "probability-tiff", "zip"])
+@pytest.mark.parametrize(
+    "file_format, fields",
+    [
+        ("tiff", {}),
+        ("probability-tiff", {}),
+        ("zip", {}),
+        # The 3D assembly's downloads are made on their own path, with their own check.
+        ("tiff", {"assemble": "3d"}),
+    ],
+    ids=["tiff", "probability-tiff", "zip", "tiff-assembled-3d"],
+)
 def test_an_image_download_past_the_download_voxel_limit_is_a_413(
-    make_app, image_maker, file_format
+    make_app, image_maker, file_format, fields
 ):
     client = make_app(MAX_DOWNLOAD_VOXELS=3 * 16 * 16).test_client()
     data = image_maker.tiff(gray_stack(4), photometric="minisblack")
-    sentence = error_of(post(client, "nucleus", data, "s.tif", format=file_format), 413)
+    sentence = error_of(post(client, "nucleus", data, "s.tif", format=file_format, **fields), 413)
     assert "format=csv" in sentence
     # The CSV holds numbers only: it has no such limit.
-    assert post(client, "nucleus", data, "s.tif", format="csv").status_code == 200
+    assert post(client, "nucleus", data, "s.tif", format="csv", **fields).status_code == 200
 
 
 # ---- the time budget between stages --------------------------------------------------------
