@@ -127,8 +127,12 @@ def post_worker_init(worker) -> None:
     if not _flag(os.environ.get("DEVOLEARN_PRELOAD_IN_WORKERS", "")):
         return
     application = worker.wsgi
+    registry = application.extensions["devolearn_registry"]
     with application.app_context():
-        application.extensions["devolearn_registry"].preload()
+        registry.preload()
+    # Which worker holds which models: with several workers, /healthz answers from one of them.
+    loaded = [name for name, state in registry.status().items() if state["loaded"]]
+    worker.log.info("Worker %s loaded its models: %s", worker.pid, ", ".join(loaded) or "none")
 
 
 def worker_exit(server, worker) -> None:

@@ -46,8 +46,3 @@ def float_only_copy(models_dir: Path, destination: Path) -> Path:
         elif path.is_file():
             target.symlink_to(path.resolve())
     return destination
-
-
-def serves_any_int8(models_dir: Path) -> bool:
-    """True when at least one card tells the app to serve an int8 file."""
-    return any(quantized_file(models_dir, name) for name in MODEL_NAMES)

@@ -9,13 +9,13 @@ optimised, loaded with optimisation off). Prints one line per way and repeat.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.optimized_models import optimized_copy
 
 WAYS = ("full optimisation at load", "extended optimisation", "optimised copy (the app)")
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in FPN_MODELS:
             # The app's own way of making the copy (a subprocess, as in a worker).
             source = args.models_dir / f"{name}.onnx"
-            digest = hashlib.sha256(source.read_bytes()).hexdigest()
+            digest = file_sha256(source)
             copy = optimized_copy(source, digest, optimised / "cache")
             if copy is None:
                 raise SystemExit(f"could not make an optimised copy of {source}")

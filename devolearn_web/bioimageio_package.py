@@ -33,6 +33,7 @@ import yaml
 from PIL import Image
 
 from devolearn_web.embryo import embryo_centred_view, find_embryo
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.imaging import (
     MODEL_HIGH_PERCENTILE,
     MODEL_LOW_PERCENTILE,
@@ -432,14 +433,6 @@ def write_package(models_dir: Path, examples_dir: Path, name: str, target: Binar
             zipped.writestr(path, data)
         # Float weights barely compress: stored, the 26 MB are copied, not squeezed for 0.5 s.
         zipped.write(onnx_path, card["file"], compress_type=zipfile.ZIP_STORED)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # Built once per model file and card, then served from disk: a build runs the network and

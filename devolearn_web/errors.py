@@ -12,6 +12,8 @@ logger = logging.getLogger(__name__)
 
 # Paths whose answers are always JSON, whatever the client says it accepts.
 JSON_PATH_PREFIXES = ("/api/", "/healthz")
+# What a visitor reads when a bug (not their input) stops the work; the traceback is logged.
+UNEXPECTED_ERROR_SENTENCE = "Something went wrong on the server; the error has been logged."
 
 
 class DevoLearnError(Exception):
@@ -186,7 +188,7 @@ def handle_decompression_bomb(error: Image.DecompressionBombError) -> Response:
 def handle_unexpected_error(error: Exception) -> tuple[Response | str, int]:
     """A bug, not bad input: log the traceback and answer a plain 500."""
     logger.exception("Unexpected error on %s", request.path, exc_info=error)
-    return render_error(500, "Something went wrong on the server; the error has been logged.")
+    return render_error(500, UNEXPECTED_ERROR_SENTENCE)
 
 
 def _upload_limit_sentence() -> str:

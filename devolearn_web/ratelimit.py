@@ -115,8 +115,3 @@ def init_app(app: Flask) -> None:
         burst=int(app.config["RATE_LIMIT_BURST"]),
     )
     app.before_request(limit_model_runs)
-
-
-def get_limiter() -> TokenBucketLimiter | None:
-    """The current app's limiter, or None when rate limiting is off."""
-    return current_app.extensions.get(EXTENSION_KEY)

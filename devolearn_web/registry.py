@@ -9,7 +9,6 @@ network.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from devolearn_web.cpu_features import has_any_flag
 from devolearn_web.errors import ModelUnavailable, UnknownModel
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.lineage_counts import calibration_problem
 from devolearn_web.optimized_models import optimized_copy
 
@@ -86,7 +86,6 @@ class ModelRegistry:
         self._loaded: dict[str, LoadedModel] = {}
         # Failed loads, remembered with the file's (size, mtime) so a fixed file is retried.
         self._failures: dict[str, tuple[tuple, str]] = {}
-        self._digests: dict[Path, tuple[tuple, str]] = {}
 
     def card(self, name: str) -> dict:
         """The model's card (a dict); UnknownModel or ModelUnavailable when it cannot be read."""
@@ -151,7 +150,7 @@ class ModelRegistry:
         try:
             card = self._read_card(name)
             file = self._model_path(name, card).name
-            self._verified_model_bytes(name, card, read=False)
+            self._verify_model_file(name, card)
             failure = self._failures.get(name)
             if failure and failure[0] == _file_signature(self._model_path(name, card)):
                 raise ModelUnavailable(failure[1])
@@ -201,8 +200,8 @@ class ModelRegistry:
             logger.warning("Model %s: %s is missing, serving the float32 file", name, path.name)
         return self.models_dir / card.get("file", f"{name}.onnx"), card.get("sha256")
 
-    def _verified_model_bytes(self, name: str, card: dict, read: bool = True) -> bytes | None:
-        """The model file's bytes (None when read=False), once it exists and matches its sha256."""
+    def _verify_model_file(self, name: str, card: dict) -> None:
+        """ModelUnavailable unless the model file exists and matches its card's sha256."""
         path = self._model_path(name, card)
         if not path.is_file():
             raise ModelUnavailable(
@@ -210,26 +209,14 @@ class ModelRegistry:
                 "from the server's models folder."
             )
         expected = self._served_file(name, card)[1]
-        data = path.read_bytes() if read else None
         if expected:
-            actual = self._sha256(path, data)
+            actual = file_sha256(path)
             if actual.lower() != str(expected).lower():
                 raise ModelUnavailable(
                     f"The {name} model file {path.name} does not match its card (sha256 "
                     f"{actual[:12]}... instead of {str(expected)[:12]}...): it may be damaged or "
                     "replaced without its card, so it is not used."
                 )
-        return data
-
-    def _sha256(self, path: Path, data: bytes | None) -> str:
-        stat = path.stat()
-        signature = (stat.st_size, stat.st_mtime_ns)
-        cached = self._digests.get(path)
-        if cached and cached[0] == signature:
-            return cached[1]
-        digest = hashlib.sha256(data if data is not None else path.read_bytes()).hexdigest()
-        self._digests[path] = (signature, digest)
-        return digest
 
     def _load(self, name: str) -> LoadedModel:
         card = self._read_card(name)
@@ -239,7 +226,7 @@ class ModelRegistry:
         if failure and failure[0] == signature:
             raise ModelUnavailable(failure[1])
         try:
-            self._verified_model_bytes(name, card, read=False)
+            self._verify_model_file(name, card)
             # ONNX Runtime reads the file itself: handing it the bytes costs ~25 MB more peak
             # memory per model (measured with bench); the signature check below keeps the
             # guarantee that the file loaded is the file whose sha256 was checked.

@@ -37,16 +37,13 @@ class SplitSettings:
 
 
 # Models whose touching objects are split, and how: chosen on the simulated validation split by
-# `python -m devolearn_web.training split-search` (docs/performance.md). Cells are convex blobs
-# too, and a faint membrane leaves a gap the threshold cannot see.
+# `python -m devolearn_web.training split-search`; the measurements behind each, model version
+# by version, are in docs/training.md ("split-search"). Cells are convex blobs too, and a faint
+# membrane leaves a gap the threshold cannot see.
 SPLIT_SETTINGS = {
-    # Best validation SEG, for every nucleus model: 0.442 for 1.0.0, 0.483 for 2.0.0 and 0.536
-    # for 3.0.0 (the worst setting of the grid gave 0.419, 0.436 and 0.518). Weighing in the
-    # probability (seventh session) took 3.0.0's test SEG from 0.632 to 0.638, its projections'
-    # from 0.385 to 0.404.
-    # Dropping the split's pieces under 11 px (ninth session, all 843 validation maps at 0.35)
-    # took 4.0.0's count error from 7.2% to 5.6% (slices 6.6% to 4.9%) for 0.0015 of SEG; 9,
-    # 10, 13 and 16 px gave 6.4%, 6.0%, 5.4% and 5.4% for 0.0006, 0.0009, 0.0027 and 0.0043.
+    # Best validation SEG for every nucleus model so far. A strong probability weight lets the
+    # network's dip between crowded nuclei guide the cut; dropping pieces under 11 px removes
+    # dim out-of-focus specks, lowering the count error for a negligible loss of SEG.
     "nucleus": SplitSettings(
         peak_window=2,
         smoothing_sigma=1.0,
@@ -54,7 +51,8 @@ SPLIT_SETTINGS = {
         probability_weight=16.0,
         min_split_area=11,
     ),
-    # Best validation cell-count error (10.1%, against 18% with a fixed window of 2-3).
+    # Best validation cell-count error: a window that grows with the cell's thickness gives a
+    # big cell's uneven ridge one seed, where a fixed window cut it in several.
     "membrane": SplitSettings(peak_window=2, smoothing_sigma=1.0, size_factor=1.0),
 }
 

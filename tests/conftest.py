@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_skips import fail_if_unexpected
 from PIL import Image
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,22 @@ OPSET = 17
 IR_VERSION = 8
 # The tiny segmentation nets compute sigmoid(GAIN * (local mean - 0.5)): bright blobs -> ~1.
 SEGMENTATION_GAIN = 20.0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true an unexpected skip fails (tests/ci_skips.py)."""
+    report = yield
+    fail_if_unexpected(report, item.config)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """Under CI=true a module skipped at import (importorskip) fails too, unless expected."""
+    report = yield
+    fail_if_unexpected(report, collector.config)
+    return report
 
 
 def _segmentation_graph(name: str, with_sigmoid: bool):
@@ -162,7 +179,7 @@ def build_tiny_models(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the three tiny models and their cards, built once per test session."""
-    pytest.importorskip("onnx", reason="building the tiny test models needs the onnx package")
+    # No importorskip: without onnx (requirements-dev.txt) most app tests would skip silently.
     return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 

@@ -17,6 +17,7 @@ from collections import defaultdict
 import numpy as np
 from scipy import ndimage as ndi
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.segmentation import MIN_OBJECT_AREA_AT_MODEL_SCALE, label_instances
 from devolearn_web.training.cards import write_card
 from devolearn_web.training.images import read_labels
@@ -30,7 +31,6 @@ from devolearn_web.training.metrics import (
     seg_by_area,
     seg_scores,
 )
-from devolearn_web.training.onnx_runner import sha256_of
 from devolearn_web.training.specs import DEFAULT_THRESHOLD, get_spec
 
 # smp's FPN: the segmentation head's logits are at stride 4, then nn.Upsample(scale_factor=4,
@@ -147,7 +147,7 @@ def measure_ceiling(
             "reference object."
         ),
         "split": split,
-        "index_sha256": sha256_of(workspace.index_csv),
+        "index_sha256": file_sha256(workspace.index_csv),
         "fit_steps": steps,
         "threshold": threshold,
         **score_fitted_maps(
@@ -165,7 +165,7 @@ def recorded_ceiling(workspace: Workspace) -> dict | None:
     if not path.exists() or not workspace.index_csv.exists():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    return record if record.get("index_sha256") == sha256_of(workspace.index_csv) else None
+    return record if record.get("index_sha256") == file_sha256(workspace.index_csv) else None
 
 
 def put_ceiling_in_card(workspace: Workspace, record: dict) -> bool:

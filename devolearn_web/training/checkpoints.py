@@ -19,8 +19,3 @@ def save_checkpoint(payload: dict, path: Path) -> None:
 def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint written by `save_checkpoint` (tensors and plain data only)."""
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_network_weights(path: Path) -> dict:
-    """The network state_dict of a training checkpoint or a best-model file."""
-    return load_checkpoint(path)["state_dict"]

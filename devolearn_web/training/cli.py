@@ -18,24 +18,6 @@ DEFAULT_SIMULATION = {
     "membrane": (6, 2, 2, 12),
     "lineage": (24, 4, 4, 40),
 }
-COMMANDS = (
-    "simulate",
-    "preprocess",
-    "tune",
-    "train",
-    "export",
-    "calibrate",
-    "evaluate",
-    "card",
-    "import",
-    "all",
-    "benchmark",
-    "quantize",
-    "split-search",
-    "ceiling",
-    "score-checkpoint",
-    "bioimageio",
-)
 
 
 THRESHOLD_HELP = "default: the card's output.default_threshold (where the app starts), else 0.5"
@@ -170,9 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         "score-checkpoint": "score a training checkpoint (any --network) on the test split",
         "bioimageio": "models/<model>.onnx + card -> a BioImage.IO model package (zip)",
     }
-    sub = {name: commands.add_parser(name, help=helps[name]) for name in COMMANDS}
-    for parser_ in sub.values():
+    sub = {name: commands.add_parser(name, help=helps[name]) for name in RUNNERS}
+    for name, parser_ in sub.items():
         _common(parser_)
+        parser_.set_defaults(func=RUNNERS[name])
     _simulate_args(sub["simulate"])
     sub["simulate"].add_argument("--force", action="store_true", help="delete and redo")
     for name in ("simulate", "preprocess", "all"):
@@ -351,103 +334,79 @@ def card_threshold(workspace: Workspace, given: float | None) -> float:
     return DEFAULT_THRESHOLD
 
 
-def run_command(args: argparse.Namespace) -> object:
-    """Run one parsed command; returns what it produced (printed as JSON)."""
-    workspace = workspace_from(args)
-    command = args.command
-    if hasattr(args, "threshold"):
-        args.threshold = card_threshold(workspace, args.threshold)
-    # Each step imports only what it needs: `simulate` never loads torch, `evaluate` no optuna.
-    if command == "simulate":
-        from devolearn_web.training.simulate import simulate
+# One function per sub-command, set on its parser with set_defaults(func=...). Each imports
+# only what it needs: `simulate` never loads torch, `evaluate` no optuna.
 
-        return simulate(
-            workspace, simulation_plan(args), force=args.force, processes=args.processes
-        )
-    if command == "preprocess":
-        from devolearn_web.training.preprocess import preprocess
 
-        given = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
-        if given and len(given) != 3:
-            raise ValueError("give all three of --train, --validation and --test, or none")
-        index = preprocess(
-            workspace, given or None, size=args.size, force=args.force, processes=args.processes
-        )
-        from devolearn_web.training.index import split_sizes
+def _simulate(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.simulate import simulate
 
-        return {"index": index.as_posix(), "images": split_sizes(index)}
-    if command == "tune":
-        from devolearn_web.training.tune import tune
+    return simulate(workspace, simulation_plan(args), force=args.force, processes=args.processes)
 
-        return tune(workspace, tune_settings(args))
-    if command == "train":
-        from devolearn_web.training.train import train
 
-        return asdict(train(workspace, train_settings(args)))
-    if command == "export":
-        from devolearn_web.training.shipping import export_trained_model, write_trained_card
+def _preprocess(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.index import split_sizes
+    from devolearn_web.training.preprocess import preprocess
 
-        record = export_trained_model(workspace, float16_storage=not args.float32)
-        write_trained_card(workspace, args.version)
-        return record
-    if command == "calibrate":
-        from devolearn_web.training.calibrate import calibrate
+    given = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
+    if given and len(given) != 3:
+        raise ValueError("give all three of --train, --validation and --test, or none")
+    index = preprocess(
+        workspace, given or None, size=args.size, force=args.force, processes=args.processes
+    )
+    return {"index": index.as_posix(), "images": split_sizes(index)}
 
-        return calibrate(workspace, args.threads, args.samples_dir)
-    if command == "evaluate":
-        from devolearn_web.training.evaluate import evaluate, update_card_metrics
 
-        metrics = evaluate(workspace, args.onnx, args.samples_dir, args.threshold, args.threads)
-        if args.update_card:
-            metrics["card_updated"] = update_card_metrics(workspace, metrics)
-        return metrics
-    if command == "card":
-        from devolearn_web.training.shipping import write_trained_card
+def _tune(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.tune import tune
 
-        return write_trained_card(workspace, args.version)
-    if command == "import":
-        from devolearn_web.training.importing import import_original_onnx, import_state_dict
+    return tune(workspace, tune_settings(args))
 
-        if args.state_dict:
-            return import_state_dict(workspace, args.state_dict, args.append_sigmoid, args.version)
-        return import_original_onnx(workspace, args.onnx, args.version)
-    if command == "benchmark":
-        from devolearn_web.training.benchmark import time_training_steps
 
-        return time_training_steps(
-            args.model, args.batch_size, args.side, args.steps, args.warmup, args.threads
-        )
-    if command == "quantize":
-        from devolearn_web.training.quantize import quantize
+def _train(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.train import train
 
-        return quantize(
-            workspace,
-            args.calibration_images,
-            args.threshold,
-            args.threads,
-            method=args.calibration_method,
-        )
-    if command == "split-search":
-        from devolearn_web.training.split_search import main_table
+    return asdict(train(workspace, train_settings(args)))
 
-        return main_table(workspace, args.images, args.threshold, args.threads)
-    if command == "ceiling":
-        from devolearn_web.training.ceiling import measure_ceiling, put_ceiling_in_card
 
-        record = measure_ceiling(workspace, args.split, args.steps, args.threshold, args.threads)
-        if args.update_card:
-            record["card_updated"] = put_ceiling_in_card(workspace, record)
-        return record
-    if command == "score-checkpoint":
-        from devolearn_web.training.score_checkpoint import score_checkpoint
+def _export(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.shipping import export_trained_model, write_trained_card
 
-        return score_checkpoint(
-            workspace, args.checkpoint, args.threshold, args.device, args.threads
-        )
-    if command == "bioimageio":
-        from devolearn_web.training.pipeline import write_bioimageio_package
+    record = export_trained_model(workspace, float16_storage=not args.float32)
+    write_trained_card(workspace, args.version)
+    return record
 
-        return write_bioimageio_package(workspace, args.out, args.examples_dir)
+
+def _calibrate(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.calibrate import calibrate
+
+    return calibrate(workspace, args.threads, args.samples_dir)
+
+
+def _evaluate(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.evaluate import evaluate, update_card_metrics
+
+    metrics = evaluate(workspace, args.onnx, args.samples_dir, args.threshold, args.threads)
+    if args.update_card:
+        metrics["card_updated"] = update_card_metrics(workspace, metrics)
+    return metrics
+
+
+def _card(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.shipping import write_trained_card
+
+    return write_trained_card(workspace, args.version)
+
+
+def _import(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.importing import import_original_onnx, import_state_dict
+
+    if args.state_dict:
+        return import_state_dict(workspace, args.state_dict, args.append_sigmoid, args.version)
+    return import_original_onnx(workspace, args.onnx, args.version)
+
+
+def _all(args: argparse.Namespace, workspace: Workspace) -> object:
     from devolearn_web.training.pipeline import PipelineSettings, run_all
 
     settings = PipelineSettings(
@@ -460,6 +419,81 @@ def run_command(args: argparse.Namespace) -> object:
         processes=args.processes,
     )
     return run_all(workspace, settings)
+
+
+def _benchmark(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.benchmark import time_training_steps
+
+    return time_training_steps(
+        args.model, args.batch_size, args.side, args.steps, args.warmup, args.threads
+    )
+
+
+def _quantize(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.quantize import quantize
+
+    return quantize(
+        workspace,
+        args.calibration_images,
+        args.threshold,
+        args.threads,
+        method=args.calibration_method,
+    )
+
+
+def _split_search(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.split_search import main_table
+
+    return main_table(workspace, args.images, args.threshold, args.threads)
+
+
+def _bioimageio(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.pipeline import write_bioimageio_package
+
+    return write_bioimageio_package(workspace, args.out, args.examples_dir)
+
+
+def _ceiling(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.ceiling import measure_ceiling, put_ceiling_in_card
+
+    record = measure_ceiling(workspace, args.split, args.steps, args.threshold, args.threads)
+    if args.update_card:
+        record["card_updated"] = put_ceiling_in_card(workspace, record)
+    return record
+
+
+def _score_checkpoint(args: argparse.Namespace, workspace: Workspace) -> object:
+    from devolearn_web.training.score_checkpoint import score_checkpoint
+
+    return score_checkpoint(workspace, args.checkpoint, args.threshold, args.device, args.threads)
+
+
+RUNNERS = {
+    "simulate": _simulate,
+    "preprocess": _preprocess,
+    "tune": _tune,
+    "train": _train,
+    "export": _export,
+    "calibrate": _calibrate,
+    "evaluate": _evaluate,
+    "card": _card,
+    "import": _import,
+    "all": _all,
+    "benchmark": _benchmark,
+    "quantize": _quantize,
+    "split-search": _split_search,
+    "ceiling": _ceiling,
+    "score-checkpoint": _score_checkpoint,
+    "bioimageio": _bioimageio,
+}
+
+
+def run_command(args: argparse.Namespace) -> object:
+    """Run one parsed command; returns what it produced (printed as JSON)."""
+    workspace = workspace_from(args)
+    if hasattr(args, "threshold"):
+        args.threshold = card_threshold(workspace, args.threshold)
+    return args.func(args, workspace)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
     label_instances,
@@ -35,7 +36,7 @@ from devolearn_web.training.metrics import (
     seg_by_area,
     seg_scores,
 )
-from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
+from devolearn_web.training.onnx_runner import OnnxModel
 from devolearn_web.training.overlays import save_object_overlay, save_population_overlay
 from devolearn_web.training.specs import (
     DEFAULT_THRESHOLD,
@@ -271,7 +272,7 @@ def evaluate(
     spec = get_spec(workspace.model)
     onnx_path = onnx_path or workspace.onnx_path
     onnx = OnnxModel(onnx_path, threads)
-    sha256 = sha256_of(onnx_path)
+    sha256 = file_sha256(onnx_path)
     calibration = None
     if spec.is_segmentation:
         test = evaluate_segmentation(workspace.model, onnx, workspace.index_csv, threshold)

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.cards import CARD_VERSION, build_card, write_card
 from devolearn_web.training.command_records import reproduce_command
 from devolearn_web.training.export import export_network
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.models import build_model, input_shape
-from devolearn_web.training.onnx_runner import OnnxModel, onnx_opset, sha256_of
+from devolearn_web.training.onnx_runner import OnnxModel, onnx_opset
 from devolearn_web.training.run_records import metrics_record
 from devolearn_web.training.specs import MODEL_SIDE, get_spec
 
@@ -82,7 +83,7 @@ def import_state_dict(
     report = export_network(
         network, workspace.model, workspace.onnx_path, inputs, append_sigmoid=append_sigmoid
     )
-    sha256 = sha256_of(workspace.onnx_path)
+    sha256 = file_sha256(workspace.onnx_path)
     architecture = _BARE_ARCHITECTURE[workspace.model] + (", sigmoid" if append_sigmoid else "")
     card = build_card(
         spec,
@@ -115,7 +116,7 @@ def import_original_onnx(workspace: Workspace, path: Path, version: str = CARD_V
         raise ValueError(f"{path}: output shape {output.shape}, expected {expected}")
     workspace.onnx_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, workspace.onnx_path)
-    sha256 = sha256_of(workspace.onnx_path)
+    sha256 = file_sha256(workspace.onnx_path)
     card = build_card(
         spec,
         sha256=sha256,

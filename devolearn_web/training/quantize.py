@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from devolearn_web.cpu_features import SATURATION_FREE_INT8_FLAGS, int8_sums_saturate
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.segmentation import label_instances
 from devolearn_web.training.cards import write_card
 from devolearn_web.training.dataset import lineage_input
@@ -30,7 +31,7 @@ from devolearn_web.training.evaluate import evaluate_lineage, evaluate_segmentat
 from devolearn_web.training.images import read_unit_image
 from devolearn_web.training.index import read_index
 from devolearn_web.training.layout import Workspace
-from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
+from devolearn_web.training.onnx_runner import OnnxModel
 from devolearn_web.training.specs import (
     DEFAULT_THRESHOLD,
     LINEAGES,
@@ -47,8 +48,7 @@ CALIBRATION_SPLIT = "train"
 # layers cost little next to the encoder.
 FLOAT_OUTPUT_OPS = ("Sigmoid",)
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
-# ONNX Runtime's calibration methods (CalibrationMethod names) and their settings.
-CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
+# ONNX Runtime's calibration method (a CalibrationMethod name) and each method's settings.
 DEFAULT_CALIBRATION_METHOD = "MinMax"
 CALIBRATION_OPTIONS = {"Percentile": {"CalibPercentile": 99.999}}
 
@@ -329,7 +329,7 @@ def quantize(
     card_path = workspace.models_dir / f"{model}.json"
     card = json.loads(card_path.read_text(encoding="utf-8"))
     float_path = workspace.models_dir / card["file"]
-    if sha256_of(float_path) != card["sha256"]:
+    if file_sha256(float_path) != card["sha256"]:
         raise ValueError(f"{float_path} does not match its card's sha256; export it again")
     calibration = network_inputs(model, workspace.index_csv, CALIBRATION_SPLIT, calibration_images)
     # Lineage counts are compared as the app reads them, through the card's calibration.
@@ -386,7 +386,7 @@ def quantize(
         shutil.copyfile(candidate, target)
         card["quantized"] = {
             "file": target.name,
-            "sha256": sha256_of(target),
+            "sha256": file_sha256(target),
             "serve": True,
             "recipe": adopted["recipe"],
             "method": adopted["method"],

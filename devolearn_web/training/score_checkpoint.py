@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.evaluate import evaluate_segmentation
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.loop import resolve_device
 from devolearn_web.training.models import build_network
-from devolearn_web.training.onnx_runner import sha256_of
 from devolearn_web.training.specs import get_spec
 
 
@@ -72,12 +72,12 @@ def score_checkpoint(
     )
     record = {
         "checkpoint": checkpoint.as_posix(),
-        "checkpoint_sha256": sha256_of(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "network": saved.get("hyperparameters", {}).get("network", "the model's own"),
         "steps": saved.get("state", {}).get("step"),
         "epoch": saved.get("state", {}).get("epoch"),
         "threshold": threshold,
-        "index_sha256": sha256_of(workspace.index_csv),
+        "index_sha256": file_sha256(workspace.index_csv),
         "seconds": round(time.monotonic() - started, 1),
         "test": test,
     }

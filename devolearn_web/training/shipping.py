@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.cards import (
     CARD_VERSION,
     LIMITATIONS,
@@ -22,7 +23,7 @@ from devolearn_web.training.evaluate import recorded_calibration
 from devolearn_web.training.export import export_network
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.models import build_model, input_shape
-from devolearn_web.training.onnx_runner import onnx_opset, sha256_of
+from devolearn_web.training.onnx_runner import onnx_opset
 from devolearn_web.training.run_records import (
     export_record,
     hyperparameter_record,
@@ -68,7 +69,7 @@ def export_trained_model(workspace: Workspace, float16_storage: bool = True) -> 
         float16_storage=float16_storage,
     )
     record = {
-        "sha256": sha256_of(workspace.onnx_path),
+        "sha256": file_sha256(workspace.onnx_path),
         "source": workspace.best_checkpoint.as_posix(),
         "weights_storage": "float16, cast to float32 at load" if float16_storage else "float32",
         **report.to_dict(),
@@ -83,7 +84,7 @@ def write_trained_card(workspace: Workspace, version: str = CARD_VERSION) -> dic
     spec = get_spec(workspace.model)
     if not workspace.onnx_path.exists():
         raise FileNotFoundError(f"{workspace.onnx_path} not found; run export first")
-    sha256 = sha256_of(workspace.onnx_path)
+    sha256 = file_sha256(workspace.onnx_path)
     replaced = read_card(workspace.card_path)
     if workspace.run_training_plot.exists():
         shutil.copyfile(workspace.run_training_plot, workspace.training_plot)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.checkpoints import load_checkpoint, save_checkpoint
 from devolearn_web.training.dataset import build_dataset
 from devolearn_web.training.hyperparameters import Hyperparameters, resolve_hyperparameters
@@ -29,7 +30,6 @@ from devolearn_web.training.loop import (
 )
 from devolearn_web.training.losses import build_loss
 from devolearn_web.training.models import build_network
-from devolearn_web.training.onnx_runner import sha256_of
 from devolearn_web.training.plots import plot_history
 from devolearn_web.training.specs import get_spec
 
@@ -219,7 +219,7 @@ class TrainingRun:
         device = next(self.network.parameters()).device
         load_onnx_weights(self.network, path, images.to(device))
         # The file is usually the shipped model, which export then replaces: keep its digest.
-        self.record["init_from"] = {"file": str(path), "sha256": sha256_of(path)}
+        self.record["init_from"] = {"file": str(path), "sha256": file_sha256(path)}
         log.info("starting %s from the weights of %s", self.workspace.model, path)
 
     def _elapsed(self) -> float:

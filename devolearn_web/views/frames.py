@@ -8,6 +8,7 @@ TIFF, PNG, ROI set or ZIP into memory and sends it back. Nothing is stored betwe
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -17,7 +18,12 @@ from werkzeug.datastructures import MultiDict
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.ctc import ctc_zip, tracks_csv
 from devolearn_web.downloads import build_download, check_format, safe_stem
-from devolearn_web.errors import BadParameter, DevoLearnError, TooLarge
+from devolearn_web.errors import (
+    UNEXPECTED_ERROR_SENTENCE,
+    BadParameter,
+    DevoLearnError,
+    TooLarge,
+)
 from devolearn_web.imaging import DecodedImage
 from devolearn_web.pipelines import LineageResult, SegmentationResult, predict, predict_bytes
 from devolearn_web.registry import ModelRegistry
@@ -44,6 +50,8 @@ from devolearn_web.stacks import (
     parse_axes_override,
     parse_channel,
 )
+
+logger = logging.getLogger(__name__)
 
 FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip", "ctc", "tracks-csv")
 # Downloads made from tracks: they need track=true.
@@ -295,6 +303,11 @@ def _ndjson(events: Iterator[dict]) -> Iterator[str]:
             yield json.dumps(event, separators=(",", ":")) + "\n"
     except DevoLearnError as error:
         yield json.dumps({"error": error.message, "status": error.status}) + "\n"
+    except Exception:
+        # The 200 and the first lines are already sent: no error handler can answer any more,
+        # so a bug ends the stream with the handler's own sentence instead of a cut connection.
+        logger.exception("Unexpected error while streaming a stack's answer")
+        yield json.dumps({"error": UNEXPECTED_ERROR_SENTENCE, "status": 500}) + "\n"
 
 
 def _file_response(body: bytes, media_type: str, filename: str) -> Response:

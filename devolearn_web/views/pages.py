@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.resources
 import io
@@ -34,6 +33,7 @@ from devolearn_web.bioimageio_package import (
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
+from devolearn_web.file_digest import file_sha256
 from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, resize_image, to_display_png
 from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
 from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
@@ -352,19 +352,8 @@ def _checksum_state(models_dir: Path, card: dict) -> str:
     path = Path(models_dir) / Path(str(card.get("file", ""))).name
     if not path.is_file():
         return "missing"
-    stat = path.stat()
-    digest = _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    digest = file_sha256(path)
     return "match" if digest == str(card.get("sha256", "")).lower() else "mismatch"
-
-
-@lru_cache(maxsize=8)
-def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    # mtime and size are part of the cache key so a replaced model file is hashed again.
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @lru_cache(maxsize=32)

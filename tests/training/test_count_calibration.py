@@ -1,4 +1,5 @@
-"""The lineage count calibration: the isotonic fit, and the calibrate step on tiny data."""
+"""The lineage count calibration: the isotonic fit (NumPy, in the fast suite), and the calibrate
+step on tiny data (PyTorch: marked training)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from devolearn_web.lineage_counts import calibration_problem, lineage_counts
-from devolearn_web.training.calibrate import fit_calibration, isotonic_knots
+from devolearn_web.training.isotonic import fit_calibration, isotonic_knots
 from devolearn_web.training.specs import LINEAGE_MAXIMA, LINEAGES
 
 
@@ -47,6 +48,7 @@ def test_a_network_that_compresses_its_range_is_read_back_onto_the_truth():
     assert after < 0.5 * before
 
 
+@pytest.mark.training
 def test_calibrate_fits_on_train_and_the_card_reads_counts_through_it(workspace_factory, tmp_path):
     pytest.importorskip("torch")
     from devolearn_web.training.cards import validate_card
@@ -76,6 +78,7 @@ def test_calibrate_fits_on_train_and_the_card_reads_counts_through_it(workspace_
     assert "uncalibrated" in rewritten["metrics"]["test"]
 
 
+@pytest.mark.training
 def test_segmentation_models_are_not_calibrated(workspace_factory):
     from devolearn_web.training.calibrate import record_calibration
 

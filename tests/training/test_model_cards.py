@@ -119,9 +119,9 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
 ):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
+    from devolearn_web.file_digest import file_sha256
     from devolearn_web.training.cards import validate_card
     from devolearn_web.training.cli import main
-    from devolearn_web.training.onnx_runner import sha256_of
 
     workspace = workspace_factory("nucleus")
     common = cli_folders(workspace)
@@ -135,7 +135,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     card = json.loads(workspace.card_path.read_text())
     metrics = json.loads(workspace.metrics_json.read_text())
     assert validate_card(card) == []
-    assert card["sha256"] == sha256_of(workspace.onnx_path) == metrics["sha256"]
+    assert card["sha256"] == file_sha256(workspace.onnx_path) == metrics["sha256"]
     assert card["metrics"]["test"]["images"] == metrics["test"]["images"] > 0
     assert {"iou", "dice", "seg", "count_error_percent"} <= set(metrics["test"])
     assert metrics["targets"]["seg"]["target"] == ">= 0.85"

@@ -115,10 +115,10 @@ def test_unfaithful_export_is_refused_and_leaves_no_file(fpn, tmp_path):
 
 
 def test_import_state_dict_writes_onnx_and_card(workspace_factory, tmp_path):
+    from devolearn_web.file_digest import file_sha256
     from devolearn_web.training.cards import validate_card
     from devolearn_web.training.importing import import_state_dict
     from devolearn_web.training.models import build_model
-    from devolearn_web.training.onnx_runner import sha256_of
 
     workspace = workspace_factory("lineage", preprocess_size=None)
     state_path = tmp_path / "lineage_weights.pt"
@@ -127,7 +127,7 @@ def test_import_state_dict_writes_onnx_and_card(workspace_factory, tmp_path):
     torch.save({f"module.{key}": value for key, value in weights.items()}, state_path)
     card = import_state_dict(workspace, state_path)
     assert validate_card(card) == []
-    assert card["sha256"] == sha256_of(workspace.onnx_path)
+    assert card["sha256"] == file_sha256(workspace.onnx_path)
     assert card["output"]["activation"] == "none"
     assert card["training_data"]["simulated"] is False
     # The lineage head keeps DevoLearn's raw outputs: no sigmoid is appended.

@@ -147,6 +147,12 @@ def test_membrane_labels_leave_gaps_along_membranes(embryo):
     assert np.all(labels[on_membrane] == 0)
 
 
+# Wall-clock: behind the slow marker, with a margin ten times the quiet machine's time, so only
+# a real regression (a slice taking a second or more) fails it.
+MEMBRANE_SLICE_MAX_SECONDS = 1.0
+
+
+@pytest.mark.slow
 def test_membrane_slice_renders_fast(embryo):
     rng = np.random.default_rng(0)
     t = embryo.grid_time_with_total(300)
@@ -157,8 +163,8 @@ def test_membrane_slice_renders_fast(embryo):
         start = time.perf_counter()
         render_membrane_slice(slice_geometry(embryo, t, view, z), view, look, rng)
         durations.append(time.perf_counter() - start)
-    # Well under 100 ms on a quiet machine; the margin absorbs a shared, busy CPU.
-    assert np.median(durations) < 0.25
+    # Well under 100 ms on a quiet machine.
+    assert np.median(durations) < MEMBRANE_SLICE_MAX_SECONDS
 
 
 def _read_csv(path: Path) -> list[dict]:

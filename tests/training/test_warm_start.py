@@ -76,8 +76,9 @@ def test_a_file_of_another_architecture_is_refused(exported_lineage, tmp_path) -
 def test_a_new_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
     exported_lineage, workspace_factory
 ) -> None:
+    from devolearn_web.file_digest import file_sha256
     from devolearn_web.training.checkpoints import load_checkpoint
-    from devolearn_web.training.onnx_runner import OnnxModel, sha256_of
+    from devolearn_web.training.onnx_runner import OnnxModel
     from devolearn_web.training.quantize import network_inputs
     from devolearn_web.training.train import TrainingRun, TrainSettings
 
@@ -94,7 +95,7 @@ def test_a_new_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
     saved = load_checkpoint(workspace.checkpoint)
     trained = saved["state_dict"]["fc.weight"]
     # The run remembers which file it started from, even once export has replaced it.
-    assert saved["hyperparameters"]["init_from"] == {"file": str(path), "sha256": sha256_of(path)}
+    assert saved["hyperparameters"]["init_from"] == {"file": str(path), "sha256": file_sha256(path)}
     # Resuming loads the checkpoint; the file is not read again over the trained weights.
     resumed = TrainingRun(workspace, TrainSettings(init_from=path, **options))
     assert torch.equal(resumed.network.state_dict()["fc.weight"], trained)

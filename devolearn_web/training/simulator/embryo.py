@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from devolearn_web.training.simulator.lineage import (
-    FIRST_CLEAVAGE_MINUTES,
     CellTable,
     build_lineage,
     count_by_lineage,
@@ -54,10 +53,6 @@ class Embryo:
     times: np.ndarray  # float64 (n_times,) minutes since the 1-cell stage began
     alive_ids: list[np.ndarray]
     centres: list[np.ndarray]
-
-    @property
-    def first_cleavage_minutes(self) -> float:
-        return FIRST_CLEAVAGE_MINUTES
 
     def populations_at(self, t: float) -> dict[str, int]:
         """Living cells per founder lineage at minute t, keys ordered A, E, M, P, C, D, Z."""

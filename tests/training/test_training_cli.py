@@ -1,0 +1,23 @@
+"""The training command line: one argparse sub-command per step, each with its own function."""
+
+from __future__ import annotations
+
+import pytest
+
+from devolearn_web.training.cli import RUNNERS, build_parser
+
+# The arguments a sub-command needs besides --model.
+REQUIRED = {"import": ["--onnx", "original.onnx"]}
+
+
+@pytest.mark.parametrize("command", list(RUNNERS))
+def test_each_sub_command_runs_its_own_function(command):
+    args = build_parser().parse_args([command, "--model", "nucleus", *REQUIRED.get(command, [])])
+    assert args.command == command
+    assert args.func is RUNNERS[command]
+
+
+def test_an_unknown_sub_command_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["trian", "--model", "nucleus"])
+    assert "invalid choice: 'trian'" in capsys.readouterr().err
