@@ -2,8 +2,11 @@
 
 - ZIP: `res_track.txt` (one line per track: label begin end parent, as man_track.txt) and one
   `maskTTT.tif` per time point (16-bit labels = track ids, ZYX for z-stacks), the files the
-  challenge's own evaluation (and py-ctcmetrics) reads.
-- CSV: one row per nucleus per time point: time, track, parent, x, y, z (slices), volume
+  challenge's own evaluation (and py-ctcmetrics) reads; with founder names, also
+  `founder_names.txt` (label name per named track), which the challenge's tools ignore, so
+  res_track.txt keeps its four numbers per line.
+- CSV: one row per nucleus per time point: time, track, parent, name (founder name, or empty),
+  x, y, z (slices), volume
   (voxels, or pixels for single planes), and the same in um when the file is calibrated.
 """
 
@@ -61,14 +64,22 @@ def tracks_without_gaps(
     return volumes, fixed
 
 
-def ctc_zip(volumes: Sequence[np.ndarray], tracks: Sequence[Track]) -> bytes:
-    """ZIP of res_track.txt and maskTTT.tif (labels = track ids) per time point."""
+def ctc_zip(
+    volumes: Sequence[np.ndarray], tracks: Sequence[Track], names: dict[int, str] | None = None
+) -> bytes:
+    """ZIP of res_track.txt and maskTTT.tif (labels = track ids) per time point, and
+    founder_names.txt when tracks are named."""
+    original = {track.track for track in tracks}
     volumes, tracks = tracks_without_gaps(volumes, tracks)
+    named = _names_of_parts(tracks, original, names or {})
     digits = max(3, len(str(len(volumes) - 1)))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as bundle:
         lines = "".join(f"{t.track} {t.begin} {t.end} {t.parent}\n" for t in tracks)
         bundle.writestr("res_track.txt", lines)
+        if named:
+            listed = "".join(f"{track} {name}\n" for track, name in sorted(named.items()))
+            bundle.writestr("founder_names.txt", listed)
         for time, volume in enumerate(volumes):
             page = io.BytesIO()
             tifffile.imwrite(page, labels_16bit(volume), photometric="minisblack")
@@ -76,14 +87,31 @@ def ctc_zip(volumes: Sequence[np.ndarray], tracks: Sequence[Track]) -> bytes:
     return buffer.getvalue()
 
 
+def _names_of_parts(
+    tracks: Sequence[Track], original: set[int], names: dict[int, str]
+) -> dict[int, str]:
+    """Names of the written tracks: a part after a gap carries its whole track's name."""
+    parents = {track.track: track.parent for track in tracks}
+    named = {}
+    for track in tracks:
+        whole = track.track
+        while whole not in original and whole in parents:
+            whole = parents[whole]
+        if whole in names:
+            named[track.track] = names[whole]
+    return named
+
+
 def tracks_csv(
     volumes: Sequence[np.ndarray],
     tracks: Sequence[Track],
     voxel_um: tuple[float, float, float] | None = None,
+    names: dict[int, str] | None = None,
 ) -> str:
-    """CSV: time, track, parent, x, y, z, volume (and in um when calibrated) per nucleus."""
+    """CSV: time, track, parent, name, x, y, z, volume (and in um when calibrated) per nucleus."""
     parents = {track.track: track.parent for track in tracks}
-    header = ["time", "track", "parent", "x", "y", "z", "volume"]
+    names = names or {}
+    header = ["time", "track", "parent", "name", "x", "y", "z", "volume"]
     if volumes and volumes[0].ndim != 3:
         voxel_um = None  # single planes: an area, not a volume, so no um3 column
     if voxel_um is not None:
@@ -92,7 +120,8 @@ def tracks_csv(
     for time, volume in enumerate(volumes):
         stack = volume if volume.ndim == 3 else volume[np.newaxis]
         for found in objects_3d(stack, voxel_um):
-            row = [time, found["label"], parents.get(found["label"], 0)]
-            row += [found[key] for key in header[3:]]
+            label = found["label"]
+            row = [time, label, parents.get(label, 0), names.get(label, "")]
+            row += [found[key] for key in header[4:]]
             lines.append(",".join(str(value) for value in row))
     return "\n".join(lines) + "\n"

@@ -1,8 +1,11 @@
 """Plotly figures (plain dicts) for 3D nuclei and tracks: a 3D view of nucleus centres, the
-lineage tree (time downward, a branch at each division) and the number of nuclei over time."""
+lineage tree (time downward, a branch at each division, founder names) and the number of nuclei
+over time. Time points are shown counted from 1, as the page's slider and Fiji count them; the
+answer's tracks keep the challenge's 0-based times."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from devolearn_web.figures import OBJECT_PALETTE
@@ -10,6 +13,35 @@ from devolearn_web.tracking import Track
 
 # Marker diameters (px) of the smallest and largest nucleus in the 3D view.
 MARKER_SIZES = (4.0, 18.0)
+# The 3D box's shortest side, as a fraction of its longest: nuclei all in one slice (or a thin
+# layer) would otherwise draw as a flat sheet.
+MIN_ASPECT = 0.25
+# At most about this many time ticks; each at a whole time point.
+MAX_TIME_TICKS = 10
+
+
+def shown_time(index: int) -> int:
+    """The time point the page shows for a 0-based index (counted from 1, as in Fiji)."""
+    return index + 1
+
+
+def time_axis(title: str, count: int, **extra) -> dict:
+    """An axis of time points: ticks at whole time points counted from 1."""
+    step = max(1, math.ceil(count / MAX_TIME_TICKS))
+    return {"title": {"text": title}, "tickmode": "linear", "tick0": 1, "dtick": step, **extra}
+
+
+def box_aspect(objects: Sequence[dict], keys: Sequence[str], calibrated: bool) -> dict:
+    """The 3D box: true proportions when calibrated (no side under MIN_ASPECT of the longest);
+    a cube when z is in slices and x, y in pixels, whose ratio is unknown."""
+    if not calibrated or not objects:
+        return {"aspectmode": "cube"}
+    spans = [
+        max(found[key] for found in objects) - min(found[key] for found in objects) for key in keys
+    ]
+    longest = max(spans) or 1.0
+    x, y, z = (max(span / longest, MIN_ASPECT) for span in spans)
+    return {"aspectmode": "manual", "aspectratio": {"x": x, "y": y, "z": z}}
 
 
 def _colour(label: int) -> str:
@@ -57,7 +89,7 @@ def nuclei_3d_figure(objects: Sequence[dict], title: str = "Nuclei in 3D") -> di
                 "xaxis": {"title": {"text": f"x{unit}"}},
                 "yaxis": {"title": {"text": f"y{unit}"}, "autorange": "reversed"},
                 "zaxis": {"title": {"text": f"z{unit if calibrated else ' (slice)'}"}},
-                "aspectmode": "data",
+                **box_aspect(objects, keys[:3], calibrated),
             },
             "margin": {"l": 0, "r": 0, "t": 40, "b": 0},
         },
@@ -88,9 +120,15 @@ def tree_columns(tracks: Sequence[Track]) -> dict[int, float]:
     return columns
 
 
-def lineage_tree_figure(tracks: Sequence[Track], volumes: dict[int, float] | None = None) -> dict:
-    """The lineage tree: one vertical line per track, time downward, a bar at each division."""
+def lineage_tree_figure(
+    tracks: Sequence[Track],
+    volumes: dict[int, float] | None = None,
+    names: dict[int, str] | None = None,
+) -> dict:
+    """The lineage tree: one vertical line per track, time downward, a bar at each division,
+    founder names beside their tracks and in the hover."""
     volumes = volumes or {}
+    names = names or {}
     columns = tree_columns(tracks)
     by_id = {track.track: track for track in tracks}
     xs: list = []
@@ -98,23 +136,26 @@ def lineage_tree_figure(tracks: Sequence[Track], volumes: dict[int, float] | Non
     for track in tracks:
         x = columns[track.track]
         xs += [x, x, None]
-        ys += [track.begin, track.end, None]
+        ys += [shown_time(track.begin), shown_time(track.end), None]
         if track.parent in by_id:
             parent = by_id[track.parent]
             xs += [columns[parent.track], x, None]
-            ys += [parent.end, parent.end, None]
+            ys += [shown_time(parent.end), shown_time(parent.end), None]
             xs += [x, x, None]
-            ys += [parent.end, track.begin, None]
+            ys += [shown_time(parent.end), shown_time(track.begin), None]
+    divided = {track.parent for track in tracks}
     hover = [
         [
             track.track,
-            track.begin,
-            track.end if any(t.parent == track.track for t in tracks) else "none seen",
+            shown_time(track.begin),
+            shown_time(track.end) if track.track in divided else "none seen",
             track.parent or "none",
             volumes.get(track.track, "n/a"),
+            names.get(track.track, "not named"),
         ]
         for track in tracks
     ]
+    last = max((track.end for track in tracks), default=0)
     return {
         "data": [
             {
@@ -128,13 +169,16 @@ def lineage_tree_figure(tracks: Sequence[Track], volumes: dict[int, float] | Non
             },
             {
                 "type": "scatter",
-                "mode": "markers",
+                "mode": "markers+text",
                 "x": [columns[track.track] for track in tracks],
-                "y": [(track.begin + track.end) / 2 for track in tracks],
+                "y": [shown_time(track.begin) + (track.end - track.begin) / 2 for track in tracks],
                 "marker": {"size": 7, "color": [_colour(track.track) for track in tracks]},
+                "text": [names.get(track.track, "") for track in tracks],
+                "textposition": "middle right",
                 "customdata": hover,
-                "hovertemplate": "Track %{customdata[0]}<br>born at time %{customdata[1]}"
-                "<br>divides at time %{customdata[2]}<br>parent %{customdata[3]}"
+                "hovertemplate": "%{customdata[5]} · track %{customdata[0]}"
+                "<br>born at time point %{customdata[1]}"
+                "<br>divides at time point %{customdata[2]}<br>parent %{customdata[3]}"
                 "<br>mean nucleus volume %{customdata[4]}<extra></extra>",
                 "name": "nuclei",
             },
@@ -142,7 +186,7 @@ def lineage_tree_figure(tracks: Sequence[Track], volumes: dict[int, float] | Non
         "layout": {
             "title": {"text": f"Lineage tree · {len(tracks)} tracks"},
             "xaxis": {"visible": False},
-            "yaxis": {"title": {"text": "time point"}, "autorange": "reversed"},
+            "yaxis": time_axis("time point", shown_time(last), autorange="reversed"),
             "showlegend": False,
             "margin": {"l": 50, "r": 10, "t": 40, "b": 10},
         },
@@ -156,15 +200,15 @@ def nuclei_over_time_figure(counts: Sequence[int]) -> dict:
             {
                 "type": "scatter",
                 "mode": "lines+markers",
-                "x": list(range(len(counts))),
+                "x": [shown_time(index) for index in range(len(counts))],
                 "y": list(counts),
                 "name": "nuclei",
-                "hovertemplate": "time %{x}: %{y} nuclei<extra></extra>",
+                "hovertemplate": "time point %{x}: %{y} nuclei<extra></extra>",
             }
         ],
         "layout": {
             "title": {"text": "Nuclei over time"},
-            "xaxis": {"title": {"text": "time point"}},
+            "xaxis": time_axis("time point", len(counts)),
             "yaxis": {"title": {"text": "nuclei"}, "rangemode": "tozero"},
             "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
         },

@@ -421,7 +421,8 @@ def _frames_request_fields() -> dict:
             "track=true), probability-tiff (float32), png (mask at the threshold; one image "
             "only), zip (all of them, a mask PNG per frame). Lineage: csv. With track=true: ctc "
             "(ZIP in the Cell Tracking Challenge's result layout: res_track.txt and maskTTT.tif) "
-            "and tracks-csv (time, track, parent, x, y, z, volume per nucleus and time point).",
+            "and tracks-csv (time, track, parent, name, x, y, z, volume per nucleus and time "
+            "point).",
         },
         "assemble": {
             "type": "string",
@@ -560,11 +561,15 @@ def _frames_schema() -> dict:
             "tracks": {
                 "type": "array",
                 "description": "track=true: the Cell Tracking Challenge's man_track.txt lines: "
-                "track id, first and last time point (0-based), parent track (0: none).",
+                "track id, first and last time point (0-based), parent track (0: none), and the "
+                "founder cell's name (AB, P1, EMS, ...) when the recording starts at 4 nuclei or "
+                "fewer and "
+                "the divisions tell it (null otherwise; a note says why).",
                 "items": {
                     "type": "object",
                     "properties": {
-                        key: {"type": "integer"} for key in ("track", "begin", "end", "parent")
+                        **{key: {"type": "integer"} for key in ("track", "begin", "end", "parent")},
+                        "name": {"type": ["string", "null"]},
                     },
                     "required": ["track", "begin", "end", "parent"],
                 },

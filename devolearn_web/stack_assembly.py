@@ -7,6 +7,8 @@ stack's per-slice results, and what the answer adds (no Flask: a queued job can 
 - `track=true` (nucleus model, a stack with a time axis): nuclei are followed through time with
   divisions (devolearn_web.tracking); labels then carry track ids (CTC's res_track.txt meaning).
   A time series of z-stacks is assembled in 3D first, whatever `assemble` says.
+- With tracks, the founder cells are named when the recording starts at 4 cells or fewer
+  (devolearn_web.founders): each track's `name`, null when unknown, and a note saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from devolearn_web.assembly3d import DEFAULT_Z_STEP_UM, assemble_3d, objects_3d
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.calibration import UNITS, Calibration
 from devolearn_web.errors import BadParameter
+from devolearn_web.founders import Naming, name_founders
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest
@@ -35,7 +38,13 @@ from devolearn_web.stack_pipeline import (
     stack_json,
 )
 from devolearn_web.stacks import FrameStack
-from devolearn_web.tracking import Track, Tracking, nuclei_per_time, track_nuclei
+from devolearn_web.tracking import (
+    Track,
+    Tracking,
+    centres_and_diameters,
+    nuclei_per_time,
+    track_nuclei,
+)
 
 ASSEMBLY_MODEL = "nucleus"
 Z_STEP_RANGE_UM = (0.01, 100.0)
@@ -67,6 +76,12 @@ class StackAssembly:
     tracking: Tracking | None
     notes: list[str]
     has_z: bool
+    naming: Naming | None = None
+
+    @property
+    def names(self) -> dict[int, str]:
+        """Founder names by track id (empty without tracks or names)."""
+        return self.naming.names if self.naming is not None else {}
 
 
 def parse_assembly_request(form) -> AssemblyRequest:
@@ -180,13 +195,15 @@ def assemble_stack(
         else:
             volumes.append(planes[0].astype(np.uint32))
             lookups.append((np.arange(int(planes[0].max(initial=0)) + 1, dtype=np.uint32),))
-    tracking = None
+    tracking = naming = None
     if request.track:
         # z in the units of y and x: a z step is this many pixels deep.
         depth = z_step / pixel[0] if pixel is not None else _depth_from_shapes(volumes)
         spacing = (depth, 1.0, 1.0) if has_z else (1.0, 1.0)
         tracking = track_nuclei(volumes, spacing)
         volumes = [tracking.relabel(moment, volume) for moment, volume in enumerate(volumes)]
+        naming = name_founders(tracking.tracks, [_centres(volume, spacing) for volume in volumes])
+        notes.append(naming.note)
         lookups = [
             tuple(tracking.lookups[moment][lookup] for lookup in per_slice)
             for moment, per_slice in enumerate(lookups)
@@ -194,7 +211,13 @@ def assemble_stack(
     for group, per_slice in zip(time_groups(stack.positions), lookups, strict=True):
         for index, lookup in zip(group, per_slice, strict=True):
             _relabel(results[index], lookup)
-    return StackAssembly(volumes, z_step, voxel, tracking, notes, has_z)
+    return StackAssembly(volumes, z_step, voxel, tracking, notes, has_z, naming)
+
+
+def _centres(volume: np.ndarray, spacing: Sequence[float]) -> dict[int, np.ndarray]:
+    """Track id -> centre (in the tracker's units) at one time point."""
+    ids, centres, _ = centres_and_diameters(volume, spacing)
+    return {int(label): centre for label, centre in zip(ids, centres, strict=True)}
 
 
 def _depth_from_shapes(volumes: list[np.ndarray]) -> float:
@@ -238,7 +261,8 @@ def assembly_json(assembly: StackAssembly) -> dict:
             ]
     if assembly.tracking is not None:
         tracks = assembly.tracking.tracks
-        answer["tracks"] = [track.to_dict() for track in tracks]
+        names = assembly.names
+        answer["tracks"] = [{**track.to_dict(), "name": names.get(track.track)} for track in tracks]
         answer["nuclei_per_time"] = nuclei_per_time(tracks, len(assembly.volumes))
         answer["divisions"] = sum(1 for track in tracks if track.parent) // 2
     return answer
@@ -321,11 +345,15 @@ def assembly_figures(extra: dict) -> dict:
         shown = [found for found in objects if found.get("time", 0) == last]
         figures["nuclei_3d"] = nuclei_3d_figure(shown)
     if "tracks" in extra:
-        tracks = [Track(**track) for track in extra["tracks"]]
+        tracks = [
+            Track(track["track"], track["begin"], track["end"], track["parent"])
+            for track in extra["tracks"]
+        ]
+        names = {track["track"]: track["name"] for track in extra["tracks"] if track.get("name")}
         volumes: dict[int, list[float]] = {}
         for found in objects:
             volumes.setdefault(found["label"], []).append(found["volume"])
         means = {label: round(sum(v) / len(v), 1) for label, v in volumes.items()}
-        figures["lineage_tree"] = lineage_tree_figure(tracks, means)
+        figures["lineage_tree"] = lineage_tree_figure(tracks, means, names)
         figures["nuclei_over_time"] = nuclei_over_time_figure(extra["nuclei_per_time"])
     return figures

@@ -92,6 +92,9 @@ def test_a_time_series_is_tracked_with_its_division(client):
     mother = next(t for t in tracks if t["end"] == 1)
     assert sorted(t["parent"] for t in tracks) == [0, 0, mother["track"], mother["track"]]
     assert set(answer["figures_3d"]) == {"lineage_tree", "nuclei_over_time"}
+    # Two disks are no embryo: every track says it has no founder name, and the notes say why.
+    assert all("name" in track for track in tracks)
+    assert any("founder" in note.lower() for note in answer["notes"])
 
 
 def test_the_ctc_download_is_read_back_by_the_challenges_measures(client, tmp_path):
@@ -129,7 +132,7 @@ def test_the_tracks_csv_has_a_row_per_nucleus_and_time(client):
     response = post(client, data, track="true", format="tracks-csv")
     assert response.status_code == 200
     lines = response.data.decode().splitlines()
-    assert lines[0] == "time,track,parent,x,y,z,volume"
+    assert lines[0] == "time,track,parent,name,x,y,z,volume"
     assert len(lines) == 1 + 2 + 2 + 3 + 3
 
 

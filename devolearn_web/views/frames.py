@@ -226,11 +226,14 @@ def _assembled(
         if requested == "ctc":
             tracks = assembly.tracking.tracks if assembly.tracking else []
             return _file_response(
-                ctc_zip(assembly.volumes, tracks), "application/zip", f"{stem}_ctc.zip"
+                ctc_zip(assembly.volumes, tracks, assembly.names),
+                "application/zip",
+                f"{stem}_ctc.zip",
             )
         if requested == "tracks-csv":
             tracks = assembly.tracking.tracks if assembly.tracking else []
-            body = tracks_csv(assembly.volumes, tracks, assembly.voxel_um).encode("utf-8")
+            body = tracks_csv(assembly.volumes, tracks, assembly.voxel_um, assembly.names)
+            body = body.encode("utf-8")
             return _file_response(body, "text/csv", f"{stem}_tracks.csv")
         body = build_download(
             requested, stem, results, stack.positions, frame_axis(stack), stack.calibration

@@ -95,3 +95,31 @@ def write_ctc_recording(
     )
     (folder / "recording.json").write_text(json.dumps(asdict(recording), indent=1))
     return recording
+
+
+def truth_tracking(
+    embryo: Embryo, cells: int, times: int, rng: np.random.Generator | None = None
+) -> tuple[list, list[dict[int, np.ndarray]], dict[int, str]]:
+    """The simulator's own tracks from the first minute with `cells` cells, a minute apart:
+    CTC tracks (label = cell id + 1), per time point label -> centre (um, turned and flipped
+    at random when `rng` is given, as a microscope would see it), and each label's true name."""
+    from devolearn_web.tracking import Track
+
+    start = embryo.time_index(embryo.grid_time_with_total(cells))
+    turn = np.eye(3)
+    if rng is not None:
+        turn, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # a random rotation or reflection
+    seen: dict[int, list[int]] = {}
+    positions = []
+    for t in range(times):
+        index = min(start + t, len(embryo.times) - 1)
+        ids, centres = embryo.alive_ids[index], embryo.centres[index] @ turn.T
+        positions.append({int(i) + 1: centre for i, centre in zip(ids, centres, strict=True)})
+        for i in ids:
+            seen.setdefault(int(i) + 1, []).append(t)
+    tracks = []
+    for label, moments in sorted(seen.items()):
+        parent = int(embryo.cells.parent[label - 1]) + 1
+        tracks.append(Track(label, min(moments), max(moments), parent if parent in seen else 0))
+    names = {label: embryo.cells.names[label - 1] for label in seen}
+    return tracks, positions, names
