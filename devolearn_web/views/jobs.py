@@ -7,7 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
 
 from devolearn_web.config import request_size_limit
 from devolearn_web.downloads import check_format
@@ -69,6 +69,7 @@ def submit_job():
     engine = get_engine()
     config = current_app.config
     refuse_query_fields()
+    g.upload_limit_bytes = config["JOB_MAX_UPLOAD_BYTES"]  # named by werkzeug's 413
     request.max_content_length = request_size_limit(config["JOB_MAX_UPLOAD_BYTES"])
     request.spool_dir = os.path.join(engine.settings.jobs_dir, "uploads")
     refuse_unknown_fields(JOB_FIELDS)
