@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -34,6 +36,7 @@ class JobStore(Protocol):
     def put_blob(self, job_id: str, name: str, data: bytes) -> None: ...
     def put_blob_from_file(self, job_id: str, name: str, source: BinaryIO) -> None: ...
     def get_blob(self, job_id: str, name: str) -> bytes | None: ...
+    def blob_file(self, job_id: str, name: str): ...
     def delete_blob(self, job_id: str, name: str) -> None: ...
     def delete_blobs(self, job_id: str) -> None: ...
     def expire(self, job_id: str, seconds: int) -> None: ...
@@ -123,6 +126,21 @@ class RedisStore:
 
     def get_blob(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(self._key(job_id, "blob", name))
+
+    @contextmanager
+    def blob_file(self, job_id: str, name: str) -> Iterator[Path | None]:
+        """The blob copied a piece at a time to a temporary file (deleted after), or None."""
+        key = self._key(job_id, "blob", name)
+        if not self.redis.exists(key):
+            yield None
+            return
+        with tempfile.NamedTemporaryFile(prefix="devolearn-job-") as target:
+            start = 0
+            while piece := self.redis.getrange(key, start, start + COPY_PIECE_BYTES - 1):
+                target.write(piece)
+                start += len(piece)
+            target.flush()
+            yield Path(target.name)
 
     def blob_names(self, job_id: str) -> list[str]:
         return sorted(name.decode() for name in self.redis.smembers(self._key(job_id, "blobs")))
@@ -225,6 +243,12 @@ class FolderStore:
             return self._blob(job_id, name).read_bytes()
         except OSError:
             return None
+
+    @contextmanager
+    def blob_file(self, job_id: str, name: str) -> Iterator[Path | None]:
+        """The blob's own file (read in place), or None."""
+        path = self._blob(job_id, name)
+        yield path if path.is_file() else None
 
     def blob_names(self, job_id: str) -> list[str]:
         try:
