@@ -31,6 +31,7 @@ class JobStore(Protocol):
     def create(self, job_id: str, record: dict, lifetime_s: int) -> None: ...
     def get(self, job_id: str) -> dict | None: ...
     def update(self, job_id: str, **fields) -> bool: ...
+    def update_live(self, job_id: str, **fields) -> bool: ...
     def mark_chunk_done(self, job_id: str, index: int) -> int: ...
     def chunks_done(self, job_id: str) -> set[int]: ...
     def put_blob(self, job_id: str, name: str, data: bytes) -> None: ...
@@ -84,6 +85,18 @@ class RedisStore:
         script = (
             "if redis.call('exists', KEYS[1]) == 1 then "
             "redis.call('hset', KEYS[1], unpack(ARGV)) return 1 end return 0"
+        )
+        args = [item for field, value in fields.items() for item in (field, json.dumps(value))]
+        return bool(self.redis.eval(script, 1, self._key(job_id), *args))
+
+    def update_live(self, job_id: str, **fields) -> bool:
+        """As update, but only while the job has not ended (a DELETE mid-step must stand)."""
+        ended = ",".join(json.dumps(state) for state in ENDED)
+        script = (
+            "if redis.call('exists', KEYS[1]) == 0 then return 0 end "
+            "local state = redis.call('hget', KEYS[1], 'state') "
+            f"for _, ended in ipairs({{{ended}}}) do if state == ended then return 0 end end "
+            "redis.call('hset', KEYS[1], unpack(ARGV)) return 1"
         )
         args = [item for field, value in fields.items() for item in (field, json.dumps(value))]
         return bool(self.redis.eval(script, 1, self._key(job_id), *args))
@@ -208,6 +221,20 @@ class FolderStore:
             try:
                 record = self._raw(folder)
             except (OSError, ValueError):
+                return False
+            record.update(fields)
+            self._write_record(folder, record)
+        return True
+
+    def update_live(self, job_id: str, **fields) -> bool:
+        """As update, but only while the job has not ended (a DELETE mid-step must stand)."""
+        folder = self._folder(job_id)
+        with self._lock:
+            try:
+                record = self._raw(folder)
+            except (OSError, ValueError):
+                return False
+            if record.get("state") in ENDED:
                 return False
             record.update(fields)
             self._write_record(folder, record)

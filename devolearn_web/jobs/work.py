@@ -91,13 +91,16 @@ def prepare(store: JobStore, job_id: str, settings: JobSettings) -> int:
         finally:
             paged.close()
     stack = paged.stack
-    store.update(
+    live = store.update_live(
         job_id,
         state="running",
         total=stack.count,
         voxels=stack.count * stack.height * stack.width,
         chunk_frames=settings.chunk_frames,
     )
+    if not live:  # cancelled while its chunks were written: they go too, none are run
+        store.delete_blobs(job_id)
+        return 0
     return count
 
 
@@ -133,6 +136,8 @@ def _write_chunks(store: JobStore, job_id: str, paged: PagedStack, chunk_frames:
     store.put_blob(job_id, STACK, pickle.dumps((description, stack.count)))
     sizes = chunk_sizes(stack.count, chunk_frames)
     for index, start in enumerate(range(0, stack.count, chunk_frames)):
+        if index % 16 == 15 and not is_live(store, job_id):
+            break  # cancelled: prepare() deletes what was written
         buffer = io.BytesIO()
         np.save(buffer, paged.frames(start, start + sizes[index]))
         store.put_blob(job_id, chunk_name(index), buffer.getvalue())
@@ -214,7 +219,12 @@ def run_chunk(
         batch_size=len(frames),
         scale_request=scale_request,
     ):
-        answers.append(frame_json(result, start + offset, positions[offset], with_images))
+        answer = frame_json(result, start + offset, positions[offset], with_images)
+        if options.get("figures") and with_images:
+            from devolearn_web.figures import build_figures  # Plotly dicts only when asked
+
+            answer.update(build_figures(result, chunk.image(offset)))
+        answers.append(answer)
         if isinstance(result, SegmentationResult):
             result.labels = np.asarray(result.labels)  # made now, so it is pickled
             result.probability_png = b""
@@ -262,7 +272,7 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
     for name in (INPUT, *(chunk_name(index) for index in range(count))):
         store.delete_blob(job_id, name)  # the upload is not kept past its job
     ended = time.time()
-    if store.update(
+    if store.update_live(
         job_id,
         state="finished",
         done=total,
@@ -299,15 +309,16 @@ def fail(store: JobStore, job_id: str, error: BaseException | str, settings: Job
     record = store.get(job_id)
     if record is None or record["state"] in ENDED:
         return
-    store.delete_blobs(job_id)
     ended = time.time()
-    store.update(
+    if not store.update_live(
         job_id,
         state="failed",
         error=sentence,
         finished_at=ended,
         expires_at=ended + settings.result_ttl_s,
-    )
+    ):
+        return  # cancelled meanwhile: a cancel stands, and it deleted the files
+    store.delete_blobs(job_id)
     store.expire(job_id, settings.result_ttl_s)
 
 

@@ -227,3 +227,33 @@ def test_preparing_a_gigabyte_tiff_keeps_the_worker_under_300_mb(tmp_path):
     figures = json.loads(output.strip().splitlines()[-1])
     assert figures["frames"] == 1400 and figures["chunks"] == 40
     assert figures["peak_rss_after_mb"] < 300, figures
+
+
+def test_a_cancel_while_prepare_writes_chunks_stands(tmp_path):
+    """A DELETE mid-prepare: prepare must not set the job back to running, and keeps nothing."""
+    from devolearn_web.jobs import work
+    from devolearn_web.jobs.settings import JobSettings
+    from devolearn_web.jobs.store import FolderStore
+
+    settings = JobSettings(jobs_dir=tmp_path / "jobs", models_dir=tmp_path, chunk_frames=2)
+    store = FolderStore(settings.jobs_dir)
+    store.create("abc", {"id": "abc", "model": "nucleus", "state": "queued", "options": {}}, 60)
+    path = write(tmp_path / "s.tif", CASES["unnamed pages (z)"][0])
+    with path.open("rb") as source:
+        store.put_blob_from_file("abc", work.INPUT, source)
+    writes = []
+    original = store.put_blob
+
+    def put_then_cancel(job_id, name, data):
+        original(job_id, name, data)
+        writes.append(name)
+        if name == work.chunk_name(0):
+            work.cancel(store, job_id, settings)  # the visitor's DELETE, between two chunks
+
+    store.put_blob = put_then_cancel
+    assert work.prepare(store, "abc", settings) == 0
+    assert work.chunk_name(2) in writes  # prepare went on writing after the cancel...
+    assert store.get("abc")["state"] == "cancelled"  # ...but did not bring the job back
+    assert store.blob_names("abc") == []
+    work.fail(store, "abc", BadImage("late failure"), settings)
+    assert store.get("abc")["state"] == "cancelled"
