@@ -20,6 +20,7 @@ from devolearn_web.scale import parse_scale_request
 from devolearn_web.stacks import parse_axes_override, parse_channel
 from devolearn_web.views.api import (
     FORM_FIELDS,
+    parse_include,
     parse_threshold,
     refuse_query_fields,
     refuse_unknown_fields,
@@ -129,6 +130,8 @@ def _parse_options(form, task: str) -> dict:
         "channel": parse_channel(form.get("channel")),
         "frame": frame,
         "format": requested,
+        # The page asks for figures, so a job's answer is drawn as predict's (Plotly dicts).
+        "figures": "figures" in parse_include(form.get("include")),
         "scale": {"diameter": scale.diameter, "pixel_size_um": scale.pixel_size_um},
     }
 

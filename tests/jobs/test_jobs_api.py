@@ -163,6 +163,7 @@ def test_every_page_states_how_long_a_job_keeps_an_upload(local_app):
     client = local_app.test_client()
     for path in ("/", "/nucleus", "/membrane", "/lineage"):
         page = " ".join(client.get(path).get_data(as_text=True).split())
-        assert "An image analysed on a page is never stored" in page, path
+        assert "An image analysed on a page in one request is never stored" in page, path
+        assert "by a page for a stack too big for one request" in page, path
         assert "kept only until the job finishes, fails or is cancelled" in page, path
         assert "nothing you upload is stored" not in page.lower(), path
