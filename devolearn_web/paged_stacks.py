@@ -42,8 +42,9 @@ DAMAGED = "The TIFF stack is truncated or damaged, so its pages cannot be read."
 CHANNEL_SAMPLE_PAGES = 8
 ZIP_MAGIC = b"PK\x03\x04"
 TIME_POINT_NAME = re.compile(r"(?:^|/)t(\d+)\.tiff?$", re.IGNORECASE)
-# One time point of a ZIP is decoded whole: the CTC's is 25 MB; refuse a member far beyond that.
-MAX_ZIP_MEMBER_BYTES = 400_000_000
+# One time point of a ZIP is decoded whole (in the web process too, to check it): the CTC's is
+# 25 MB; a member far beyond that is refused.
+MAX_ZIP_MEMBER_BYTES = 100_000_000
 
 
 def shaped_nothing(shape: tuple[int, ...], dtype) -> np.ndarray:
