@@ -46,6 +46,7 @@ bp = Blueprint("pages", __name__)
 # What the drop zone accepts; anything else is refused in the browser before any request.
 ACCEPTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 ACCEPTED_EXTENSIONS += (".mp4", ".mov", ".avi")  # movies (devolearn_web.movies)
+ACCEPTED_EXTENSIONS += (".zip",)  # per-time-point TIFFs (tTTT.tif): always sent as a job
 ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/gif")
 ACCEPTED_MIME_TYPES += ("video/mp4", "video/quicktime", "video/x-msvideo")
 THUMBNAIL_WIDTH = 160

@@ -141,7 +141,9 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   state.file = file;
   state.mask = null;
   forgetJob();
-  if (jobs && (ui.asJob.checked || file.size > jobs.min_bytes)) return runJob(file);
+  // A ZIP of time points is a whole recording: only jobs read it.
+  const isZip = /\.zip$/i.test(file.name);
+  if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file);
   const run = ++state.run;
   const controller = new AbortController();
   state.controller = controller;

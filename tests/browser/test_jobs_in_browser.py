@@ -138,3 +138,39 @@ def test_a_running_job_can_be_cancelled_from_the_page(job_page, jobs_server, ima
         assert b'"state":"cancelled"' in answer.read().replace(b" ", b"")
     assert "?job=" not in page.url
     assert errors == []
+
+
+def _wait_answered(page) -> None:
+    page.wait_for_function(
+        "() => document.getElementById('analysis').dataset.state === 'done'"
+        " && Number(document.getElementById('analysis').dataset.answers || 0) > 0"
+    )
+
+
+def test_a_zip_of_time_points_and_a_ticked_box_go_as_jobs_at_the_default_threshold(
+    watched_page, server_url, image_maker, tmp_path
+):
+    """The app as deployed (40 MB threshold): small files still go as jobs when asked to."""
+    from tests.jobs.test_paged_prepare import ctc_zip
+
+    page, watch = watched_page
+    page.goto("/nucleus")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    archive = ctc_zip(tmp_path / "recording.zip", 2, depth=2).read_bytes()
+    drop_file(page, archive, "recording.zip", "application/zip")
+    _wait_answered(page)
+    assert page.get_attribute("#analysis", "data-job")
+    assert "Stack of 4 frames" in page.text_content("#stack-axes-text")
+    posted = [url for method, url in watch.api_requests() if method == "POST"]
+    assert posted == [f"{server_url}/api/v1/jobs"]
+
+    page.check("#as-job")
+    drop_file(page, disk_stack(image_maker, 3), "small.tif", "image/tiff")
+    page.wait_for_function(
+        "() => document.getElementById('analysis').dataset.job"
+        " && document.getElementById('analysis').dataset.state === 'done'"
+        " && document.getElementById('frame-chart').data[0].y.length === 3"
+    )
+    posted = [url for method, url in watch.api_requests() if method == "POST"]
+    assert posted == [f"{server_url}/api/v1/jobs"] * 2  # never predict
+    assert watch.console_errors == []
