@@ -209,7 +209,7 @@ def test_preparing_a_gigabyte_tiff_keeps_the_worker_under_300_mb(tmp_path):
     """1 GB of 16-bit pages: peak RSS was about twice the file (2068 MB) before paging."""
     path = tmp_path / "big.tif"
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY_ROOT)}
-    module = "devolearn_web.jobs.prepare_memory"
+    module = "bench.prepare_memory"
     try:
         subprocess.run(
             [sys.executable, "-m", module, "make", str(path), "40"], check=True, env=environment

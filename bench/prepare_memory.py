@@ -1,4 +1,4 @@
-"""`python -m devolearn_web.jobs.prepare_memory make|measure PATH`: a large synthetic recording,
+"""`python -m bench.prepare_memory make|measure PATH`: a large synthetic recording,
 and the peak resident memory of a worker preparing it as a job (the test and the docs use it).
 
 `measure` runs prepare in this process on a folder store and prints one JSON line: the peak
