@@ -253,6 +253,16 @@ def is_zip(head: bytes) -> bool:
     return head.startswith(ZIP_MAGIC)
 
 
+def check_zip_options(axes: str | None, channel: int | None) -> None:
+    """BadParameter for fields a ZIP of grey z-stacks cannot honour (its axes are TZ)."""
+    if axes not in (None, "TZ"):
+        raise BadParameter(
+            f"A ZIP's TIFFs are time points of z-stacks: its axes are 'TZ', not '{axes}'."
+        )
+    if channel:
+        raise BadParameter(f"Channel {channel} does not exist: a ZIP's time points have one (0).")
+
+
 def time_point_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     """The ZIP's tTTT.tif members in time order; BadImage with a sentence when there are none."""
     found: dict[int, zipfile.ZipInfo] = {}

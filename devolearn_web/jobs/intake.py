@@ -18,13 +18,20 @@ from devolearn_web.errors import BadImage, TooLarge
 from devolearn_web.imaging import sniff_format
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.movies import sniff_movie
-from devolearn_web.paged_stacks import is_zip, read_member, time_point_members
+from devolearn_web.paged_stacks import (
+    check_zip_options,
+    is_zip,
+    read_member,
+    time_point_members,
+)
 from devolearn_web.stacks import TIFF_ERRORS, is_tiff
 
 HEAD_BYTES = 64 * 1024
 
 
-def check_upload(stream: BinaryIO, filename: str | None, settings: JobSettings) -> int:
+def check_upload(
+    stream: BinaryIO, filename: str | None, settings: JobSettings, options: dict | None = None
+) -> int:
     """The upload's size in bytes; BadImage, UnsupportedType or TooLarge as predict would say."""
     stream.seek(0, 2)
     size = stream.tell()
@@ -36,6 +43,7 @@ def check_upload(stream: BinaryIO, filename: str | None, settings: JobSettings) 
     if sniff_movie(head) is not None:
         return size
     if is_zip(head):
+        check_zip_options((options or {}).get("axes"), (options or {}).get("channel"))
         _check_zip(stream, settings)
         stream.seek(0)
         return size

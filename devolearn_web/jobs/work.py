@@ -20,10 +20,17 @@ from pathlib import Path
 import numpy as np
 
 from devolearn_web.downloads import build_download, check_format, safe_stem
-from devolearn_web.errors import BadParameter, DevoLearnError
+from devolearn_web.errors import DevoLearnError
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.jobs.store import ENDED, JobStore
-from devolearn_web.paged_stacks import PagedStack, is_zip, one_frame, open_tiff, open_zip
+from devolearn_web.paged_stacks import (
+    PagedStack,
+    check_zip_options,
+    is_zip,
+    one_frame,
+    open_tiff,
+    open_zip,
+)
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import ScaleRequest
@@ -109,10 +116,7 @@ def _open_paged(path: Path, options: dict, settings: JobSettings) -> PagedStack 
     with path.open("rb") as handle:
         head = handle.read(8)
     if is_zip(head):
-        if options.get("axes") not in (None, "TZ"):
-            raise BadParameter("A ZIP's TIFFs are time points of z-stacks: its axes are 'TZ'.")
-        if options.get("channel"):
-            raise BadParameter("A ZIP's time points have one channel (0).")
+        check_zip_options(options.get("axes"), options.get("channel"))
         return open_zip(path, settings.max_stack_voxels, settings.max_frames)
     if not is_tiff(head):
         return None

@@ -86,7 +86,7 @@ def submit_job():
     upload = request.files.get("file")
     if upload is None:
         raise BadParameter("No file was sent: attach it in the multipart form field 'file'.")
-    size = check_upload(upload.stream, upload.filename, engine.settings)
+    size = check_upload(upload.stream, upload.filename, engine.settings, options)
     job_id = uuid.uuid4().hex
     record = {
         "id": job_id,

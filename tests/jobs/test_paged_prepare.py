@@ -202,6 +202,17 @@ def test_a_zip_upload_is_checked_before_it_is_queued(local_app, tmp_path):
     )
     assert answer.status_code == 400
     assert "no per-time-point TIFFs" in answer.get_json()["error"]
+    good = ctc_zip(tmp_path / "good.zip", 2).read_bytes()
+    for field, value, words in (
+        ("axes", "ZT", "its axes are 'TZ', not 'ZT'"),
+        ("channel", "1", "Channel 1 does not exist"),
+    ):
+        answer = client.post(
+            "/api/v1/jobs",
+            data={"model": "nucleus", field: value, "file": (io.BytesIO(good), "g.zip")},
+        )
+        assert answer.status_code == 400 and words in answer.get_json()["error"], field
+    assert not list((tmp_path / "jobs").glob("*/record.json"))  # nothing was queued
 
 
 @pytest.mark.slow
