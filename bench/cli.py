@@ -15,6 +15,7 @@ from bench.coldstart import measure_cold_start
 from bench.context import BenchContext
 from bench.frames import measure_frames
 from bench.inputs import DEFAULT_SAMPLES_DIR
+from bench.jobs import measure_jobs
 from bench.latency import measure_latency
 from bench.memory import measure_memory
 from bench.models import MODEL_NAMES, float_only_copy
@@ -33,6 +34,7 @@ SECTIONS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "browser": measure_browser,
     "options": measure_session_options,
     "scale": measure_scale,
+    "jobs": measure_jobs,
 }
 
 

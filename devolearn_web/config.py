@@ -111,6 +111,10 @@ class Config:
         # A job's stack may be far larger than a request's: it is decoded once, then chunked.
         self.JOB_MAX_STACK_VOXELS = _env_int("JOB_MAX_STACK_VOXELS", 2_000_000_000)
         self.JOB_MAX_FRAMES = _env_int("JOB_MAX_FRAMES", 100_000)
+        # A model page sends a file over this many bytes as a job (0: predict's own limit,
+        # MAX_UPLOAD_BYTES, over which predict answers 413); a stack predict refuses as too many
+        # values or frames (413) is sent as a job too.
+        self.PAGE_JOB_BYTES = _env_int("PAGE_JOB_BYTES", 0)
 
     def as_dict(self) -> dict:
         """The settings as Flask config keys."""

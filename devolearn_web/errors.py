@@ -192,9 +192,10 @@ def handle_unexpected_error(error: Exception) -> tuple[Response | str, int]:
 
 
 def _upload_limit_sentence() -> str:
-    from flask import current_app
+    from flask import current_app, g
 
-    limit = current_app.config.get("MAX_UPLOAD_BYTES")
+    # A view with its own limit (the jobs API) names it in g before reading the upload.
+    limit = g.get("upload_limit_bytes") or current_app.config.get("MAX_UPLOAD_BYTES")
     if not limit:
         return ""
     return f"The limit is {limit / 1_000_000:g} MB per file."

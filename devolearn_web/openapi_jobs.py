@@ -74,7 +74,9 @@ def job_paths(upload_fields: dict) -> dict:
                 "summary": "Analyse a large upload (a whole recording) as a job",
                 "description": "The same fields and refusals as predict, plus `model`. The "
                 "upload (up to JOB_MAX_UPLOAD_BYTES, 2 GB by default) is kept only while the "
-                "job runs; results are deleted JOB_RESULT_TTL_SECONDS after it ends.",
+                "job runs; results are deleted JOB_RESULT_TTL_SECONDS after it ends. Besides "
+                "predict's formats, `file` may be a ZIP of per-time-point TIFFs named tTTT.tif "
+                "(the Cell Tracking Challenge's layout), each one z-stack.",
                 "operationId": "submitJob",
                 "requestBody": {
                     "required": True,

@@ -421,12 +421,20 @@ def _unit_scaling(frames: np.ndarray) -> tuple[float, float, str | None]:
         finite = frames[np.isfinite(frames)] if frames.dtype.kind == "f" else frames.ravel()
     if finite.size == 0:
         raise BadImage("The stack holds no finite values (all NaN or infinite).")
-    low, high = float(finite.min()), float(finite.max())
-    if 0.0 <= low and high <= 1.0 and frames.dtype.kind == "f":
+    return _scaling_for_range(frames.dtype, float(finite.min()), float(finite.max()))
+
+
+def _scaling_for_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float, str | None]:
+    """Offset and scale for a dtype whose values span low..high (ignored for 8/16-bit, bool)."""
+    if dtype.kind == "b":
+        return 0.0, 1.0, None
+    if dtype.kind == "u" and dtype.itemsize in (1, 2):
+        return 0.0, 1.0 / (255 if dtype.itemsize == 1 else 65535), None
+    if 0.0 <= low and high <= 1.0 and dtype.kind == "f":
         return 0.0, 1.0, None
     span = high - low
     note = (
-        f"{frames.dtype.itemsize * 8}-bit values were scaled from the stack's own range "
+        f"{dtype.itemsize * 8}-bit values were scaled from the stack's own range "
         f"({low:g} to {high:g}) to 0..1, the same for every frame."
     )
     return low, (1.0 / span if span > 0 else 0.0), note

@@ -131,3 +131,16 @@ def test_the_forwards_default_to_the_cores_this_process_may_use() -> None:
     finally:
         os.sched_setaffinity(0, allowed)
     assert build_parser().parse_args([]).threads == len(allowed)
+
+
+@pytest.mark.slow
+def test_bench_jobs_section_runs_one_and_two_rq_workers(tiny_models_dir: Path, capsys) -> None:
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (make test installs Debian's redis-server)")
+    assert main(["--quick", "--only", "jobs", "--models-dir", str(tiny_models_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "16 frames 708x512, 1 RQ worker" in table
+    assert "16 frames 708x512, 2 RQ workers" in table
+    assert table.count("frames/s") == 2 and "| 1 worker" in table

@@ -38,6 +38,7 @@ ENVIRONMENT = (
     "JOB_THREADS",
     "JOB_MAX_STACK_VOXELS",
     "JOB_MAX_FRAMES",
+    "PAGE_JOB_BYTES",
 )
 
 
@@ -100,6 +101,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("JOB_THREADS", "2")
     clean_environment.setenv("JOB_MAX_STACK_VOXELS", "1000000")
     clean_environment.setenv("JOB_MAX_FRAMES", "50")
+    clean_environment.setenv("PAGE_JOB_BYTES", "5000000")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -130,6 +132,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "JOB_THREADS": 2,
         "JOB_MAX_STACK_VOXELS": 1000000,
         "JOB_MAX_FRAMES": 50,
+        "PAGE_JOB_BYTES": 5_000_000,
     }
 
 

@@ -1,11 +1,13 @@
 """A job's upload checked from its headers before it is queued: the same refusals as predict's.
 
-The file is on disk (it may be gigabytes), so only its first bytes and its TIFF page table are
-read here; what only a full decode finds fails the job with the decoder's sentence.
+The file is on disk (it may be gigabytes), so only its first bytes and its TIFF page table (or a
+ZIP's list of files and its first time point) are read here; what only a full decode finds
+fails the job with the decoder's sentence.
 """
 
 from __future__ import annotations
 
+import zipfile
 from typing import BinaryIO
 
 import numpy as np
@@ -16,12 +18,20 @@ from devolearn_web.errors import BadImage, TooLarge
 from devolearn_web.imaging import sniff_format
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.movies import sniff_movie
+from devolearn_web.paged_stacks import (
+    check_zip_options,
+    is_zip,
+    read_member,
+    time_point_members,
+)
 from devolearn_web.stacks import TIFF_ERRORS, is_tiff
 
 HEAD_BYTES = 64 * 1024
 
 
-def check_upload(stream: BinaryIO, filename: str | None, settings: JobSettings) -> int:
+def check_upload(
+    stream: BinaryIO, filename: str | None, settings: JobSettings, options: dict | None = None
+) -> int:
     """The upload's size in bytes; BadImage, UnsupportedType or TooLarge as predict would say."""
     stream.seek(0, 2)
     size = stream.tell()
@@ -31,6 +41,11 @@ def check_upload(stream: BinaryIO, filename: str | None, settings: JobSettings) 
     head = stream.read(HEAD_BYTES)
     stream.seek(0)
     if sniff_movie(head) is not None:
+        return size
+    if is_zip(head):
+        check_zip_options((options or {}).get("axes"), (options or {}).get("channel"))
+        _check_zip(stream, settings)
+        stream.seek(0)
         return size
     sniff_format(head, filename)  # UnsupportedType, naming what the file looks like
     if is_tiff(head):
@@ -66,4 +81,23 @@ def _check_image(stream: BinaryIO, settings: JobSettings) -> None:
         raise TooLarge(
             f"The image has {width * height / 1e6:.0f} million pixels; this server analyses up "
             f"to {settings.max_pixels / 1e6:g} million per frame."
+        )
+
+
+def _check_zip(stream: BinaryIO, settings: JobSettings) -> None:
+    """A ZIP of tTTT.tif time points: its names, and the first one's shape times their count."""
+    try:
+        archive = zipfile.ZipFile(stream)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise BadImage("The ZIP is truncated or damaged, so its files cannot be listed.") from error
+    with archive:
+        members = time_point_members(archive)
+        first = read_member(archive, members[0])  # one time point: tens of MB at most
+    shape = (len(members), *first.shape)
+    voxels = int(np.prod(shape))
+    if voxels > settings.max_stack_voxels:
+        raise TooLarge(
+            f"The stack holds {voxels / 1e6:.0f} million values ({len(members)} time points of "
+            f"{' x '.join(map(str, first.shape))}); jobs take stacks of up to "
+            f"{settings.max_stack_voxels / 1e6:g} million. Send it as several jobs."
         )

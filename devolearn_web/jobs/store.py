@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -29,11 +31,13 @@ class JobStore(Protocol):
     def create(self, job_id: str, record: dict, lifetime_s: int) -> None: ...
     def get(self, job_id: str) -> dict | None: ...
     def update(self, job_id: str, **fields) -> bool: ...
+    def update_live(self, job_id: str, **fields) -> bool: ...
     def mark_chunk_done(self, job_id: str, index: int) -> int: ...
     def chunks_done(self, job_id: str) -> set[int]: ...
     def put_blob(self, job_id: str, name: str, data: bytes) -> None: ...
     def put_blob_from_file(self, job_id: str, name: str, source: BinaryIO) -> None: ...
     def get_blob(self, job_id: str, name: str) -> bytes | None: ...
+    def blob_file(self, job_id: str, name: str): ...
     def delete_blob(self, job_id: str, name: str) -> None: ...
     def delete_blobs(self, job_id: str) -> None: ...
     def expire(self, job_id: str, seconds: int) -> None: ...
@@ -85,6 +89,18 @@ class RedisStore:
         args = [item for field, value in fields.items() for item in (field, json.dumps(value))]
         return bool(self.redis.eval(script, 1, self._key(job_id), *args))
 
+    def update_live(self, job_id: str, **fields) -> bool:
+        """As update, but only while the job has not ended (a DELETE mid-step must stand)."""
+        ended = ",".join(json.dumps(state) for state in ENDED)
+        script = (
+            "if redis.call('exists', KEYS[1]) == 0 then return 0 end "
+            "local state = redis.call('hget', KEYS[1], 'state') "
+            f"for _, ended in ipairs({{{ended}}}) do if state == ended then return 0 end end "
+            "redis.call('hset', KEYS[1], unpack(ARGV)) return 1"
+        )
+        args = [item for field, value in fields.items() for item in (field, json.dumps(value))]
+        return bool(self.redis.eval(script, 1, self._key(job_id), *args))
+
     def mark_chunk_done(self, job_id: str, index: int) -> int:
         """Record chunk `index` as done (idempotent: a retried chunk counts once); how many are."""
         key = self._key(job_id, "done")
@@ -123,6 +139,21 @@ class RedisStore:
 
     def get_blob(self, job_id: str, name: str) -> bytes | None:
         return self.redis.get(self._key(job_id, "blob", name))
+
+    @contextmanager
+    def blob_file(self, job_id: str, name: str) -> Iterator[Path | None]:
+        """The blob copied a piece at a time to a temporary file (deleted after), or None."""
+        key = self._key(job_id, "blob", name)
+        if not self.redis.exists(key):
+            yield None
+            return
+        with tempfile.NamedTemporaryFile(prefix="devolearn-job-") as target:
+            start = 0
+            while piece := self.redis.getrange(key, start, start + COPY_PIECE_BYTES - 1):
+                target.write(piece)
+                start += len(piece)
+            target.flush()
+            yield Path(target.name)
 
     def blob_names(self, job_id: str) -> list[str]:
         return sorted(name.decode() for name in self.redis.smembers(self._key(job_id, "blobs")))
@@ -195,6 +226,20 @@ class FolderStore:
             self._write_record(folder, record)
         return True
 
+    def update_live(self, job_id: str, **fields) -> bool:
+        """As update, but only while the job has not ended (a DELETE mid-step must stand)."""
+        folder = self._folder(job_id)
+        with self._lock:
+            try:
+                record = self._raw(folder)
+            except (OSError, ValueError):
+                return False
+            if record.get("state") in ENDED:
+                return False
+            record.update(fields)
+            self._write_record(folder, record)
+        return True
+
     def mark_chunk_done(self, job_id: str, index: int) -> int:
         done = self._folder(job_id) / "done"
         if not done.is_dir():
@@ -225,6 +270,12 @@ class FolderStore:
             return self._blob(job_id, name).read_bytes()
         except OSError:
             return None
+
+    @contextmanager
+    def blob_file(self, job_id: str, name: str) -> Iterator[Path | None]:
+        """The blob's own file (read in place), or None."""
+        path = self._blob(job_id, name)
+        yield path if path.is_file() else None
 
     def blob_names(self, job_id: str) -> list[str]:
         try:

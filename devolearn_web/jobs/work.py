@@ -1,7 +1,9 @@
 """A job's three steps, each a function of a store: prepare (decode, cut into chunks of frames),
 one chunk (run the model on its frames), assemble (the stack's JSON answer, as predict gives).
 
-Memory: prepare holds the decoded upload once; a chunk holds its own frames and results only;
+Memory: prepare reads a TIFF (or a ZIP's time points) a page at a time from the stored file and
+holds one chunk of frames (movies and colour TIFFs are still decoded whole); a chunk holds its
+own frames and results only;
 assemble holds the frames' JSON (no pixels). Downloads are built from the per-chunk results.
 Every step is idempotent, so RQ may run one again after a worker died in it.
 """
@@ -13,13 +15,22 @@ import logging
 import pickle
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from devolearn_web.downloads import build_download, check_format, safe_stem
-from devolearn_web.errors import BadParameter, DevoLearnError
+from devolearn_web.errors import DevoLearnError
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.jobs.store import ENDED, JobStore
+from devolearn_web.paged_stacks import (
+    PagedStack,
+    check_zip_options,
+    is_zip,
+    one_frame,
+    open_tiff,
+    open_zip,
+)
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import ScaleRequest
@@ -33,7 +44,7 @@ from devolearn_web.stack_pipeline import (
     predict_stack,
     stack_json,
 )
-from devolearn_web.stacks import FrameStack
+from devolearn_web.stacks import FrameStack, is_tiff
 
 logger = logging.getLogger(__name__)
 INPUT = "input"
@@ -72,37 +83,83 @@ def prepare(store: JobStore, job_id: str, settings: JobSettings) -> int:
     if record is None or record["state"] in ENDED:
         return 0
     options = record["options"]
-    data = store.get_blob(job_id, INPUT)
-    if data is None:
-        raise DevoLearnError("The job's upload is no longer stored: send it again.")
-    stack = _decode(data, options, settings)
-    del data
-    frame = options.get("frame")
-    if frame is not None:
-        if not 0 <= frame < stack.count:
-            raise BadParameter(
-                f"Frame {frame} does not exist: there are {stack.count} (0 to {stack.count - 1})."
-            )
-        stack = replace(
-            stack,
-            data=stack.data[frame : frame + 1],
-            positions=stack.positions[frame : frame + 1],
-        )
-    sizes = chunk_sizes(stack.count, settings.chunk_frames)
-    description = replace(stack, data=np.empty((0, stack.height, stack.width), stack.data.dtype))
-    store.put_blob(job_id, STACK, pickle.dumps((description, stack.count)))
-    for index, start in enumerate(range(0, stack.count, settings.chunk_frames)):
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(stack.data[start : start + sizes[index]]))
-        store.put_blob(job_id, chunk_name(index), buffer.getvalue())
-    store.update(
+    with store.blob_file(job_id, INPUT) as path:
+        if path is None:
+            raise DevoLearnError("The job's upload is no longer stored: send it again.")
+        paged = _open_paged(path, options, settings)
+        if paged is None:  # a movie, one image, colour pages: small enough to decode whole
+            stack = _decode(path.read_bytes(), options, settings)
+            paged = PagedStack(stack, list(range(stack.count)), _InMemoryPages(stack.data))
+        try:
+            frame = options.get("frame")
+            if frame is not None:
+                paged = one_frame(paged, frame)
+            count = _write_chunks(store, job_id, paged, settings.chunk_frames)
+        finally:
+            paged.close()
+    stack = paged.stack
+    live = store.update_live(
         job_id,
         state="running",
         total=stack.count,
         voxels=stack.count * stack.height * stack.width,
         chunk_frames=settings.chunk_frames,
     )
+    if not live:  # cancelled while its chunks were written: they go too, none are run
+        store.delete_blobs(job_id)
+        return 0
+    return count
+
+
+def _open_paged(path: Path, options: dict, settings: JobSettings) -> PagedStack | None:
+    """A TIFF or a ZIP of time points, read a frame at a time; None for what is decoded whole."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if is_zip(head):
+        check_zip_options(options.get("axes"), options.get("channel"))
+        return open_zip(path, settings.max_stack_voxels, settings.max_frames)
+    if not is_tiff(head):
+        return None
+    paged = open_tiff(
+        path,
+        options.get("axes"),
+        options.get("channel"),
+        settings.max_stack_voxels,
+        settings.max_frames,
+    )
+    if paged is not None and paged.stack.count == 1:
+        paged.close()  # one frame is one image: the single-image decoder's answer, as predict's
+        return None
+    return paged
+
+
+def _write_chunks(store: JobStore, job_id: str, paged: PagedStack, chunk_frames: int) -> int:
+    """Every chunk's frames stored, one chunk in memory at a time; the stack's description too."""
+    stack = paged.stack
+    description = replace(stack, data=np.empty((0, stack.height, stack.width), stack.data.dtype))
+    store.put_blob(job_id, STACK, pickle.dumps((description, stack.count)))
+    sizes = chunk_sizes(stack.count, chunk_frames)
+    for index, start in enumerate(range(0, stack.count, chunk_frames)):
+        if index % 16 == 15 and not is_live(store, job_id):
+            break  # cancelled: prepare() deletes what was written
+        buffer = io.BytesIO()
+        np.save(buffer, paged.frames(start, start + sizes[index]))
+        store.put_blob(job_id, chunk_name(index), buffer.getvalue())
+        del buffer
     return len(sizes)
+
+
+class _InMemoryPages:
+    """Frames of a stack decoded whole (movies, colour TIFFs), read as PagedStack reads pages."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+
+    def page(self, index: int) -> np.ndarray:
+        return self.data[index]
+
+    def close(self) -> None:
+        self.data = None
 
 
 def _decode(data: bytes, options: dict, settings: JobSettings) -> FrameStack:
@@ -166,7 +223,12 @@ def run_chunk(
         batch_size=len(frames),
         scale_request=scale_request,
     ):
-        answers.append(frame_json(result, start + offset, positions[offset], with_images))
+        answer = frame_json(result, start + offset, positions[offset], with_images)
+        if options.get("figures") and with_images:
+            from devolearn_web.figures import build_figures  # Plotly dicts only when asked
+
+            answer.update(build_figures(result, chunk.image(offset)))
+        answers.append(answer)
         if isinstance(result, SegmentationResult):
             result.labels = np.asarray(result.labels)  # made now, so it is pickled
             result.probability_png = b""
@@ -214,7 +276,7 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
     for name in (INPUT, *(chunk_name(index) for index in range(count))):
         store.delete_blob(job_id, name)  # the upload is not kept past its job
     ended = time.time()
-    if store.update(
+    if store.update_live(
         job_id,
         state="finished",
         done=total,
@@ -251,15 +313,16 @@ def fail(store: JobStore, job_id: str, error: BaseException | str, settings: Job
     record = store.get(job_id)
     if record is None or record["state"] in ENDED:
         return
-    store.delete_blobs(job_id)
     ended = time.time()
-    store.update(
+    if not store.update_live(
         job_id,
         state="failed",
         error=sentence,
         finished_at=ended,
         expires_at=ended + settings.result_ttl_s,
-    )
+    ):
+        return  # cancelled meanwhile: a cancel stands, and it deleted the files
+    store.delete_blobs(job_id)
     store.expire(job_id, settings.result_ttl_s)
 
 

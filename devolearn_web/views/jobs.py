@@ -7,7 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
 
 from devolearn_web.config import request_size_limit
 from devolearn_web.downloads import check_format
@@ -20,6 +20,7 @@ from devolearn_web.scale import parse_scale_request
 from devolearn_web.stacks import parse_axes_override, parse_channel
 from devolearn_web.views.api import (
     FORM_FIELDS,
+    parse_include,
     parse_threshold,
     refuse_query_fields,
     refuse_unknown_fields,
@@ -69,6 +70,7 @@ def submit_job():
     engine = get_engine()
     config = current_app.config
     refuse_query_fields()
+    g.upload_limit_bytes = config["JOB_MAX_UPLOAD_BYTES"]  # named by werkzeug's 413
     request.max_content_length = request_size_limit(config["JOB_MAX_UPLOAD_BYTES"])
     request.spool_dir = os.path.join(engine.settings.jobs_dir, "uploads")
     refuse_unknown_fields(JOB_FIELDS)
@@ -84,7 +86,7 @@ def submit_job():
     upload = request.files.get("file")
     if upload is None:
         raise BadParameter("No file was sent: attach it in the multipart form field 'file'.")
-    size = check_upload(upload.stream, upload.filename, engine.settings)
+    size = check_upload(upload.stream, upload.filename, engine.settings, options)
     job_id = uuid.uuid4().hex
     record = {
         "id": job_id,
@@ -128,6 +130,8 @@ def _parse_options(form, task: str) -> dict:
         "channel": parse_channel(form.get("channel")),
         "frame": frame,
         "format": requested,
+        # The page asks for figures, so a job's answer is drawn as predict's (Plotly dicts).
+        "figures": "figures" in parse_include(form.get("include")),
         "scale": {"diameter": scale.diameter, "pixel_size_um": scale.pixel_size_um},
     }
 

@@ -37,6 +37,7 @@ from devolearn_web.file_digest import file_sha256
 from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, resize_image, to_display_png
 from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
 from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
+from devolearn_web.views.jobs import DOWNLOAD_FORMATS as JOB_DOWNLOAD_FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ bp = Blueprint("pages", __name__)
 # What the drop zone accepts; anything else is refused in the browser before any request.
 ACCEPTED_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
 ACCEPTED_EXTENSIONS += (".mp4", ".mov", ".avi")  # movies (devolearn_web.movies)
+ACCEPTED_EXTENSIONS += (".zip",)  # per-time-point TIFFs (tTTT.tif): always sent as a job
 ACCEPTED_MIME_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/gif")
 ACCEPTED_MIME_TYPES += ("video/mp4", "video/quicktime", "video/x-msvideo")
 THUMBNAIL_WIDTH = 160
@@ -188,6 +190,12 @@ def model_page(name: str) -> str:
         "mask_rgba": list(MASK_RGBA),
         "figure_order": list(FIGURE_ORDER[name]),
         "training_range_a": training_range.get("A", DEFAULT_TRAINING_RANGE["A"]),
+        "jobs": {
+            "url": url_for("jobs.submit_job"),
+            "min_bytes": current_app.config["PAGE_JOB_BYTES"]
+            or current_app.config["MAX_UPLOAD_BYTES"],
+            "formats": list(JOB_DOWNLOAD_FORMATS),
+        },
     }
     return render_template(
         "model.html",

@@ -25,13 +25,18 @@ import {
   shownNumber,
 } from "./stack.js";
 import { ThresholdMask } from "./threshold.js";
+import { cancelJob, fetchJobDownload, jobResult, jobStatus, submitJob, timeLeft } from "./jobs.js";
 
 // Counts, outlines and centroids are asked for this long after the slider stops moving.
 const REFRESH_DELAY_MS = 400;
+// A job's state is asked for this often while the page follows it.
+const JOB_POLL_MS = 500;
+const JOB_ID = /^[0-9a-f]{32}$/;
 
 const root = document.getElementById("analysis");
 const pageData = JSON.parse(document.getElementById("page-data").textContent);
 const isSegmentation = pageData.task === "segmentation";
+const jobs = pageData.jobs;
 const byId = (id) => document.getElementById(id);
 const ui = {
   zone: byId("dropzone"),
@@ -71,6 +76,10 @@ const ui = {
   zStep: byId("z-step"),
   assemblySummary: byId("assembly-summary"),
   figures3d: byId("figures-3d"),
+  asJob: byId("as-job"),
+  jobCancel: byId("job-cancel"),
+  jobLink: byId("job-link"),
+  jobLinkAnchor: byId("job-link-anchor"),
 };
 
 const state = {
@@ -84,6 +93,7 @@ const state = {
   stackAnswer: null, // the last stack or movie answer; frames are shown from it
   frameIndex: 0,
   axes: "", // the visitor's axes override for the held file ("" = the server's guess)
+  job: null, // the id of the job followed or shown; its downloads come from the server's copy
 };
 
 /** Form fields sent with every request for the held file. */
@@ -147,6 +157,10 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   }
   state.file = file;
   state.mask = null;
+  forgetJob();
+  // A ZIP of time points is a whole recording: only jobs read it.
+  const isZip = /\.zip$/i.test(file.name);
+  if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file);
   const run = ++state.run;
   const controller = new AbortController();
   state.controller = controller;
@@ -170,10 +184,110 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
     if (run === state.run) setState("done");
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
+    // Too many frames or values for one request: the same file as a job has room for it.
+    if (jobs && error instanceof ApiError && error.status === 413) return runJob(file);
     fail(error);
   } finally {
     if (run === state.run) clearBusy();
   }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const jobPageLink = (id) => `${window.location.pathname}?job=${id}`;
+
+function forgetJob() {
+  state.job = null;
+  ui.jobCancel.hidden = true;
+  ui.jobLink.hidden = true;
+  delete root.dataset.job;
+  delete root.dataset.jobState;
+  if (new URLSearchParams(window.location.search).has("job")) {
+    window.history.replaceState(null, "", window.location.pathname);
+  }
+}
+
+/** Send the file as a job, then follow it to its answer. */
+async function runJob(file) {
+  const run = ++state.run;
+  showMessage("");
+  setBusy(`Sending “${file.name}” as a job…`);
+  ui.progress.querySelector("progress").removeAttribute("value");
+  try {
+    const accepted = await submitJob(jobs.url, pageData.model, file, requestFields());
+    if (run !== state.run) return;
+    await followJob(accepted.id, file.name, run);
+  } catch (error) {
+    if (error.name === "AbortError" || run !== state.run) return;
+    clearBusy();
+    fail(error);
+  }
+}
+
+/** Poll the job's state (progress, time left), then draw its result as predict's is drawn. */
+async function followJob(id, name, run) {
+  state.job = id;
+  root.dataset.job = id;
+  window.history.replaceState(null, "", jobPageLink(id));
+  ui.jobLinkAnchor.href = jobPageLink(id);
+  ui.jobLink.hidden = false;
+  ui.jobCancel.hidden = false;
+  setBusy(`The job for “${name}” is queued…`);
+  let first = null;
+  try {
+    for (;;) {
+      const status = await jobStatus(jobs.url, id);
+      if (run !== state.run) return;
+      root.dataset.jobState = status.state;
+      if (status.state === "finished") break;
+      if (status.state === "failed") throw new ApiError(422, status.error || "The job failed.");
+      if (status.state === "cancelled") {
+        throw new ApiError(409, "The job was cancelled; its upload and results were deleted.");
+      }
+      const { done, total } = status.progress;
+      if (total) {
+        const now = performance.now();
+        if (!first) first = { done, at: now };
+        showProgress(done, total);
+        ui.progressText.textContent =
+          `Job: frame ${done} of ${total} done` + timeLeft(first, done, total, now) + "…";
+      } else if (status.state === "running") {
+        ui.progressText.textContent = `The job is reading “${name}”…`;
+      }
+      await sleep(JOB_POLL_MS);
+      if (run !== state.run) return;
+    }
+    ui.jobCancel.hidden = true;
+    const answer = await jobResult(jobs.url, id);
+    if (run !== state.run) return;
+    state.file = state.file && state.file.name === name ? state.file : { name };
+    await showAnyAnswer(answer, state.file, run, { newFile: true });
+    if (run === state.run) setState("done");
+  } catch (error) {
+    if (error.name === "AbortError" || run !== state.run) return;
+    ui.jobCancel.hidden = true;
+    fail(error);
+  } finally {
+    if (run === state.run) clearBusy();
+  }
+}
+
+async function cancelFollowedJob() {
+  const id = state.job;
+  if (!id) return;
+  state.run += 1; // the polling loop stops at its next turn
+  ui.jobCancel.hidden = true;
+  try {
+    await cancelJob(jobs.url, id);
+  } catch (error) {
+    clearBusy();
+    fail(error);
+    return;
+  }
+  clearBusy();
+  forgetJob();
+  root.dataset.jobState = "cancelled";
+  setState("cancelled");
+  showMessage("The job was cancelled; its upload and any results were deleted from the server.");
 }
 
 function fail(error) {
@@ -316,12 +430,16 @@ function showTable(answer) {
 function showDownloads(answer, file) {
   // Every file is made by the server from the upload sent again (nothing is kept there).
   const stackAnswer = state.stackAnswer || {};
-  const buttons = downloadButtons(
+  // A job's files are made from its results on the server, at the job's own threshold.
+  const job = state.job;
+  let buttons = downloadButtons(
     pageData.task,
     Boolean(state.stackAnswer),
-    (format, button) => requestDownload(format, button, file),
+    (format, button) =>
+      job ? requestJobDownload(job, format, button) : requestDownload(format, button, file),
     { assembled: "objects_3d" in stackAnswer, tracked: "tracks" in stackAnswer },
   );
+  if (job) buttons = buttons.filter((button) => jobs.formats.includes(button.dataset.format));
   ui.downloads.replaceChildren(...buttons);
   if (isSegmentation && !state.stackAnswer && answer.probability) {
     const stem = downloadStem(pageData.model, file.name);
@@ -336,6 +454,19 @@ async function requestDownload(format, button, file) {
   button.disabled = true;
   try {
     const { blob, filename } = await fetchDownload(root.dataset.predictUrl, file, fields);
+    root.dataset.lastDownload = `${filename} ${blob.size}`;
+    saveBlob(blob, filename);
+  } catch (error) {
+    showMessage(error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function requestJobDownload(id, format, button) {
+  button.disabled = true;
+  try {
+    const { blob, filename } = await fetchJobDownload(jobs.url, id, format);
     root.dataset.lastDownload = `${filename} ${blob.size}`;
     saveBlob(blob, filename);
   } catch (error) {
@@ -387,6 +518,12 @@ function scheduleRefresh(threshold) {
 
 async function refresh(threshold) {
   if (!state.file) return;
+  if (state.job) {
+    // The whole stack again would be another job: the mask follows, the counts stay the job's.
+    ui.updateStatus.textContent =
+      "The mask follows the slider; counts and downloads are the job's, at its threshold.";
+    return;
+  }
   if (state.controller) state.controller.abort();
   const controller = new AbortController();
   state.controller = controller;
@@ -461,7 +598,10 @@ ui.frameSlider.addEventListener("input", () => {
 
 ui.stackAxesForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  if (!state.file) return;
+  if (!(state.file instanceof File)) {
+    showMessage("Drop the file again to read it with other axes: this page reopened a job.");
+    return;
+  }
   state.axes = ui.stackAxes.value.trim().toUpperCase();
   analyse(state.file, { keepAxes: true });
 });
@@ -488,4 +628,8 @@ if (!window.Plotly) {
 } else {
   purgeFigures(ui.figures);
   setState("ready");
+  const linked = new URLSearchParams(window.location.search).get("job");
+  if (jobs && linked && JOB_ID.test(linked)) followJob(linked, `job ${linked.slice(0, 8)}`, ++state.run);
 }
+
+ui.jobCancel.addEventListener("click", cancelFollowedJob);
