@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from flask import Flask, current_app
 
-from devolearn_web.admission import MB, Reservation, get_budget
+from devolearn_web.admission import EXTENSION_KEY as BUDGET_KEY
+from devolearn_web.admission import MB, MemoryBudget, Reservation
 from devolearn_web.calibration import Calibration
 from devolearn_web.errors import DevoLearnError
 from devolearn_web.pipelines import LineageResult, NetworkOutput
@@ -76,9 +77,14 @@ class ResultCache:
     """Held results by random id, dropped after `seconds` unused or when over `capacity`."""
 
     def __init__(
-        self, capacity_bytes: int, seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        capacity_bytes: int,
+        seconds: float,
+        budget: MemoryBudget | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.capacity = int(capacity_bytes)
+        self.budget = budget
         self.seconds = float(seconds)
         self._clock = clock
         self._lock = threading.Lock()
@@ -105,7 +111,7 @@ class ResultCache:
             self._expire()
             while self._entries and self._used() + size > self.capacity:
                 self._drop(next(iter(self._entries)))
-            budget = get_budget()
+            budget = self.budget
             reservation = None
             if budget is not None:
                 reservation = budget.try_reserve(size, "a held result")
@@ -163,4 +169,5 @@ def init_app(app: Flask) -> None:
     capacity = float(app.config.get("RESULT_CACHE_MB", DEFAULT_MB)) * MB
     if capacity > 0:
         seconds = float(app.config.get("RESULT_CACHE_SECONDS", DEFAULT_SECONDS))
-        app.extensions[EXTENSION_KEY] = ResultCache(capacity, seconds)
+        budget = app.extensions.get(BUDGET_KEY)  # admission.init_app runs first
+        app.extensions[EXTENSION_KEY] = ResultCache(capacity, seconds, budget)
