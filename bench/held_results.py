@@ -30,14 +30,20 @@ def main() -> None:
     pixels = np.asarray(Image.open(io.BytesIO(image)).convert("L"))
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, np.stack([pixels] * 35))
-    cases = {"seg_sample.jpg (one image)": (image, "x.jpg"), "35-slice stack": (buffer.getvalue(), "s.tif")}
+    cases = {
+        "seg_sample.jpg (one image)": (image, "x.jpg"),
+        "35-slice stack": (buffer.getvalue(), "s.tif"),
+    }
     for label, (data, name) in cases.items():
         first_ms, first = timed(
             client, "membrane", {"file": (io.BytesIO(data), name), "include": "figures"}
         )
         key = first.get_json()["result_id"]
         held = {"result": key, "include": "figures"}
-        counts = [timed(client, "membrane", {**held, "threshold": f"{t:.2f}"})[0] for t in (0.3, 0.4, 0.6, 0.7)]
+        counts = [
+            timed(client, "membrane", {**held, "threshold": f"{t:.2f}"})[0]
+            for t in (0.3, 0.4, 0.6, 0.7)
+        ]
         csv_ms, _ = timed(client, "membrane", {"result": key, "format": "csv"})
         zip_ms, _ = timed(client, "membrane", {"result": key, "format": "zip"})
         resend_ms, _ = timed(
