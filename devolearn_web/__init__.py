@@ -105,7 +105,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     # Imported here, not at the top: `import devolearn_web.segmentation` (as training does) must
     # not pull in ONNX Runtime, Plotly and the views.
-    from devolearn_web import admission, cli, ratelimit, registry
+    from devolearn_web import admission, cli, ratelimit, registry, result_cache
     from devolearn_web.views import api, jobs, pages
 
     app.register_blueprint(pages.bp)
@@ -115,6 +115,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.after_request(add_security_headers)
     ratelimit.init_app(app)
     admission.init_app(app)  # after the rate limit: a refused client reserves nothing
+    result_cache.init_app(app)
     registry.init_app(app)
     cli.init_app(app)  # `flask devolearn predict ...` (batch, no server)
     jobs.init_app(app)  # after the registry: in-process jobs share its models

@@ -78,6 +78,18 @@ class MemoryBudget:
         reservation.grow(nbytes)
         return reservation
 
+    def try_reserve(self, nbytes: int, what: str) -> Reservation | None:
+        """A reservation of `nbytes` when they are free now and nobody waits, else None (for
+        memory that is only worth holding when spare: the result cache's)."""
+        with self._changed:
+            if self._queue or self.in_use + nbytes > self.capacity:
+                return None
+            reservation = Reservation(self, what)
+            self.in_use += nbytes
+            self.peak_in_use = max(self.peak_in_use, self.in_use)
+            reservation.bytes = nbytes
+            return reservation
+
     @property
     def retry_after_seconds(self) -> int:
         return max(1, math.ceil(self.wait_seconds))

@@ -69,6 +69,11 @@ class Config:
         # 503 with Retry-After; 0 switches admission off (devolearn_web/admission.py).
         self.MEMORY_BUDGET_MB = _env_float("MEMORY_BUDGET_MB", 240.0)
         self.MEMORY_WAIT_SECONDS = _env_float("MEMORY_WAIT_SECONDS", 10.0)
+        # A recent answer's network output (probability maps on the working grid, never the
+        # upload), held in memory so the slider and downloads need no new run; counted in the
+        # memory budget above and dropped this long after its last use (result_cache.py).
+        self.RESULT_CACHE_MB = _env_float("RESULT_CACHE_MB", 48.0)
+        self.RESULT_CACHE_SECONDS = _env_float("RESULT_CACHE_SECONDS", 600.0)
         self.PRELOAD_MODELS = _env_flag("PRELOAD_MODELS")
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
         # Stop a job after this many seconds with a clear 503, before Heroku's 30 s router limit

@@ -77,9 +77,15 @@ class DisplayImage(NamedTuple):
     dy: float = 1.0
 
 
-def build_figures(result: SegmentationResult | LineageResult, image: DecodedImage) -> dict:
-    """Figures for one prediction: {"figures": {key: plotly figure dict}, "input": PNG data URI}."""
-    shown = _display_input(image.pixels)
+def build_figures(
+    result: SegmentationResult | LineageResult,
+    image: DecodedImage | None,
+    shown: DisplayImage | None = None,
+) -> dict:
+    """Figures for one prediction: {"figures": {key: plotly figure dict}, "input": PNG data URI}.
+
+    `shown` instead of `image`: a held result's figures, with HELD_INPUT for the input picture."""
+    shown = shown or _display_input(image.pixels)
     if isinstance(result, LineageResult):
         figures = _lineage_figures(result, shown, image)
     elif result.model == "membrane":
@@ -87,6 +93,11 @@ def build_figures(result: SegmentationResult | LineageResult, image: DecodedImag
     else:
         figures = _nucleus_figures(result, shown)
     return {"figures": figures, "input": shown.source}
+
+
+# The input picture of a held result's figures: the server keeps no picture of the upload, so
+# the page puts back the trace it got with the first answer (static/js/page.js).
+HELD_INPUT = DisplayImage("held-by-page")
 
 
 def _membrane_figures(result: SegmentationResult, shown: DisplayImage) -> dict:

@@ -467,6 +467,32 @@ def _frames_request_fields() -> dict:
             "description": "Analyse only this frame of a stack or movie (a single-image answer "
             "with its index and position).",
         },
+        "result": {
+            "type": "string",
+            "description": "Instead of `file`: the `result_id` of an earlier answer. The server "
+            "holds that answer's network output (probability maps on the working grid, never the "
+            "upload) in one worker's memory for `result_held_s` seconds after its last use, so a "
+            "new threshold, min_area, exclude or download needs no upload and no network run. "
+            "410 when it is no longer held there (expired, or another worker): send the file.",
+        },
+        "min_area": {
+            "type": "number",
+            "minimum": 0,
+            "description": "Segmentation: drop objects smaller than this many upload pixels "
+            "(the rest renumbered 1..n); applies to the count, objects and every download.",
+        },
+        "exclude": {
+            "type": "string",
+            "description": "Segmentation: drop the object under each point 'x,y' (upload "
+            "pixels; 'x,y,frame' in a stack), points separated by ';'.",
+        },
+        "projection": {
+            "type": "string",
+            "enum": ["max", "none"],
+            "description": "Lineage model, z-stacks: max (the default) projects each time "
+            "point's z-slices (brightest value through z) into one whole-embryo image, as its "
+            "training images were; none analyses every slice alone. A note says which.",
+        },
         "progress": {
             "type": "string",
             "enum": ["ndjson"],

@@ -57,6 +57,8 @@ from devolearn_web.segmentation import (
     LabelsOnFirstUse,
     SegmentedObject,
     UploadLabels,
+    drop_objects,
+    label_at,
     label_instances,
     threshold_probability_map,
     upscale_labels_in_bands,
@@ -88,6 +90,8 @@ class SegmentationResult:
     calibration: Calibration | None = None
     scale: ScaleReport | None = None
     warnings: tuple[str, ...] = ()
+    # What the objects were made from: kept for a threshold or download without a new run.
+    network: NetworkOutput | None = field(default=None, repr=False, compare=False)
 
     @property
     def count(self) -> int:
@@ -429,42 +433,100 @@ def _segment(
     clock.lap("inference")
     clock.move(plan.first_look_ms, "preprocess", "inference")
     deadline.check("finding and measuring objects")
-    grid_labels = label_instances(model.name, probability_on_grid, threshold, grid_scale=1.0)
-    diameter = plan.diameter
-    if diameter is None:
-        diameter = median_diameter(grid_labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
-    probability_on_grid = to_upload_orientation(probability_on_grid, plan.grid)
-    small_labels = to_upload_orientation(grid_labels, plan.grid)
-    probability, labels, objects = _upload_size_map(
-        probability_on_grid, small_labels, threshold, image.height, image.width
-    )
-    png = probability_to_png(probability)
-    clock.lap("postprocess")
-    report = ScaleReport(
-        scale=plan.grid.scale,
-        source=plan.grid.source,
-        diameter=None if diameter is None else diameter / plan.grid.scale,
-        embryo=plan.search.region,
-    )
-    notes = image.notes + (report.note(),)
-    if image.calibration is not None:
-        # Only segmentation downloads are images: a lineage answer has no pixel size to keep.
-        notes += (image.calibration.note(),)
-    return SegmentationResult(
+    output = NetworkOutput(
         model=model.name,
+        grid_card=GridCard.of(model.card),
+        grid=plan.grid,
+        search=plan.search,
+        probability=probability_on_grid,
         width=image.width,
         height=image.height,
+        notes=image.notes,
+        calibration=image.calibration,
+    )
+    return segment_output(output, threshold, clock=clock)
+
+
+@dataclass(frozen=True)
+class ObjectFilter:
+    """Objects the visitor dropped: smaller than `min_area` upload pixels, or under a point
+    (x, y in upload pixels) of `exclude`."""
+
+    min_area: float = 0.0
+    exclude: tuple[tuple[float, float], ...] = ()
+
+    def dropped(self, labels: UploadLabels, objects: list[SegmentedObject]) -> set[int]:
+        small = {obj.label for obj in objects if obj.area < self.min_area}
+        return small | {label_at(labels, x, y) for x, y in self.exclude} - {0}
+
+
+KEEP_ALL = ObjectFilter()
+
+
+@dataclass(frozen=True)
+class NetworkOutput:
+    """What a segmentation keeps of one network run: the probability map on its working grid
+    and the geometry to bring it to the upload's size. Thresholding, objects and downloads are
+    made from it again without the network or the upload's pixels (devolearn_web.result_cache).
+    """
+
+    model: str
+    grid_card: GridCard
+    grid: WorkingGrid
+    search: EmbryoSearch
+    probability: np.ndarray  # float32, on the working grid, in the grid's orientation
+    width: int
+    height: int
+    notes: tuple[str, ...]
+    calibration: Calibration | None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.probability.nbytes)
+
+
+def segment_output(
+    output: NetworkOutput,
+    threshold: float,
+    objects_filter: ObjectFilter = KEEP_ALL,
+    clock: _Stopwatch | None = None,
+) -> SegmentationResult:
+    """The objects of a network output at a threshold, at the upload's size (no network run)."""
+    clock = clock or _Stopwatch(0.0)
+    grid_labels = label_instances(output.model, output.probability, threshold, grid_scale=1.0)
+    diameter = median_diameter(grid_labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    probability_on_grid = to_upload_orientation(output.probability, output.grid)
+    small_labels = to_upload_orientation(grid_labels, output.grid)
+    probability, labels, objects = _upload_size_map(
+        probability_on_grid, small_labels, threshold, output.height, output.width
+    )
+    labels, objects = drop_objects(labels, objects, objects_filter.dropped(labels, objects))
+    clock.lap("postprocess")
+    report = ScaleReport(
+        scale=output.grid.scale,
+        source=output.grid.source,
+        diameter=None if diameter is None else diameter / output.grid.scale,
+        embryo=output.search.region,
+    )
+    notes = output.notes + (report.note(),)
+    if output.calibration is not None:
+        # Only segmentation downloads are images: a lineage answer has no pixel size to keep.
+        notes += (output.calibration.note(),)
+    return SegmentationResult(
+        model=output.model,
+        width=output.width,
+        height=output.height,
         threshold=threshold,
         probability=probability,
         labels=labels,
         objects=objects,
         notes=notes,
         timings_ms=clock.timings(),
-        probability_png=png,
-        calibration=image.calibration,
+        calibration=output.calibration,
         scale=report,
-        warnings=scale_warnings(diameter, GridCard.of(model.card), plan.search)
-        + kind_warnings(model.name, plan.search),
+        warnings=scale_warnings(diameter, output.grid_card, output.search)
+        + kind_warnings(output.model, output.search),
+        network=output,
     )
 
 

@@ -384,3 +384,36 @@ def measure_objects(labels: np.ndarray) -> list[SegmentedObject]:
         for label in range(1, size)
         if areas[label]
     ]
+
+
+def label_at(labels: UploadLabels, x: float, y: float) -> int:
+    """The label (after any renumbering) of the upload pixel at column x, row y; 0 outside."""
+    height, width = labels.shape
+    row, col = int(round(y)), int(round(x))
+    if not (0 <= row < height and 0 <= col < width):
+        return 0
+    inside = (labels.mask_bits[row, col // 8] >> (7 - col % 8)) & 1
+    label = int(labels.small[labels.rows[row], labels.cols[col]]) * int(inside)
+    return label if labels.renumber is None else int(labels.renumber[label])
+
+
+def drop_objects(
+    labels: UploadLabels, objects: list[SegmentedObject], dropped: set[int]
+) -> tuple[UploadLabels, list[SegmentedObject]]:
+    """The labels and objects without the `dropped` labels, the rest renumbered 1..n in order
+    (as the clipping's renumbering: a download's label k is the table's object k)."""
+    if not dropped:
+        return labels, objects
+    kept = [obj for obj in objects if obj.label not in dropped]
+    current = labels.renumber
+    if current is None:
+        current = np.arange(int(labels.small.max(initial=0)) + 1)
+    new_of_current = np.zeros(int(current.max(initial=0)) + 1, dtype=np.int64)
+    for number, obj in enumerate(kept, start=1):
+        new_of_current[obj.label] = number
+    renumber = new_of_current[current]
+    renumber = renumber.astype(_label_dtype(renumber))
+    upload = UploadLabels(labels.small, labels.rows, labels.cols, labels.mask_bits, renumber)
+    return upload, [
+        SegmentedObject(int(new_of_current[obj.label]), obj.x, obj.y, obj.area) for obj in kept
+    ]

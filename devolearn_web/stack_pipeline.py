@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -155,9 +155,15 @@ def answer_events(
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
+    adjust: Callable[[int, Result], Result] | None = None,
+    finish: Callable[[list[Result]], dict] | None = None,
 ) -> Iterator[dict]:
-    """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}."""
+    """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}.
+
+    `adjust` changes each frame's result (dropped objects); `finish` gets them all and gives
+    fields to add to the answer (a held result's id)."""
     frames: list[dict] = []
+    kept: list[Result] = []
     totals = dict.fromkeys(TIMING_STAGES, 0.0)
     totals["decode"] = decode_ms
     with_images = stack.count <= MAX_FRAMES_WITH_IMAGES
@@ -166,6 +172,10 @@ def answer_events(
         registry, name, stack, threshold, deadline, batch_seconds, scale_request=scale_request
     )
     for index, result in results:
+        if adjust is not None:
+            result = adjust(index, result)
+        if finish is not None:
+            kept.append(result)
         frame = frame_json(result, index, stack.positions[index], with_images)
         if include_figures and with_images:
             from devolearn_web.figures import build_figures  # Plotly dicts only when asked
@@ -177,7 +187,10 @@ def answer_events(
         if (index + 1) % BATCH_SIZE == 0 or index + 1 == stack.count:
             yield {"progress": {"done": index + 1, "total": stack.count}}
     totals["total"] = decode_ms + (time.perf_counter() - started) * 1000
-    yield {"result": stack_json(name, stack, frames, totals, with_images)}
+    answer = stack_json(name, stack, frames, totals, with_images)
+    if finish is not None:
+        answer.update(finish(kept))
+    yield {"result": answer}
 
 
 def frame_json(result: Result, index: int, position: dict, with_images: bool) -> dict:
@@ -257,3 +270,50 @@ def frame_axis(stack: FrameStack) -> str:
     """The axes ImageJ files are written with: 'TZ' for a time-lapse of z-stacks, 'T', or 'Z'."""
     slider = stack.axes.get("slider")
     return {("time", "z"): "TZ", ("time",): "T"}.get(tuple(slider or ()), "Z")
+
+
+PROJECTIONS = ("max", "none")
+
+
+def parse_projection(raw: str | None) -> str | None:
+    """The `projection` field: "max" (brightest value through z per time point), "none"
+    (every z-slice alone), or None when absent (the model's default)."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return None
+    if value not in PROJECTIONS:
+        raise BadParameter(
+            f"projection must be one of: {', '.join(PROJECTIONS)}; '{value[:20]}' is not."
+        )
+    return value
+
+
+def max_projection(stack: FrameStack) -> FrameStack:
+    """One frame per time point: the brightest value through its z-slices (the file's dtype)."""
+    groups: dict[object, list[int]] = {}
+    for index, position in enumerate(stack.positions):
+        groups.setdefault(position.get("time"), []).append(index)
+    data = np.stack([stack.data[indices].max(axis=0) for indices in groups.values()])
+    timed = "time" in (stack.axes.get("slider") or ())
+    positions = tuple({"time": time} if timed else {} for time in groups)
+    slices = len(next(iter(groups.values())))
+    note = (
+        f"Each time point's {slices} z-slices were projected into one image (the brightest value "
+        "through z), as the lineage model's training images were whole-embryo projections. "
+        "Send projection=none to analyse every slice alone."
+    )
+    axes = {
+        **stack.axes,
+        "slider": ["time"] if timed else [],
+        "frames": len(groups),
+        "projection": f"max over z ({slices} slices)",
+    }
+    calibration = None if stack.calibration is None else stack.calibration.without_z()
+    return dataclasses.replace(
+        stack,
+        data=data,
+        positions=positions,
+        axes=axes,
+        notes=stack.notes + (note,),
+        calibration=calibration,
+    )

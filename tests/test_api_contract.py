@@ -71,6 +71,8 @@ def test_lineage_answer_has_populations_in_order(client, five_disks_png):
         "notes",
         "warnings",
         "timings_ms",
+        "result_id",
+        "result_held_s",
     ]
     assert set(answer["embryo"]) == {"x", "y", "length", "width", "angle_deg", "box"}
     assert list(answer["populations"]) == LINEAGES

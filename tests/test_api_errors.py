@@ -159,7 +159,8 @@ def test_a_misspelt_field_is_400_naming_the_nearest(client, five_disks_png, fiel
     assert f"'{field}' is not a field" in error and f"did you mean '{nearest}'?" in error
     assert (
         "It reads: file, threshold, diameter, pixel_size_um, include, format, axes, channel, "
-        "frame, progress, assemble, track, z_step_um." in error
+        "frame, progress, assemble, track, z_step_um, result, min_area, exclude, projection."
+        in error
     )
 
 

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from devolearn_web.admission import admit
 from devolearn_web.budget import Deadline
+from devolearn_web.downloads import safe_stem
 from devolearn_web.errors import BadParameter, TooLarge
 from devolearn_web.figures import build_figures
 from devolearn_web.memory_estimate import estimate_bytes, probe_upload
@@ -18,6 +19,7 @@ from devolearn_web.scale import parse_scale_request
 from devolearn_web.stack_assembly import parse_assembly_request
 from devolearn_web.stacks import DEFAULT_MAX_STACK_FRAMES, DEFAULT_MAX_STACK_VOXELS, parse_channel
 from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file, parse_format
+from devolearn_web.views.held import answer_held, filter_for, filtered, hold, object_filters
 
 bp = Blueprint("api", __name__)
 # The predict endpoint's options (openapi.py): read from the multipart form only.
@@ -34,6 +36,10 @@ FORM_FIELDS = (
     "assemble",
     "track",
     "z_step_um",
+    "result",
+    "min_area",
+    "exclude",
+    "projection",
 )
 
 
@@ -54,6 +60,14 @@ def predict_upload(name: str):
     refuse_unknown_fields()
     threshold = parse_threshold(request.form.get("threshold"))
     upload = request.files.get("file")
+    held_key = (request.form.get("result") or "").strip()
+    if held_key:
+        if upload is not None:
+            raise BadParameter(
+                "Send either a file or the 'result' id of an earlier answer, not both."
+            )
+        requested = parse_format(request.form.get("format"))
+        return answer_held(held_key, threshold, request.form, requested)
     if upload is None:
         raise BadParameter("No image was sent: attach it in the multipart form field 'file'.")
     data = upload.read()
@@ -78,9 +92,11 @@ def predict_upload(name: str):
         channel=parse_channel(request.form.get("channel")),
         scale_request=parse_scale_request(request.form),
     )
+    result = filtered(result, filter_for(object_filters(request.form, None), 0))
     answer = result.to_json()
     if "figures" in parse_include(request.form.get("include")):
         answer.update(build_figures(result, image))
+    answer.update(hold(name, task, safe_stem(upload.filename, name), [result]))
     return jsonify(answer)
 
 

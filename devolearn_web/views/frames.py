@@ -27,6 +27,7 @@ from devolearn_web.errors import (
 from devolearn_web.imaging import DecodedImage
 from devolearn_web.pipelines import LineageResult, SegmentationResult, predict, predict_bytes
 from devolearn_web.registry import ModelRegistry
+from devolearn_web.result_cache import StackFacts
 from devolearn_web.scale import parse_scale_request
 from devolearn_web.stack_assembly import (
     AssemblyRequest,
@@ -37,11 +38,14 @@ from devolearn_web.stack_assembly import (
     parse_assembly_request,
 )
 from devolearn_web.stack_pipeline import (
+    Result,
     answer_events,
     collect_results,
     frame_axis,
     has_frames,
     load_frames,
+    max_projection,
+    parse_projection,
 )
 from devolearn_web.stacks import (
     DEFAULT_MAX_STACK_FRAMES,
@@ -50,6 +54,7 @@ from devolearn_web.stacks import (
     parse_axes_override,
     parse_channel,
 )
+from devolearn_web.views.held import filter_for, filtered, hold, object_filters
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
     parse_axes_override(form.get("axes"))
     parse_channel(form.get("channel"))
     parse_frame(form.get("frame"), 1)
+    parse_projection(form.get("projection"))
     return requested != "json"
 
 
@@ -134,6 +140,7 @@ def answer_frames_or_file(
             channel=parse_channel(form.get("channel")),
             scale_request=scale_request,
         )
+        result = filtered(result, filter_for(object_filters(form, None), 0))
         return _file_response(
             *build_download(requested, stem, [result], [{}], calibration=image.calibration)
         )
@@ -147,7 +154,9 @@ def answer_frames_or_file(
         max_voxels=current_app.config.get("MAX_STACK_VOXELS", DEFAULT_MAX_STACK_VOXELS),
         max_frames=current_app.config.get("MAX_STACK_FRAMES", DEFAULT_MAX_STACK_FRAMES),
     )
+    stack = _projected(stack, task, parse_projection(form.get("projection")))
     decode_ms = (time.perf_counter() - started) * 1000
+    filters = object_filters(form, stack.count)
     frame = parse_frame(form.get("frame"), stack.count)
     check_assembly_request(assembly_request, name, stack)
     if frame is not None and assembly_request.wanted:
@@ -162,15 +171,25 @@ def answer_frames_or_file(
     if frame is not None:
         image = stack.image(frame, keep_calibration=True)
         result = predict(registry, name, image, threshold, decode_ms, deadline, scale_request)
+        result = filtered(result, filter_for(filters, frame))
         return _one_frame(result, image, stack, frame, requested, stem, include_figures)
     if requested != "json":
         check_format(requested, task, stack.count)
         _check_download_size(requested, stack.count * stack.width * stack.height)
         results = collect_results(registry, name, stack, threshold, deadline, scale_request)
+        results = [filtered(result, filter_for(filters, i)) for i, result in enumerate(results)]
         body = build_download(
             requested, stem, results, stack.positions, frame_axis(stack), stack.calibration
         )
         return _file_response(*body)
+
+    def adjust(index: int, result: Result) -> Result:
+        return filtered(result, filter_for(filters, index))
+
+    def finish(results: list[Result]) -> dict:
+        return hold(name, task, stem, results, stack_facts(stack))
+
+    held = {"adjust": adjust, "finish": finish}
     if (form.get("progress") or "").strip().lower() == "ndjson":
         # Bytes flow after every batch, so a router's first-byte limit cannot cut a long movie:
         # the time budget then bounds each batch, not the whole stack.
@@ -184,6 +203,7 @@ def answer_frames_or_file(
             NO_DEADLINE,
             batch_seconds=deadline.seconds,
             scale_request=scale_request,
+            **held,
         )
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
     events = answer_events(
@@ -195,11 +215,41 @@ def answer_frames_or_file(
         decode_ms,
         deadline,
         scale_request=scale_request,
+        **held,
     )
     answer = None
     for event in events:
         answer = event.get("result", answer)
     return jsonify(answer)
+
+
+def _projected(stack: FrameStack, task: str, projection: str | None) -> FrameStack:
+    """The stack as the model should see it: a lineage z-stack projected per time point unless
+    projection=none (its training images were whole-embryo projections)."""
+    has_z = "z" in (stack.axes.get("slider") or ())
+    if projection == "max" and (task != "lineage" or not has_z):
+        raise BadParameter(
+            "projection=max projects the z-slices of a z-stack for the lineage model; "
+            + ("this model analyses every slice." if task != "lineage" else "this file has no z.")
+        )
+    if task == "lineage" and has_z and projection != "none":
+        return max_projection(stack)
+    return stack
+
+
+def stack_facts(stack: FrameStack) -> StackFacts:
+    """What a held stack result keeps of the stack: no pixels."""
+    return StackFacts(
+        kind=stack.kind,
+        axes=dict(stack.axes),
+        width=stack.width,
+        height=stack.height,
+        count=stack.count,
+        positions=tuple(stack.positions),
+        notes=tuple(stack.notes),
+        calibration=stack.calibration,
+        frame_axis=frame_axis(stack),
+    )
 
 
 def _assembled(

@@ -19,7 +19,8 @@ export async function predict(
   { threshold = null, signal = undefined, fields = {}, onProgress = null } = {},
 ) {
   const form = new FormData();
-  form.append("file", file, file.name);
+  // No file: `fields.result` names a result the server holds (held.js).
+  if (file) form.append("file", file, file.name);
   form.append("include", "figures");
   if (threshold !== null) form.append("threshold", threshold.toFixed(3));
   for (const [key, value] of Object.entries(fields)) form.append(key, value);

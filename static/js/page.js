@@ -26,12 +26,15 @@ import {
 } from "./stack.js";
 import { ThresholdMask } from "./threshold.js";
 import { cancelJob, fetchJobDownload, jobResult, jobStatus, submitJob, timeLeft } from "./jobs.js";
+import { carryOver, filterFields, squareMicronsPerPixel } from "./held.js";
 
-// Counts, outlines and centroids are asked for this long after the slider stops moving.
+// Counts, outlines and centroids are asked for this long after the slider stops moving: from
+// the result the server holds (no upload, no network run), or with the file when it holds none.
 const REFRESH_DELAY_MS = 400;
 // A job's state is asked for this often while the page follows it.
 const JOB_POLL_MS = 500;
 const JOB_ID = /^[0-9a-f]{32}$/;
+const HELD_REFRESH_DELAY_MS = 120;
 
 const root = document.getElementById("analysis");
 const pageData = JSON.parse(document.getElementById("page-data").textContent);
@@ -80,6 +83,10 @@ const ui = {
   jobCancel: byId("job-cancel"),
   jobLink: byId("job-link"),
   jobLinkAnchor: byId("job-link-anchor"),
+  objectFilter: byId("object-filter"),
+  minSize: byId("min-size"),
+  minSizeUnit: byId("min-size-unit"),
+  restoreExcluded: byId("restore-excluded"),
 };
 
 const state = {
@@ -94,7 +101,16 @@ const state = {
   frameIndex: 0,
   axes: "", // the visitor's axes override for the held file ("" = the server's guess)
   job: null, // the id of the job followed or shown; its downloads come from the server's copy
+  resultId: null, // the server's id for this file's network output (held.js), while it holds it
+  lastAnswer: null, // the last single-image answer: a held answer's pictures come from it
+  excluded: [], // clicked points whose objects are dropped: [x, y] or [x, y, frame]
+  perPixel: null, // µm² per upload pixel, when the image has a pixel size
 };
+
+/** The min_area and exclude fields of the visitor's object filter. */
+function objectFields() {
+  return isSegmentation ? filterFields(ui.minSize.value, state.perPixel, state.excluded) : {};
+}
 
 /** Form fields sent with every request for the held file. */
 function requestFields() {
@@ -158,6 +174,9 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   state.file = file;
   state.mask = null;
   forgetJob();
+  state.resultId = null;
+  state.lastAnswer = null;
+  state.excluded = [];
   // A ZIP of time points is a whole recording: only jobs read it.
   const isZip = /\.zip$/i.test(file.name);
   if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file);
@@ -170,7 +189,7 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
     ui.progress.querySelector("progress").removeAttribute("value");
     const answer = await predict(root.dataset.predictUrl, file, {
       signal: controller.signal,
-      fields: requestFields(),
+      fields: { ...requestFields(), ...objectFields() },
       onProgress: showProgress,
     });
     if (run !== state.run) return;
@@ -302,7 +321,10 @@ function fail(error) {
 
 /** A single image's answer, or a stack/movie answer shown one frame at a time. */
 async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
+  state.resultId = answer.result_id || null;
+  showObjectFilter(answer);
   if (!answer.kind) {
+    state.lastAnswer = answer;
     state.stackAnswer = null;
     ui.stack.hidden = true;
     await showAnswer(answer, file, run);
@@ -398,6 +420,7 @@ async function showAnswer(answer, file, run) {
     filenamePrefix: downloadStem(pageData.model, file.name),
     order: pageData.figure_order,
   });
+  if (isSegmentation) hookExcludeClicks();
   root.dataset.answers = String(Number(root.dataset.answers || 0) + 1);
 }
 
@@ -449,11 +472,11 @@ function showDownloads(answer, file) {
 }
 
 async function requestDownload(format, button, file) {
-  const fields = { ...requestFields(), format };
+  const fields = { format, ...objectFields() };
   if (isSegmentation) fields.threshold = Number(ui.slider.value).toFixed(3);
   button.disabled = true;
   try {
-    const { blob, filename } = await fetchDownload(root.dataset.predictUrl, file, fields);
+    const { blob, filename } = await downloadHeldOrFile(fields, file);
     root.dataset.lastDownload = `${filename} ${blob.size}`;
     saveBlob(blob, filename);
   } catch (error) {
@@ -474,6 +497,47 @@ async function requestJobDownload(id, format, button) {
   } finally {
     button.disabled = false;
   }
+}
+
+/** A download made from the held result; with the file again when the server holds none. */
+async function downloadHeldOrFile(fields, file) {
+  if (state.resultId) {
+    try {
+      return await fetchDownload(root.dataset.predictUrl, null, { ...fields, result: state.resultId });
+    } catch (error) {
+      if (error.status !== 410) throw error;
+      state.resultId = null; // expired, or held by another server process
+    }
+  }
+  return fetchDownload(root.dataset.predictUrl, file, { ...requestFields(), ...fields });
+}
+
+function showObjectFilter(answer) {
+  if (!ui.objectFilter) return;
+  state.perPixel = squareMicronsPerPixel(answer.calibration);
+  ui.minSizeUnit.textContent = state.perPixel ? "µm²" : "pixels";
+  ui.restoreExcluded.hidden = state.excluded.length === 0;
+  ui.restoreExcluded.textContent = `Bring back ${state.excluded.length} excluded`;
+  ui.objectFilter.hidden = false;
+}
+
+/** A click on a figure excludes the object under it (once per plot: plots are reused). */
+function hookExcludeClicks() {
+  for (const plot of ui.figures.querySelectorAll(".plot")) {
+    if (plot.dataset.excludeHooked || typeof plot.on !== "function") continue;
+    plot.dataset.excludeHooked = "true";
+    plot.on("plotly_click", (event) => {
+      const point = event && event.points && event.points[0];
+      if (!point || typeof point.x !== "number" || typeof point.y !== "number") return;
+      state.excluded.push(state.stackAnswer ? [point.x, point.y, state.frameIndex] : [point.x, point.y]);
+      refreshNow();
+    });
+  }
+}
+
+function refreshNow() {
+  clearTimeout(state.refreshTimer);
+  refresh(Number(ui.slider.value));
 }
 
 function showScale(answer) {
@@ -513,10 +577,13 @@ function onSliderInput() {
 function scheduleRefresh(threshold) {
   clearTimeout(state.refreshTimer);
   ui.updateStatus.textContent = "";
-  state.refreshTimer = setTimeout(() => refresh(threshold), REFRESH_DELAY_MS);
+  const delay = state.resultId ? HELD_REFRESH_DELAY_MS : REFRESH_DELAY_MS;
+  state.refreshTimer = setTimeout(() => refresh(threshold), delay);
 }
 
-async function refresh(threshold) {
+/** New counts from the held result, or from the file when the server holds none (or when
+ * `reuse` is false: a new diameter changes what the network sees). */
+async function refresh(threshold, { reuse = true } = {}) {
   if (!state.file) return;
   if (state.job) {
     // The whole stack again would be another job: the mask follows, the counts stay the job's.
@@ -530,13 +597,26 @@ async function refresh(threshold) {
   const run = state.run;
   ui.updateStatus.textContent = "Updating counts and outlines…";
   try {
-    const answer = await predict(root.dataset.predictUrl, state.file, {
-      threshold,
-      signal: controller.signal,
-      fields: requestFields(),
-    });
+    let answer = null;
+    if (reuse && state.resultId) {
+      const fields = { result: state.resultId, ...objectFields() };
+      answer = await predict(root.dataset.predictUrl, null, { threshold, signal: controller.signal, fields }).catch(
+        (error) => {
+          if (!(error instanceof ApiError && error.status === 410)) throw error;
+          return null; // expired, or held by another server process: send the file
+        },
+      );
+    }
+    if (!answer) {
+      answer = await predict(root.dataset.predictUrl, state.file, {
+        threshold,
+        signal: controller.signal,
+        fields: { ...requestFields(), ...objectFields() },
+      });
+    }
     // A later slider move has its own request coming: this answer is already stale.
     if (run !== state.run || Number(ui.slider.value) !== threshold) return;
+    carryOver(state.stackAnswer || state.lastAnswer, answer);
     await showAnyAnswer(answer, state.file, run);
     ui.updateStatus.textContent = "";
     setState("done");
@@ -586,7 +666,12 @@ for (const button of document.querySelectorAll(".example-button")) {
 if (isSegmentation) {
   ui.slider.addEventListener("input", onSliderInput);
   // A new diameter means a new working scale: the server runs the model again.
-  ui.diameter.addEventListener("change", () => refresh(Number(ui.slider.value)));
+  ui.diameter.addEventListener("change", () => refresh(Number(ui.slider.value), { reuse: false }));
+  ui.minSize.addEventListener("input", () => scheduleRefresh(Number(ui.slider.value)));
+  ui.restoreExcluded.addEventListener("click", () => {
+    state.excluded = [];
+    refreshNow();
+  });
 }
 
 ui.frameSlider.addEventListener("input", () => {

@@ -136,7 +136,8 @@ export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = f
 /** POST the held file again with format=...; resolve to {blob, filename}. */
 export async function fetchDownload(url, file, fields) {
   const form = new FormData();
-  form.append("file", file, file.name);
+  // No file: the fields name a result the server holds (held.js).
+  if (file) form.append("file", file, file.name);
   for (const [key, value] of Object.entries(fields)) if (value !== null && value !== "") form.append(key, value);
   const response = await fetch(url, { method: "POST", body: form });
   if (!response.ok) {
@@ -146,7 +147,9 @@ export async function fetchDownload(url, file, fields) {
     } catch {
       // keep the generic sentence
     }
-    throw new Error(sentence);
+    const error = new Error(sentence);
+    error.status = response.status;
+    throw error;
   }
   const disposition = response.headers.get("Content-Disposition") || "";
   const match = disposition.match(/filename="([^"]+)"/);
