@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.metadata
 import importlib.resources
 import json
 from html.parser import HTMLParser
@@ -56,7 +58,7 @@ def test_page_drop_down_lists_every_page_and_selects_this_one(client, path):
 def test_home_page_links_the_community_and_the_models(client):
     html = client.get("/", headers=HTML).get_data(as_text=True)
     for link in (
-        "https://openworm.slack.com",
+        "https://launchpass.com/openworm",
         "https://pypi.org/project/devolearn/",
         "https://github.com/DevoLearn/devolearn",
         'href="/membrane"',
@@ -219,6 +221,28 @@ def test_plotly_js_is_served_from_the_plotly_package(client):
         assert response.status_code == 200
         assert "javascript" in response.mimetype
         assert response.data == packaged.read_bytes()
+
+
+def test_plotly_js_is_sent_gzipped_and_cached_for_a_year(client):
+    packaged = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    gzipped = {"Accept-Encoding": "gzip, deflate, br"}
+    with client.get("/static/vendor/plotly.min.js", headers=gzipped) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert "Accept-Encoding" in response.headers["Vary"]
+        assert len(response.data) < len(packaged.read_bytes()) / 2
+        assert gzip.decompress(response.data) == packaged.read_bytes()
+        assert response.cache_control.max_age >= 365 * 24 * 3600
+        assert response.cache_control.immutable
+
+
+def test_model_pages_ask_for_plotly_js_by_its_version(client):
+    version = importlib.metadata.version("plotly")
+    sources = [
+        attrs["src"]
+        for tag, attrs in tags_of(client.get("/nucleus", headers=HTML).get_data(as_text=True))
+        if tag == "script" and "plotly" in attrs.get("src", "")
+    ]
+    assert sources == [f"/static/vendor/plotly.min.js?v={version}"]
 
 
 def test_error_page_for_browsers_carries_the_sentence(client):

@@ -262,7 +262,7 @@ def test_page_loads_without_console_errors(watched_page, path: str) -> None:
     assert page.locator("select#page-select").is_visible()
     if path == "/":
         for link in (
-            "https://openworm.slack.com",
+            "https://launchpass.com/openworm",
             "https://pypi.org/project/devolearn/",
             "https://github.com/DevoLearn/devolearn",
         ):
