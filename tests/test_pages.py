@@ -293,3 +293,54 @@ def test_card_page_sums_up_the_count_calibration(make_app, models_copy):
     text = html.get_data(as_text=True)
     assert "isotonic regression" in text and "E: 3 knots" in text
     assert "13.4" not in text  # the curve itself stays in the JSON card
+
+
+def test_card_page_opens_with_a_summary_for_people_and_folds_the_details(client):
+    html = client.get("/models/nucleus", headers=HTML).get_data(as_text=True)
+    glance = html[html.index('id="glance"') : html.index('id="card-details"')]
+    for text in (
+        "What it does",
+        "Simulated embryos only",
+        "How well it does",
+        "Known limits",
+        "A test model: it only finds bright blobs.",
+        "When not to trust it",
+    ):
+        assert text in glance
+    details = html[html.index('<details class="card-details"') :]
+    for text in ("SHA-256", "Training data", "Metrics", "Hyperparameters", "Limitations"):
+        assert text in details
+    assert details.index("</details>") > details.index("Limitations")
+
+
+def test_card_summary_names_targets_missed_and_the_real_sample():
+    from devolearn_web.card_glance import glance
+
+    card = {
+        "title": "Nuclei",
+        "version": "4.0.0",
+        "training_data": {"simulated": True},
+        "metrics": {
+            "targets": {"seg": {"target": ">= 0.85", "value": 0.6606, "met": False}},
+            "real_samples": {
+                "embryo_sample.png": {"count": 87, "expected_range": [60, 120]},
+            },
+        },
+        "limitations": ["a", "b", "c", "d"],
+    }
+    summary = glance("nucleus", card, "nuclei")
+    assert summary["one_line"] == (
+        "Nuclei 4.0.0: trained on simulated embryos only; on unseen simulated embryos SEG 0.661;"
+        " short of its target on SEG; 87 nuclei on the real embryo_sample.png (a person expects"
+        " 60–120); 4 known limits."
+    )
+    assert summary["limits_first"] == ["a", "b", "c"] and summary["limits_more"] == ["d"]
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
+def test_every_result_links_the_model_card_summary(client, name):
+    html = client.get(f"/{name}", headers=HTML).get_data(as_text=True)
+    results = html[html.index('id="results"') :]
+    line = results[results.index('id="card-line"') :]
+    line = line[: line.index("</p>")]
+    assert f'href="/models/{name}"' in line and "trained on simulated embryos only" in line

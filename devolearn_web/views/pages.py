@@ -31,6 +31,7 @@ from devolearn_web.bioimageio_package import (
     build_package_file,
     package_cache_path,
 )
+from devolearn_web.card_glance import glance
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
@@ -202,6 +203,7 @@ def model_page(name: str) -> str:
         accepted_formats=ACCEPTED_FORMATS,
         thumbnail_width=THUMBNAIL_WIDTH,
         page_data=page_data,
+        glance=glance(name, card, page.count_noun) if card else None,
     )
 
 
@@ -231,6 +233,8 @@ def model_card(name: str) -> str:
         training_plot_url=plot_url,
         extra_fields=extra,
         page_url=url_for("pages.model_page", name=name),
+        summary=MODEL_PAGES[name].summary,
+        glance=glance(name, card, MODEL_PAGES[name].count_noun) if card else None,
     )
 
 
