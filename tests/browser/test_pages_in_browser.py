@@ -134,7 +134,11 @@ def test_segmentation_page_drop_slide_and_example(
     fullscreen = page.locator(".figure-panel .fullscreen-button").first
     assert fullscreen.is_visible()
     fullscreen.click()
-    page.wait_for_function("() => document.fullscreenElement?.classList.contains('figure-panel')")
+    # The whole analysis goes full screen (slider and count kept), this panel enlarged in it.
+    page.wait_for_function(
+        "() => document.fullscreenElement?.id === 'analysis'"
+        " && document.querySelector('.figure-panel').classList.contains('is-fullscreen')"
+    )
     page.evaluate("() => document.exitFullscreen()")
     page.wait_for_function("() => document.fullscreenElement === null")
 
