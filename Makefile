@@ -5,13 +5,19 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 5000
 
-.PHONY: run test test-fast serve lint chromium redis-server train-all
+.PHONY: run test test-fast serve lint predict chromium redis-server train-all
 
 run: $(VENV)/.serving  ## Run the app locally on http://127.0.0.1:$(PORT)
 	PORT=$(PORT) $(PY) app.py
 
 serve: $(VENV)/.serving  ## Run it as the Procfile does (gunicorn)
 	PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+MODEL ?= nucleus
+IN ?= static/examples
+OUT ?= results
+predict: $(VENV)/.serving  ## Batch: make predict MODEL=nucleus IN=<files or folders> OUT=results
+	$(VENV)/bin/flask --app wsgi devolearn predict $(MODEL) $(IN) --out $(OUT)
 
 test: $(VENV)/.dev $(VENV)/.training chromium redis-server  ## Every test: unit, training, browser, jobs
 	$(PY) -m pytest

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import math
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
+from devolearn_web.calibration import UNITS, Calibration
 from devolearn_web.embryo import EmbryoRegion
 from devolearn_web.imaging import (
     CONVERSION_BAND_PIXELS,
@@ -69,6 +71,27 @@ FIGURE_ORDER = {
 PLOT_FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13}
 
 
+class Scale(NamedTuple):
+    """Axis units per upload pixel: µm for a calibrated image, else 1 px."""
+
+    x: float = 1.0
+    y: float = 1.0
+    unit: str = "px"
+
+    @classmethod
+    def of(cls, calibration: Calibration | None) -> Scale:
+        """µm per pixel from the file's calibration (whatever unit it was written in)."""
+        if calibration is None:
+            return cls()
+        micrometres = UNITS[calibration.unit][1] * 1e6
+        return cls(
+            calibration.pixel_width * micrometres, calibration.pixel_height * micrometres, "µm"
+        )
+
+
+PIXELS = Scale()
+
+
 class DisplayImage(NamedTuple):
     """A PNG data URI and how many upload pixels (x, y) one of its pixels spans."""
 
@@ -86,12 +109,17 @@ def build_figures(
 
     `shown` instead of `image`: a held result's figures, with HELD_INPUT for the input picture."""
     shown = shown or _display_input(image.pixels)
+    calibration = image.calibration if image is not None else getattr(result, "calibration", None)
+    scale = Scale.of(calibration)
     if isinstance(result, LineageResult):
-        figures = _lineage_figures(result, shown, image)
+        figures = _lineage_figures(result, shown, image, scale)
     elif result.model == "membrane":
-        figures = _membrane_figures(result, shown)
+        figures = _membrane_figures(result, shown, scale)
     else:
-        figures = _nucleus_figures(result, shown)
+        figures = _nucleus_figures(result, shown, scale)
+    if not isinstance(result, LineageResult):
+        # Hover on any pixel names its object: the browser reads the label under the pointer.
+        figures["input"]["layout"]["meta"]["labels"] = _label_lookup(result.labels)
     return {"figures": figures, "input": shown.source}
 
 
@@ -100,25 +128,28 @@ def build_figures(
 HELD_INPUT = DisplayImage("held-by-page")
 
 
-def _membrane_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
+def _membrane_figures(result: SegmentationResult, shown: DisplayImage, scale: Scale) -> dict:
     width, height = result.width, result.height
     count = len(result.objects)
     segmentation = _image_figure(
-        f"Segmentation map · {count} {_plural(count, 'cell')}", shown, width, height
+        f"Segmentation map · {count} {_plural(count, 'cell')}", shown, width, height, scale
     )
-    segmentation["layout"]["images"] = [_mask_image(result), _outlines_image(result.labels)]
+    segmentation["layout"]["images"] = [
+        _mask_image(result, scale),
+        _outlines_image(result.labels, scale),
+    ]
     centroids = _label_map_figure(
-        f"Centroid map · {count} {_plural(count, 'cell')}", result.labels, width, height
+        f"Centroid map · {count} {_plural(count, 'cell')}", result.labels, width, height, scale
     )
-    centroids["data"].append(_centroid_markers(result, "Cell", show_labels=count <= 60))
+    centroids["data"].append(_centroid_markers(result, "Cell", count <= 60, scale))
     return {
-        "input": _image_figure("Input", shown, width, height),
+        "input": _image_figure("Input", shown, width, height, scale),
         "segmentation": segmentation,
         "centroids": centroids,
     }
 
 
-def _nucleus_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
+def _nucleus_figures(result: SegmentationResult, shown: DisplayImage, scale: Scale) -> dict:
     width, height = result.width, result.height
     count = len(result.objects)
     outlined = _image_figure(
@@ -126,11 +157,15 @@ def _nucleus_figures(result: SegmentationResult, shown: DisplayImage) -> dict:
         shown,
         width,
         height,
+        scale,
     )
-    outlined["layout"]["images"] = [_mask_image(result), _outlines_image(result.labels)]
-    outlined["data"].append(_centroid_markers(result, "Nucleus", show_labels=False))
+    outlined["layout"]["images"] = [
+        _mask_image(result, scale),
+        _outlines_image(result.labels, scale),
+    ]
+    outlined["data"].append(_centroid_markers(result, "Nucleus", False, scale))
     return {
-        "input": _image_figure("Input", shown, width, height),
+        "input": _image_figure("Input", shown, width, height, scale),
         "outlines": outlined,
     }
 
@@ -151,7 +186,9 @@ def _float32(rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rows, dtype=np.float32)
 
 
-def _lineage_figures(result: LineageResult, shown: DisplayImage, image: DecodedImage) -> dict:
+def _lineage_figures(
+    result: LineageResult, shown: DisplayImage, image: DecodedImage, scale: Scale
+) -> dict:
     counts = [int(result.populations[name]) for name in LINEAGE_ORDER]
     # Past the range or at its end, A's count cannot be trusted to grow with the embryo.
     doubtful = result.outside_training_range or result.at_end_of_training_range
@@ -190,14 +227,14 @@ def _lineage_figures(result: LineageResult, shown: DisplayImage, image: DecodedI
             "hovermode": "closest",
         },
     }
-    figure = _image_figure("Input", shown, image.width, image.height)
+    figure = _image_figure("Input", shown, image.width, image.height, scale)
     if result.embryo is not None:
-        figure["data"].append(_embryo_outline(result.embryo))
+        figure["data"].append(_embryo_outline(result.embryo, scale))
     return {"input": figure, "populations": populations}
 
 
-def _embryo_outline(embryo: EmbryoRegion, points: int = 73) -> dict:
-    """The ellipse where the embryo was found, in upload pixels (the region the model saw)."""
+def _embryo_outline(embryo: EmbryoRegion, scale: Scale, points: int = 73) -> dict:
+    """The ellipse where the embryo was found (the region the model saw), in axis units."""
     turn = np.linspace(0.0, 2.0 * np.pi, points)
     angle = np.radians(embryo.angle_deg)
     along, across = embryo.major / 2 * np.cos(turn), embryo.minor / 2 * np.sin(turn)
@@ -207,31 +244,35 @@ def _embryo_outline(embryo: EmbryoRegion, points: int = 73) -> dict:
         "type": "scatter",
         "mode": "lines",
         "name": "embryo found",
-        "x": np.round(x, 1).tolist(),
-        "y": np.round(y, 1).tolist(),
+        "x": np.round(x * scale.x, 3).tolist(),
+        "y": np.round(y * scale.y, 3).tolist(),
         "line": {"color": "#f1c40f", "width": 2, "dash": "dash"},
         "hoverinfo": "name",
         "showlegend": False,
     }
 
 
-def _image_figure(title: str, shown: DisplayImage, width: int, height: int) -> dict:
-    """A figure showing one image at upload-pixel coordinates, y downwards, equal aspect."""
+def _image_figure(
+    title: str, shown: DisplayImage, width: int, height: int, scale: Scale = PIXELS
+) -> dict:
+    """A figure showing one image, y downwards, equal aspect: axes in upload pixels, or in µm
+    (upload pixels times the pixel size) when the file is calibrated."""
+    places = ".0f" if scale.unit == "px" else ".2f"
     trace = {
         "type": "image",
         "name": "input",
         "source": shown.source,
         # Pixel centres sit at x0 + i*dx; this keeps the image edges at -0.5 and width - 0.5.
-        "x0": -0.5 + shown.dx / 2,
-        "y0": -0.5 + shown.dy / 2,
-        "dx": shown.dx,
-        "dy": shown.dy,
-        "hovertemplate": "x %{x:.0f}, y %{y:.0f}<extra></extra>",
+        "x0": (-0.5 + shown.dx / 2) * scale.x,
+        "y0": (-0.5 + shown.dy / 2) * scale.y,
+        "dx": shown.dx * scale.x,
+        "dy": shown.dy * scale.y,
+        "hovertemplate": f"x %{{x:{places}}}, y %{{y:{places}}} {scale.unit}<extra></extra>",
     }
-    return {"data": [trace], "layout": _image_layout(title, width, height)}
+    return {"data": [trace], "layout": _image_layout(title, width, height, scale)}
 
 
-def _image_layout(title: str, width: int, height: int) -> dict:
+def _image_layout(title: str, width: int, height: int, scale: Scale = PIXELS) -> dict:
     axis = {
         "showgrid": False,
         "zeroline": False,
@@ -243,13 +284,17 @@ def _image_layout(title: str, width: int, height: int) -> dict:
         "title": {"text": title, "x": 0.02},
         "font": PLOT_FONT,
         "margin": {"l": 50, "r": 15, "t": 45, "b": 40},
-        "xaxis": {**axis, "range": [-0.5, width - 0.5], "title": {"text": "x (pixels)"}},
+        "xaxis": {
+            **axis,
+            "range": [-0.5 * scale.x, (width - 0.5) * scale.x],
+            "title": {"text": f"x ({_unit_words(scale)})"},
+        },
         "yaxis": {
             **axis,
-            "range": [height - 0.5, -0.5],
+            "range": [(height - 0.5) * scale.y, -0.5 * scale.y],
             "scaleanchor": "x",
             "scaleratio": 1,
-            "title": {"text": "y (pixels)"},
+            "title": {"text": f"y ({_unit_words(scale)})"},
         },
         "plot_bgcolor": "#111111",
         "hovermode": "closest",
@@ -257,11 +302,19 @@ def _image_layout(title: str, width: int, height: int) -> dict:
         # Keeps the visitor's zoom when the page swaps in figures for a new threshold.
         "uirevision": "image",
         "showlegend": False,
-        "meta": {"width": width, "height": height, "mask_rgba": list(MASK_RGBA)},
+        "meta": {
+            "width": width,
+            "height": height,
+            "mask_rgba": list(MASK_RGBA),
+            "unit": scale.unit,
+            "pixel_size": [scale.x, scale.y],
+        },
     }
 
 
-def _overlay_image(name: str, source: str, width: int, height: int, anchor: str = "top") -> dict:
+def _overlay_image(
+    name: str, source: str, width: int, height: int, scale: Scale, anchor: str = "top"
+) -> dict:
     """An RGBA picture laid exactly over the image's pixels (upload pixel coordinates).
 
     Plotly keys layout images by their geometry (xref, x, sizex, yref, y, sizey) and draws only
@@ -273,10 +326,10 @@ def _overlay_image(name: str, source: str, width: int, height: int, anchor: str 
         "source": source,
         "xref": "x",
         "yref": "y",
-        "x": -0.5,
-        "y": -0.5 if anchor == "top" else height - 0.5,
-        "sizex": width,
-        "sizey": height,
+        "x": -0.5 * scale.x,
+        "y": (-0.5 if anchor == "top" else height - 0.5) * scale.y,
+        "sizex": width * scale.x,
+        "sizey": height * scale.y,
         "xanchor": "left",
         "yanchor": anchor,
         "sizing": "stretch",
@@ -285,14 +338,14 @@ def _overlay_image(name: str, source: str, width: int, height: int, anchor: str 
     }
 
 
-def _mask_image(result: SegmentationResult) -> dict:
+def _mask_image(result: SegmentationResult, scale: Scale = PIXELS) -> dict:
     """The probability map thresholded as the slider does it, painted in MASK_RGBA."""
     mask = probability_mask(result.probability, result.threshold).view(np.uint8)
     png = encode_indexed_png(mask, [(0, 0, 0), MASK_RGBA[:3]], alpha=[0, MASK_RGBA[3]])
-    return _overlay_image(MASK_IMAGE_NAME, png_data_url(png), result.width, result.height)
+    return _overlay_image(MASK_IMAGE_NAME, png_data_url(png), result.width, result.height, scale)
 
 
-def _outlines_image(labels: np.ndarray) -> dict:
+def _outlines_image(labels: np.ndarray, scale: Scale = PIXELS) -> dict:
     """Each object's inner boundary in its own colour; touching objects stay visibly apart."""
     colours = np.empty(labels.shape, dtype=np.uint8)
     for rows in _bands(labels):
@@ -303,17 +356,19 @@ def _outlines_image(labels: np.ndarray) -> dict:
     palette = np.vstack([(0, 0, 0), OBJECT_PALETTE])
     png = encode_indexed_png(colours, palette, alpha=[0] + [255] * len(OBJECT_PALETTE))
     height, width = labels.shape
-    return _overlay_image(OUTLINES_IMAGE_NAME, png_data_url(png), width, height, "bottom")
+    return _overlay_image(OUTLINES_IMAGE_NAME, png_data_url(png), width, height, scale, "bottom")
 
 
-def _label_map_figure(title: str, labels: np.ndarray, width: int, height: int) -> dict:
+def _label_map_figure(
+    title: str, labels: np.ndarray, width: int, height: int, scale: Scale = PIXELS
+) -> dict:
     """Objects filled in palette colours on black, the background of the centroid map."""
     palette = np.vstack([(0, 0, 0), (OBJECT_PALETTE * 0.55).astype(np.uint8)])
     indices = np.empty(labels.shape, dtype=np.uint8)
     for rows in _bands(labels):
         indices[rows] = _palette_index(labels[rows])
     png = encode_indexed_png(indices, palette)
-    return _image_figure(title, DisplayImage(png_data_url(png)), width, height)
+    return _image_figure(title, DisplayImage(png_data_url(png)), width, height, scale)
 
 
 def _bands(image: np.ndarray) -> list[slice]:
@@ -342,22 +397,26 @@ def inner_boundaries(labels: np.ndarray) -> np.ndarray:
     return edge & (labels > 0)
 
 
-def _centroid_markers(result: SegmentationResult, noun: str, show_labels: bool) -> dict:
+def _centroid_markers(
+    result: SegmentationResult, noun: str, show_labels: bool, scale: Scale = PIXELS
+) -> dict:
     objects = result.objects
+    if scale.unit == "px":
+        where = "x %{x:.1f}, y %{y:.1f} px<br>area %{customdata[1]} px²"
+    else:
+        # µm first, pixels kept: the table and the downloads count in both.
+        where = "x %{x:.2f}, y %{y:.2f} µm<br>area %{customdata[2]:.2f} µm² (%{customdata[1]} px²)"
     return {
         "type": "scatter",
         "mode": "markers+text" if show_labels else "markers",
         "name": "centroids",
-        "x": [obj.x for obj in objects],
-        "y": [obj.y for obj in objects],
+        "x": [obj.x * scale.x for obj in objects],
+        "y": [obj.y * scale.y for obj in objects],
         "text": [str(obj.label) for obj in objects],
         "textposition": "top center",
         "textfont": {"color": "white", "size": 11},
-        "customdata": [[obj.label, obj.area] for obj in objects],
-        "hovertemplate": (
-            f"{noun} %{{customdata[0]}}<br>x %{{x:.1f}}, y %{{y:.1f}}"
-            "<br>area %{customdata[1]} px<extra></extra>"
-        ),
+        "customdata": [[obj.label, obj.area, obj.area * scale.x * scale.y] for obj in objects],
+        "hovertemplate": f"{noun} %{{customdata[0]}}<br>{where}<extra></extra>",
         "marker": {"size": 7, "color": "#ff3d7f", "line": {"width": 1, "color": "white"}},
     }
 
@@ -370,6 +429,22 @@ def _display_input(pixels: np.ndarray) -> DisplayImage:
         pixels = _reduced(pixels, factor)
     source = png_data_url(to_display_png(pixels))
     return DisplayImage(source, width / pixels.shape[1], height / pixels.shape[0])
+
+
+def _unit_words(scale: Scale) -> str:
+    return "pixels" if scale.unit == "px" else scale.unit
+
+
+def _label_lookup(labels: np.ndarray) -> dict:
+    """The label map as an RGB PNG (label = R + 256 G + 65536 B), shrunk by nearest neighbour
+    past MAX_DISPLAY_SIDE, and how many upload pixels one of its pixels spans."""
+    height, width = labels.shape
+    factor = max(1, math.ceil(max(height, width) / MAX_DISPLAY_SIDE))
+    small = np.asarray(labels[::factor, ::factor], dtype=np.uint32)
+    rgb = np.stack([small & 255, (small >> 8) & 255, (small >> 16) & 255], axis=-1)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    return {"source": png_data_url(buffer.getvalue()), "step": factor}
 
 
 def _plural(count: int, singular: str, plural: str | None = None) -> str:

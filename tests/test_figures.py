@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devolearn_web.calibration import Calibration
 from devolearn_web.figures import (
     FIGURE_ORDER,
     LINEAGE_ORDER,
@@ -139,7 +140,43 @@ def test_nucleus_outlines_keep_touching_nuclei_apart(two_touching_disks):
     assert len(colours) >= 3
     markers = figure["data"][1]
     assert markers["x"] == [obj.x for obj in result.objects]
-    assert [label for label, _ in markers["customdata"]] == [1, 2, 3]
+    assert [label for label, *_ in markers["customdata"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("model", ["membrane", "nucleus"])
+def test_calibrated_figures_are_in_micrometres(model, two_touching_disks):
+    calibrated = DecodedImage(two_touching_disks, 160, 90, "L", (), Calibration(0.25, 0.25, "µm"))
+    result = segmentation_result(model, two_touching_disks)
+    figures = build_figures(result, calibrated)["figures"]
+    for figure in figures.values():
+        go.Figure(figure)
+        layout = figure["layout"]
+        assert layout["xaxis"]["title"]["text"] == "x (µm)"
+        assert layout["xaxis"]["range"] == [-0.125, 159.5 * 0.25]
+        assert layout["meta"]["pixel_size"] == [0.25, 0.25]
+        for image in layout.get("images", []):  # overlays cover the same µm as the image
+            assert (image["x"], image["sizex"], image["sizey"]) == (-0.125, 40.0, 22.5)
+    markers = next(t for f in figures.values() for t in f["data"] if t["name"] == "centroids")
+    assert markers["x"] == [obj.x * 0.25 for obj in result.objects]
+    assert "µm²" in markers["hovertemplate"] and "px²" in markers["hovertemplate"]
+    assert markers["customdata"][0][2] == result.objects[0].area * 0.0625
+
+
+def test_uncalibrated_figures_say_pixels(two_touching_disks):
+    result = segmentation_result("nucleus", two_touching_disks)
+    figures = build_figures(result, decoded(two_touching_disks))["figures"]
+    assert figures["input"]["layout"]["xaxis"]["title"]["text"] == "x (pixels)"
+    assert figures["input"]["layout"]["meta"]["unit"] == "px"
+
+
+def test_input_figure_carries_the_label_map_for_hover(two_touching_disks):
+    result = segmentation_result("nucleus", two_touching_disks)
+    lookup = build_figures(result, decoded(two_touching_disks))["figures"]["input"]["layout"]
+    lookup = lookup["meta"]["labels"]
+    rgb = png_pixels(lookup["source"]).astype(np.int64)
+    labels = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    assert lookup["step"] == 1
+    np.testing.assert_array_equal(labels, result.labels)
 
 
 def test_membrane_centroid_map_has_one_marker_per_cell(two_touching_disks):

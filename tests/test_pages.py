@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.metadata
 import importlib.resources
 import json
 from html.parser import HTMLParser
@@ -56,7 +58,7 @@ def test_page_drop_down_lists_every_page_and_selects_this_one(client, path):
 def test_home_page_links_the_community_and_the_models(client):
     html = client.get("/", headers=HTML).get_data(as_text=True)
     for link in (
-        "https://openworm.slack.com",
+        "https://launchpass.com/openworm",
         "https://pypi.org/project/devolearn/",
         "https://github.com/DevoLearn/devolearn",
         'href="/membrane"',
@@ -221,6 +223,28 @@ def test_plotly_js_is_served_from_the_plotly_package(client):
         assert response.data == packaged.read_bytes()
 
 
+def test_plotly_js_is_sent_gzipped_and_cached_for_a_year(client):
+    packaged = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    gzipped = {"Accept-Encoding": "gzip, deflate, br"}
+    with client.get("/static/vendor/plotly.min.js", headers=gzipped) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert "Accept-Encoding" in response.headers["Vary"]
+        assert len(response.data) < len(packaged.read_bytes()) / 2
+        assert gzip.decompress(response.data) == packaged.read_bytes()
+        assert response.cache_control.max_age >= 365 * 24 * 3600
+        assert response.cache_control.immutable
+
+
+def test_model_pages_ask_for_plotly_js_by_its_version(client):
+    version = importlib.metadata.version("plotly")
+    sources = [
+        attrs["src"]
+        for tag, attrs in tags_of(client.get("/nucleus", headers=HTML).get_data(as_text=True))
+        if tag == "script" and "plotly" in attrs.get("src", "")
+    ]
+    assert sources == [f"/static/vendor/plotly.min.js?v={version}"]
+
+
 def test_error_page_for_browsers_carries_the_sentence(client):
     response = client.get("/no/such/page", headers=HTML)
     assert response.status_code == 404
@@ -269,3 +293,54 @@ def test_card_page_sums_up_the_count_calibration(make_app, models_copy):
     text = html.get_data(as_text=True)
     assert "isotonic regression" in text and "E: 3 knots" in text
     assert "13.4" not in text  # the curve itself stays in the JSON card
+
+
+def test_card_page_opens_with_a_summary_for_people_and_folds_the_details(client):
+    html = client.get("/models/nucleus", headers=HTML).get_data(as_text=True)
+    glance = html[html.index('id="glance"') : html.index('id="card-details"')]
+    for text in (
+        "What it does",
+        "Simulated embryos only",
+        "How well it does",
+        "Known limits",
+        "A test model: it only finds bright blobs.",
+        "When not to trust it",
+    ):
+        assert text in glance
+    details = html[html.index('<details class="card-details"') :]
+    for text in ("SHA-256", "Training data", "Metrics", "Hyperparameters", "Limitations"):
+        assert text in details
+    assert details.index("</details>") > details.index("Limitations")
+
+
+def test_card_summary_names_targets_missed_and_the_real_sample():
+    from devolearn_web.card_glance import glance
+
+    card = {
+        "title": "Nuclei",
+        "version": "4.0.0",
+        "training_data": {"simulated": True},
+        "metrics": {
+            "targets": {"seg": {"target": ">= 0.85", "value": 0.6606, "met": False}},
+            "real_samples": {
+                "embryo_sample.png": {"count": 87, "expected_range": [60, 120]},
+            },
+        },
+        "limitations": ["a", "b", "c", "d"],
+    }
+    summary = glance("nucleus", card, "nuclei")
+    assert summary["one_line"] == (
+        "Nuclei 4.0.0: trained on simulated embryos only; on unseen simulated embryos SEG 0.661;"
+        " short of its target on SEG; 87 nuclei on the real embryo_sample.png (a person expects"
+        " 60–120); 4 known limits."
+    )
+    assert summary["limits_first"] == ["a", "b", "c"] and summary["limits_more"] == ["d"]
+
+
+@pytest.mark.parametrize("name", ["membrane", "nucleus", "lineage"])
+def test_every_result_links_the_model_card_summary(client, name):
+    html = client.get(f"/{name}", headers=HTML).get_data(as_text=True)
+    results = html[html.index('id="results"') :]
+    line = results[results.index('id="card-line"') :]
+    line = line[: line.index("</p>")]
+    assert f'href="/models/{name}"' in line and "trained on simulated embryos only" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
 import importlib.resources
 import io
@@ -30,6 +31,7 @@ from devolearn_web.bioimageio_package import (
     build_package_file,
     package_cache_path,
 )
+from devolearn_web.card_glance import glance
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
@@ -209,6 +211,7 @@ def model_page(name: str) -> str:
         accepted_formats=ACCEPTED_FORMATS,
         thumbnail_width=THUMBNAIL_WIDTH,
         page_data=page_data,
+        glance=glance(name, card, page.count_noun) if card else None,
     )
 
 
@@ -238,6 +241,8 @@ def model_card(name: str) -> str:
         training_plot_url=plot_url,
         extra_fields=extra,
         page_url=url_for("pages.model_page", name=name),
+        summary=MODEL_PAGES[name].summary,
+        glance=glance(name, card, MODEL_PAGES[name].count_noun) if card else None,
     )
 
 
@@ -295,11 +300,37 @@ def example_thumbnail(filename: str) -> Response:
     return send_file(io.BytesIO(png), mimetype="image/png", max_age=3600)
 
 
+# Plotly.js is 4.8 MB: sent gzipped (1.4 MB) to every browser that accepts it, and cached for a
+# year, since its URL carries the plotly version (pages ask for ?v=<version>, plotly_js_url).
+PLOTLY_MAX_AGE_S = 365 * 24 * 3600
+
+
+@lru_cache(maxsize=1)
+def _plotly_bytes() -> tuple[bytes, bytes]:
+    """Plotly.js as shipped and gzipped, read and compressed once per process."""
+    path = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+    plain = path.read_bytes()
+    return plain, gzip.compress(plain, compresslevel=9, mtime=0)
+
+
+@bp.app_template_global()
+def plotly_js_url() -> str:
+    """Plotly.js's URL with the plotly version, so a new plotly is never read from a cache."""
+    return url_for("pages.plotly_js", v=importlib.metadata.version("plotly"))
+
+
 @bp.get("/static/vendor/plotly.min.js")
 def plotly_js() -> Response:
     """Plotly.js from the installed plotly package, so no page needs a CDN."""
-    path = importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
-    response = send_file(Path(str(path)), mimetype="text/javascript", max_age=86400)
+    plain, compressed = _plotly_bytes()
+    gzipped = "gzip" in request.accept_encodings
+    response = Response(compressed if gzipped else plain, mimetype="text/javascript")
+    if gzipped:
+        response.headers["Content-Encoding"] = "gzip"
+    response.headers["Vary"] = "Accept-Encoding"
+    response.cache_control.public = True
+    response.cache_control.max_age = PLOTLY_MAX_AGE_S
+    response.cache_control.immutable = True
     response.headers["X-Plotly-Version"] = importlib.metadata.version("plotly")
     return response
 

@@ -4,8 +4,9 @@
 
 import { ApiError, predict } from "./api.js";
 import { attachDropZone, rejectionMessage } from "./dropzone.js";
-import { purgeFigures, renderFigures, showMask } from "./figures.js";
+import { purgeFigures, renderFigures, setHoverObjects, showMask } from "./figures.js";
 import {
+  describeSize,
   downloadStem,
   lineageTable,
   objectsTable,
@@ -27,6 +28,7 @@ import {
 import { ThresholdMask } from "./threshold.js";
 import { cancelJob, fetchJobDownload, jobResult, jobStatus, submitJob, timeLeft } from "./jobs.js";
 import { carryOver, filterFields, squareMicronsPerPixel } from "./held.js";
+import { attachViewControls } from "./view_controls.js";
 
 // Counts, outlines and centroids are asked for this long after the slider stops moving: from
 // the result the server holds (no upload, no network run), or with the file when it holds none.
@@ -200,7 +202,11 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
       ];
     }
     await showAnyAnswer(answer, file, run, { newFile: true });
-    if (run === state.run) setState("done");
+    if (run === state.run) {
+      setState("done");
+      clearBusy(); // before measuring: the progress row above the results folds away
+      bringResultIntoView();
+    }
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     // Too many frames or values for one request: the same file as a job has room for it.
@@ -309,6 +315,25 @@ async function cancelFollowedJob() {
   showMessage("The job was cancelled; its upload and any results were deleted from the server.");
 }
 
+/** Scroll a new file's answer into view (controls, count, first figure), unless it already is. */
+function bringResultIntoView() {
+  const firstFigure = ui.figures.querySelector(".figure-panel");
+  const inView = (node) => {
+    const box = node.getBoundingClientRect();
+    return box.top >= 0 && box.top < window.innerHeight * 0.8;
+  };
+  if (inView(ui.count) && (!firstFigure || inView(firstFigure))) return;
+  // The controls just above the count stay in view with it: the slider moves what it shows.
+  let target = ui.results;
+  if (state.stackAnswer) target = ui.stack;
+  else if (ui.controls && !ui.controls.hidden) target = ui.controls;
+  // Unless the controls are so tall (a phone) that the figure would stay below the fold.
+  const gap = ui.results.getBoundingClientRect().top - target.getBoundingClientRect().top;
+  if (gap > window.innerHeight * 0.3) target = ui.results;
+  const still = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  target.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
+}
+
 function fail(error) {
   setState("error");
   if (error instanceof ApiError) {
@@ -402,8 +427,10 @@ async function showAnswer(answer, file, run) {
   const count = isSegmentation ? answer.count : answer.total;
   ui.count.textContent = String(count);
   ui.countNoun.textContent = count === 1 ? root.dataset.countNounOne : root.dataset.countNoun;
+  // A stack's frames leave the pixel size to the stack's answer.
+  const calibration = answer.calibration || (state.stackAnswer && state.stackAnswer.calibration);
   ui.fileInfo.textContent = isSegmentation
-    ? `${file.name} · ${answer.width} × ${answer.height} pixels · threshold ${answer.threshold.toFixed(2)}`
+    ? `${file.name} · ${describeSize(answer.width, answer.height, calibration)} · threshold ${answer.threshold.toFixed(2)}`
     : file.name;
   showNotes(ui.notes, answer.notes);
   showNotes(ui.imageWarnings, answer.warnings);
@@ -416,6 +443,8 @@ async function showAnswer(answer, file, run) {
   for (const figure of Object.values(answer.figures || {})) {
     figure.layout = { ...figure.layout, uirevision: `run-${run}` };
   }
+  const inputMeta = answer.figures?.input?.layout?.meta || {};
+  setHoverObjects(ui.figures, answer.objects, inputMeta.labels);
   state.maskPlots = await renderFigures(ui.figures, answer.figures || {}, {
     filenamePrefix: downloadStem(pageData.model, file.name),
     order: pageData.figure_order,
@@ -445,7 +474,7 @@ function showTable(answer) {
   const objects = answer.objects || [];
   const noun = objects.length === 1 ? root.dataset.countNounOne : root.dataset.countNoun;
   const table = isSegmentation
-    ? objectsTable(objects, noun)
+    ? objectsTable(objects, noun, answer.calibration || (state.stackAnswer && state.stackAnswer.calibration))
     : lineageTable(answer.populations, answer.total, pageData.lineages);
   ui.table.replaceChildren(table);
 }
@@ -712,6 +741,7 @@ if (!window.Plotly) {
   showMessage("The plotting library did not load, so figures cannot be shown. Reload the page.");
 } else {
   purgeFigures(ui.figures);
+  attachViewControls(root);
   setState("ready");
   const linked = new URLSearchParams(window.location.search).get("job");
   if (jobs && linked && JOB_ID.test(linked)) followJob(linked, `job ${linked.slice(0, 8)}`, ++state.run);

@@ -69,15 +69,46 @@ export function sortableTable(caption, columns, rows) {
   return table;
 }
 
-export function objectsTable(objects, noun) {
-  const columns = [
-    { label: "Label", format: (v) => v },
+// Micrometres per unit of a calibration's `unit` (devolearn_web/calibration.py UNITS).
+const MICROMETRES = { nm: 1e-3, "µm": 1, mm: 1e3, cm: 1e4, m: 1e6 };
+
+/** µm per pixel [x, y] of an answer's `calibration`, or null when the image is uncalibrated. */
+export function micrometresPerPixel(calibration) {
+  const factor = calibration && MICROMETRES[calibration.unit];
+  return factor ? [calibration.pixel_width * factor, calibration.pixel_height * factor] : null;
+}
+
+/** "708 × 512 pixels of 0.25 µm (177 × 128 µm)", or "... pixels (no pixel size in the file)". */
+export function describeSize(width, height, calibration) {
+  const size = micrometresPerPixel(calibration);
+  if (!size) return `${width} × ${height} px (no pixel size in the file)`;
+  const [sx, sy] = size;
+  const pixel = sx === sy ? `${sx.toPrecision(3)} µm` : `${sx.toPrecision(3)} × ${sy.toPrecision(3)} µm`;
+  return `${width} × ${height} px of ${pixel} (${(width * sx).toFixed(1)} × ${(height * sy).toFixed(1)} µm)`;
+}
+
+export function objectsTable(objects, noun, calibration = null) {
+  const size = micrometresPerPixel(calibration);
+  const columns = [{ label: "Label", format: (v) => v }];
+  const rows = objects.map((o) => [o.label]);
+  if (size) {
+    // µm first; pixels kept beside them, as the CSV download has them.
+    const [sx, sy] = size;
+    columns.push(
+      { label: "x (µm)", format: (v) => v.toFixed(2) },
+      { label: "y (µm)", format: (v) => v.toFixed(2) },
+      { label: "Area (µm²)", format: (v) => v.toFixed(2) },
+    );
+    objects.forEach((o, i) => rows[i].push(o.x * sx, o.y * sy, o.area * sx * sy));
+  }
+  columns.push(
     { label: "x (px)", format: (v) => v.toFixed(1) },
     { label: "y (px)", format: (v) => v.toFixed(1) },
     { label: "Area (px²)", format: (v) => v },
-  ];
-  const rows = objects.map((o) => [o.label, o.x, o.y, o.area]);
-  return sortableTable(`${objects.length} ${noun}: centroid and area in upload pixels`, columns, rows);
+  );
+  objects.forEach((o, i) => rows[i].push(o.x, o.y, o.area));
+  const units = size ? "in µm and in upload pixels" : "in upload pixels (no pixel size in the file)";
+  return sortableTable(`${objects.length} ${noun}: centroid and area ${units}`, columns, rows);
 }
 
 export function lineageTable(populations, total, lineages) {

@@ -134,7 +134,11 @@ def test_segmentation_page_drop_slide_and_example(
     fullscreen = page.locator(".figure-panel .fullscreen-button").first
     assert fullscreen.is_visible()
     fullscreen.click()
-    page.wait_for_function("() => document.fullscreenElement?.classList.contains('figure-panel')")
+    # The whole analysis goes full screen (slider and count kept), this panel enlarged in it.
+    page.wait_for_function(
+        "() => document.fullscreenElement?.id === 'analysis'"
+        " && document.querySelector('.figure-panel').classList.contains('is-fullscreen')"
+    )
     page.evaluate("() => document.exitFullscreen()")
     page.wait_for_function("() => document.fullscreenElement === null")
 
@@ -262,7 +266,7 @@ def test_page_loads_without_console_errors(watched_page, path: str) -> None:
     assert page.locator("select#page-select").is_visible()
     if path == "/":
         for link in (
-            "https://openworm.slack.com",
+            "https://launchpass.com/openworm",
             "https://pypi.org/project/devolearn/",
             "https://github.com/DevoLearn/devolearn",
         ):

@@ -1,0 +1,122 @@
+"""A model card at a glance, for biologists: the first screen of a card page and its one-line
+summary under every result. The card's full fields stay on the page, folded below."""
+
+from __future__ import annotations
+
+import math
+
+# Metric keys as a biologist reads them.
+METRIC_LABELS = {
+    "iou": "IoU",
+    "dice": "Dice",
+    "seg": "SEG",
+    "count_error_percent": "count error",
+    "max_mae_percent_of_maximum": "worst lineage's mean error, of its range,",
+    "mae_percent_mean": "mean error, of the range,",
+}
+# Limitations shown on the first screen; the rest are one click below.
+LIMITS_AT_A_GLANCE = 3
+
+# When not to trust each model, in a sentence each (drawn from its card's limitations).
+DO_NOT_TRUST = {
+    "membrane": (
+        "On anything but a membrane-labelled z-slice: a nuclear marker, a whole-embryo"
+        " projection or a bright-field image.",
+        "Where an exact count matters and you have not checked a few of your own images by eye:"
+        " it was tried on one real image only.",
+    ),
+    "nucleus": (
+        "In crowded projections of late embryos, where nuclei a few pixels wide merge or are"
+        " dropped.",
+        "For small, dim nuclei the slice cuts near their top or bottom: they are often missed.",
+        "Where an exact count matters and you have not checked a few of your own images by eye:"
+        " it was tried on one real image only.",
+    ),
+    "lineage": (
+        "Past A = 250 cells (the page warns): the counts stop rising, so an older embryo reads"
+        " too young.",
+        "On an image with no embryo, several embryos or only part of one.",
+        "As exact counts of cells hidden behind others: it reads a 2D image of a 3D embryo.",
+    ),
+}
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return str(value)
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def headline_tests(card: dict) -> list[dict]:
+    """The headline test figures: the card's targets when it has any, else its plain numbers."""
+    metrics = card.get("metrics") or {}
+    targets = metrics.get("targets") or {}
+    if targets:
+        return [
+            {
+                "label": METRIC_LABELS.get(key, key.replace("_", " ")),
+                "value": _number(item.get("value")) + ("%" if "percent" in key else ""),
+                "target": item.get("target"),
+                "met": item.get("met"),
+            }
+            for key, item in targets.items()
+            if isinstance(item, dict)
+        ]
+    test = metrics.get("test") or {}
+    return [
+        {
+            "label": METRIC_LABELS.get(key, key.replace("_", " ")),
+            "value": _number(value) + ("%" if "percent" in key else ""),
+        }
+        for key, value in test.items()
+        if key in METRIC_LABELS and isinstance(value, int | float)
+    ]
+
+
+def real_results(card: dict, noun: str) -> list[dict]:
+    """What the model found on each real sample, against the range a person expects there."""
+    samples = (card.get("metrics") or {}).get("real_samples") or {}
+    rows = []
+    for sample, item in samples.items():
+        if not isinstance(item, dict):
+            continue
+        found = item.get("count", item.get("total"))
+        expected = item.get("expected_range") or []
+        rows.append(
+            {
+                "sample": sample,
+                "found": f"{found} {noun}",
+                "expected": f"{expected[0]}–{expected[1]}" if len(expected) == 2 else None,
+                "within": item.get("within_expected_range"),
+            }
+        )
+    return rows
+
+
+def glance(name: str, card: dict, noun: str) -> dict:
+    """The first screen of a card page and the one line shown under every result."""
+    simulated = bool((card.get("training_data") or {}).get("simulated"))
+    tests = headline_tests(card)
+    real = real_results(card, noun)
+    limits = list(card.get("limitations") or [])
+    parts = ["trained on simulated embryos only" if simulated else "trained on real images"]
+    if tests:
+        unmet = [item["label"] for item in tests if item.get("met") is False]
+        shown = ", ".join(f"{item['label']} {item['value']}" for item in tests[:2])
+        parts.append(f"on unseen simulated embryos {shown}" if simulated else shown)
+        if unmet:
+            parts.append(f"short of its target on {', '.join(unmet)}")
+    for row in real[:1]:
+        expected = f" (a person expects {row['expected']})" if row["expected"] else ""
+        parts.append(f"{row['found']} on the real {row['sample']}{expected}")
+    parts.append(f"{len(limits)} known limits")
+    one_line = f"{card.get('title') or name} {card.get('version', '')}: " + "; ".join(parts) + "."
+    return {
+        "simulated": simulated,
+        "tests": tests,
+        "real": real,
+        "limits_first": limits[:LIMITS_AT_A_GLANCE],
+        "limits_more": limits[LIMITS_AT_A_GLANCE:],
+        "do_not_trust": DO_NOT_TRUST.get(name, ()),
+        "one_line": one_line.replace("  ", " "),
+    }
