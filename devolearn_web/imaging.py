@@ -113,7 +113,10 @@ PARSER_ERRORS = (
 PIL_DECODE_ERRORS = PARSER_ERRORS
 # tifffile reads these TIFF colour models as plain values; PIL converts the others.
 TIFFFILE_PHOTOMETRICS = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB)
-TIFF_DECODE_ERRORS = (tifffile.TiffFileError, *PARSER_ERRORS)
+# Where imagecodecs is installed, tifffile decodes LZW, Deflate, JPEG... with it, and its codecs
+# raise RuntimeError subclasses (ImcdError, DeflateError...) on damaged data.
+CODEC_ERRORS = (RuntimeError,)
+TIFF_DECODE_ERRORS = (tifffile.TiffFileError, *PARSER_ERRORS, *CODEC_ERRORS)
 
 
 @dataclass(frozen=True)

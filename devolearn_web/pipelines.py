@@ -320,9 +320,13 @@ class SharedGrid:
 
     def for_frame(self, pixels: np.ndarray) -> SegmentationPlan:
         """The plan of one frame: the shared geometry, the frame's own contrast stretch (each
-        training slice was stretched by its own percentiles)."""
-        low, high = contrast_range(pixels, self.search.region)
-        return SegmentationPlan(dataclasses.replace(self.grid, low=low, high=high), self.search)
+        training slice was stretched by its own percentiles), measured where its own embryo
+        lies (a time-lapse embryo moves and turns), else where the stack's does."""
+        search = find_embryo(pixels)
+        if search.region is None:
+            search = self.search
+        low, high = contrast_range(pixels, search.region)
+        return SegmentationPlan(dataclasses.replace(self.grid, low=low, high=high), search)
 
 
 def plan_segmentation(

@@ -87,13 +87,16 @@ def predict_stack(
     batch_seconds: float | None = None,
     batch_size: int = BATCH_SIZE,
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
+    reference: DecodedImage | None = None,
 ) -> Iterator[tuple[int, Result]]:
     """(frame index, result) for every frame, in order, the model run once per batch.
 
     `deadline` bounds the whole stack; `batch_seconds`, when given, bounds each batch instead
     (a streamed answer sends bytes after every batch, which is what keeps a router waiting).
+    `reference`: the whole stack's reference image, when `stack` is only a part of it (a job's
+    chunk), so every part runs on the grid the whole stack would.
     """
-    shared_grid = stack_grid(registry, name, stack, threshold, deadline, scale_request)
+    shared_grid = stack_grid(registry, name, stack, threshold, deadline, scale_request, reference)
     for start in range(0, stack.count, batch_size):
         indices = range(start, min(start + batch_size, stack.count))
         images = [stack.image(index) for index in indices]
@@ -111,6 +114,7 @@ def stack_grid(
     threshold: float | None,
     deadline: Deadline,
     scale_request: ScaleRequest,
+    reference: DecodedImage | None = None,
 ) -> SharedGrid | None:
     """The working grid every frame of a segmentation stack runs on (None for lineage).
 
@@ -119,25 +123,26 @@ def stack_grid(
     enlarged until noise read as nuclei. The grid is chosen on the whole embryo (the middle
     time point's slices projected), at the stack's own pixel size when its file has one."""
     model = registry.get(name)
-    if model.card["task"] != "segmentation" or stack.count < 2:
+    if model.card["task"] != "segmentation" or (reference is None and stack.count < 2):
         return None
     threshold = resolve_threshold(threshold, model.card)
-    return plan_shared_grid(model, reference_image(stack), threshold, scale_request, deadline)
+    reference = reference or reference_image(stack)
+    return plan_shared_grid(model, reference, threshold, scale_request, deadline)
 
 
-def reference_image(stack: FrameStack) -> DecodedImage:
-    """The picture a stack's grid is chosen on: the brightest value through z of the middle
-    time point (the whole embryo), or the middle frame of a stack without z."""
+def reference_frames(stack: FrameStack) -> list[int]:
+    """The frames a stack's grid is chosen on: the middle time point's z-slices (the whole
+    embryo), or the middle frame of a stack without z."""
     middle = stack.positions[stack.count // 2]
-    if "z" in middle:
-        time_point = middle.get("time")
-        indices = [
-            index
-            for index, position in enumerate(stack.positions)
-            if position.get("time") == time_point
-        ]
-    else:
-        indices = [stack.count // 2]
+    if "z" not in middle:
+        return [stack.count // 2]
+    time_point = middle.get("time")
+    return [index for index, at in enumerate(stack.positions) if at.get("time") == time_point]
+
+
+def reference_image(stack: FrameStack, indices: list[int] | None = None) -> DecodedImage:
+    """The brightest value of the reference frames at each pixel, as a decoded image."""
+    indices = reference_frames(stack) if indices is None else indices
     projection = stack.pixels(indices[0])
     for index in indices[1:]:
         np.maximum(projection, stack.pixels(index), out=projection)

@@ -30,6 +30,7 @@ from devolearn_web.calibration import Calibration, tiff_calibration
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import (
     CHANNEL_NAMES,
+    CODEC_ERRORS,
     CONVERSION_BAND_PIXELS,
     LUMINANCE_WEIGHTS,
     SIGNAL_CHANNEL_DOMINANCE,
@@ -47,7 +48,15 @@ AXIS_WORDS = {"T": "time", "Z": "z", "C": "channel"}
 UNNAMED_AXES = frozenset("IQ")
 # Statistics for choosing a channel need a sample, not every voxel.
 STATISTICS_SAMPLE_VOXELS = 2_000_000
-TIFF_ERRORS = (tifffile.TiffFileError, ValueError, OSError, struct.error, IndexError, KeyError)
+TIFF_ERRORS = (
+    tifffile.TiffFileError,
+    ValueError,
+    OSError,
+    struct.error,
+    IndexError,
+    KeyError,
+    *CODEC_ERRORS,
+)
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("JOB_MAX_STACK_VOXELS", "1000000")
     clean_environment.setenv("JOB_MAX_FRAMES", "50")
     clean_environment.setenv("PAGE_JOB_BYTES", "5000000")
+    clean_environment.setenv("RESULT_CACHE_MB", "12")
+    clean_environment.setenv("RESULT_CACHE_SECONDS", "60")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -133,6 +135,8 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "JOB_MAX_STACK_VOXELS": 1000000,
         "JOB_MAX_FRAMES": 50,
         "PAGE_JOB_BYTES": 5_000_000,
+        "RESULT_CACHE_MB": 12.0,
+        "RESULT_CACHE_SECONDS": 60.0,
     }
 
 

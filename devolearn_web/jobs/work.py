@@ -21,6 +21,7 @@ import numpy as np
 
 from devolearn_web.downloads import build_download, check_format, safe_stem
 from devolearn_web.errors import DevoLearnError
+from devolearn_web.imaging import DecodedImage
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.jobs.store import ENDED, JobStore
 from devolearn_web.paged_stacks import (
@@ -42,6 +43,8 @@ from devolearn_web.stack_pipeline import (
     has_frames,
     load_frames,
     predict_stack,
+    reference_frames,
+    reference_image,
     stack_json,
 )
 from devolearn_web.stacks import FrameStack, is_tiff
@@ -49,6 +52,8 @@ from devolearn_web.stacks import FrameStack, is_tiff
 logger = logging.getLogger(__name__)
 INPUT = "input"
 STACK = "stack"  # the decoded stack's description (axes, positions, scaling), no pixels
+# The whole stack's reference picture, so every chunk runs on the grid the whole stack would.
+REFERENCE = "reference"
 RESULT = "result.json"
 
 
@@ -138,6 +143,12 @@ def _write_chunks(store: JobStore, job_id: str, paged: PagedStack, chunk_frames:
     stack = paged.stack
     description = replace(stack, data=np.empty((0, stack.height, stack.width), stack.data.dtype))
     store.put_blob(job_id, STACK, pickle.dumps((description, stack.count)))
+    indices = reference_frames(stack)
+    frames = np.stack([paged.frames(index, index + 1)[0] for index in indices])
+    part = replace(stack, data=frames, positions=tuple(stack.positions[i] for i in indices))
+    buffer = io.BytesIO()
+    np.save(buffer, reference_image(part, list(range(len(indices)))).pixels)
+    store.put_blob(job_id, REFERENCE, buffer.getvalue())
     sizes = chunk_sizes(stack.count, chunk_frames)
     for index, start in enumerate(range(0, stack.count, chunk_frames)):
         if index % 16 == 15 and not is_live(store, job_id):
@@ -195,6 +206,21 @@ def _description(store: JobStore, job_id: str) -> tuple[FrameStack, int]:
     return pickle.loads(blob)  # written by prepare() above, never by a visitor
 
 
+def _reference(
+    store: JobStore, job_id: str, description: FrameStack, total: int
+) -> DecodedImage | None:
+    """The whole stack's reference picture (None for a single frame: it is its own)."""
+    blob = store.get_blob(job_id, REFERENCE)
+    if blob is None or total < 2:
+        return None
+    pixels = np.load(io.BytesIO(blob), allow_pickle=False)
+    calibration = description.calibration
+    calibration = None if calibration is None else calibration.without_z()
+    return DecodedImage(
+        pixels, description.width, description.height, description.mode, (), calibration
+    )
+
+
 def run_chunk(
     store: JobStore, job_id: str, index: int, registry: ModelRegistry, settings: JobSettings
 ) -> None:
@@ -213,6 +239,7 @@ def run_chunk(
     chunk = replace(description, data=frames, positions=positions)
     with_images = total <= MAX_FRAMES_WITH_IMAGES
     scale_request = ScaleRequest(**options.get("scale", {}))
+    reference = _reference(store, job_id, description, total)
     answers, results = [], []
     # One batch per chunk: the chunk is already the unit of memory and of time.
     for offset, result in predict_stack(
@@ -222,6 +249,7 @@ def run_chunk(
         options.get("threshold"),
         batch_size=len(frames),
         scale_request=scale_request,
+        reference=reference,
     ):
         answer = frame_json(result, start + offset, positions[offset], with_images)
         if options.get("figures") and with_images:
@@ -273,8 +301,8 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
         record["model"], _with_shape(description, total), answers, timings, with_images
     )
     store.put_blob(job_id, RESULT, _json_bytes(answer))
-    for name in (INPUT, *(chunk_name(index) for index in range(count))):
-        store.delete_blob(job_id, name)  # the upload is not kept past its job
+    for name in (INPUT, REFERENCE, *(chunk_name(index) for index in range(count))):
+        store.delete_blob(job_id, name)  # the upload (and pictures of it) not kept past its job
     ended = time.time()
     if store.update_live(
         job_id,

@@ -32,9 +32,15 @@ LIMITATIONS = {
         _SIMULATED_ONLY,
         "On real data it was checked on one image only (embryo_sample.png, no ground truth): "
         "compare its counts with your own before trusting them.",
-        "Every input is squashed to 256x256 whatever its aspect ratio, as in the original; in "
-        "dense late embryos a nucleus spans only a few pixels there and touching nuclei may "
-        "merge.",
+        "Uploads are brought to the working grid (input.working_grid): the embryo's long axis "
+        "along x and nuclei at the size the network was trained at, from a diameter you give, "
+        "the pixel size, or the embryo's length and then the nuclei found. The network saw "
+        "only the simulator's framing in training, so a scale estimate that is off shows in "
+        "the count; in dense late embryos a nucleus is 5 to 10 grid pixels across and touching "
+        "nuclei may merge.",
+        "The slices of a z-stack share one grid, chosen on the whole embryo; a single slice "
+        "near the embryo's top or bottom, uploaded alone, shows little embryo to size it by: "
+        "give the nucleus diameter (or the pixel size) for such an image.",
         "Touching nuclei are separated by a watershed of the distance map weighted by the "
         "network's probability, which can split an elongated, dividing nucleus in two.",
         "A nucleus the slice cuts near its top or bottom shows as a small, dim, blurred disc and "
@@ -46,7 +52,10 @@ LIMITATIONS = {
         "Where the network misses a membrane, touching cells are separated by a "
         "distance-transform watershed, which can leave two flat cells merged or cut a long one "
         "in two; a cell cut twice by the slice counts twice.",
-        "Every input is squashed to 256x256 whatever its aspect ratio, as in the original.",
+        "Uploads are brought to the working grid (input.working_grid): the embryo's long axis "
+        "along x and cells at the size the network was trained at, from a diameter you give, "
+        "the pixel size, or the embryo's length and then the cells found; the network saw only "
+        "the simulator's framing in training.",
     ],
     "lineage": [
         _SIMULATED_ONLY,

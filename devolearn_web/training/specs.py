@@ -63,7 +63,10 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         architecture=f"{_FPN}, sigmoid",
         channels=1,
         normalisation="unit",
-        input_description=(f"grayscale membrane z-slice, resized to 256x256, then {_STRETCH}"),
+        input_description=(
+            "grayscale membrane z-slice, brought to the working grid (input.working_grid), "
+            f"then {_STRETCH}"
+        ),
         output_meaning=(
             "per-pixel probability that the pixel lies inside a cell (membranes are gaps), "
             "so one connected component is one cell"
@@ -87,7 +90,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         normalisation="unit",
         input_description=(
             "grayscale nucleus z-slice or whole-embryo projection (for colour images the "
-            f"signal channel), resized to 256x256, then {_STRETCH}"
+            "signal channel), brought to the working grid (input.working_grid), then "
+            f"{_STRETCH}"
         ),
         output_meaning="per-pixel probability that the pixel belongs to a nucleus",
         framing={

@@ -115,7 +115,10 @@ def test_a_run_bigger_than_the_whole_budget_is_a_413_that_says_why(make_app, tin
 
 
 def test_a_run_that_does_not_fit_waits_then_gets_a_503_with_retry_after(make_app, tiny_models_dir):
-    app = make_app(MODELS_DIR=tiny_models_dir, MEMORY_BUDGET_MB=300, MEMORY_WAIT_SECONDS=0.3)
+    # No held results here: the budget then holds this request's reservations alone.
+    app = make_app(
+        MODELS_DIR=tiny_models_dir, MEMORY_BUDGET_MB=300, MEMORY_WAIT_SECONDS=0.3, RESULT_CACHE_MB=0
+    )
     budget: MemoryBudget = app.extensions[EXTENSION_KEY]
     held = budget.reserve(290_000_000, "another upload")  # a request in flight elsewhere
     client = app.test_client()
