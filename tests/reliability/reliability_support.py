@@ -89,7 +89,8 @@ def free_port() -> int:
 
 def procfile_command(port: int) -> list[str]:
     """The Procfile's web command, bound to loopback instead of every interface."""
-    line = (REPOSITORY_ROOT / "Procfile").read_text(encoding="utf-8").strip()
+    lines = (REPOSITORY_ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
+    (line,) = [line for line in lines if line.startswith("web:")]
     command = line.split(":", 1)[1].replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1")
     words = shlex.split(command)
     assert words[0] == "gunicorn", line
