@@ -315,7 +315,7 @@ def assembled_events(
         if include_figures and with_images:
             from devolearn_web.figures import build_figures  # Plotly dicts only when asked
 
-            frame.update(build_figures(result, stack.image(index)))
+            frame.update(build_figures(result, stack.image(index, keep_calibration=True)))
         frames.append(frame)
         for stage in TIMING_STAGES[1:]:
             totals[stage] += result.timings_ms.get(stage, 0.0)

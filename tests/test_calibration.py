@@ -272,3 +272,11 @@ def test_calibrated_answers_match_the_openapi_description(client, micrometre_tif
     jsonschema.validate(
         post(client, "nucleus", fiji_stack, "z.tif").get_json()["calibration"], calibration_schema
     )
+
+
+def test_a_calibrated_stack_draws_its_slices_in_micrometres(client, fiji_stack):
+    answer = post(client, "nucleus", fiji_stack, "z.tif", include="figures").get_json()
+    for frame in answer["frames"]:
+        layout = frame["figures"]["input"]["layout"]
+        assert layout["xaxis"]["title"]["text"] == "x (µm)"
+        assert layout["yaxis"]["title"]["text"] == "y (µm)"

@@ -255,7 +255,7 @@ def run_chunk(
         if options.get("figures") and with_images:
             from devolearn_web.figures import build_figures  # Plotly dicts only when asked
 
-            answer.update(build_figures(result, chunk.image(offset)))
+            answer.update(build_figures(result, chunk.image(offset, keep_calibration=True)))
         answers.append(answer)
         if isinstance(result, SegmentationResult):
             result.labels = np.asarray(result.labels)  # made now, so it is pickled

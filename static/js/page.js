@@ -558,7 +558,12 @@ function hookExcludeClicks() {
     plot.on("plotly_click", (event) => {
       const point = event && event.points && event.points[0];
       if (!point || typeof point.x !== "number" || typeof point.y !== "number") return;
-      state.excluded.push(state.stackAnswer ? [point.x, point.y, state.frameIndex] : [point.x, point.y]);
+      // Calibrated figures are drawn in µm; the server finds objects by upload pixel.
+      const meta = (plot.layout && plot.layout.meta) || {};
+      const [sizeX, sizeY] = meta.pixel_size || [1, 1];
+      const x = point.x / (sizeX || 1);
+      const y = point.y / (sizeY || 1);
+      state.excluded.push(state.stackAnswer ? [x, y, state.frameIndex] : [x, y]);
       refreshNow();
     });
   }

@@ -65,14 +65,48 @@ def _download(page, format_name: str) -> str:
     return download.value.path().read_text() if format_name == "csv" else ""
 
 
-def _drop_and_wait(page, data: bytes) -> list:
+def _drop_and_wait(page, data: bytes, name: str = "specks.png", mime: str = "image/png") -> list:
     page.goto("/membrane")
     page.wait_for_selector("#analysis[data-state='ready']")
     posts = _posts(page)
-    drop_file(page, data, "specks.png")
+    drop_file(page, data, name, mime)
     _wait_for_answer(page, 0)
     assert len(posts) == 1 and _body_size(posts[0]) > len(data)
     return posts
+
+
+def _click_at(page, x: float, y: float) -> None:
+    """A real click on the first figure at axis coordinates (x, y)."""
+    page.evaluate(
+        """([x, y]) => {
+            const plot = document.querySelector(".figure-panel .plot");
+            plot.scrollIntoView({ block: "center" });
+            const layout = plot._fullLayout;
+            const box = plot.querySelector(".nsewdrag").getBoundingClientRect();
+            window.clickAt = [box.left + layout.xaxis.l2p(x), box.top + layout.yaxis.l2p(y)];
+        }""",
+        [x, y],
+    )
+    page.mouse.click(*page.evaluate("() => window.clickAt"))
+
+
+def test_a_click_excludes_the_object_under_it_on_a_calibrated_image(
+    watched_page, specks_png, image_maker
+) -> None:
+    # Drawn in µm (0.5 µm pixels): the click's µm position must find the object's pixels.
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(__import__("io").BytesIO(specks_png)))
+    tiff = image_maker.tiff(pixels, resolution=(2.0, 2.0), resolutionunit="MICROMETER")
+    page, watch = watched_page
+    _drop_and_wait(page, tiff, "specks.tif", "image/tiff")
+    assert page.text_content("#count-value") == "6"
+    answers = _answers(page)
+    x, y = LARGE[3]
+    _click_at(page, x * 0.5, y * 0.5)
+    _wait_for_answer(page, answers)
+    assert page.text_content("#count-value") == "5"
+    assert watch.console_errors == []
 
 
 def test_slider_min_size_exclusion_and_downloads_send_no_file(watched_page, specks_png) -> None:
