@@ -166,3 +166,20 @@ def test_stack_slices_and_channels_count_from_one(watched_page, image_maker) -> 
     )
     assert ticks == ["1", "2", "3", "4"]
     assert watch.console_errors == []
+
+
+def test_a_z_stack_on_the_lineage_page_is_projected_by_default(watched_page, image_maker) -> None:
+    # The lineage model was trained on whole-embryo projections, not on single z-slices.
+    page, watch = watched_page
+    embryo = image_maker.disks((64, 96), [(48, 32)], 20, 0.9)
+    stack = np.stack([image_maker.uint8(embryo * (0.5 + z / 10)) for z in range(5)])
+    page.goto("/lineage")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    posts: list = []
+    page.on("request", lambda request: posts.append(request) if request.method == "POST" else None)
+    drop_file(page, image_maker.tiff(stack), "z.tif", "image/tiff")
+    _wait_done(page)
+    notes = page.text_content("#notes")
+    assert "projected" in notes, notes
+    assert "projection=none" not in (posts[0].post_data or "")  # the page leaves the default
+    assert watch.console_errors == []
