@@ -95,6 +95,22 @@ LIMITS: tuple[Limit, ...] = (
         "one stack's download (masks, probability maps) made from a held result",
     ),
     Limit(
+        "STACK_BATCH_SIZE",
+        16,
+        int,
+        "frames",
+        "a stack's frames go to ONNX Runtime this many at a time; a streamed answer reports "
+        "progress after each batch",
+    ),
+    Limit(
+        "MAX_FRAMES_WITH_IMAGES",
+        64,
+        int,
+        "frames",
+        "a stack's answer carries probability maps and figures up to this many frames; past "
+        "it, numbers only (downloads have them all)",
+    ),
+    Limit(
         "MEMORY_BUDGET_MB",
         240.0,
         float,

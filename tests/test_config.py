@@ -53,6 +53,8 @@ ENVIRONMENT = (
     "MAX_STACK_VOXELS",
     "MAX_STACK_FRAMES",
     "MAX_DOWNLOAD_VOXELS",
+    "STACK_BATCH_SIZE",
+    "MAX_FRAMES_WITH_IMAGES",
 )
 
 
@@ -121,6 +123,8 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("MAX_STACK_VOXELS", "7000")
     clean_environment.setenv("MAX_STACK_FRAMES", "7")
     clean_environment.setenv("MAX_DOWNLOAD_VOXELS", "6000")
+    clean_environment.setenv("STACK_BATCH_SIZE", "5")
+    clean_environment.setenv("MAX_FRAMES_WITH_IMAGES", "9")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -157,6 +161,8 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "MAX_STACK_VOXELS": 7000,
         "MAX_STACK_FRAMES": 7,
         "MAX_DOWNLOAD_VOXELS": 6000,
+        "STACK_BATCH_SIZE": 5,
+        "MAX_FRAMES_WITH_IMAGES": 9,
     }
 
 

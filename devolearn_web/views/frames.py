@@ -62,6 +62,15 @@ TRACK_FORMATS = ("ctc", "tracks-csv")
 NDJSON = "application/x-ndjson"
 
 
+def _stack_limits() -> dict:
+    """The app's STACK_BATCH_SIZE and MAX_FRAMES_WITH_IMAGES, as answer_events' arguments."""
+    config = current_app.config
+    return {
+        "batch_size": max(1, int(config["STACK_BATCH_SIZE"])),
+        "max_frames_with_images": int(config["MAX_FRAMES_WITH_IMAGES"]),
+    }
+
+
 def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
     """True when the upload is a stack or movie, or the request asks for a file, not JSON."""
     requested = parse_format(form.get("format"))
@@ -200,6 +209,7 @@ def answer_frames_or_file(
             batch_seconds=deadline.seconds,
             scale_request=scale_request,
             **held,
+            **_stack_limits(),
         )
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
     events = answer_events(
@@ -212,6 +222,7 @@ def answer_frames_or_file(
         deadline,
         scale_request=scale_request,
         **held,
+        **_stack_limits(),
     )
     answer = None
     for event in events:
@@ -298,6 +309,7 @@ def _assembled(
         NO_DEADLINE if streamed else deadline,
         batch_seconds=deadline.seconds if streamed else None,
         scale_request=scale_request,
+        **_stack_limits(),
     )
     if streamed:
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
