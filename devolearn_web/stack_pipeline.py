@@ -3,8 +3,9 @@
 The answer has the same shape for a z-stack and a movie:
 {"model", "kind": "stack" | "movie", "axes": {...}, "frames": [<single-image result + index and
 position>...], "count_per_frame" (segmentation) or "populations_per_frame" (lineage),
-"notes", "timings_ms"}. Frames go to ONNX Runtime `BATCH_SIZE` at a time (one call per batch,
-not per frame); `answer_events` yields progress after each batch so a page can show a bar.
+"notes", "timings_ms"}. Frames go to ONNX Runtime `batch_size` (STACK_BATCH_SIZE) at a time
+(one call per batch, not per frame); `answer_events` yields progress after each batch so a page
+can show a bar.
 """
 
 from __future__ import annotations

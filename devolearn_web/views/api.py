@@ -117,8 +117,8 @@ def healthz():
 def admit_model_run(data: bytes, task: str, form) -> None:
     """Hold the memory this run will need from the worker's budget (devolearn_web.admission),
     estimated from the upload's headers: it waits, or is a 503 or 413, before any decoding."""
-    shape = probe_upload(data)
     config = current_app.config
+    shape = probe_upload(data, config["MAX_STACK_VOXELS"])
     limits = (
         config["MAX_IMAGE_PIXELS"],
         config["MAX_STACK_VOXELS"],
