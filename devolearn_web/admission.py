@@ -210,7 +210,7 @@ def release_on_teardown(error: BaseException | None) -> None:
 
 def init_app(app: Flask) -> None:
     """A budget of MEMORY_BUDGET_MB for this process (none when 0), and its request hooks."""
-    capacity = float(app.config.get("MEMORY_BUDGET_MB", 0)) * MB
+    capacity = float(app.config["MEMORY_BUDGET_MB"]) * MB
     if capacity <= 0:
         return
     app.extensions[EXTENSION_KEY] = MemoryBudget(

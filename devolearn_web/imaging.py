@@ -38,9 +38,10 @@ from PIL import Image, ImageOps
 
 from devolearn_web import resample
 from devolearn_web.calibration import Calibration, read_tiff_calibration
+from devolearn_web.config import limit_default
 from devolearn_web.errors import BadImage, BadParameter, TooLarge, UnsupportedType
 
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = limit_default("MAX_IMAGE_PIXELS")  # the app passes its config's value
 # Every list of accepted formats (errors, the drop zone, the API description) is made from
 # these, so none can promise less or more than the decoders read.
 TIFF_BIT_DEPTHS = "8, 16 or 32 bit"

@@ -104,15 +104,16 @@ class UploadShape:
         return f"this {size} image"
 
 
-def probe_upload(data: bytes) -> UploadShape | None:
+def probe_upload(data: bytes, max_voxels: int = DEFAULT_MAX_STACK_VOXELS) -> UploadShape | None:
     """The upload's size from its headers; None when they cannot be read (the decoder then
-    answers with what is wrong with the file)."""
+    answers with what is wrong with the file). `max_voxels`: the stack limit, which bounds a
+    movie whose frame count its header does not give."""
     try:
         movie = sniff_movie(data)
         if movie == "GIF":
             return _probe_gif(data)
         if movie is not None:
-            return _probe_video(data)
+            return _probe_video(data, max_voxels)
         if is_tiff(data):
             return _probe_tiff(data)
         with Image.open(io.BytesIO(data), formats=[sniff_format(data)]) as image:
@@ -148,7 +149,7 @@ def _probe_gif(data: bytes) -> UploadShape:
         return UploadShape(width, height, int(getattr(image, "n_frames", 1)), 1)
 
 
-def _probe_video(data: bytes) -> UploadShape:
+def _probe_video(data: bytes, max_voxels: int) -> UploadShape:
     import av  # only movie uploads pay for loading FFmpeg
 
     try:
@@ -166,7 +167,7 @@ def _probe_video(data: bytes) -> UploadShape:
     if width <= 0 or height <= 0:
         return None
     if frames <= 0:  # unknown: as many as the stack limit lets through
-        frames = max(1, DEFAULT_MAX_STACK_VOXELS // (width * height))
+        frames = max(1, max_voxels // (width * height))
     return UploadShape(width, height, frames, 1)
 
 

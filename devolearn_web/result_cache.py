@@ -32,7 +32,6 @@ from devolearn_web.pipelines import LineageResult, NetworkOutput
 
 EXTENSION_KEY = "devolearn_result_cache"
 DEFAULT_SECONDS = 600
-DEFAULT_MB = 48.0
 
 
 class ResultGone(DevoLearnError):
@@ -166,7 +165,7 @@ def get_result_cache() -> ResultCache | None:
 
 def init_app(app: Flask) -> None:
     """A cache of RESULT_CACHE_MB for RESULT_CACHE_SECONDS in this process (none when 0)."""
-    capacity = float(app.config.get("RESULT_CACHE_MB", DEFAULT_MB)) * MB
+    capacity = float(app.config["RESULT_CACHE_MB"]) * MB
     if capacity > 0:
         seconds = float(app.config.get("RESULT_CACHE_SECONDS", DEFAULT_SECONDS))
         budget = app.extensions.get(BUDGET_KEY)  # admission.init_app runs first

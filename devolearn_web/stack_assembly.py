@@ -290,19 +290,28 @@ def assembled_events(
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
+    batch_size: int = BATCH_SIZE,
+    max_frames_with_images: int = MAX_FRAMES_WITH_IMAGES,
 ) -> Iterator[dict]:
     """Like stack_pipeline.answer_events, with 3D nuclei and tracks: progress after each batch,
     then {"result": <the stack's JSON with count_3d, objects_3d, tracks...>}."""
     scale_request, scale_note = assembly_scale(stack, scale_request)
-    with_images = stack.count <= MAX_FRAMES_WITH_IMAGES
+    with_images = stack.count <= max_frames_with_images
     started = time.perf_counter()
     results: list[SegmentationResult] = []
     batches = predict_stack(
-        registry, name, stack, threshold, deadline, batch_seconds, scale_request=scale_request
+        registry,
+        name,
+        stack,
+        threshold,
+        deadline,
+        batch_seconds,
+        batch_size=batch_size,
+        scale_request=scale_request,
     )
     for index, result in batches:
         results.append(result)
-        if (index + 1) % BATCH_SIZE == 0 or index + 1 == stack.count:
+        if (index + 1) % batch_size == 0 or index + 1 == stack.count:
             yield {"progress": {"done": index + 1, "total": stack.count}}
     assembled_at = time.perf_counter()
     assembly = assemble_stack(results, stack, request)
@@ -321,7 +330,7 @@ def assembled_events(
             totals[stage] += result.timings_ms.get(stage, 0.0)
     totals["assembly"] = assembly_ms
     totals["total"] = decode_ms + (time.perf_counter() - started) * 1000
-    answer = stack_json(name, stack, frames, totals, with_images)
+    answer = stack_json(name, stack, frames, totals, with_images, max_frames_with_images)
     extra = assembly_json(assembly)
     answer["notes"] += [note for note in (scale_note, *assembly.notes) if note]
     if include_figures:

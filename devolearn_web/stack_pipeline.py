@@ -3,8 +3,9 @@
 The answer has the same shape for a z-stack and a movie:
 {"model", "kind": "stack" | "movie", "axes": {...}, "frames": [<single-image result + index and
 position>...], "count_per_frame" (segmentation) or "populations_per_frame" (lineage),
-"notes", "timings_ms"}. Frames go to ONNX Runtime `BATCH_SIZE` at a time (one call per batch,
-not per frame); `answer_events` yields progress after each batch so a page can show a bar.
+"notes", "timings_ms"}. Frames go to ONNX Runtime `batch_size` (STACK_BATCH_SIZE) at a time
+(one call per batch, not per frame); `answer_events` yields progress after each batch so a page
+can show a bar.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.config import limit_default
 from devolearn_web.downloads import LINEAGE_ORDER, MAX_LABEL_16_BIT
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage
@@ -39,10 +41,11 @@ from devolearn_web.stacks import (
     tiff_frame_count,
 )
 
-BATCH_SIZE = 16
+# Defaults of STACK_BATCH_SIZE and MAX_FRAMES_WITH_IMAGES (config.LIMITS); the app passes its own.
+BATCH_SIZE = limit_default("STACK_BATCH_SIZE")
 # Per-frame probability maps and figures go into the JSON up to this many frames (a z-stack of
 # tens of slices); past it (a 389-frame movie) frames carry numbers only.
-MAX_FRAMES_WITH_IMAGES = 64
+MAX_FRAMES_WITH_IMAGES = limit_default("MAX_FRAMES_WITH_IMAGES")
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 Result = SegmentationResult | LineageResult
@@ -162,6 +165,8 @@ def answer_events(
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
     adjust: Callable[[int, Result], Result] | None = None,
     finish: Callable[[list[Result]], dict] | None = None,
+    batch_size: int = BATCH_SIZE,
+    max_frames_with_images: int = MAX_FRAMES_WITH_IMAGES,
 ) -> Iterator[dict]:
     """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}.
 
@@ -171,10 +176,17 @@ def answer_events(
     kept: list[Result] = []
     totals = dict.fromkeys(TIMING_STAGES, 0.0)
     totals["decode"] = decode_ms
-    with_images = stack.count <= MAX_FRAMES_WITH_IMAGES
+    with_images = stack.count <= max_frames_with_images
     started = time.perf_counter()
     results = predict_stack(
-        registry, name, stack, threshold, deadline, batch_seconds, scale_request=scale_request
+        registry,
+        name,
+        stack,
+        threshold,
+        deadline,
+        batch_seconds,
+        batch_size=batch_size,
+        scale_request=scale_request,
     )
     for index, result in results:
         if adjust is not None:
@@ -189,10 +201,10 @@ def answer_events(
         frames.append(frame)
         for stage in TIMING_STAGES[1:]:
             totals[stage] += result.timings_ms.get(stage, 0.0)
-        if (index + 1) % BATCH_SIZE == 0 or index + 1 == stack.count:
+        if (index + 1) % batch_size == 0 or index + 1 == stack.count:
             yield {"progress": {"done": index + 1, "total": stack.count}}
     totals["total"] = decode_ms + (time.perf_counter() - started) * 1000
-    answer = stack_json(name, stack, frames, totals, with_images)
+    answer = stack_json(name, stack, frames, totals, with_images, max_frames_with_images)
     if finish is not None:
         answer.update(finish(kept))
     yield {"result": answer}
@@ -213,7 +225,12 @@ def _lean(result: SegmentationResult) -> dict:
 
 
 def stack_json(
-    name: str, stack: FrameStack, frames: list[dict], timings: dict, with_images: bool
+    name: str,
+    stack: FrameStack,
+    frames: list[dict],
+    timings: dict,
+    with_images: bool,
+    max_frames_with_images: int = MAX_FRAMES_WITH_IMAGES,
 ) -> dict:
     """The whole answer for a stack or movie (see the module docstring)."""
     answer: dict = {"model": name, "kind": stack.kind, "axes": dict(stack.axes)}
@@ -222,7 +239,7 @@ def stack_json(
     if not with_images:
         notes.append(
             f"{stack.count} frames: counts for every frame; probability maps and figures are "
-            f"sent for stacks of up to {MAX_FRAMES_WITH_IMAGES} frames (downloads have them all)."
+            f"sent for stacks of up to {max_frames_with_images} frames (downloads have them all)."
         )
     if frames and "populations" in frames[0]:
         answer["populations_per_frame"] = {

@@ -27,6 +27,7 @@ import numpy as np
 import tifffile
 
 from devolearn_web.calibration import Calibration, tiff_calibration
+from devolearn_web.config import limit_default
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import (
     CHANNEL_NAMES,
@@ -40,8 +41,9 @@ from devolearn_web.imaging import (
 )
 
 # 40 frames of 4 megapixels, or a 389-frame movie of 708 x 512: bounded memory and time.
-DEFAULT_MAX_STACK_VOXELS = 160_000_000
-DEFAULT_MAX_STACK_FRAMES = 1000
+# The defaults live in config.LIMITS; the app passes its config's values.
+DEFAULT_MAX_STACK_VOXELS = limit_default("MAX_STACK_VOXELS")
+DEFAULT_MAX_STACK_FRAMES = limit_default("MAX_STACK_FRAMES")
 STACK_AXES = ("T", "Z", "C")
 AXIS_WORDS = {"T": "time", "Z": "z", "C": "channel"}
 # Axes tifffile uses for pages whose meaning no metadata states.

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from devolearn_web.config import DEFAULT_MODELS_DIR, Config, request_size_limit
+from devolearn_web.config import (
+    DEFAULT_MODELS_DIR,
+    LIMITS,
+    Config,
+    limits_markdown,
+    request_size_limit,
+)
+
+README = Path(__file__).parent.parent / "README.md"
+LIMITS_START, LIMITS_END = "<!-- limits: start -->\n", "<!-- limits: end -->"
 
 ENVIRONMENT = (
     "SECRET_KEY",
@@ -39,6 +48,13 @@ ENVIRONMENT = (
     "JOB_MAX_STACK_VOXELS",
     "JOB_MAX_FRAMES",
     "PAGE_JOB_BYTES",
+    "RESULT_CACHE_MB",
+    "RESULT_CACHE_SECONDS",
+    "MAX_STACK_VOXELS",
+    "MAX_STACK_FRAMES",
+    "MAX_DOWNLOAD_VOXELS",
+    "STACK_BATCH_SIZE",
+    "MAX_FRAMES_WITH_IMAGES",
 )
 
 
@@ -104,6 +120,11 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("PAGE_JOB_BYTES", "5000000")
     clean_environment.setenv("RESULT_CACHE_MB", "12")
     clean_environment.setenv("RESULT_CACHE_SECONDS", "60")
+    clean_environment.setenv("MAX_STACK_VOXELS", "7000")
+    clean_environment.setenv("MAX_STACK_FRAMES", "7")
+    clean_environment.setenv("MAX_DOWNLOAD_VOXELS", "6000")
+    clean_environment.setenv("STACK_BATCH_SIZE", "5")
+    clean_environment.setenv("MAX_FRAMES_WITH_IMAGES", "9")
     assert Config().as_dict() == {
         "SECRET_KEY": "s3cret",
         "MODELS_DIR": tmp_path,
@@ -137,7 +158,40 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "PAGE_JOB_BYTES": 5_000_000,
         "RESULT_CACHE_MB": 12.0,
         "RESULT_CACHE_SECONDS": 60.0,
+        "MAX_STACK_VOXELS": 7000,
+        "MAX_STACK_FRAMES": 7,
+        "MAX_DOWNLOAD_VOXELS": 6000,
+        "STACK_BATCH_SIZE": 5,
+        "MAX_FRAMES_WITH_IMAGES": 9,
     }
+
+
+def test_every_limit_is_a_setting_read_from_the_environment(clean_environment):
+    defaults = Config().as_dict()
+    for limit in LIMITS:
+        assert limit.name in ENVIRONMENT, f"{limit.name} is missing from this file's list"
+        assert defaults[limit.name] == limit.default
+        assert type(defaults[limit.name]) is limit.type
+        clean_environment.setenv(limit.name, "3")
+        assert Config().as_dict()[limit.name] == limit.type(3)
+        clean_environment.delenv(limit.name)
+
+
+def test_the_readme_lists_every_limit_as_the_settings_do():
+    """README.md's limits table is LIMITS (`python -m devolearn_web.config` prints it)."""
+    text = README.read_text(encoding="utf-8")
+    assert text.count(LIMITS_START) == 1 and text.count(LIMITS_END) == 1
+    listed = text.split(LIMITS_START)[1].split(LIMITS_END)[0]
+    assert listed == limits_markdown(), (
+        "README.md's limits table differs from LIMITS in devolearn_web/config.py; "
+        "replace it with the output of `python -m devolearn_web.config`"
+    )
+
+
+def test_the_app_config_holds_every_limit(app):
+    """The app reads each limit from its config, which has every one."""
+    for limit in LIMITS:
+        assert limit.name in app.config
 
 
 def test_a_malformed_number_names_the_variable(clean_environment):

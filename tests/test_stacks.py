@@ -216,6 +216,27 @@ def test_progress_is_streamed_as_ndjson_before_the_answer(client, image_maker):
     assert events[-1]["result"]["frame_count"] == 18
 
 
+def test_batch_size_and_frames_with_images_are_the_apps_settings(make_app, image_maker):
+    data = image_maker.tiff(np.zeros((7, 16, 16), np.uint8), photometric="minisblack")
+    answer = (
+        make_app(MAX_FRAMES_WITH_IMAGES=7)
+        .test_client()
+        .post("/api/v1/predict/membrane", data={"file": (io.BytesIO(data), "s.tif")})
+        .get_json()
+    )
+    assert "probability" in answer["frames"][0]
+    client = make_app(STACK_BATCH_SIZE=5, MAX_FRAMES_WITH_IMAGES=3).test_client()
+    response = client.post(
+        "/api/v1/predict/membrane",
+        data={"file": (io.BytesIO(data), "s.tif"), "progress": "ndjson"},
+    )
+    events = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert [event["progress"]["done"] for event in events[:-1]] == [5, 7]
+    answer = events[-1]["result"]
+    assert "probability" not in answer["frames"][0]
+    assert any("stacks of up to 3 frames" in note for note in answer["notes"])
+
+
 def test_one_frame_of_a_stack_can_be_asked_for(client, image_maker):
     data = image_maker.tiff(disk_stack(image_maker, [1, 4]), photometric="minisblack")
     answer = client.post(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from devolearn_web.config import limit_default
+
 
 @dataclass(frozen=True)
 class JobSettings:
@@ -12,15 +14,16 @@ class JobSettings:
 
     jobs_dir: Path
     models_dir: Path
-    chunk_frames: int = 4
-    chunk_timeout_s: int = 25
-    prepare_timeout_s: int = 600
-    retries: int = 2
-    result_ttl_s: int = 3600
-    max_lifetime_s: int = 24 * 3600
-    max_pixels: int = 40_000_000
-    max_stack_voxels: int = 2_000_000_000
-    max_frames: int = 100_000
+    chunk_frames: int = limit_default("JOB_CHUNK_FRAMES")
+    chunk_timeout_s: int = limit_default("JOB_CHUNK_TIMEOUT_SECONDS")
+    prepare_timeout_s: int = limit_default("JOB_PREPARE_TIMEOUT_SECONDS")
+    retries: int = limit_default("JOB_RETRIES")
+    result_ttl_s: int = limit_default("JOB_RESULT_TTL_SECONDS")
+    max_lifetime_s: int = limit_default("JOB_MAX_LIFETIME_SECONDS")
+    max_pixels: int = limit_default("MAX_IMAGE_PIXELS")
+    max_stack_voxels: int = limit_default("JOB_MAX_STACK_VOXELS")
+    max_frames: int = limit_default("JOB_MAX_FRAMES")
+    max_frames_with_images: int = limit_default("MAX_FRAMES_WITH_IMAGES")
     intra_op_threads: int = 1
     optimized_cache_dir: Path | None = None
 
@@ -40,6 +43,7 @@ class JobSettings:
             max_pixels=int(config["MAX_IMAGE_PIXELS"]),
             max_stack_voxels=int(config["JOB_MAX_STACK_VOXELS"]),
             max_frames=int(config["JOB_MAX_FRAMES"]),
+            max_frames_with_images=int(config["MAX_FRAMES_WITH_IMAGES"]),
             intra_op_threads=int(config.get("ORT_INTRA_OP_THREADS", 1)),
             optimized_cache_dir=Path(cache) if cache else None,
         )

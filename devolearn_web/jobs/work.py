@@ -36,7 +36,6 @@ from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import ScaleRequest
 from devolearn_web.stack_pipeline import (
-    MAX_FRAMES_WITH_IMAGES,
     TIMING_STAGES,
     frame_axis,
     frame_json,
@@ -237,7 +236,7 @@ def run_chunk(
     start = index * record["chunk_frames"]
     positions = description.positions[start : start + len(frames)]
     chunk = replace(description, data=frames, positions=positions)
-    with_images = total <= MAX_FRAMES_WITH_IMAGES
+    with_images = total <= settings.max_frames_with_images
     scale_request = ScaleRequest(**options.get("scale", {}))
     reference = _reference(store, job_id, description, total)
     answers, results = [], []
@@ -296,9 +295,14 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
         for stage in TIMING_STAGES[1:]:
             timings[stage] += answer.get("timings_ms", {}).get(stage, 0.0)
     timings["total"] = (time.time() - record["created_at"]) * 1000
-    with_images = total <= MAX_FRAMES_WITH_IMAGES
+    with_images = total <= settings.max_frames_with_images
     answer = stack_json(
-        record["model"], _with_shape(description, total), answers, timings, with_images
+        record["model"],
+        _with_shape(description, total),
+        answers,
+        timings,
+        with_images,
+        settings.max_frames_with_images,
     )
     store.put_blob(job_id, RESULT, _json_bytes(answer))
     for name in (INPUT, REFERENCE, *(chunk_name(index) for index in range(count))):

@@ -17,7 +17,7 @@ from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import get_registry
 from devolearn_web.scale import parse_scale_request
 from devolearn_web.stack_assembly import parse_assembly_request
-from devolearn_web.stacks import DEFAULT_MAX_STACK_FRAMES, DEFAULT_MAX_STACK_VOXELS, parse_channel
+from devolearn_web.stacks import parse_channel
 from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file, parse_format
 from devolearn_web.views.held import answer_held, filter_for, filtered, hold, object_filters
 
@@ -117,12 +117,12 @@ def healthz():
 def admit_model_run(data: bytes, task: str, form) -> None:
     """Hold the memory this run will need from the worker's budget (devolearn_web.admission),
     estimated from the upload's headers: it waits, or is a 503 or 413, before any decoding."""
-    shape = probe_upload(data)
     config = current_app.config
+    shape = probe_upload(data, config["MAX_STACK_VOXELS"])
     limits = (
         config["MAX_IMAGE_PIXELS"],
-        config.get("MAX_STACK_VOXELS", DEFAULT_MAX_STACK_VOXELS),
-        config.get("MAX_STACK_FRAMES", DEFAULT_MAX_STACK_FRAMES),
+        config["MAX_STACK_VOXELS"],
+        config["MAX_STACK_FRAMES"],
     )
     if shape is not None and not shape.within(*limits):
         shape = None  # the decoder refuses it with its own sentence, after a small effort

@@ -48,8 +48,6 @@ from devolearn_web.stack_pipeline import (
     parse_projection,
 )
 from devolearn_web.stacks import (
-    DEFAULT_MAX_STACK_FRAMES,
-    DEFAULT_MAX_STACK_VOXELS,
     FrameStack,
     parse_axes_override,
     parse_channel,
@@ -62,8 +60,15 @@ FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip", "ctc"
 # Downloads made from tracks: they need track=true.
 TRACK_FORMATS = ("ctc", "tracks-csv")
 NDJSON = "application/x-ndjson"
-# TIFF, PNG and ZIP downloads hold every frame's maps at once; CSVs and JSON do not.
-DEFAULT_MAX_DOWNLOAD_VOXELS = 60_000_000
+
+
+def _stack_limits() -> dict:
+    """The app's STACK_BATCH_SIZE and MAX_FRAMES_WITH_IMAGES, as answer_events' arguments."""
+    config = current_app.config
+    return {
+        "batch_size": max(1, int(config["STACK_BATCH_SIZE"])),
+        "max_frames_with_images": int(config["MAX_FRAMES_WITH_IMAGES"]),
+    }
 
 
 def needs_frames_or_file(data: bytes, form: MultiDict) -> bool:
@@ -151,8 +156,8 @@ def answer_frames_or_file(
         axes=parse_axes_override(form.get("axes")),
         channel=parse_channel(form.get("channel")),
         max_pixels=max_pixels,
-        max_voxels=current_app.config.get("MAX_STACK_VOXELS", DEFAULT_MAX_STACK_VOXELS),
-        max_frames=current_app.config.get("MAX_STACK_FRAMES", DEFAULT_MAX_STACK_FRAMES),
+        max_voxels=current_app.config["MAX_STACK_VOXELS"],
+        max_frames=current_app.config["MAX_STACK_FRAMES"],
     )
     stack = _projected(stack, task, parse_projection(form.get("projection")))
     decode_ms = (time.perf_counter() - started) * 1000
@@ -204,6 +209,7 @@ def answer_frames_or_file(
             batch_seconds=deadline.seconds,
             scale_request=scale_request,
             **held,
+            **_stack_limits(),
         )
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
     events = answer_events(
@@ -216,6 +222,7 @@ def answer_frames_or_file(
         deadline,
         scale_request=scale_request,
         **held,
+        **_stack_limits(),
     )
     answer = None
     for event in events:
@@ -302,6 +309,7 @@ def _assembled(
         NO_DEADLINE if streamed else deadline,
         batch_seconds=deadline.seconds if streamed else None,
         scale_request=scale_request,
+        **_stack_limits(),
     )
     if streamed:
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
@@ -340,7 +348,8 @@ def _one_frame(
 
 
 def _check_download_size(requested: str, voxels: int) -> None:
-    limit = current_app.config.get("MAX_DOWNLOAD_VOXELS", DEFAULT_MAX_DOWNLOAD_VOXELS)
+    # TIFF, PNG and ZIP downloads hold every frame's maps at once; CSVs and JSON do not.
+    limit = current_app.config["MAX_DOWNLOAD_VOXELS"]
     if requested != "csv" and voxels > limit:
         raise TooLarge(
             f"This stack has {voxels / 1e6:.0f} million pixels in all: image downloads are made "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 from werkzeug.datastructures import MultiDict
 
 from devolearn_web.admission import admit
@@ -22,7 +22,7 @@ from devolearn_web.pipelines import (
     segment_output,
 )
 from devolearn_web.result_cache import HeldResult, StackFacts, get_result_cache
-from devolearn_web.stack_pipeline import MAX_FRAMES_WITH_IMAGES, frame_json, stack_json
+from devolearn_web.stack_pipeline import frame_json, stack_json
 
 # Fields that change what the network sees: with `result` they would be silently ignored.
 NETWORK_FIELDS = (
@@ -171,7 +171,8 @@ def answer_held(key: str, threshold: float | None, form: MultiDict, requested: s
         if include_figures and isinstance(results[0], SegmentationResult):
             answer.update(held_figures(results[0]))
         return jsonify({**answer, **extra})
-    with_images = facts.count <= MAX_FRAMES_WITH_IMAGES
+    max_frames_with_images = current_app.config["MAX_FRAMES_WITH_IMAGES"]
+    with_images = facts.count <= max_frames_with_images
     frames_json = []
     for index, result in enumerate(results):
         frame = frame_json(result, index, facts.positions[index], with_images=False)
@@ -179,7 +180,9 @@ def answer_held(key: str, threshold: float | None, form: MultiDict, requested: s
             frame.update(held_figures(result))
         frames_json.append(frame)
     timings = {"total": (time.perf_counter() - started) * 1000}
-    answer = stack_json(held.model, facts, frames_json, timings, with_images)
+    answer = stack_json(
+        held.model, facts, frames_json, timings, with_images, max_frames_with_images
+    )
     return jsonify({**answer, **extra})
 
 
