@@ -4,8 +4,10 @@ Decisions, in the order they are applied:
 - The format is sniffed from the magic bytes, never from the file name.
 - The pixel count is read from the header and checked BEFORE any pixel is decoded, so a
   decompression bomb costs a few hundred bytes of parsing, not gigabytes of memory.
-- Bit depth: 8-bit is divided by 255 and 16-bit by 65535 (never wrapped to 8 bits); 32-bit
-  integer and float images have no natural range, so they are scaled by their own min..max.
+- Bit depth (devolearn_web.signal, one rule for images, stacks, movies and training): 8-bit is
+  divided by 255 and 16-bit by 65535 (never wrapped to 8 bits); float values already in [0, 1]
+  are kept; other 32-bit integer and float images have no natural range, so they are scaled by
+  their own min..max.
   Dim 16-bit data (a 12-bit camera uses 0..4095) is NOT stretched here: `normalise_for_model`
   does that before the network, and `to_display_png` before showing it, so both see the same
   contrast whatever the bit depth.
@@ -40,6 +42,15 @@ from devolearn_web import resample
 from devolearn_web.calibration import Calibration, read_tiff_calibration
 from devolearn_web.config import limit_default
 from devolearn_web.errors import BadImage, BadParameter, TooLarge, UnsupportedType
+from devolearn_web.signal import (  # the one rule for the signal, shared with stacks, movies
+    CHANNEL_NAMES,
+    LUMINANCE_WEIGHTS,
+    channels_identical,
+    dominant_channel,
+    full_scale,
+    unit_scaling,
+)
+from devolearn_web.signal import sample_step as _sample_step
 
 DEFAULT_MAX_PIXELS = limit_default("MAX_IMAGE_PIXELS")  # the app passes its config's value
 # Every list of accepted formats (errors, the drop zone, the API description) is made from
@@ -50,8 +61,6 @@ ACCEPTED_FORMATS = (
     "or an MP4, MOV or AVI movie"
 )
 ACCEPTED_FORMATS_SENTENCE = f"Please upload a {ACCEPTED_FORMATS}."
-# A channel "carries the signal" when its spread is this many times the next channel's.
-SIGNAL_CHANNEL_DOMINANCE = 3.0
 # Percentiles mapped to 0 and 1 before the network (training uses the same function).
 MODEL_LOW_PERCENTILE = 1.0
 MODEL_HIGH_PERCENTILE = 99.8
@@ -62,10 +71,6 @@ PNG_COMPRESS_LEVEL = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_FILTER_UP = 2
 PNG_GRAY, PNG_PALETTE = 0, 3  # IHDR colour types
-# Deciding which channel carries the signal needs statistics, not every pixel: a channel's
-# spread estimated from 16,384 evenly spaced pixels is within a few percent of the full one,
-# and the choice needs a 3x difference.
-STATISTICS_SAMPLE_PIXELS = 16_384
 # Uploads larger than this keep their signal as float16 instead of float32: 2 bytes a pixel, 11
 # significant bits (more than an 8-bit upload has; a 16-bit one keeps 3 significant digits at
 # every brightness), and 72 MB instead of 144 MB held through a 36-megapixel request.
@@ -81,8 +86,6 @@ STILL_IMAGE_BRANDS = (b"heic", b"heix", b"mif1", b"avif")
 FILENAME_SHOWN_CHARACTERS = 80
 EXIF_ORIENTATION = 0x0112
 
-CHANNEL_NAMES = ("red", "green", "blue")
-LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 MAGIC_NUMBERS = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -488,19 +491,19 @@ def _to_signal(
     if channels >= 3 and _is_8_or_16_bit(first):
         # Choose the channel on the integers, then convert only it: converting all four
         # channels of an RGBA upload to float32 cost more than the choice itself.
-        full_scale = np.float32(255 if first.dtype.itemsize == 1 else 65535)
+        bright = np.float32(full_scale(first.dtype))
         sample = source.sample(_sample_step(source.height, source.width))[..., :3]
-        chosen, note = _select_signal_channel(sample, full_scale)
+        chosen, note = _select_signal_channel(sample, bright)
         if chosen is None and source.luminance is not None:
             plane = source.luminance()
-            signal = plane.in_bands(lambda band: band.astype(np.float32) / full_scale)
+            signal = plane.in_bands(lambda band: band.astype(np.float32) / bright)
         elif chosen is None:
-            signal = source.in_bands(lambda band: (band[..., :3] @ LUMINANCE_WEIGHTS) / full_scale)
+            signal = source.in_bands(lambda band: (band[..., :3] @ LUMINANCE_WEIGHTS) / bright)
         elif source.channel is not None:
             plane = source.channel(chosen)
-            signal = plane.in_bands(lambda band: band.astype(np.float32) / full_scale)
+            signal = plane.in_bands(lambda band: band.astype(np.float32) / bright)
         else:
-            signal = source.in_bands(lambda band: band[..., chosen].astype(np.float32) / full_scale)
+            signal = source.in_bands(lambda band: band[..., chosen].astype(np.float32) / bright)
         return signal, (note,)
     if first.ndim == 2:
         return _unit_signal(source, first, _same)
@@ -531,13 +534,14 @@ def _is_8_or_16_bit(array: np.ndarray) -> bool:
 def _unit_signal(
     source: _Rows, first: np.ndarray, plane: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, tuple[str, ...]]:
-    """One plane of the image (plane(band); `first` is its first row) in [0, 1]: scaled by the
-    dtype's range (8/16-bit), or by the plane's own finite min..max (32-bit, float)."""
+    """One plane of the image (plane(band); `first` is its first row) in [0, 1] by the one rule
+    (devolearn_web.signal.unit_scaling): the dtype's range (8/16-bit), float values already in
+    [0, 1] as they are, else the plane's own finite min..max (32-bit, float)."""
     if first.dtype == bool:
         return source.in_bands(lambda band: plane(band).astype(np.float32)), ()
     if _is_8_or_16_bit(first):  # any byte order
-        full_scale = np.float32(255 if first.dtype.itemsize == 1 else 65535)
-        return source.in_bands(lambda band: plane(band).astype(np.float32) / full_scale), ()
+        bright = np.float32(full_scale(first.dtype))
+        return source.in_bands(lambda band: plane(band).astype(np.float32) / bright), ()
     low, high = math.inf, -math.inf
     step = max(1, CONVERSION_BAND_PIXELS // max(1, source.width))
     for top in range(0, source.height, step):
@@ -547,18 +551,23 @@ def _unit_signal(
             low, high = min(low, float(finite.min())), max(high, float(finite.max()))
     if low > high:
         raise BadImage("The image holds no finite values (all NaN or infinite).")
-    span = high - low
+    scaling = unit_scaling(first.dtype, low, high)
 
     def scaled(band: np.ndarray) -> np.ndarray:
         values = _widened(plane(band))
         values = np.where(np.isfinite(values), values, low)
-        return ((values - low) / span if span > 0 else np.zeros_like(values)).astype(np.float32)
+        return ((values - scaling.offset) * scaling.scale).astype(np.float32)
 
-    note = (
-        f"{first.dtype.itemsize * 8}-bit {'float' if first.dtype.kind == 'f' else 'integer'} "
+    if not scaling.by_range:
+        return source.in_bands(scaled), ()
+    return source.in_bands(scaled), (_own_range_note(first.dtype, low, high),)
+
+
+def _own_range_note(dtype: np.dtype, low: float, high: float) -> str:
+    return (
+        f"{dtype.itemsize * 8}-bit {'float' if dtype.kind == 'f' else 'integer'} "
         f"values were scaled from their own range ({low:g} to {high:g}) to 0..1."
     )
-    return source.in_bands(scaled), (note,)
 
 
 def _widened(values: np.ndarray) -> np.ndarray:
@@ -568,47 +577,38 @@ def _widened(values: np.ndarray) -> np.ndarray:
 
 
 def _to_unit_range(array: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """float32 in [0, 1], every channel: by the dtype's range (8/16-bit) or by the data's own
-    min..max over all channels (32-bit, float). Only for the rare float or 32-bit colour image."""
+    """float32 in [0, 1], every channel, by the one rule (devolearn_web.signal.unit_scaling),
+    the range taken over all channels together. Only for the rare float or 32-bit colour image."""
     if array.dtype == bool:
         return array.astype(np.float32), ()
     if _is_8_or_16_bit(array):
-        full_scale = np.float32(255 if array.dtype.itemsize == 1 else 65535)
-        return array.astype(np.float32) / full_scale, ()
+        return array.astype(np.float32) / np.float32(full_scale(array.dtype)), ()
     values = _widened(array)
     finite = np.isfinite(values)
     if not finite.any():
         raise BadImage("The image holds no finite values (all NaN or infinite).")
     low, high = float(values[finite].min()), float(values[finite].max())
     values = np.where(finite, values, low)
-    span = high - low
-    scaled = (values - low) / span if span > 0 else np.zeros_like(values)
-    note = (
-        f"{array.dtype.itemsize * 8}-bit {'float' if array.dtype.kind == 'f' else 'integer'} "
-        f"values were scaled from their own range ({low:g} to {high:g}) to 0..1."
-    )
-    return scaled.astype(np.float32), (note,)
+    scaling = unit_scaling(array.dtype, low, high)
+    scaled = ((values - scaling.offset) * scaling.scale).astype(np.float32)
+    if not scaling.by_range:
+        return scaled, ()
+    return scaled, (_own_range_note(array.dtype, low, high),)
 
 
-def _sample_step(height: int, width: int) -> int:
-    """Every how many rows and columns the channel statistics look (STATISTICS_SAMPLE_PIXELS)."""
-    return max(1, int(np.sqrt(height * width / STATISTICS_SAMPLE_PIXELS)))
-
-
-def _select_signal_channel(sample: np.ndarray, full_scale: np.float32) -> tuple[int | None, str]:
+def _select_signal_channel(sample: np.ndarray, bright: np.float32) -> tuple[int | None, str]:
     """Which channel of an HxWx3 image carries the signal (None: use luminance), and a note,
     from a sample of it (every _sample_step-th pixel).
 
-    `full_scale` is the value of a fully bright pixel (255, 65535, or 1 for unit floats)."""
-    sample = sample.astype(np.float32) / full_scale
-    if float(np.abs(sample - sample[..., :1]).max()) < 1.5 / 255:
+    `bright` is the value of a fully bright pixel (255, 65535, or 1 for unit floats); the rule
+    itself is devolearn_web.signal's, shared with stacks, movies and training."""
+    sample = sample.astype(np.float32) / bright
+    if channels_identical(sample):
         return 0, "The colour channels are identical, so the image was read as grayscale."
-    spreads = sample.reshape(-1, 3).std(axis=0)
-    order = np.argsort(spreads)[::-1]
-    strongest, runner_up = spreads[order[0]], spreads[order[1]]
-    if strongest > 0 and strongest >= SIGNAL_CHANNEL_DOMINANCE * runner_up:
-        name = CHANNEL_NAMES[int(order[0])]
-        return int(order[0]), f"Colour image: the {name} channel carries the signal and was used."
+    chosen = dominant_channel(sample.reshape(-1, 3).std(axis=0))
+    if chosen is not None:
+        name = CHANNEL_NAMES[chosen]
+        return chosen, f"Colour image: the {name} channel carries the signal and was used."
     return None, (
         "Colour image with signal in several channels: its brightness "
         "(luminance, 0.299 R + 0.587 G + 0.114 B) was used."

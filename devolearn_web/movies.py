@@ -16,11 +16,8 @@ import numpy as np
 from PIL import Image, ImageSequence
 
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
-from devolearn_web.imaging import (
-    CHANNEL_NAMES,
-    PIL_DECODE_ERRORS,
-    SIGNAL_CHANNEL_DOMINANCE,
-)
+from devolearn_web.imaging import PIL_DECODE_ERRORS
+from devolearn_web.signal import CHANNEL_NAMES, dominant_channel
 from devolearn_web.stacks import DEFAULT_MAX_STACK_FRAMES, DEFAULT_MAX_STACK_VOXELS, FrameStack
 
 MOVIE_FORMATS_SENTENCE = "Movies can be MP4, MOV, AVI or animated GIF."
@@ -151,11 +148,11 @@ def _pick_channel(
 
 
 def _choose_movie_channel(rgb: np.ndarray) -> tuple[int | None, str | None]:
-    """The channel index that clearly carries the signal in the first frame, or None (gray)."""
+    """The channel index that clearly carries the signal in the first frame (the one rule of
+    devolearn_web.signal), or None (gray)."""
     spreads = rgb.reshape(-1, 3)[:: max(1, rgb.size // 3_000_000)].astype(np.float32).std(axis=0)
-    order = np.argsort(spreads)[::-1]
-    if spreads[order[0]] > 0 and spreads[order[0]] >= SIGNAL_CHANNEL_DOMINANCE * spreads[order[1]]:
-        index = int(order[0])
+    index = dominant_channel(spreads)
+    if index is not None:
         return (
             index,
             f"Colour movie: the {CHANNEL_NAMES[index]} channel carries the signal and was used.",

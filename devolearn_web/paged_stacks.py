@@ -23,6 +23,7 @@ import tifffile
 from devolearn_web.calibration import tiff_calibration
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import check_pixel_values
+from devolearn_web.signal import full_scale
 from devolearn_web.stacks import (
     AXIS_WORDS,
     STATISTICS_SAMPLE_VOXELS,
@@ -201,7 +202,8 @@ def _plan(tiff, axes_override, channel, max_voxels, max_frames) -> PagedStack | 
 
 
 def _choose_channel(reader, lead_axes: str, lead_shape: tuple, channel: int | None):
-    """(channel info, chosen index or None, note): as stacks._select_channel, from sampled pages."""
+    """(channel info, chosen index or None, note): as stacks._select_channel (the busiest
+    channel of a C axis), from sampled pages."""
     info: dict = {"channel": None, "channels": 1}
     if "C" not in lead_axes:
         if channel is not None and channel > 0:
@@ -236,7 +238,7 @@ def _choose_channel(reader, lead_axes: str, lead_shape: tuple, channel: int | No
 
 def _streamed_scaling(reader, dtype: np.dtype, pages: list[int]):
     """stacks._unit_scaling's offset and scale, the range found a page at a time when needed."""
-    if dtype.kind == "b" or (dtype.kind == "u" and dtype.itemsize in (1, 2)):
+    if full_scale(dtype) is not None:
         return _scaling_for_range(dtype, 0.0, 0.0)
     low, high = np.inf, -np.inf
     for index in pages:

@@ -30,14 +30,18 @@ from devolearn_web.calibration import Calibration, tiff_calibration
 from devolearn_web.config import limit_default
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import (
-    CHANNEL_NAMES,
     CODEC_ERRORS,
     CONVERSION_BAND_PIXELS,
-    LUMINANCE_WEIGHTS,
-    SIGNAL_CHANNEL_DOMINANCE,
     DecodedImage,
     check_pixel_values,
     signal_dtype,
+)
+from devolearn_web.signal import (
+    CHANNEL_NAMES,
+    LUMINANCE_WEIGHTS,
+    dominant_channel,
+    full_scale,
+    unit_scaling,
 )
 
 # 40 frames of 4 megapixels, or a 389-frame movie of 708 x 512: bounded memory and time.
@@ -385,20 +389,14 @@ def _select_channel(
 
 
 def _dominant_channel(channels_last: np.ndarray, require_dominance: bool = False) -> int | None:
-    """Index of the channel (last axis) with the widest spread; None when none clearly leads."""
+    """Index of the channel (last axis) with the widest spread; with require_dominance, the one
+    rule of devolearn_web.signal (None when none clearly leads)."""
     flat = channels_last.reshape(-1, channels_last.shape[-1])
     step = max(1, flat.shape[0] // STATISTICS_SAMPLE_VOXELS)
     spreads = flat[::step].astype(np.float32).std(axis=0)
-    order = np.argsort(spreads)[::-1]
     if not require_dominance:
-        return int(order[0])
-    if (
-        len(order) > 1
-        and spreads[order[0]] > 0
-        and spreads[order[0]] >= SIGNAL_CHANNEL_DOMINANCE * spreads[order[1]]
-    ):
-        return int(order[0])
-    return None
+        return int(np.argmax(spreads))
+    return dominant_channel(spreads) if len(spreads) > 1 else None
 
 
 def _flatten_frames(array: np.ndarray, axes: str) -> tuple[np.ndarray, list[dict], list[str]]:
@@ -421,34 +419,26 @@ def _flatten_frames(array: np.ndarray, axes: str) -> tuple[np.ndarray, list[dict
 
 
 def _unit_scaling(frames: np.ndarray) -> tuple[float, float, str | None]:
-    """Offset and scale taking the stack's values to [0, 1]: by dtype (8/16-bit) or by its range."""
-    if frames.dtype == bool:
-        return 0.0, 1.0, None
-    if frames.dtype.kind == "u" and frames.dtype.itemsize in (1, 2):
-        return 0.0, 1.0 / (255 if frames.dtype.itemsize == 1 else 65535), None
-    if frames.dtype.kind == "f" and frames.dtype.itemsize == 4:
-        finite = frames[np.isfinite(frames)]
-    else:
-        finite = frames[np.isfinite(frames)] if frames.dtype.kind == "f" else frames.ravel()
+    """Offset and scale taking the stack's values to [0, 1] (devolearn_web.signal's rule)."""
+    if full_scale(frames.dtype) is not None:
+        return _scaling_for_range(frames.dtype, 0.0, 0.0)
+    finite = frames[np.isfinite(frames)] if frames.dtype.kind == "f" else frames.ravel()
     if finite.size == 0:
         raise BadImage("The stack holds no finite values (all NaN or infinite).")
     return _scaling_for_range(frames.dtype, float(finite.min()), float(finite.max()))
 
 
 def _scaling_for_range(dtype: np.dtype, low: float, high: float) -> tuple[float, float, str | None]:
-    """Offset and scale for a dtype whose values span low..high (ignored for 8/16-bit, bool)."""
-    if dtype.kind == "b":
-        return 0.0, 1.0, None
-    if dtype.kind == "u" and dtype.itemsize in (1, 2):
-        return 0.0, 1.0 / (255 if dtype.itemsize == 1 else 65535), None
-    if 0.0 <= low and high <= 1.0 and dtype.kind == "f":
-        return 0.0, 1.0, None
-    span = high - low
+    """Offset and scale for a dtype whose values span low..high (ignored for 8/16-bit, bool):
+    devolearn_web.signal.unit_scaling, the rule single images follow too."""
+    scaling = unit_scaling(dtype, low, high)
+    if not scaling.by_range:
+        return scaling.offset, scaling.scale, None
     note = (
         f"{dtype.itemsize * 8}-bit values were scaled from the stack's own range "
         f"({low:g} to {high:g}) to 0..1, the same for every frame."
     )
-    return low, (1.0 / span if span > 0 else 0.0), note
+    return scaling.offset, scaling.scale, note
 
 
 def _mode_of(dtype: np.dtype) -> str:

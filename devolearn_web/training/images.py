@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from devolearn_web import imaging
+from devolearn_web import imaging, signal
 
 GREEN = 1
 
@@ -22,24 +22,45 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 
 
 def signal_channel(image: np.ndarray, channel: int | None = None) -> np.ndarray:
-    """The grayscale signal of an image: HxW as is; HxWxC by `channel`, else the busiest one."""
+    """The grayscale signal of an image, by the app's one rule (devolearn_web.signal): HxW as
+    is; HxWxC by `channel`, else the channel that clearly carries the signal, else luminance.
+
+    A chosen channel keeps the file's dtype; luminance is float32, in 0..1 for 8/16-bit images
+    (so scale_by_dtype keeps it as it is, as the app does)."""
     # Colour microscopy frames carry the signal in one channel and speckle in the others, so
     # averaging or taking the maximum over channels would mix noise in.
     if image.ndim == 2:
         return image
     colour = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
-    if channel is None:
-        channel = int(np.argmax(colour.reshape(-1, colour.shape[-1]).std(axis=0)))
-    return colour[..., channel]
+    if channel is not None or colour.shape[-1] == 1:
+        return colour[..., channel or 0]
+    step = signal.sample_step(colour.shape[0], colour.shape[1])
+    bright = signal.full_scale(colour.dtype)
+    # In 0..1 units (float or 32-bit colour: all channels scaled together, as the app does).
+    sample = scale_by_dtype(colour[::step, ::step])
+    if signal.channels_identical(sample):
+        return colour[..., 0]
+    chosen = signal.dominant_channel(sample.reshape(-1, 3).std(axis=0))
+    if chosen is not None:
+        return colour[..., chosen]
+    luminance = colour.astype(np.float32) @ signal.LUMINANCE_WEIGHTS
+    return luminance / np.float32(bright) if bright is not None else luminance
 
 
 def scale_by_dtype(image: np.ndarray) -> np.ndarray:
-    """float32 HxW: 8-bit / 255, 16-bit / 65535, anything else by its own min..max (as the app)."""
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / np.float32(65535)
-    return to_unit_range(image)
+    """float32 in [0, 1] by the app's one rule (devolearn_web.signal.unit_scaling): 8-bit / 255,
+    16-bit / 65535, float already in [0, 1] as is, anything else by its own min..max."""
+    bright = signal.full_scale(image.dtype)
+    if bright is not None:
+        return image.astype(np.float32) / np.float32(bright)
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(image.shape, dtype=np.float32)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    scaling = signal.unit_scaling(image.dtype, low, high)
+    values = np.where(finite, values, low)
+    return ((values - scaling.offset) * scaling.scale).astype(np.float32)
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -109,7 +130,8 @@ def write_labels_png(path: Path, labels: np.ndarray) -> None:
 
 
 def read_gray(path: Path, channel: int | None = None) -> np.ndarray:
-    """Read an image file as its grayscale signal (HxW, the file's own dtype)."""
+    """Read an image file as its grayscale signal (HxW: the file's own dtype, or float32
+    luminance when no channel carries the signal; signal_channel)."""
     with Image.open(path) as image:
         pixels = np.asarray(image)
     return signal_channel(pixels, channel)
