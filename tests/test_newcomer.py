@@ -38,9 +38,14 @@ def test_make_predict_runs_the_batch_command_without_an_activated_venv(tiny_mode
         pytest.skip("make is not installed")
     out = tmp_path / "results"
     image = "static/examples/simulated_nucleus_slice_16bit.tif"
+    # As typed in a terminal: not a sub-make of `make test`, which would print its directory.
+    outer = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+    terminal = {key: value for key, value in os.environ.items() if key not in outer}
     dry = subprocess.run(
-        ["make", "-n", "predict", "MODEL=nucleus", f"IN={image}", f"OUT={out}"],
+        ["make", "--no-print-directory", "-n", "predict", "MODEL=nucleus", f"IN={image}"]
+        + [f"OUT={out}"],
         cwd=ROOT,
+        env=terminal,
         capture_output=True,
         text=True,
         check=True,
