@@ -178,7 +178,11 @@ def name_founders(
     by_id = {id(cell): cell for cell in _walk(roots)}
     names = {track: name for cell_id, name in agreed.items() for track in by_id[cell_id].tracks}
     named = sorted(set(agreed.values()), key=list(DIVISION_MINUTES).index)
-    note = f"Founders named from the timing of divisions and positions: {', '.join(named)}."
+    note = (
+        f"Founders named from the timing of divisions and positions: {', '.join(named)}. "
+        "The naming was checked on simulated tracks only: a nucleus cut in two, or a division "
+        "missed, makes names wrong, so check them against the images (docs/tracking.md)."
+    )
     if not named:
         note = "No founder names: the divisions seen fit two or more namings equally well."
     if undecided:
