@@ -268,17 +268,6 @@ def assembly_json(assembly: StackAssembly) -> dict:
     return answer
 
 
-def assembly_scale(stack: FrameStack, scale_request: ScaleRequest) -> tuple[ScaleRequest, str]:
-    """The file's pixel size as the scale when the request leaves it automatic (and a note):
-    a z-stack's dim top and bottom slices mislead the automatic size estimate."""
-    pixel = pixel_size_um(stack.calibration)
-    if scale_request != AUTOMATIC_SCALE or pixel is None:
-        return scale_request, ""
-    return ScaleRequest(pixel_size_um=pixel[1]), (
-        f"Slices were segmented at the file's pixel size ({pixel[1]:g} um)."
-    )
-
-
 def assembled_events(
     registry: ModelRegistry,
     name: str,
@@ -295,7 +284,6 @@ def assembled_events(
 ) -> Iterator[dict]:
     """Like stack_pipeline.answer_events, with 3D nuclei and tracks: progress after each batch,
     then {"result": <the stack's JSON with count_3d, objects_3d, tracks...>}."""
-    scale_request, scale_note = assembly_scale(stack, scale_request)
     with_images = stack.count <= max_frames_with_images
     started = time.perf_counter()
     results: list[SegmentationResult] = []
@@ -332,7 +320,7 @@ def assembled_events(
     totals["total"] = decode_ms + (time.perf_counter() - started) * 1000
     answer = stack_json(name, stack, frames, totals, with_images, max_frames_with_images)
     extra = assembly_json(assembly)
-    answer["notes"] += [note for note in (scale_note, *assembly.notes) if note]
+    answer["notes"] += [note for note in assembly.notes if note]
     if include_figures:
         extra["figures_3d"] = assembly_figures(extra)
     answer.update(extra)

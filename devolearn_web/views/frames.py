@@ -33,7 +33,6 @@ from devolearn_web.stack_assembly import (
     AssemblyRequest,
     assemble_stack,
     assembled_events,
-    assembly_scale,
     check_assembly_request,
     parse_assembly_request,
 )
@@ -277,7 +276,6 @@ def _assembled(
         if requested not in TRACK_FORMATS:
             check_format(requested, "segmentation", stack.count)
         _check_download_size(requested, stack.count * stack.width * stack.height)
-        scale_request, _ = assembly_scale(stack, scale_request)
         results = collect_results(registry, name, stack, threshold, deadline, scale_request)
         assembly = assemble_stack(results, stack, request)
         if requested == "ctc":
