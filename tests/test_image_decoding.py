@@ -378,3 +378,22 @@ def test_float_tiff_with_a_signalling_nan_is_read_quietly(image_maker):
     array.view(np.uint32)[0, 0] = 0x7F800001  # a signalling NaN
     decoded = decode_image(image_maker.tiff(array), "nan.tif")
     assert np.isfinite(decoded.pixels).all() and decoded.pixels.max() == 1.0
+
+
+def test_a_damaged_compressed_tiff_is_a_bad_image_not_a_crash():
+    # Where imagecodecs is installed, tifffile decodes LZW with it, and its codecs raise their
+    # own RuntimeError subclasses on damaged data.
+    pytest.importorskip("imagecodecs", reason="tifffile writes LZW only with imagecodecs")
+    import tifffile
+
+    from devolearn_web.imaging import decode_image
+
+    buffer = io.BytesIO()
+    pixels = (np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)
+    tifffile.imwrite(buffer, pixels, compression="lzw")
+    data = bytearray(buffer.getvalue())
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tiff:
+        start, length = tiff.pages[0].dataoffsets[0], tiff.pages[0].databytecounts[0]
+    data[start : start + length] = b"\xff" * length
+    with pytest.raises(BadImage, match="damaged"):
+        decode_image(bytes(data), "damaged.tif")
