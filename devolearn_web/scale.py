@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from devolearn_web.config import LIMITS_BY_NAME
 from devolearn_web.embryo import EmbryoRegion
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import MODEL_HIGH_PERCENTILE, MODEL_LOW_PERCENTILE, resize_image
@@ -32,7 +33,8 @@ TILE_SIDE = 512
 TILE_OVERLAP = 64
 NETWORK_MULTIPLE = 32
 # A larger working grid costs seconds per request on two cores: the scale is lowered to fit.
-MAX_WORKING_PIXELS = 6_000_000
+# Read once per process, as the app's config reads it, because every pipeline reaches the grid.
+MAX_WORKING_PIXELS = LIMITS_BY_NAME["MAX_WORKING_PIXELS"].read()
 # Smaller than this the network sees nothing; the grid is never scaled below it.
 MIN_WORKING_SIDE = 32
 # The smallest canvas the network sees (its training frames were 256 on a side).
