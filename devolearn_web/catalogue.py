@@ -202,6 +202,9 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
 )
 MODEL_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 SEGMENTATION_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.is_segmentation)
+FIGURE_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {name: model.figures for name, model in CATALOGUE.items()}
+)
 
 
 def entry(name: str) -> CatalogueEntry:
@@ -222,6 +225,6 @@ def route_names() -> str:
     return ", ".join(MODEL_NAMES)
 
 
-def training_range_sentence() -> str:
-    """Where the lineage training data ends, as a page says it: `A = 250`."""
-    return f"{RANGE_LINEAGE} = {TRAINING_RANGE[RANGE_LINEAGE]}"
+def training_range_sentence(relation: str = "=") -> str:
+    """Where the lineage training data ends, as a page says it: `A = 250`, `A > 250`..."""
+    return f"{RANGE_LINEAGE} {relation} {TRAINING_RANGE[RANGE_LINEAGE]}"
