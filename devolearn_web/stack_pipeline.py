@@ -128,7 +128,7 @@ def stack_grid(
     enlarged until noise read as nuclei. The grid is chosen on the whole embryo (the middle
     time point's slices projected), at the stack's own pixel size when its file has one."""
     model = registry.get(name)
-    if model.card["task"] != "segmentation" or (reference is None and stack.count < 2):
+    if not model.card.is_segmentation or (reference is None and stack.count < 2):
         return None
     threshold = resolve_threshold(threshold, model.card)
     reference = reference or reference_image(stack)
