@@ -69,6 +69,9 @@ class CatalogueEntry:
     task: str  # one of TASKS
     page: PageWords
     figures: tuple[str, ...]  # the figures its page shows, in order
+    # Trained on images of bright outlines around cells (membranes) rather than solid blobs:
+    # an upload of the other kind gets a warning.
+    expects_outlines: bool = False
     split: SplitSettings | None = None  # segmentation: how touching objects are cut apart
     lineages: tuple[Lineage, ...] = ()  # lineage: the outputs, in the network's order
     # lineage: the largest count per lineage the training data reached; past it, extrapolation.
@@ -130,6 +133,7 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 ),
             ),
             figures=("input", "segmentation", "centroids"),
+            expects_outlines=True,
             # Cells are convex blobs too, and a faint membrane leaves a gap the threshold
             # cannot see. The best validation cell-count error: a window that grows with the
             # cell's thickness gives a big cell's uneven ridge one seed.

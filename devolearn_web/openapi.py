@@ -261,9 +261,9 @@ def _predict_operation() -> dict:
         },
         "responses": {
             "200": {
-                "description": "Segmentation (membrane, nucleus) or lineage counts; a stack or "
-                "movie as Frames; a file for any format but json (made in memory from this "
-                "request, nothing is stored).",
+                "description": f"Segmentation ({', '.join(SEGMENTATION_MODELS)}) or lineage "
+                "counts; a stack or movie as Frames; a file for any format but json (made in "
+                "memory from this request, nothing is stored).",
                 "content": {
                     "application/json": {
                         "schema": {

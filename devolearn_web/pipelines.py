@@ -23,6 +23,7 @@ from scipy.special import expit
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.calibration import UNITS, Calibration
+from devolearn_web.catalogue import CATALOGUE
 from devolearn_web.embryo import EmbryoRegion, EmbryoSearch, embryo_centred_view, find_embryo
 from devolearn_web.errors import BadParameter, ModelUnavailable, NoEmbryo
 from devolearn_web.imaging import (
@@ -533,8 +534,9 @@ def segment_output(
     )
 
 
-# The kind of image each model was trained on, and what another kind looks like to it.
-EXPECTS_OUTLINES = {"membrane": True, "nucleus": False, "lineage": False}
+# The kind of image each model was trained on (the catalogue's), and what another kind looks
+# like to it.
+EXPECTS_OUTLINES = {name: model.expects_outlines for name, model in CATALOGUE.items()}
 
 
 def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
