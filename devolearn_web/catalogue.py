@@ -72,6 +72,8 @@ class CatalogueEntry:
     # Trained on images of bright outlines around cells (membranes) rather than solid blobs:
     # an upload of the other kind gets a warning.
     expects_outlines: bool = False
+    # Its objects are nuclei, so a stack's can be linked through z (3D) and time (tracks).
+    assembles_nuclei: bool = False
     split: SplitSettings | None = None  # segmentation: how touching objects are cut apart
     lineages: tuple[Lineage, ...] = ()  # lineage: the outputs, in the network's order
     # lineage: the largest count per lineage the training data reached; past it, extrapolation.
@@ -164,6 +166,7 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 ),
             ),
             figures=("input", "outlines"),
+            assembles_nuclei=True,
             # The best validation SEG: a strong probability weight lets the network's dip
             # between crowded nuclei guide the cut; dropping pieces under 11 px removes dim
             # out-of-focus specks.

@@ -62,6 +62,13 @@ def test_every_segmentation_entry_names_figures_that_have_a_builder():
             assert model.split is not None, model.name
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_the_3d_and_tracking_controls_show_where_the_entry_assembles_nuclei(client, name):
+    html = client.get(f"/{name}").get_data(as_text=True)
+    assert ('id="assembly-controls"' in html) is entry(name).assembles_nuclei
+    assert any(model.assembles_nuclei for model in CATALOGUE.values())
+
+
 def test_training_specs_cover_exactly_the_catalogue():
     from devolearn_web.training.specs import MODEL_SPECS
 

@@ -164,7 +164,12 @@ def model_page(name: str) -> str:
 def _page_words(name: str) -> dict:
     """The words of a model's page, with its name and task, for the templates."""
     model = CATALOGUE[name]
-    return {"name": name, "task": model.task, **asdict(model.page)}
+    return {
+        "name": name,
+        "task": model.task,
+        "assembles_nuclei": model.assembles_nuclei,
+        **asdict(model.page),
+    }
 
 
 @bp.get("/models/<name>")
