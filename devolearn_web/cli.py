@@ -14,10 +14,11 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from devolearn_web.downloads import LINEAGE_ORDER, build_download
+from devolearn_web.catalogue import LINEAGE_ORDER, MODEL_NAMES, entry
+from devolearn_web.downloads import build_download
 from devolearn_web.errors import DevoLearnError
 from devolearn_web.pipelines import LineageResult, predict_bytes
-from devolearn_web.registry import MODEL_NAMES, get_registry
+from devolearn_web.registry import get_registry
 from devolearn_web.stack_pipeline import collect_results, frame_axis, has_frames, load_frames
 from devolearn_web.stacks import parse_axes_override
 
@@ -134,7 +135,7 @@ def _summary_rows(path: Path, results) -> list[list]:
 def _write_summary(path: Path, model: str, rows: list[list]) -> None:
     header = (
         ["file", "frame", *LINEAGE_ORDER, "total"]
-        if model == "lineage"
+        if not entry(model).is_segmentation
         else ["file", "frame", "count"]
     )
     with path.open("w", newline="", encoding="utf-8") as handle:

@@ -18,7 +18,7 @@ linear ramps, so an object on a tile border stays one object and there are no se
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,8 +68,13 @@ class GridCard:
     um_per_px: float  # micrometres per working-grid pixel (geometric mean over x and y)
 
     @staticmethod
-    def of(card: dict) -> GridCard:
-        grid = card["input"]["working_grid"]
+    def of(card: Mapping) -> GridCard:
+        """The grid of a card's JSON (a dict or a model_cards.ModelCard)."""
+        return GridCard.from_section(card["input"]["working_grid"])
+
+    @staticmethod
+    def from_section(grid: Mapping) -> GridCard:
+        """The grid of a card's `input.working_grid` section (checked by model_cards)."""
         diameter = grid["object_diameter_px"]
         return GridCard(
             aspect=float(grid["aspect"]),

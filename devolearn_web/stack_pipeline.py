@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.catalogue import LINEAGE_ORDER, training_range_sentence
 from devolearn_web.config import limit_default
-from devolearn_web.downloads import LINEAGE_ORDER, MAX_LABEL_16_BIT
+from devolearn_web.downloads import MAX_LABEL_16_BIT
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage
 from devolearn_web.movies import decode_movie, sniff_movie
@@ -53,10 +54,11 @@ Result = SegmentationResult | LineageResult
 
 # A lineage answer's range flags, and what a stack's note says of the frames they mark.
 RANGE_FLAGS = {
-    "outside_training_range": "are past the model's training range (A > 250 cells): their "
-    "counts are an extrapolation.",
-    "at_end_of_training_range": "are at the end of the model's training range (A close to 250 "
-    "cells), where its counts stop rising: those embryos may be older and their counts too low.",
+    "outside_training_range": "are past the model's training range "
+    f"({training_range_sentence('>')} cells): their counts are an extrapolation.",
+    "at_end_of_training_range": "are at the end of the model's training range "
+    f"({training_range_sentence('close to')} cells), where its counts stop rising: those "
+    "embryos may be older and their counts too low.",
 }
 
 
@@ -126,7 +128,7 @@ def stack_grid(
     enlarged until noise read as nuclei. The grid is chosen on the whole embryo (the middle
     time point's slices projected), at the stack's own pixel size when its file has one."""
     model = registry.get(name)
-    if model.card["task"] != "segmentation" or (reference is None and stack.count < 2):
+    if not model.card.is_segmentation or (reference is None and stack.count < 2):
         return None
     threshold = resolve_threshold(threshold, model.card)
     reference = reference or reference_image(stack)

@@ -120,7 +120,7 @@ def answer_frames_or_file(
     """JSON (or NDJSON with progress) for a stack or movie; a file for any `format` but json."""
     requested = parse_format(form.get("format"))
     scale_request = parse_scale_request(form)
-    task = registry.card(name)["task"]
+    task = registry.card(name).task
     include_figures = "figures" in {word.strip() for word in form.get("include", "").split(",")}
     stem = safe_stem(filename, name)
     max_pixels = current_app.config["MAX_IMAGE_PIXELS"]
