@@ -86,7 +86,6 @@ class SegmentationResult:
     objects: list[SegmentedObject]
     notes: tuple[str, ...]
     timings_ms: dict[str, float]
-    probability_png: bytes = field(default=b"", repr=False)
     calibration: Calibration | None = None
     scale: ScaleReport | None = None
     warnings: tuple[str, ...] = ()
@@ -97,9 +96,8 @@ class SegmentationResult:
     def count(self) -> int:
         return len(self.objects)
 
-    def to_json(self) -> dict:
-        """The API's segmentation answer."""
-        png = self.probability_png or probability_to_png(self.probability)
+    def to_json(self, with_probability: bool = True) -> dict:
+        """The API's segmentation answer; the probability PNG is encoded only when wanted."""
         answer = {
             "model": self.model,
             "width": self.width,
@@ -107,8 +105,9 @@ class SegmentationResult:
             "threshold": self.threshold,
             "count": self.count,
             "objects": [obj.to_dict() for obj in self.objects],
-            "probability": png_data_url(png),
         }
+        if with_probability:
+            answer["probability"] = png_data_url(probability_to_png(self.probability))
         if self.scale is not None:
             answer.update(self.scale.to_json())
         answer.update(

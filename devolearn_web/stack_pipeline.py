@@ -18,7 +18,6 @@ import numpy as np
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.config import limit_default
-from devolearn_web.downloads import LINEAGE_ORDER, MAX_LABEL_16_BIT
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage
 from devolearn_web.movies import decode_movie, sniff_movie
@@ -33,6 +32,7 @@ from devolearn_web.pipelines import (
 )
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest
+from devolearn_web.segmentation import MAX_LABEL_16_BIT
 from devolearn_web.stacks import (
     DEFAULT_MAX_STACK_FRAMES,
     DEFAULT_MAX_STACK_VOXELS,
@@ -49,6 +49,9 @@ MAX_FRAMES_WITH_IMAGES = limit_default("MAX_FRAMES_WITH_IMAGES")
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 Result = SegmentationResult | LineageResult
+# Presentation a view passes in (figures.build_figures): a frame's Plotly dicts from its result
+# and image. The engine calls it, so it never imports the presentation modules itself.
+FrameFigures = Callable[[Result, DecodedImage], dict]
 
 
 # A lineage answer's range flags, and what a stack's note says of the frames they mark.
@@ -158,7 +161,7 @@ def answer_events(
     name: str,
     stack: FrameStack,
     threshold: float | None = None,
-    include_figures: bool = False,
+    figures: FrameFigures | None = None,
     decode_ms: float = 0.0,
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
@@ -170,8 +173,9 @@ def answer_events(
 ) -> Iterator[dict]:
     """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}.
 
-    `adjust` changes each frame's result (dropped objects); `finish` gets them all and gives
-    fields to add to the answer (a held result's id)."""
+    `figures` draws a frame's figures (up to max_frames_with_images frames); `adjust` changes
+    each frame's result (dropped objects); `finish` gets them all and gives fields to add to
+    the answer (a held result's id)."""
     frames: list[dict] = []
     kept: list[Result] = []
     totals = dict.fromkeys(TIMING_STAGES, 0.0)
@@ -194,10 +198,8 @@ def answer_events(
         if finish is not None:
             kept.append(result)
         frame = frame_json(result, index, stack.positions[index], with_images)
-        if include_figures and with_images:
-            from devolearn_web.figures import build_figures  # Plotly dicts only when asked
-
-            frame.update(build_figures(result, stack.image(index, keep_calibration=True)))
+        if figures is not None and with_images:
+            frame.update(figures(result, stack.image(index, keep_calibration=True)))
         frames.append(frame)
         for stage in TIMING_STAGES[1:]:
             totals[stage] += result.timings_ms.get(stage, 0.0)
@@ -212,15 +214,11 @@ def answer_events(
 
 def frame_json(result: Result, index: int, position: dict, with_images: bool) -> dict:
     """One frame's single-image JSON, plus its index and position; the PNG only when asked."""
-    answer = result.to_json() if with_images or isinstance(result, LineageResult) else _lean(result)
+    if isinstance(result, LineageResult):
+        answer = result.to_json()
+    else:
+        answer = result.to_json(with_probability=with_images)
     answer.update(index=index, position=dict(position))
-    return answer
-
-
-def _lean(result: SegmentationResult) -> dict:
-    # The single-image JSON without its probability PNG (not even encoded).
-    answer = dataclasses.replace(result, probability_png=b"-").to_json()
-    answer.pop("probability")
     return answer
 
 
@@ -243,7 +241,7 @@ def stack_json(
         )
     if frames and "populations" in frames[0]:
         answer["populations_per_frame"] = {
-            key: [frame["populations"][key] for frame in frames] for key in LINEAGE_ORDER
+            key: [frame["populations"][key] for frame in frames] for key in frames[0]["populations"]
         }
         answer["total_per_frame"] = [frame["total"] for frame in frames]
         for flag, meaning in RANGE_FLAGS.items():
@@ -283,7 +281,6 @@ def collect_results(
         if isinstance(result, SegmentationResult):
             if result.labels.max(initial=0) <= MAX_LABEL_16_BIT:
                 result.labels = result.labels.astype(np.uint16)
-            result.probability_png = b""  # downloads write their own files; drop the page's PNG
         results.append(result)
     return results
 

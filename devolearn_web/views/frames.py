@@ -24,6 +24,8 @@ from devolearn_web.errors import (
     DevoLearnError,
     TooLarge,
 )
+from devolearn_web.figures import build_figures
+from devolearn_web.figures_tracks import assembly_figures
 from devolearn_web.imaging import DecodedImage
 from devolearn_web.pipelines import LineageResult, SegmentationResult, predict, predict_bytes
 from devolearn_web.registry import ModelRegistry
@@ -202,7 +204,7 @@ def answer_frames_or_file(
             name,
             stack,
             threshold,
-            include_figures,
+            build_figures if include_figures else None,
             decode_ms,
             NO_DEADLINE,
             batch_seconds=deadline.seconds,
@@ -216,7 +218,7 @@ def answer_frames_or_file(
         name,
         stack,
         threshold,
-        include_figures,
+        build_figures if include_figures else None,
         decode_ms,
         deadline,
         scale_request=scale_request,
@@ -302,12 +304,13 @@ def _assembled(
         stack,
         request,
         threshold,
-        include_figures,
+        build_figures if include_figures else None,
         decode_ms,
         NO_DEADLINE if streamed else deadline,
         batch_seconds=deadline.seconds if streamed else None,
         scale_request=scale_request,
         **_stack_limits(),
+        figures_3d=assembly_figures if include_figures else None,
     )
     if streamed:
         return Response(stream_with_context(_ndjson(events)), mimetype=NDJSON)
@@ -339,8 +342,6 @@ def _one_frame(
     answer = result.to_json()
     answer.update(index=frame, position=dict(stack.positions[frame]), axes=dict(stack.axes))
     if include_figures:
-        from devolearn_web.figures import build_figures
-
         answer.update(build_figures(result, image))
     return jsonify(answer)
 
