@@ -236,10 +236,18 @@ def resolve_threshold(threshold: float | None, card: dict) -> float:
     """The threshold to use: the caller's (checked to be in 0..1) or the card's default."""
     if threshold is None:
         return float(card["output"]["default_threshold"])
-    if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+    return check_threshold(threshold)
+
+
+def check_threshold(threshold: float, shown: str | None = None) -> float:
+    """The threshold as a float when it is a number in 0..1, else BadParameter (`shown`: the
+    value as the caller wrote it, for the sentence)."""
+    if not isinstance(threshold, int | float):
         raise BadParameter("The threshold must be a number from 0 to 1.")
-    if not 0.0 <= threshold <= 1.0:
-        raise BadParameter(f"The threshold must be between 0 and 1; {threshold:g} is not.")
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        raise BadParameter(
+            f"The threshold must be between 0 and 1; {shown or f'{threshold:g}'} is not."
+        )
     return float(threshold)
 
 

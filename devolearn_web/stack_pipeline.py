@@ -291,22 +291,6 @@ def frame_axis(stack: FrameStack) -> str:
     return {("time", "z"): "TZ", ("time",): "T"}.get(tuple(slider or ()), "Z")
 
 
-PROJECTIONS = ("max", "none")
-
-
-def parse_projection(raw: str | None) -> str | None:
-    """The `projection` field: "max" (brightest value through z per time point), "none"
-    (every z-slice alone), or None when absent (the model's default)."""
-    value = (raw or "").strip().lower()
-    if not value:
-        return None
-    if value not in PROJECTIONS:
-        raise BadParameter(
-            f"projection must be one of: {', '.join(PROJECTIONS)}; '{value[:20]}' is not."
-        )
-    return value
-
-
 def max_projection(stack: FrameStack) -> FrameStack:
     """One frame per time point: the brightest value through its z-slices (the file's dtype)."""
     groups: dict[object, list[int]] = {}
