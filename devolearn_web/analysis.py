@@ -23,7 +23,7 @@ from devolearn_web.figures import build_figures
 from devolearn_web.figures_tracks import assembly_figures
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from devolearn_web.memory_estimate import UploadShape, probe_upload
-from devolearn_web.movies import decode_movie, sniff_movie
+from devolearn_web.movies import sniff_movie
 from devolearn_web.options import TRACK_FORMATS, PredictOptions, filter_for
 from devolearn_web.pipelines import (
     LineageResult,
@@ -42,6 +42,7 @@ from devolearn_web.stack_pipeline import (
     answer_events,
     collect_results,
     frame_axis,
+    load_frames,
     max_projection,
 )
 from devolearn_web.stacks import (
@@ -50,7 +51,6 @@ from devolearn_web.stacks import (
     TIFF_ERRORS,
     FrameStack,
     is_tiff,
-    read_tiff_stack,
     tiff_frame_count,
 )
 
@@ -165,21 +165,15 @@ class Upload:
                 calibration=image.calibration,
             )
             return Decoded(stack, image, (time.perf_counter() - started) * 1000)
-        if self.movie is not None:
-            if options.axes is not None and options.axes != "T":
-                raise BadParameter("A movie's frames are time points: its axes cannot be changed.")
-            stack = decode_movie(
-                self.data, limits.max_pixels, limits.max_frames, limits.max_voxels, options.channel
-            )
-        else:
-            stack = read_tiff_stack(
-                self.data,
-                options.axes,
-                options.channel,
-                limits.max_voxels,
-                limits.max_frames,
-                parsed=self.tiff,
-            )
+        stack = load_frames(
+            self.data,
+            options.axes,
+            options.channel,
+            limits.max_pixels,
+            limits.max_voxels,
+            limits.max_frames,
+            parsed=self.tiff,
+        )
         stack = _projected(stack, task, options.projection)
         return Decoded(stack, None, (time.perf_counter() - started) * 1000)
 

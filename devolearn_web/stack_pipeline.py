@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import tifffile
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.config import limit_default
@@ -75,13 +76,15 @@ def load_frames(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_voxels: int = DEFAULT_MAX_STACK_VOXELS,
     max_frames: int = DEFAULT_MAX_STACK_FRAMES,
+    parsed: tifffile.TiffFile | None = None,
 ) -> FrameStack:
-    """Decode a movie or multi-page TIFF (in memory) into a FrameStack."""
+    """Decode a movie or multi-page TIFF (in memory) into a FrameStack; `parsed`: the TIFF
+    already parsed."""
     if sniff_movie(data) is not None:
         if axes is not None and axes != "T":
             raise BadParameter("A movie's frames are time points: its axes cannot be changed.")
         return decode_movie(data, max_pixels, max_frames, max_voxels, channel)
-    return read_tiff_stack(data, axes, channel, max_voxels, max_frames)
+    return read_tiff_stack(data, axes, channel, max_voxels, max_frames, parsed)
 
 
 def predict_stack(
