@@ -18,12 +18,13 @@ from bench.inputs import DEFAULT_SAMPLES_DIR
 from bench.jobs import measure_jobs
 from bench.latency import measure_latency
 from bench.memory import measure_memory
-from bench.models import MODEL_NAMES, float_only_copy
+from bench.models import float_only_copy
 from bench.report import Row, markdown_table
 from bench.scale import measure_scale
 from bench.server import REPOSITORY_ROOT
 from bench.session_options import measure_session_options
 from bench.throughput import measure_throughput
+from devolearn_web.catalogue import MODEL_NAMES
 
 SECTIONS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "latency": measure_latency,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.models import MODEL_NAMES, float_file, quantized_file
+from bench.models import float_file, quantized_file
+from devolearn_web.catalogue import MODEL_NAMES
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ from contextlib import ExitStack
 from bench.context import BenchContext
 from bench.forwards import ort_forward, torch_forward
 from bench.inputs import model_upload
-from bench.models import MODEL_NAMES, float_file, quantized_file
+from bench.models import float_file, quantized_file
 from bench.report import Row, format_ms
 from bench.server import running_server
 from bench.stats import alternate
+from devolearn_web.catalogue import MODEL_NAMES
 
 SECTION = "1 latency 708x512"
 MAX_RATIO_TO_ORT = 1.25

@@ -8,9 +8,9 @@ import threading
 
 from bench.context import BenchContext
 from bench.inputs import model_upload, tiled_sample_png
-from bench.models import MODEL_NAMES
 from bench.report import Row
 from bench.server import memory_kib, running_server
+from devolearn_web.catalogue import MODEL_NAMES
 
 SECTION = "2 memory"
 MAX_WORKER_PEAK_MB = 300

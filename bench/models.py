@@ -7,8 +7,6 @@ from pathlib import Path
 
 from devolearn_web.registry import int8_section_to_serve
 
-MODEL_NAMES = ("membrane", "nucleus", "lineage")
-
 
 def read_card(models_dir: Path, name: str) -> dict:
     """The model's card (models/<name>.json)."""

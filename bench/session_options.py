@@ -15,9 +15,9 @@ import time
 
 from bench.context import BenchContext
 from bench.forwards import example_input
-from bench.models import MODEL_NAMES
 from bench.report import Row, format_ms
 from bench.server import memory_kib
+from devolearn_web.catalogue import MODEL_NAMES
 
 SECTION = "x session options"
 CHOICES = {

@@ -8,10 +8,10 @@ from contextlib import ExitStack
 
 from bench.context import BenchContext
 from bench.inputs import model_upload
-from bench.models import MODEL_NAMES
 from bench.report import Row, format_ms
 from bench.server import Server, running_server
 from bench.stats import Summary, percentile
+from devolearn_web.catalogue import MODEL_NAMES
 
 SECTION = "4 throughput"
 CLIENTS = 8

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, current_app
 from werkzeug.formparser import FormDataParser
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -119,7 +119,27 @@ def create_app(test_config: dict | None = None) -> Flask:
     registry.init_app(app)
     cli.init_app(app)  # `flask devolearn predict ...` (batch, no server)
     jobs.init_app(app)  # after the registry: in-process jobs share its models
+    app.context_processor(retention_context)
     return app
+
+
+def retention_context() -> dict:
+    """How long held results and finished jobs' results are kept, in words, for the footer."""
+    config = current_app.config
+    return {
+        "held_result_lifetime": describe_duration(config["RESULT_CACHE_SECONDS"]),
+        "job_result_lifetime": describe_duration(config["JOB_RESULT_TTL_SECONDS"]),
+    }
+
+
+def describe_duration(seconds: float) -> str:
+    """A duration as a visitor reads it: "an hour", "10 minutes", "90 seconds", "2 days"."""
+    units = ((86400, "day", "a day"), (3600, "hour", "an hour"), (60, "minute", "a minute"))
+    for unit_seconds, unit, one in units:
+        if seconds >= unit_seconds and seconds % unit_seconds == 0:
+            amount = int(seconds // unit_seconds)
+            return one if amount == 1 else f"{amount} {unit}s"
+    return f"{seconds:g} seconds"
 
 
 def _warn_about_unsafe_settings(test_config: dict) -> None:

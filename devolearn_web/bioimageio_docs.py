@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from devolearn_web.catalogue import RANGE_LINEAGE, TRAINING_RANGE
+from devolearn_web.model_cards import ModelCard
 from devolearn_web.scale import MIN_CANVAS_SIDE, TILE_OVERLAP, TILE_SIDE
 
 SEGMENTATION_STEPS = """\
@@ -45,7 +47,7 @@ maximum ({maxima}), which gives cell counts before calibration. DevoLearn Web al
 """
 
 
-def package_readme(card: dict, example: str) -> str:
+def package_readme(card: ModelCard, example: str) -> str:
     """Markdown: the model, its training data, metrics, limitations and the app's steps."""
     name = card["name"]
     data = card.get("training_data", {})
@@ -128,7 +130,7 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def app_steps(card: dict) -> str:
+def app_steps(card: ModelCard) -> str:
     """What the app does beyond the rdf.yaml's one network run."""
     from devolearn_web.imaging import MODEL_HIGH_PERCENTILE, MODEL_LOW_PERCENTILE
 
@@ -144,7 +146,7 @@ def app_steps(card: dict) -> str:
             fill_length=fill["length"],
             fill_width=fill["width"],
             name=card["name"],
-            a_limit=card["output"].get("training_range", {}).get("A", 250),
+            a_limit=card.output.training_range.get(RANGE_LINEAGE, TRAINING_RANGE[RANGE_LINEAGE]),
         )
     grid = card["input"]["working_grid"]
     root = math.sqrt(grid["aspect"])

@@ -40,6 +40,7 @@ from devolearn_web.imaging import (
     decode_image,
     resize_image,
 )
+from devolearn_web.model_cards import parse_card
 from devolearn_web.scale import (
     AUTOMATIC_SCALE,
     MIN_CANVAS_SIDE,
@@ -411,8 +412,8 @@ def write_package(models_dir: Path, examples_dir: Path, name: str, target: Binar
     models_dir = Path(models_dir)
     card_path = models_dir / f"{name}.json"
     card_text = card_path.read_text(encoding="utf-8")
-    card = json.loads(card_text)
-    onnx_path = models_dir / Path(card["file"]).name
+    card = parse_card(name, json.loads(card_text))
+    onnx_path = models_dir / card.file
     tensors = make_test_tensors(card, onnx_path, Path(examples_dir) / EXAMPLES[name][0])
     small = {
         f"{name}.json": card_text.encode("utf-8"),
@@ -445,8 +446,8 @@ def package_cache_path(models_dir: Path, name: str, cache_dir: Path) -> Path:
     name whenever either, or this code, changes)."""
     models_dir = Path(models_dir)
     card_path = models_dir / f"{name}.json"
-    card = json.loads(card_path.read_text(encoding="utf-8"))
-    sources = (card_path, models_dir / Path(card["file"]).name, Path(__file__))
+    card = parse_card(name, json.loads(card_path.read_text(encoding="utf-8")))
+    sources = (card_path, models_dir / card.file, Path(__file__))
     key = hashlib.sha256()
     for path in (*sources, Path(__file__).with_name("bioimageio_docs.py")):
         stat = path.stat()

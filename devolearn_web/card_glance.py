@@ -4,6 +4,9 @@ summary under every result. The card's full fields stay on the page, folded belo
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+
+from devolearn_web.catalogue import CATALOGUE
 
 # Metric keys as a biologist reads them.
 METRIC_LABELS = {
@@ -17,29 +20,6 @@ METRIC_LABELS = {
 # Limitations shown on the first screen; the rest are one click below.
 LIMITS_AT_A_GLANCE = 3
 
-# When not to trust each model, in a sentence each (drawn from its card's limitations).
-DO_NOT_TRUST = {
-    "membrane": (
-        "On anything but a membrane-labelled z-slice: a nuclear marker, a whole-embryo"
-        " projection or a bright-field image.",
-        "Where an exact count matters and you have not checked a few of your own images by eye:"
-        " it was tried on one real image only.",
-    ),
-    "nucleus": (
-        "In crowded projections of late embryos, where nuclei a few pixels wide merge or are"
-        " dropped.",
-        "For small, dim nuclei the slice cuts near their top or bottom: they are often missed.",
-        "Where an exact count matters and you have not checked a few of your own images by eye:"
-        " it was tried on one real image only.",
-    ),
-    "lineage": (
-        "Past A = 250 cells (the page warns): the counts stop rising, so an older embryo reads"
-        " too young.",
-        "On an image with no embryo, several embryos or only part of one.",
-        "As exact counts of cells hidden behind others: it reads a 2D image of a 3D embryo.",
-    ),
-}
-
 
 def _number(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -47,7 +27,7 @@ def _number(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def headline_tests(card: dict) -> list[dict]:
+def headline_tests(card: Mapping) -> list[dict]:
     """The headline test figures: the card's targets when it has any, else its plain numbers."""
     metrics = card.get("metrics") or {}
     targets = metrics.get("targets") or {}
@@ -73,7 +53,7 @@ def headline_tests(card: dict) -> list[dict]:
     ]
 
 
-def real_results(card: dict, noun: str) -> list[dict]:
+def real_results(card: Mapping, noun: str) -> list[dict]:
     """What the model found on each real sample, against the range a person expects there."""
     samples = (card.get("metrics") or {}).get("real_samples") or {}
     rows = []
@@ -93,7 +73,7 @@ def real_results(card: dict, noun: str) -> list[dict]:
     return rows
 
 
-def glance(name: str, card: dict, noun: str) -> dict:
+def glance(name: str, card: Mapping, noun: str) -> dict:
     """The first screen of a card page and the one line shown under every result."""
     simulated = bool((card.get("training_data") or {}).get("simulated"))
     tests = headline_tests(card)
@@ -117,6 +97,6 @@ def glance(name: str, card: dict, noun: str) -> dict:
         "real": real,
         "limits_first": limits[:LIMITS_AT_A_GLANCE],
         "limits_more": limits[LIMITS_AT_A_GLANCE:],
-        "do_not_trust": DO_NOT_TRUST.get(name, ()),
+        "do_not_trust": CATALOGUE[name].page.do_not_trust if name in CATALOGUE else (),
         "one_line": one_line.replace("  ", " "),
     }

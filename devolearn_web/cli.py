@@ -15,11 +15,12 @@ import click
 from flask.cli import with_appcontext
 
 from devolearn_web.analysis import Limits, Upload, stack_results
-from devolearn_web.downloads import LINEAGE_ORDER, build_download
+from devolearn_web.catalogue import LINEAGE_ORDER, MODEL_NAMES, entry
+from devolearn_web.downloads import build_download
 from devolearn_web.errors import DevoLearnError
 from devolearn_web.options import PredictOptions
 from devolearn_web.pipelines import LineageResult
-from devolearn_web.registry import MODEL_NAMES, get_registry
+from devolearn_web.registry import get_registry
 from devolearn_web.stack_pipeline import frame_axis
 from devolearn_web.stacks import parse_axes_override
 
@@ -73,7 +74,7 @@ def predict_command(
     """Run MODEL on every image, stack and movie in PATHS and write the results to --out."""
     registry = get_registry()
     try:
-        task = registry.card(model)["task"]
+        task = registry.card(model).task
         # Every slice alone (no lineage projection), as this command has always analysed them.
         options = PredictOptions(
             threshold=threshold, axes=parse_axes_override(axes), projection="none"
@@ -141,7 +142,7 @@ def _summary_rows(path: Path, results) -> list[list]:
 def _write_summary(path: Path, model: str, rows: list[list]) -> None:
     header = (
         ["file", "frame", *LINEAGE_ORDER, "total"]
-        if model == "lineage"
+        if not entry(model).is_segmentation
         else ["file", "frame", "count"]
     )
     with path.open("w", newline="", encoding="utf-8") as handle:

@@ -88,6 +88,14 @@ LIMITS: tuple[Limit, ...] = (
     Limit("MAX_STACK_VOXELS", 160 * MB, int, "values", "one stack or movie sent to predict"),
     Limit("MAX_STACK_FRAMES", 1000, int, "frames", "one stack or movie sent to predict"),
     Limit(
+        "MAX_WORKING_PIXELS",
+        6 * MB,
+        int,
+        "pixels",
+        "the network's working image for one frame; a frame whose objects need a larger grid "
+        "is analysed at a coarser scale, and the answer's scale note says so",
+    ),
+    Limit(
         "MAX_DOWNLOAD_VOXELS",
         60 * MB,
         int,

@@ -31,13 +31,13 @@ import tifffile
 from PIL import Image
 
 from devolearn_web.calibration import Calibration, writer_options
+from devolearn_web.catalogue import LINEAGE_ORDER
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import CONVERSION_BAND_PIXELS, probability_mask
 from devolearn_web.pipelines import LineageResult, SegmentationResult
 from devolearn_web.roi_sets import roi_set_zip
 from devolearn_web.segmentation import MAX_LABEL_16_BIT, SegmentedObject
 
-LINEAGE_ORDER = ("A", "E", "M", "P", "C", "D", "Z")
 # Position keys of a frame (stacks.AXIS_WORDS, movies) and the CSV column naming each.
 POSITION_COLUMNS = {"time": "frame", "z": "slice", "seconds": "seconds"}
 # Calibrated CSV values keep 6 significant digits: pixel sizes are known to fewer.

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from devolearn_web.calibration import UNITS, Calibration
+from devolearn_web.catalogue import CATALOGUE, LINEAGES, RANGE_LINEAGE
 from devolearn_web.embryo import EmbryoRegion
 from devolearn_web.imaging import (
     CONVERSION_BAND_PIXELS,
@@ -46,27 +47,6 @@ OBJECT_PALETTE = np.array(
     ],
     dtype=np.uint8,
 )
-
-LINEAGE_ORDER = ("A", "E", "M", "P", "C", "D", "Z")
-LINEAGE_FOUNDERS = {
-    "A": "AB lineage",
-    "E": "E lineage (gut)",
-    "M": "MS lineage",
-    "P": "P lineage (germline, P4)",
-    "C": "C lineage",
-    "D": "D lineage",
-    "Z": "Z2/Z3 (germline)",
-}
-# The original DevoLearn training data stopped at A = 250; these were the other lineages'
-# largest counts then (docs: domain.md). Shown as a reference line on the bar chart.
-LINEAGE_TRAINING_MAXIMA = {"A": 250, "E": 16, "M": 78, "P": 1, "C": 31, "D": 16, "Z": 2}
-
-# The order the page shows each model's figures in (JSON objects may come back key-sorted).
-FIGURE_ORDER = {
-    "membrane": ("input", "segmentation", "centroids"),
-    "nucleus": ("input", "outlines"),
-    "lineage": ("input", "populations"),
-}
 
 PLOT_FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13}
 
@@ -113,10 +93,8 @@ def build_figures(
     scale = Scale.of(calibration)
     if isinstance(result, LineageResult):
         figures = _lineage_figures(result, shown, image, scale)
-    elif result.model == "membrane":
-        figures = _membrane_figures(result, shown, scale)
     else:
-        figures = _nucleus_figures(result, shown, scale)
+        figures = SEGMENTATION_FIGURES[CATALOGUE[result.model].figures](result, shown, scale)
     if not isinstance(result, LineageResult):
         # Hover on any pixel names its object: the browser reads the label under the pointer.
         figures["input"]["layout"]["meta"]["labels"] = _label_lookup(result.labels)
@@ -128,7 +106,8 @@ def build_figures(
 HELD_INPUT = DisplayImage("held-by-page")
 
 
-def _membrane_figures(result: SegmentationResult, shown: DisplayImage, scale: Scale) -> dict:
+def _region_figures(result: SegmentationResult, shown: DisplayImage, scale: Scale) -> dict:
+    """Each object a filled region (cells between membranes), and a map of their centroids."""
     width, height = result.width, result.height
     count = len(result.objects)
     segmentation = _image_figure(
@@ -149,7 +128,8 @@ def _membrane_figures(result: SegmentationResult, shown: DisplayImage, scale: Sc
     }
 
 
-def _nucleus_figures(result: SegmentationResult, shown: DisplayImage, scale: Scale) -> dict:
+def _outline_figures(result: SegmentationResult, shown: DisplayImage, scale: Scale) -> dict:
+    """Each object outlined over the input (nuclei), centroids marked."""
     width, height = result.width, result.height
     count = len(result.objects)
     outlined = _image_figure(
@@ -168,6 +148,13 @@ def _nucleus_figures(result: SegmentationResult, shown: DisplayImage, scale: Sca
         "input": _image_figure("Input", shown, width, height, scale),
         "outlines": outlined,
     }
+
+
+# The builder of each set of segmentation figures a catalogue entry can name.
+SEGMENTATION_FIGURES = {
+    ("input", "segmentation", "centroids"): _region_figures,
+    ("input", "outlines"): _outline_figures,
+}
 
 
 def _reduced(pixels: np.ndarray, factor: int) -> np.ndarray:
@@ -189,18 +176,19 @@ def _float32(rows: np.ndarray) -> np.ndarray:
 def _lineage_figures(
     result: LineageResult, shown: DisplayImage, image: DecodedImage, scale: Scale
 ) -> dict:
-    counts = [int(result.populations[name]) for name in LINEAGE_ORDER]
+    keys = [lineage.key for lineage in LINEAGES]
+    counts = [int(result.populations[key]) for key in keys]
     # Past the range or at its end, A's count cannot be trusted to grow with the embryo.
     doubtful = result.outside_training_range or result.at_end_of_training_range
-    over_range = [doubtful and name == "A" for name in LINEAGE_ORDER]
+    over_range = [doubtful and key == RANGE_LINEAGE for key in keys]
     bars = {
         "type": "bar",
         "name": "predicted cells",
-        "x": list(LINEAGE_ORDER),
+        "x": keys,
         "y": counts,
         "text": [str(count) for count in counts],
         "textposition": "outside",
-        "customdata": [LINEAGE_FOUNDERS[name] for name in LINEAGE_ORDER],
+        "customdata": [lineage.founder for lineage in LINEAGES],
         "hovertemplate": "%{customdata}: %{y} cells<extra></extra>",
         "marker": {"color": ["#c0392b" if over else "#2a7ab0" for over in over_range]},
     }
@@ -208,8 +196,8 @@ def _lineage_figures(
         "type": "scatter",
         "mode": "markers",
         "name": "largest count in the training data",
-        "x": list(LINEAGE_ORDER),
-        "y": [LINEAGE_TRAINING_MAXIMA[name] for name in LINEAGE_ORDER],
+        "x": keys,
+        "y": [lineage.maximum for lineage in LINEAGES],
         "marker": {"symbol": "line-ew-open", "size": 28, "line": {"width": 2, "color": "#555"}},
         "hovertemplate": "training data reached %{y} cells<extra></extra>",
     }

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from devolearn_web.catalogue import (
+    LINEAGE_ORDER,
+    MODEL_NAMES,
+    SEGMENTATION_MODELS,
+    training_range_sentence,
+)
 from devolearn_web.imaging import ACCEPTED_FORMATS, TIFF_BIT_DEPTHS
 from devolearn_web.openapi_jobs import job_paths, job_schemas
-from devolearn_web.registry import MODEL_NAMES
 
-LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
 
 ERROR_RESPONSES = {
@@ -122,7 +126,7 @@ def _schemas() -> dict:
         "Segmentation": {
             "type": "object",
             "properties": {
-                "model": {"type": "string", "enum": ["membrane", "nucleus"]},
+                "model": {"type": "string", "enum": list(SEGMENTATION_MODELS)},
                 "width": {"type": "integer", "description": "The upload's width in pixels."},
                 "height": {"type": "integer", "description": "The upload's height in pixels."},
                 "threshold": {"type": "number", "minimum": 0, "maximum": 1},
@@ -175,19 +179,21 @@ def _schemas() -> dict:
                 "model": {"type": "string", "const": "lineage"},
                 "populations": {
                     "type": "object",
-                    "description": "Cells per founder lineage, in the order A, E, M, P, C, D, Z.",
-                    "properties": {key: {"type": "integer"} for key in LINEAGES},
-                    "required": list(LINEAGES),
+                    "description": "Cells per founder lineage, in the order "
+                    f"{', '.join(LINEAGE_ORDER)}.",
+                    "properties": {key: {"type": "integer"} for key in LINEAGE_ORDER},
+                    "required": list(LINEAGE_ORDER),
                 },
                 "total": {"type": "integer"},
                 "outside_training_range": {
                     "type": "boolean",
-                    "description": "True when A exceeds 250, past the training data.",
+                    "description": f"True when {training_range_sentence('exceeds')}, past the "
+                    "training data.",
                 },
                 "at_end_of_training_range": {
                     "type": "boolean",
-                    "description": "True when A is within 4% of 250 or at it: the model's counts "
-                    "stop rising there, so an older embryo reads the same.",
+                    "description": f"True when {training_range_sentence('is within 4% of')} or at "
+                    "it: the model's counts stop rising there, so an older embryo reads the same.",
                 },
                 "embryo": embryo,
                 "warnings": warnings,
@@ -255,9 +261,9 @@ def _predict_operation() -> dict:
         },
         "responses": {
             "200": {
-                "description": "Segmentation (membrane, nucleus) or lineage counts; a stack or "
-                "movie as Frames; a file for any format but json (made in memory from this "
-                "request, nothing is stored).",
+                "description": f"Segmentation ({', '.join(SEGMENTATION_MODELS)}) or lineage "
+                "counts; a stack or movie as Frames; a file for any format but json (made in "
+                "memory from this request, nothing is stored).",
                 "content": {
                     "application/json": {
                         "schema": {
@@ -552,7 +558,7 @@ def _frames_schema() -> dict:
             "populations_per_frame": {
                 "type": "object",
                 "properties": {
-                    key: {"type": "array", "items": {"type": "integer"}} for key in LINEAGES
+                    key: {"type": "array", "items": {"type": "integer"}} for key in LINEAGE_ORDER
                 },
             },
             "total_per_frame": {"type": "array", "items": {"type": "integer"}},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devolearn_web.registry import MODEL_NAMES
+from devolearn_web.catalogue import MODEL_NAMES
 
 JOB_STATES = ["queued", "running", "finished", "failed", "cancelled"]
 DOWNLOAD_FORMATS = ["csv", "tiff", "probability-tiff", "png", "zip"]

@@ -23,6 +23,7 @@ from scipy.special import expit
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.calibration import UNITS, Calibration
+from devolearn_web.catalogue import CATALOGUE
 from devolearn_web.embryo import EmbryoRegion, EmbryoSearch, embryo_centred_view, find_embryo
 from devolearn_web.errors import BadParameter, ModelUnavailable, NoEmbryo
 from devolearn_web.imaging import (
@@ -37,6 +38,7 @@ from devolearn_web.imaging import (
     resize_in_bands,
 )
 from devolearn_web.lineage_counts import lineage_counts
+from devolearn_web.model_cards import ModelCard
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
 from devolearn_web.scale import (
     AUTOMATIC_SCALE,
@@ -64,7 +66,6 @@ from devolearn_web.segmentation import (
     upscale_labels_in_bands,
 )
 
-DEFAULT_TRAINING_RANGE = {"A": 250}
 # The lineage network ends in a sigmoid and its calibration is flat past the range's end, so an
 # embryo older than the training range never reads past the limit: it piles up just under it
 # (a simulated embryo of A = 256 read 247). A count this close to the limit may be an older one.
@@ -207,8 +208,7 @@ def run_model(
 ) -> np.ndarray:
     """The model's raw output for one input tensor; ModelUnavailable when the run fails, and
     TookTooLong when the deadline stops it."""
-    input_name = model.card["input"].get("name", "input")
-    output_name = model.card["output"].get("name", "output")
+    input_name, output_name = model.card.input.name, model.card.output.name
     deadline.check("starting the model")
     run_options = onnxruntime.RunOptions()
     # A terminated run is expected here, not an error worth ONNX Runtime's own log line.
@@ -232,10 +232,10 @@ def run_model(
     return output
 
 
-def resolve_threshold(threshold: float | None, card: dict) -> float:
+def resolve_threshold(threshold: float | None, card: ModelCard) -> float:
     """The threshold to use: the caller's (checked to be in 0..1) or the card's default."""
     if threshold is None:
-        return float(card["output"]["default_threshold"])
+        return float(card.output.default_threshold)
     return check_threshold(threshold)
 
 
@@ -268,7 +268,7 @@ def predict(
     model = registry.get(name)
     clock = _Stopwatch(decode_ms)
     deadline.check("preparing the image for the model")
-    if model.card["task"] == "segmentation":
+    if model.card.is_segmentation:
         threshold = resolve_threshold(threshold, model.card)
         image = with_size_note(image, model.card)
         if shared_grid is not None:
@@ -345,7 +345,7 @@ def plan_segmentation(
 ) -> SegmentationPlan:
     """Choose the working grid: from the request (or the image's pixel size), else the embryo,
     then a look at the objects; a second grid when they are outside the trained band."""
-    grid_card = GridCard.of(model.card)
+    grid_card = model.card.input.working_grid
     request = _with_calibrated_pixel_size(request, image.calibration)
     search = find_embryo(image.pixels)
     grid = initial_grid(image.pixels, grid_card, request, search.region)
@@ -408,7 +408,7 @@ def working_map(
 
 
 def model_channels(model: LoadedModel) -> int:
-    return int(model.card["input"]["channels"])
+    return model.card.input.channels
 
 
 # An upload whose shorter side is under an eighth of the network's is enlarged more than eight
@@ -416,9 +416,9 @@ def model_channels(model: LoadedModel) -> int:
 SMALLEST_SIDE_FRACTION = 8
 
 
-def with_size_note(image: DecodedImage, card: dict) -> DecodedImage:
+def with_size_note(image: DecodedImage, card: ModelCard) -> DecodedImage:
     """The image, with a note added when it is too small for the network's input to mean much."""
-    side = min(card["input"]["size"])
+    side = min(card.input.size)
     if min(image.width, image.height) * SMALLEST_SIDE_FRACTION >= side:
         return image
     note = (
@@ -446,7 +446,7 @@ def _segment(
     deadline.check("finding and measuring objects")
     output = NetworkOutput(
         model=model.name,
-        grid_card=GridCard.of(model.card),
+        grid_card=model.card.input.working_grid,
         grid=plan.grid,
         search=plan.search,
         probability=probability_on_grid,
@@ -541,8 +541,9 @@ def segment_output(
     )
 
 
-# The kind of image each model was trained on, and what another kind looks like to it.
-EXPECTS_OUTLINES = {"membrane": True, "nucleus": False, "lineage": False}
+# The kind of image each model was trained on (the catalogue's), and what another kind looks
+# like to it.
+EXPECTS_OUTLINES = {name: model.expects_outlines for name, model in CATALOGUE.items()}
 
 
 def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
@@ -610,8 +611,8 @@ def _count_lineages(
     clock: _Stopwatch,
     search: EmbryoSearch,
 ) -> LineageResult:
-    card_output = model.card["output"]
-    lineages, maxima = list(card_output["lineages"]), card_output["maxima"]
+    card_output = model.card.output
+    lineages, maxima = card_output.lineages, card_output.maxima
     # One row per mirror image of the embryo (VIEW_FLIPS): their mean.
     values = apply_output_activation(output, model.card).reshape(len(VIEW_FLIPS), -1).mean(axis=0)
     if values.size != len(lineages):
@@ -619,12 +620,9 @@ def _count_lineages(
             f"The {model.name} model returned {values.size} numbers, "
             f"not one per lineage ({len(lineages)})."
         )
-    counts = lineage_counts(values, lineages, maxima, card_output.get("calibration"))
+    counts = lineage_counts(values, lineages, maxima, card_output.calibration)
     populations = {lineage: int(count) for lineage, count in zip(lineages, counts, strict=True)}
-    training_range = card_output.get("training_range", DEFAULT_TRAINING_RANGE)
-    ranged = [
-        (lineage, limit) for lineage, limit in training_range.items() if lineage in populations
-    ]
+    ranged = card_output.training_range.items()
     exceeded = [
         f"{lineage} is predicted at {populations[lineage]} cells, past the {limit}"
         for lineage, limit in ranged
@@ -678,7 +676,7 @@ def predict_batch(
     """
     model = registry.get(name)
     card = model.card
-    if card["task"] == "segmentation":
+    if card.is_segmentation:
         threshold = resolve_threshold(threshold, card)
         return [
             predict(registry, name, image, threshold, 0.0, deadline, scale_request, shared_grid)

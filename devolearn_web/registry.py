@@ -11,8 +11,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +20,15 @@ import onnxruntime
 from flask import Flask, current_app
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from devolearn_web.catalogue import MODEL_NAMES, entry
 from devolearn_web.cpu_features import has_any_flag
-from devolearn_web.errors import ModelUnavailable, UnknownModel
+from devolearn_web.errors import ModelUnavailable
 from devolearn_web.file_digest import file_sha256
-from devolearn_web.lineage_counts import calibration_problem
+from devolearn_web.model_cards import CardError, ModelCard, parse_card
 from devolearn_web.optimized_models import optimized_copy
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("membrane", "nucleus", "lineage")
 EXTENSION_KEY = "devolearn_registry"
 # What ONNX Runtime raises for a bad file or a failed run (none of them subclass each other).
 ORT_ERRORS = tuple(
@@ -46,9 +46,6 @@ ORT_ERRORS = tuple(
         "RuntimeException",
     )
 )
-TASKS = ("segmentation", "lineage")
-NORMALISATIONS = ("unit", "symmetric")
-ACTIVATIONS = ("none", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ class LoadedModel:
     """A model ready to run: its card and its ONNX Runtime session."""
 
     name: str
-    card: dict
+    card: ModelCard
     session: onnxruntime.InferenceSession
     file: str = ""  # the file name the session was loaded from (int8 or float32)
 
@@ -84,11 +81,14 @@ class ModelRegistry:
         self.load_count: dict[str, int] = {name: 0 for name in self.names}
         self._locks = {name: threading.Lock() for name in self.names}
         self._loaded: dict[str, LoadedModel] = {}
+        # Each model's card as last parsed, with the bytes it was parsed from: a card is parsed
+        # and checked once per version of its file, however often it is asked for.
+        self._cards: dict[str, tuple[bytes, ModelCard]] = {}
         # Failed loads, remembered with the file's (size, mtime) so a fixed file is retried.
         self._failures: dict[str, tuple[tuple, str]] = {}
 
-    def card(self, name: str) -> dict:
-        """The model's card (a dict); UnknownModel or ModelUnavailable when it cannot be read."""
+    def card(self, name: str) -> ModelCard:
+        """The model's typed card; UnknownModel or ModelUnavailable when it cannot be read."""
         self._check_name(name)
         if name in self._loaded:
             return self._loaded[name].card
@@ -159,11 +159,9 @@ class ModelRegistry:
         return {"ready": True, "loaded": False, "problem": None, "file": file}
 
     def _check_name(self, name: str) -> None:
-        if name not in self.names:
-            valid = ", ".join(self.names)
-            raise UnknownModel(f"There is no model called '{name}'. The models are: {valid}.")
+        entry(name)  # UnknownModel, listing the catalogue's models
 
-    def _read_card(self, name: str) -> dict:
+    def _read_card(self, name: str) -> ModelCard:
         path = self.models_dir / f"{name}.json"
         if not path.is_file():
             if not (self.models_dir / f"{name}.onnx").is_file():
@@ -175,20 +173,28 @@ class ModelRegistry:
                 "from the server's models folder."
             )
         try:
-            card = json.loads(path.read_text(encoding="utf-8"))
+            data = path.read_bytes()
+            cached = self._cards.get(name)
+            if cached is not None and cached[0] == data:
+                return cached[1]
+            card = json.loads(data.decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ModelUnavailable(
                 f"The {name} model's card {path.name} cannot be read ({error})."
             ) from error
-        problem = card_problem(name, card)
-        if problem:
-            raise ModelUnavailable(f"The {name} model's card {path.name} is not valid: {problem}.")
-        return card
+        try:
+            parsed = parse_card(name, card)
+        except CardError as error:
+            raise ModelUnavailable(
+                f"The {name} model's card {path.name} is not valid: {error}."
+            ) from error
+        self._cards[name] = (data, parsed)
+        return parsed
 
-    def _model_path(self, name: str, card: dict) -> Path:
+    def _model_path(self, name: str, card: ModelCard) -> Path:
         return self._served_file(name, card)[0]
 
-    def _served_file(self, name: str, card: dict) -> tuple[Path, str | None]:
+    def _served_file(self, name: str, card: ModelCard) -> tuple[Path, str | None]:
         """(path, expected sha256) of the file to serve: the card's int8 file when its
         `quantized` section says `serve`, this CPU has what it requires and the file is there,
         else the float32 `file`."""
@@ -198,9 +204,9 @@ class ModelRegistry:
             if path.is_file():
                 return path, quantized.get("sha256")
             logger.warning("Model %s: %s is missing, serving the float32 file", name, path.name)
-        return self.models_dir / card.get("file", f"{name}.onnx"), card.get("sha256")
+        return self.models_dir / card.file, card.sha256
 
-    def _verify_model_file(self, name: str, card: dict) -> None:
+    def _verify_model_file(self, name: str, card: ModelCard) -> None:
         """ModelUnavailable unless the model file exists and matches its card's sha256."""
         path = self._model_path(name, card)
         if not path.is_file():
@@ -253,7 +259,7 @@ class ModelRegistry:
             )
         return LoadedModel(name=name, card=card, session=session, file=path.name)
 
-    def _session_for(self, name: str, path: Path, card: dict) -> onnxruntime.InferenceSession:
+    def _session_for(self, name: str, path: Path, card: ModelCard) -> onnxruntime.InferenceSession:
         """A session on the checked file, through its optimised copy when there is a cache."""
         expected = self._served_file(name, card)[1]
         if self.optimized_cache_dir is not None and expected:
@@ -268,7 +274,7 @@ class ModelRegistry:
         return self._create_session(name, str(path), card)
 
     def _create_session(
-        self, name: str, data: bytes | str, card: dict, optimized: bool = False
+        self, name: str, data: bytes | str, card: ModelCard, optimized: bool = False
     ) -> onnxruntime.InferenceSession:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
@@ -299,14 +305,13 @@ class ModelRegistry:
             ) from error
         inputs = [tensor.name for tensor in session.get_inputs()]
         outputs = [tensor.name for tensor in session.get_outputs()]
-        if card["input"].get("name", "input") not in inputs:
+        if card.input.name not in inputs:
             raise ModelUnavailable(
-                f"The {name} model has inputs {inputs}, not '{card['input'].get('name')}' "
-                "as its card says."
+                f"The {name} model has inputs {inputs}, not '{card.input.name}' as its card says."
             )
-        if card["output"].get("name", "output") not in outputs:
+        if card.output.name not in outputs:
             raise ModelUnavailable(
-                f"The {name} model has outputs {outputs}, not '{card['output'].get('name')}' "
+                f"The {name} model has outputs {outputs}, not '{card.output.name}' "
                 "as its card says."
             )
         return session
@@ -314,78 +319,14 @@ class ModelRegistry:
 
 def card_problem(name: str, card: object) -> str | None:
     """What is wrong with a card for the fields the app relies on, or None."""
-    if not isinstance(card, dict):
-        return "it is not a JSON object"
-    if card.get("name") != name:
-        return f"its name is {card.get('name')!r}, expected {name!r}"
-    if card.get("task") not in TASKS:
-        return f"task must be one of {TASKS}"
-    model_input, output = card.get("input"), card.get("output")
-    if not isinstance(model_input, dict) or not isinstance(output, dict):
-        return "it needs 'input' and 'output' sections"
-    size = model_input.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(_positive_int(s) for s in size)):
-        return "input.size must be [height, width]"
-    if model_input.get("channels") not in (1, 3):
-        return "input.channels must be 1 or 3"
-    if model_input.get("normalisation") not in NORMALISATIONS:
-        return f"input.normalisation must be one of {NORMALISATIONS}"
-    if output.get("activation") not in ACTIVATIONS:
-        return f"output.activation must be one of {ACTIVATIONS}"
-    file_name = card.get("file", f"{name}.onnx")
-    if not isinstance(file_name, str) or Path(file_name).name != file_name:
-        return "file must be a plain file name in the models folder"
-    if card["task"] == "segmentation":
-        threshold = output.get("default_threshold")
-        if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-            return "output.default_threshold must be a number from 0 to 1"
-        if not _working_grid_ok(model_input.get("working_grid")):
-            return (
-                "input.working_grid needs positive aspect, embryo_length_px and um_per_px, and "
-                "object_diameter_px with a median inside its range [low, high]"
-            )
-    else:
-        fill = model_input.get("embryo_fill")
-        if not (
-            isinstance(fill, dict) and all(_fraction(fill.get(key)) for key in ("length", "width"))
-        ):
-            return "input.embryo_fill needs length and width, fractions above 0 and up to 1"
-        lineages, maxima = output.get("lineages"), output.get("maxima")
-        if not (isinstance(lineages, list) and isinstance(maxima, list)):
-            return "output.lineages and output.maxima must be lists"
-        if len(lineages) != len(maxima) or not lineages:
-            return "output.lineages and output.maxima must have the same length"
-        if "calibration" in output:
-            return calibration_problem(output["calibration"], lineages)
+    try:
+        parse_card(name, card)
+    except CardError as error:
+        return str(error)
     return None
 
 
-def _working_grid_ok(grid: object) -> bool:
-    if not isinstance(grid, dict):
-        return False
-    if not all(_positive(grid.get(key)) for key in ("aspect", "embryo_length_px", "um_per_px")):
-        return False
-    diameter = grid.get("object_diameter_px")
-    if not isinstance(diameter, dict) or not _positive(diameter.get("median")):
-        return False
-    band = diameter.get("range")
-    return (
-        isinstance(band, list)
-        and len(band) == 2
-        and all(_positive(value) for value in band)
-        and band[0] <= diameter["median"] <= band[1]
-    )
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < math.inf
-
-
-def _fraction(value: object) -> bool:
-    return _positive(value) and value <= 1
-
-
-def quantized_section(card: dict) -> dict | None:
+def quantized_section(card: Mapping) -> dict | None:
     """The card's `quantized` section when it tells the app to serve that file, else None."""
     section = card.get("quantized")
     if not isinstance(section, dict) or section.get("serve") is not True:
@@ -396,7 +337,7 @@ def quantized_section(card: dict) -> dict | None:
     return section
 
 
-def int8_section_to_serve(card: dict) -> dict | None:
+def int8_section_to_serve(card: Mapping) -> dict | None:
     """The card's `quantized` section when its int8 file is to be served on this CPU."""
     section = quantized_section(card)
     return section if section is not None and int8_runs_as_measured(section) else None
@@ -411,10 +352,6 @@ def int8_runs_as_measured(section: dict) -> bool:
     if not needed:
         return True
     return isinstance(needed, list) and has_any_flag(str(flag) for flag in needed)
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _file_signature(path: Path) -> tuple:

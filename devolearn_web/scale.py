@@ -18,11 +18,12 @@ linear ramps, so an object on a tile border stays one object and there are no se
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from devolearn_web.config import LIMITS_BY_NAME
 from devolearn_web.embryo import EmbryoRegion
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import MODEL_HIGH_PERCENTILE, MODEL_LOW_PERCENTILE, resize_image
@@ -32,7 +33,8 @@ TILE_SIDE = 512
 TILE_OVERLAP = 64
 NETWORK_MULTIPLE = 32
 # A larger working grid costs seconds per request on two cores: the scale is lowered to fit.
-MAX_WORKING_PIXELS = 6_000_000
+# Read once per process, as the app's config reads it, because every pipeline reaches the grid.
+MAX_WORKING_PIXELS = LIMITS_BY_NAME["MAX_WORKING_PIXELS"].read()
 # Smaller than this the network sees nothing; the grid is never scaled below it.
 MIN_WORKING_SIDE = 32
 # The smallest canvas the network sees (its training frames were 256 on a side).
@@ -66,8 +68,13 @@ class GridCard:
     um_per_px: float  # micrometres per working-grid pixel (geometric mean over x and y)
 
     @staticmethod
-    def of(card: dict) -> GridCard:
-        grid = card["input"]["working_grid"]
+    def of(card: Mapping) -> GridCard:
+        """The grid of a card's JSON (a dict or a model_cards.ModelCard)."""
+        return GridCard.from_section(card["input"]["working_grid"])
+
+    @staticmethod
+    def from_section(grid: Mapping) -> GridCard:
+        """The grid of a card's `input.working_grid` section (checked by model_cards)."""
         diameter = grid["object_diameter_px"]
         return GridCard(
             aspect=float(grid["aspect"]),

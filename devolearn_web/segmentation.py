@@ -9,6 +9,7 @@ import edt
 import numpy as np
 from scipy import ndimage as ndi
 
+from devolearn_web.catalogue import CATALOGUE, SplitSettings
 from devolearn_web.watershed import watershed
 
 # The networks see 256x256; sizes below are stated at that scale and grow with the map.
@@ -16,47 +17,7 @@ MODEL_SIDE = 256
 MIN_OBJECT_AREA_AT_MODEL_SCALE = 6
 # Labels up to this fit a 16-bit label image (the TIFF downloads', and a held stack's uint16).
 MAX_LABEL_16_BIT = 65535
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    """How touching objects are cut apart: watershed of the smoothed distance map, one seed per
-    local maximum. Sizes are in model pixels (the 256x256 grid) and grow with the map."""
-
-    peak_window: int = 3  # a seed is the highest point within this many pixels around it
-    smoothing_sigma: float = 1.0  # Gaussian blur of the distance map, merging ragged peaks
-    # The window also grows to this fraction of the local thickness (the distance value), so
-    # a big cell's uneven ridge gives one seed while small touching nuclei still get two.
-    size_factor: float = 0.0
-    # How much the probability map adds to the distance map (distance pixels at model scale per
-    # unit of probability): where the threshold joins two crowded nuclei, the network's dip in
-    # confidence between them still marks the border. The default only breaks ties between
-    # flat plateaus.
-    probability_weight: float = 0.01
-    # Pieces the split leaves under this many model pixels are dropped (None: kept). A dim,
-    # out-of-focus nucleus behind the slice shows as such a speck, and the labels leave it out.
-    min_split_area: int | None = None
-
-
-# Models whose touching objects are split, and how: chosen on the simulated validation split by
-# `python -m devolearn_web.training split-search`; the measurements behind each, model version
-# by version, are in docs/training.md ("split-search"). Cells are convex blobs too, and a faint
-# membrane leaves a gap the threshold cannot see.
-SPLIT_SETTINGS = {
-    # Best validation SEG for every nucleus model so far. A strong probability weight lets the
-    # network's dip between crowded nuclei guide the cut; dropping pieces under 11 px removes
-    # dim out-of-focus specks, lowering the count error for a negligible loss of SEG.
-    "nucleus": SplitSettings(
-        peak_window=2,
-        smoothing_sigma=1.0,
-        size_factor=0.0,
-        probability_weight=16.0,
-        min_split_area=11,
-    ),
-    # Best validation cell-count error: a window that grows with the cell's thickness gives a
-    # big cell's uneven ridge one seed, where a fixed window cut it in several.
-    "membrane": SplitSettings(peak_window=2, smoothing_sigma=1.0, size_factor=1.0),
-}
+DEFAULT_SPLIT = SplitSettings()
 
 
 @dataclass(frozen=True)
@@ -107,7 +68,7 @@ def label_connected_components(mask: np.ndarray, grid_scale: float | None = None
 def split_touching_objects(
     mask: np.ndarray,
     smoothing: np.ndarray | None = None,
-    settings: SplitSettings = SplitSettings(),
+    settings: SplitSettings = DEFAULT_SPLIT,
     grid_scale: float | None = None,
 ) -> np.ndarray:
     """Label a mask, splitting touching round objects by distance transform and watershed.
@@ -151,8 +112,8 @@ def label_instances(
     grid_scale: map pixels per model pixel; 1 on a working grid, where the settings' sizes
     hold as stated (None: the map's size over 256x256, for maps resized from 256x256)."""
     mask = threshold_probability_map(probability, threshold)
-    if model in SPLIT_SETTINGS:
-        settings = SPLIT_SETTINGS[model]
+    settings = CATALOGUE[model].split if model in CATALOGUE else None
+    if settings is not None:
         return split_touching_objects(mask, probability, settings, grid_scale)
     return label_connected_components(mask, grid_scale)
 

@@ -24,6 +24,7 @@ import numpy as np
 from devolearn_web.assembly3d import DEFAULT_Z_STEP_UM, assemble_3d, objects_3d
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.calibration import UNITS, Calibration
+from devolearn_web.catalogue import CATALOGUE
 from devolearn_web.errors import BadParameter
 from devolearn_web.founders import Naming, name_founders
 from devolearn_web.pipelines import SegmentationResult
@@ -46,7 +47,6 @@ from devolearn_web.tracking import (
     track_nuclei,
 )
 
-ASSEMBLY_MODEL = "nucleus"
 Z_STEP_RANGE_UM = (0.01, 100.0)
 TRUE_WORDS = ("true", "1", "yes", "on")
 FALSE_WORDS = ("", "false", "0", "no", "off")
@@ -121,7 +121,7 @@ def check_assembly_request(request: AssemblyRequest, model: str, stack: FrameSta
     if not request.wanted:
         return
     asked = "3D nuclei (assemble=3d)" if request.assemble_3d else "tracks (track=true)"
-    if model != ASSEMBLY_MODEL:
+    if model not in CATALOGUE or not CATALOGUE[model].assembles_nuclei:
         raise BadParameter(
             f"{asked} are made from nuclei: run the nucleus model (/api/v1/predict/nucleus), "
             f"not the {model} model."

@@ -18,6 +18,7 @@ import numpy as np
 import tifffile
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
+from devolearn_web.catalogue import LINEAGE_ORDER, training_range_sentence
 from devolearn_web.config import limit_default
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage
@@ -57,10 +58,11 @@ FrameFigures = Callable[[Result, DecodedImage], dict]
 
 # A lineage answer's range flags, and what a stack's note says of the frames they mark.
 RANGE_FLAGS = {
-    "outside_training_range": "are past the model's training range (A > 250 cells): their "
-    "counts are an extrapolation.",
-    "at_end_of_training_range": "are at the end of the model's training range (A close to 250 "
-    "cells), where its counts stop rising: those embryos may be older and their counts too low.",
+    "outside_training_range": "are past the model's training range "
+    f"({training_range_sentence('>')} cells): their counts are an extrapolation.",
+    "at_end_of_training_range": "are at the end of the model's training range "
+    f"({training_range_sentence('close to')} cells), where its counts stop rising: those "
+    "embryos may be older and their counts too low.",
 }
 
 
@@ -132,7 +134,7 @@ def stack_grid(
     enlarged until noise read as nuclei. The grid is chosen on the whole embryo (the middle
     time point's slices projected), at the stack's own pixel size when its file has one."""
     model = registry.get(name)
-    if model.card["task"] != "segmentation" or (reference is None and stack.count < 2):
+    if not model.card.is_segmentation or (reference is None and stack.count < 2):
         return None
     threshold = resolve_threshold(threshold, model.card)
     reference = reference or reference_image(stack)
@@ -244,7 +246,7 @@ def stack_json(
         )
     if frames and "populations" in frames[0]:
         answer["populations_per_frame"] = {
-            key: [frame["populations"][key] for frame in frames] for key in frames[0]["populations"]
+            key: [frame["populations"][key] for frame in frames] for key in LINEAGE_ORDER
         }
         answer["total_per_frame"] = [frame["total"] for frame in frames]
         for flag, meaning in RANGE_FLAGS.items():

@@ -52,6 +52,7 @@ ENVIRONMENT = (
     "RESULT_CACHE_SECONDS",
     "MAX_STACK_VOXELS",
     "MAX_STACK_FRAMES",
+    "MAX_WORKING_PIXELS",
     "MAX_DOWNLOAD_VOXELS",
     "STACK_BATCH_SIZE",
     "MAX_FRAMES_WITH_IMAGES",
@@ -122,6 +123,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("RESULT_CACHE_SECONDS", "60")
     clean_environment.setenv("MAX_STACK_VOXELS", "7000")
     clean_environment.setenv("MAX_STACK_FRAMES", "7")
+    clean_environment.setenv("MAX_WORKING_PIXELS", "8000")
     clean_environment.setenv("MAX_DOWNLOAD_VOXELS", "6000")
     clean_environment.setenv("STACK_BATCH_SIZE", "5")
     clean_environment.setenv("MAX_FRAMES_WITH_IMAGES", "9")
@@ -160,6 +162,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "RESULT_CACHE_SECONDS": 60.0,
         "MAX_STACK_VOXELS": 7000,
         "MAX_STACK_FRAMES": 7,
+        "MAX_WORKING_PIXELS": 8000,
         "MAX_DOWNLOAD_VOXELS": 6000,
         "STACK_BATCH_SIZE": 5,
         "MAX_FRAMES_WITH_IMAGES": 9,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from devolearn_web.embryo import embryo_centred_view, filled_convex_hull, find_embryo
 
@@ -37,6 +38,43 @@ def test_an_early_embryos_scattered_nuclei_are_one_embryo():
     search = find_embryo(image)
     assert search.region is not None and search.regions_found == 1
     assert search.region.major > 300  # spans both nuclei
+
+
+def early_embryo_with_four_nuclei() -> np.ndarray:
+    """float32 200x300: a dim embryo holding four bright nuclei, lightly blurred."""
+    image = ellipse((200, 300), (100, 150), (95, 55)) * 0.2
+    for centre in [(100, 90), (80, 160), (120, 170), (100, 215)]:
+        image = np.maximum(image, ellipse((200, 300), centre, (18, 18)) / 0.8)
+    return ndi.gaussian_filter(image, 2.0)
+
+
+def on_a_canvas(image: np.ndarray, times: int) -> np.ndarray:
+    """The image in the middle of a black canvas `times` as large on each side."""
+    height, width = image.shape
+    canvas = np.zeros((times * height, times * width), np.float32)
+    top, left = (times - 1) * height // 2, (times - 1) * width // 2
+    canvas[top : top + height, left : left + width] = image
+    return canvas
+
+
+def test_the_embryos_length_does_not_follow_the_margin_around_it():
+    """Measured in one look at the frame, padding grew this embryo's length 164 -> 183 px."""
+    image = early_embryo_with_four_nuclei()
+    lengths = [
+        find_embryo(framed).region.major
+        for framed in (image, on_a_canvas(image, 2), on_a_canvas(image, 3), image[30:170, 40:260])
+    ]
+    assert max(lengths) / min(lengths) < 1.03, lengths
+
+
+def test_a_padded_embryo_is_found_where_it_lies_in_the_upload():
+    image = early_embryo_with_four_nuclei()
+    alone, padded = find_embryo(image).region, find_embryo(on_a_canvas(image, 3)).region
+    assert abs(padded.centre_row - 200 - alone.centre_row) < 1.5
+    assert abs(padded.centre_col - 300 - alone.centre_col) < 1.5
+    shifted = (alone.box[0] + 200, alone.box[1] + 300, alone.box[2] + 200, alone.box[3] + 300)
+    assert np.abs(np.subtract(padded.box, shifted)).max() <= 3, (padded.box, shifted)
+    assert not padded.touches_edge
 
 
 def test_two_embryos_are_named_as_such():

@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from devolearn_web.calibration import Calibration
+from devolearn_web.catalogue import FIGURE_ORDER, LINEAGE_ORDER
 from devolearn_web.figures import (
-    FIGURE_ORDER,
-    LINEAGE_ORDER,
     MASK_IMAGE_NAME,
     MASK_RGBA,
     MAX_DISPLAY_SIDE,

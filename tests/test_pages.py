@@ -344,3 +344,21 @@ def test_every_result_links_the_model_card_summary(client, name):
     line = results[results.index('id="card-line"') :]
     line = line[: line.index("</p>")]
     assert f'href="/models/{name}"' in line and "trained on simulated embryos only" in line
+
+
+@pytest.mark.parametrize(
+    ("held_seconds", "job_seconds", "held_words", "job_words"),
+    [
+        (600, 3600, "10 minutes", "an hour"),
+        (300, 7200, "5 minutes", "2 hours"),
+        (90, 86400, "90 seconds", "a day"),
+    ],
+)
+def test_the_footer_says_how_long_results_are_kept_as_configured(
+    make_app, held_seconds, job_seconds, held_words, job_words
+):
+    client = make_app(RESULT_CACHE_SECONDS=held_seconds, JOB_RESULT_TTL_SECONDS=job_seconds)
+    footer = client.test_client().get("/").get_data(as_text=True).split('class="footer"')[1]
+    footer = " ".join(footer.split())
+    assert f"held in this server's memory for {held_words} after its last use" in footer
+    assert f"its results are deleted {job_words} after it ends" in footer

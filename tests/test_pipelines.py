@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from devolearn_web import scale
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import decode_image
 from devolearn_web.pipelines import (
@@ -226,3 +230,21 @@ def test_an_image_too_small_for_the_network_says_so(registry, image_maker, name,
 def test_an_image_of_ordinary_size_gets_no_size_note(registry, image_maker):
     result = predict(registry, "nucleus", disks_image(image_maker, image_maker.five_disks))
     assert not any("This image is only" in note for note in result.notes)
+
+
+def test_a_working_grid_past_the_limit_is_coarsened_and_says_so(registry, image_maker, monkeypatch):
+    image = disks_image(image_maker, image_maker.five_disks)
+    monkeypatch.setattr(scale, "MAX_WORKING_PIXELS", 10_000)
+    result = predict(registry, "nucleus", image)
+    assert result.scale.source.endswith(", limited")
+    assert "limited" in " ".join(result.notes)
+    assert result.scale.scale**2 * 140 * 200 <= 10_000 * 1.01
+
+
+def test_the_working_pixel_limit_is_read_from_the_environment():
+    script = "from devolearn_web import scale; print(scale.MAX_WORKING_PIXELS)"
+    environment = {**os.environ, "MAX_WORKING_PIXELS": "123456"}
+    printed = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
+    ).stdout
+    assert printed.strip() == "123456"

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from devolearn_web.catalogue import TRAINING_RANGE
 from devolearn_web.lineage_counts import calibration_problem
 from devolearn_web.training.specs import (
     DEFAULT_THRESHOLD,
@@ -61,7 +62,8 @@ LIMITATIONS = {
         _SIMULATED_ONLY,
         "Populations are read from a 2D image of a 3D embryo: cells hidden behind others are "
         "inferred, not seen.",
-        "Trained up to the stage where lineage A has 250 cells; later stages are extrapolation.",
+        f"Trained up to the stage where lineage A has {TRAINING_RANGE['A']} cells; later "
+        "stages are extrapolation.",
         "Unlike the original DevoLearn model this network ends in a sigmoid, so every output "
         "stays in [0, 1] and no count exceeds its lineage's maximum.",
         "Counts are read through a calibration curve per lineage fitted on simulated training "

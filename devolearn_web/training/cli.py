@@ -9,8 +9,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from devolearn_web.catalogue import MODEL_NAMES
 from devolearn_web.training.layout import Workspace
-from devolearn_web.training.specs import DEFAULT_THRESHOLD, MODEL_SPECS, REFERENCE_NETWORK_NAMES
+from devolearn_web.training.specs import DEFAULT_THRESHOLD, REFERENCE_NETWORK_NAMES
 
 # CPU-friendly simulation sizes: (train, validation, test seeds, time points or frames per seed).
 DEFAULT_SIMULATION = {
@@ -24,7 +25,7 @@ THRESHOLD_HELP = "default: the card's output.default_threshold (where the app st
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, choices=sorted(MODEL_SPECS))
+    parser.add_argument("--model", required=True, choices=sorted(MODEL_NAMES))
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--runs-root", type=Path, default=Path("runs"))
     parser.add_argument("--models-dir", type=Path, default=Path("models"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devolearn_web.catalogue import TRAINING_RANGE
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.cards import CARD_VERSION, build_card, write_card
 from devolearn_web.training.command_records import reproduce_command
@@ -57,7 +58,10 @@ def _imported_limitations(model: str) -> list[str]:
         "their authors; this project did not reproduce them.",
         "Every input is squashed to 256x256 whatever its aspect ratio, as in the original.",
     ] + (
-        ["Trained up to the stage where lineage A has 250 cells; later stages are extrapolation."]
+        [
+            f"Trained up to the stage where lineage A has {TRAINING_RANGE['A']} cells; later "
+            "stages are extrapolation."
+        ]
         if model == "lineage"
         else []
     )

@@ -1,4 +1,7 @@
-"""What distinguishes the three models: task, input layout and output meaning (no torch here)."""
+"""What training needs of each model beyond the catalogue: input layout, output meaning, framing.
+
+Names, titles, tasks, the lineage order and maxima come from devolearn_web.catalogue; a spec
+exists for every catalogue entry and for nothing else (no torch here)."""
 
 from __future__ import annotations
 
@@ -6,13 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from devolearn_web.catalogue import CATALOGUE, LINEAGE_MAXIMA, LINEAGE_ORDER, unknown_model_sentence
 from devolearn_web.imaging import MODEL_HIGH_PERCENTILE, MODEL_LOW_PERCENTILE
 from devolearn_web.lineage_counts import lineage_counts
 
 MODEL_SIDE = 256
-LINEAGES = ("A", "E", "M", "P", "C", "D", "Z")
-# Largest population of each lineage in the original training data (at A = 250), same order.
-LINEAGE_MAXIMA = (250, 16, 78, 1, 31, 16, 2)
+LINEAGES = LINEAGE_ORDER
 DEFAULT_THRESHOLD = 0.5
 # Segmentation networks `train --network` can train in place of the shipped one, to measure
 # against (models.REFERENCE_NETWORKS builds them; named here so the CLI needs no torch).
@@ -58,8 +60,8 @@ _WORKING_GRID_NOTE = (
 MODEL_SPECS: dict[str, ModelSpec] = {
     "membrane": ModelSpec(
         name="membrane",
-        title="Cell membrane segmentation",
-        task="segmentation",
+        title=CATALOGUE["membrane"].title,
+        task=CATALOGUE["membrane"].task,
         architecture=f"{_FPN}, sigmoid",
         channels=1,
         normalisation="unit",
@@ -83,8 +85,8 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     ),
     "nucleus": ModelSpec(
         name="nucleus",
-        title="Nucleus segmentation",
-        task="segmentation",
+        title=CATALOGUE["nucleus"].title,
+        task=CATALOGUE["nucleus"].task,
         architecture=f"{_FPN}, sigmoid",
         channels=1,
         normalisation="unit",
@@ -106,9 +108,9 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     ),
     "lineage": ModelSpec(
         name="lineage",
-        title="Lineage population",
-        task="lineage",
-        architecture="torchvision resnet18, fc = Linear(512, 7), sigmoid",
+        title=CATALOGUE["lineage"].title,
+        task=CATALOGUE["lineage"].task,
+        architecture=f"torchvision resnet18, fc = Linear(512, {len(LINEAGE_ORDER)}), sigmoid",
         channels=3,
         normalisation="symmetric",
         input_description=(
@@ -117,7 +119,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         ),
         output_meaning=(
             "living cells per founder lineage divided by that lineage's maximum, in the order "
-            "A, E, M, P, C, D, Z; counts = clip(output * maxima, 0), mapped through "
+            f"{', '.join(LINEAGE_ORDER)}; counts = clip(output * maxima, 0), mapped through "
             "output.calibration when the card has one, rounded"
         ),
         framing={
@@ -140,8 +142,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return MODEL_SPECS[name]
     except KeyError:
-        valid = ", ".join(sorted(MODEL_SPECS))
-        raise ValueError(f"unknown model {name!r}; choose one of: {valid}") from None
+        raise ValueError(unknown_model_sentence(name)) from None
 
 
 def lineage_maxima() -> np.ndarray:

@@ -2,8 +2,8 @@
 
 The network's probability maps are computed once; each setting then labels them as the app
 does and is scored by the model's own target (CTC SEG for nuclei, cell-count error for
-membranes), with its labelling time. The best setting goes into `SPLIT_SETTINGS` by hand, so
-the app's behaviour changes only in a reviewed commit.
+membranes), with its labelling time. The best setting goes into the catalogue
+(devolearn_web/catalogue.py) by hand, so the app's behaviour changes only in a reviewed commit.
 """
 
 from __future__ import annotations

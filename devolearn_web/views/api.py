@@ -51,7 +51,7 @@ def predict_upload(name: str):
     # The budget starts with the request: receiving the upload counts against a router's limit.
     deadline = Deadline(current_app.config["JOB_TIME_BUDGET_SECONDS"])
     registry = get_registry()
-    task = registry.card(name)["task"]  # 404 for an unknown model before looking at the upload
+    task = registry.card(name).task  # 404 for an unknown model before looking at the upload
     refuse_query_fields()
     refuse_unknown_fields()
     options = PredictOptions.from_form(request.form)

@@ -74,7 +74,7 @@ def submit_job():
             f"The field 'model' must name a model: one of {', '.join(registry.names)}"
             f"{'' if model else ' (it was missing)'}."
         )
-    task = registry.card(model)["task"]
+    task = registry.card(model).task
     options = _parse_options(request.form, task)
     upload = request.files.get("file")
     if upload is None:
@@ -198,7 +198,7 @@ def job_download(job_id: str, requested: str):
             f"The format '{requested[:20]}' is not known; choose one of: "
             f"{', '.join(DOWNLOAD_FORMATS)}."
         )
-    task = get_registry().card(record["model"])["task"]
+    task = get_registry().card(record["model"]).task
     check_download_size(requested, record.get("voxels", 0), Limits.of(current_app.config))
     body, media_type, filename = work.download(get_engine().store, job_id, requested, task)
     response = Response(body, mimetype=media_type)

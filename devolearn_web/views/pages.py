@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,12 +32,20 @@ from devolearn_web.bioimageio_package import (
     package_cache_path,
 )
 from devolearn_web.card_glance import glance
+from devolearn_web.catalogue import (
+    CATALOGUE,
+    LINEAGE_FOUNDERS,
+    LINEAGE_ORDER,
+    RANGE_LINEAGE,
+    TRAINING_RANGE,
+    route_names,
+)
 from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
-from devolearn_web.figures import FIGURE_ORDER, LINEAGE_FOUNDERS, LINEAGE_ORDER, MASK_RGBA
+from devolearn_web.figures import MASK_RGBA
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, resize_image, to_display_png
-from devolearn_web.pipelines import DEFAULT_TRAINING_RANGE
+from devolearn_web.model_cards import ModelCard
 from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
 from devolearn_web.views.jobs import DOWNLOAD_FORMATS as JOB_DOWNLOAD_FORMATS
 
@@ -77,80 +85,17 @@ CARD_FIELDS_SHOWN = {
 }
 
 
-@dataclass(frozen=True)
-class ModelPage:
-    """The words around one model's page; the numbers come from its model card."""
-
-    name: str
-    heading: str
-    eyebrow: str
-    summary: str
-    task: str
-    input_hint: str
-    count_noun: str
-    count_noun_one: str
-    mask_meaning: str = ""
-
-
-MODEL_PAGES: dict[str, ModelPage] = {
-    "membrane": ModelPage(
-        name="membrane",
-        heading="Cell membrane segmentation",
-        eyebrow="Segmentation · membranes",
-        summary=(
-            "Finds the inside of every cell in a membrane-labelled z-slice. Each separate blob"
-            " is one cell: you get the segmentation map over your image, the cell count and a"
-            " centroid map."
-        ),
-        task="segmentation",
-        input_hint="A grayscale membrane z-slice",
-        count_noun="cells",
-        count_noun_one="cell",
-        mask_meaning="inside a cell",
-    ),
-    "nucleus": ModelPage(
-        name="nucleus",
-        heading="Nucleus segmentation",
-        eyebrow="Segmentation · nuclei",
-        summary=(
-            "Finds nuclei in a GFP-histone z-slice or projection, splits the ones that touch,"
-            " and counts and measures them: outlines over your image and a table of every"
-            " nucleus."
-        ),
-        task="segmentation",
-        input_hint="A nuclear-marker z-slice or projection",
-        count_noun="nuclei",
-        count_noun_one="nucleus",
-        mask_meaning="nucleus",
-    ),
-    "lineage": ModelPage(
-        name="lineage",
-        heading="Lineage populations",
-        eyebrow="Regression · founder lineages",
-        summary=(
-            "Estimates how many cells each founder lineage (A, E, M, P, C, D, Z) holds in a"
-            " whole-embryo image, and warns when the embryo is older than the ones the model"
-            " learned from."
-        ),
-        task="lineage",
-        input_hint="A whole-embryo image",
-        count_noun="cells in all",
-        count_noun_one="cell in all",
-    ),
-}
-
-
 @bp.app_context_processor
 def navigation_context() -> dict:
     """The sidebar's links (every template, error pages included), marking the current page."""
     path = request.path
     navigation = [{"label": "Home", "url": url_for("pages.home")}] + [
-        {"label": page.heading, "url": url_for("pages.model_page", name=name)}
-        for name, page in MODEL_PAGES.items()
+        {"label": model.page.heading, "url": url_for("pages.model_page", name=name)}
+        for name, model in CATALOGUE.items()
     ]
     card_links = [
-        {"label": page.heading, "url": url_for("pages.model_card", name=name)}
-        for name, page in MODEL_PAGES.items()
+        {"label": model.page.heading, "url": url_for("pages.model_card", name=name)}
+        for name, model in CATALOGUE.items()
     ]
     for item in navigation + card_links:
         item["active"] = item["url"] == path
@@ -163,35 +108,36 @@ def home() -> str:
     status = get_registry().status()
     models = [
         {
-            "heading": page.heading,
-            "summary": page.summary,
+            "heading": model.page.heading,
+            "summary": model.page.summary,
             "url": url_for("pages.model_page", name=name),
             "card_url": url_for("pages.model_card", name=name),
             "ready": bool(status.get(name, {}).get("ready")),
             "problem": status.get(name, {}).get("problem"),
         }
-        for name, page in MODEL_PAGES.items()
+        for name, model in CATALOGUE.items()
     ]
     return render_template("home.html", models=models, timelapse=_timelapse())
 
 
-@bp.get("/<any(membrane, nucleus, lineage):name>")
+@bp.get(f"/<any({route_names()}):name>")
 def model_page(name: str) -> str:
     """A model's page: drop zone, examples, threshold slider and the (empty) results area."""
-    page = MODEL_PAGES[name]
+    model = CATALOGUE[name]
     card, problem = _card_or_problem(name)
-    output = (card or {}).get("output", {})
-    default_threshold = float(output.get("default_threshold", DEFAULT_THRESHOLD))
-    training_range = output.get("training_range", DEFAULT_TRAINING_RANGE)
+    default_threshold = DEFAULT_THRESHOLD
+    if card is not None and card.output.default_threshold is not None:
+        default_threshold = card.output.default_threshold
+    training_range = card.output.training_range if card is not None else TRAINING_RANGE
     page_data = {
         "model": name,
-        "task": page.task,
+        "task": model.task,
         "accepted_extensions": list(ACCEPTED_EXTENSIONS),
         "accepted_formats": ACCEPTED_FORMATS,
         "lineages": [{"key": key, "founder": LINEAGE_FOUNDERS[key]} for key in LINEAGE_ORDER],
         "mask_rgba": list(MASK_RGBA),
-        "figure_order": list(FIGURE_ORDER[name]),
-        "training_range_a": training_range.get("A", DEFAULT_TRAINING_RANGE["A"]),
+        "figure_order": list(model.figures),
+        "training_range_a": training_range.get(RANGE_LINEAGE, TRAINING_RANGE[RANGE_LINEAGE]),
         "jobs": {
             "url": url_for("jobs.submit_job"),
             "min_bytes": current_app.config["PAGE_JOB_BYTES"]
@@ -202,8 +148,8 @@ def model_page(name: str) -> str:
     return render_template(
         "model.html",
         name=name,
-        page=asdict(page),
-        card=card,
+        page=_page_words(name),
+        card=card.json if card else None,  # the template shows the card as written
         problem=problem,
         default_threshold=default_threshold,
         examples=examples_for(name),
@@ -211,8 +157,19 @@ def model_page(name: str) -> str:
         accepted_formats=ACCEPTED_FORMATS,
         thumbnail_width=THUMBNAIL_WIDTH,
         page_data=page_data,
-        glance=glance(name, card, page.count_noun) if card else None,
+        glance=glance(name, card, model.page.count_noun) if card else None,
     )
+
+
+def _page_words(name: str) -> dict:
+    """The words of a model's page, with its name and task, for the templates."""
+    model = CATALOGUE[name]
+    return {
+        "name": name,
+        "task": model.task,
+        "assembles_nuclei": model.assembles_nuclei,
+        **asdict(model.page),
+    }
 
 
 @bp.get("/models/<name>")
@@ -228,12 +185,12 @@ def model_card(name: str) -> str:
             plot_url = url_for("pages.training_plot", name=name)
         extra = {key: value for key, value in card.items() if key not in CARD_FIELDS_SHOWN}
         output = _output_shown(card.get("output"))
-    heading = card.get("title") if card else None
+    page = CATALOGUE[name].page
     return render_template(
         "card.html",
         name=name,
-        heading=heading or MODEL_PAGES[name].heading,
-        card=card,
+        heading=(card.title if card else None) or page.heading,
+        card=card.json if card else None,  # the template shows the card as written
         problem=problem,
         checksum=checksum,
         served=served,
@@ -241,8 +198,8 @@ def model_card(name: str) -> str:
         training_plot_url=plot_url,
         extra_fields=extra,
         page_url=url_for("pages.model_page", name=name),
-        summary=MODEL_PAGES[name].summary,
-        glance=glance(name, card, MODEL_PAGES[name].count_noun) if card else None,
+        summary=page.summary,
+        glance=glance(name, card, page.count_noun) if card else None,
     )
 
 
@@ -265,7 +222,7 @@ def bioimageio_package(name: str) -> Response:
         target,
         mimetype="application/zip",
         as_attachment=True,
-        download_name=f"devolearn-{name}-{card['version']}.bioimageio.zip",
+        download_name=f"devolearn-{name}-{card.version}.bioimageio.zip",
         max_age=300,
     )
 
@@ -335,7 +292,7 @@ def plotly_js() -> Response:
     return response
 
 
-def _served_file_sentence(card: dict, served: str | None) -> str | None:
+def _served_file_sentence(card: ModelCard, served: str | None) -> str | None:
     """Which file this server runs, and why not the int8 one when the card offers one."""
     if served is None:
         return None
@@ -368,7 +325,7 @@ def _output_shown(output: object) -> object:
     return {**output, "calibration": calibration}
 
 
-def _card_or_problem(name: str) -> tuple[dict | None, str | None]:
+def _card_or_problem(name: str) -> tuple[ModelCard | None, str | None]:
     """The model's card (None when unreadable) and the sentence saying why the model cannot run."""
     registry = get_registry()
     try:
@@ -386,13 +343,12 @@ def _training_plot_path(models_dir: Path, name: str) -> Path:
     return Path(models_dir) / f"{name}_training.png"
 
 
-def _checksum_state(models_dir: Path, card: dict) -> str:
+def _checksum_state(models_dir: Path, card: ModelCard) -> str:
     """'match', 'mismatch' or 'missing': the model file against the card's sha256."""
-    path = Path(models_dir) / Path(str(card.get("file", ""))).name
+    path = Path(models_dir) / card.file
     if not path.is_file():
         return "missing"
-    digest = file_sha256(path)
-    return "match" if digest == str(card.get("sha256", "")).lower() else "mismatch"
+    return "match" if file_sha256(path) == card.sha256 else "mismatch"
 
 
 @lru_cache(maxsize=32)

@@ -137,7 +137,8 @@ def test_an_over_long_job_stops_cleanly_with_a_sentence(make_app, slow_models_di
     message = response.get_json()["error"]
     assert "stopped while running the model" in message
     assert "0.3 seconds" in message and "smaller image" in message
-    assert elapsed < 3.0, f"the run was not stopped at its deadline ({elapsed:.1f} s)"
+    # Unstopped, the slow model runs for tens of seconds; 8 s leaves room for a busy machine.
+    assert elapsed < 8.0, f"the run was not stopped at its deadline ({elapsed:.1f} s)"
     # The worker is free again: the other models answer at once.
     assert predict(client, "membrane").status_code == 200
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from devolearn_web.catalogue import TRAINING_RANGE
 from devolearn_web.training.simulator.lineage import (
     CellTable,
     build_lineage,
@@ -21,7 +22,7 @@ from devolearn_web.training.simulator.mechanics import (
 SHELL_SEMI_AXES_UM = np.array([25.0, 15.0, 15.0])  # a 50 x 30 x 30 um ellipsoid
 SHELL_SPREAD = 0.04
 # Development is simulated until lineage A holds this many cells, and a little past it.
-A_TARGET = 250
+A_TARGET = TRAINING_RANGE["A"]
 MINUTES_PAST_TARGET = 10.0
 # A generous bound on the simulated span; A reaches 250 after about 3.5-4 hours.
 MAX_MINUTES = 330.0

@@ -8,7 +8,10 @@ from importlib import resources
 
 import numpy as np
 
-LINEAGE_KEYS = ("A", "E", "M", "P", "C", "D", "Z")
+from devolearn_web.catalogue import LINEAGE_ORDER
+
+# The founder lineages counted, in the order the lineage model reports them.
+LINEAGE_KEYS = LINEAGE_ORDER
 NEVER = np.inf
 # The table counts minutes from the first cleavage; the simulation shows a few minutes of the
 # 1-cell stage first so that its clock starts at 0 with one cell.
