@@ -258,7 +258,6 @@ def run_chunk(
         answers.append(answer)
         if isinstance(result, SegmentationResult):
             result.labels = np.asarray(result.labels)  # made now, so it is pickled
-            result.probability_png = b""
         results.append(result)
     store.put_blob(job_id, chunk_result_name(index), pickle.dumps((answers, results)))
     store.mark_chunk_done(job_id, index)
