@@ -132,20 +132,27 @@ def merge_cut_nuclei(frames: Sequence[np.ndarray], spacing: Sequence[float]) -> 
             for pair, area in face_contacts(labels, spacing).items()
             if area >= CUT_CONTACT * min(volumes[pair[0]], volumes[pair[1]]) ** (2 / 3)
         ]
+        boxes = ndi.find_objects(labels)
+        members = {}
         # The largest pieces first: a small chip alone says little about the volume.
         for low, high in sorted(wide, key=lambda pair: -(volumes[pair[0]] + volumes[pair[1]])):
             first, second = int(mapping[low]), int(mapping[high])
             if first == second:
                 continue
-            group = np.isin(mapping[labels], (first, second)) & (labels > 0)
-            under = reference[group]
+            group = members.get(first, [first]) + members.get(second, [second])
+            box = _union_box([boxes[label - 1] for label in group])
+            inside = np.isin(labels[box], group)
+            under = reference[box][inside]
             under = under[under > 0]
             if under.size == 0:
                 continue
             source = int(np.bincount(under).argmax())
-            share = group.sum() * voxel / reference_volumes[source]
+            share = inside.sum() * voxel / reference_volumes[source]
             if CUT_VOLUME[0] <= share <= CUT_VOLUME[1]:
-                mapping[mapping == max(first, second)] = min(first, second)
+                keep, gone = min(first, second), max(first, second)
+                mapping[np.isin(mapping, gone)] = keep
+                members[keep] = group
+                members.pop(gone, None)
     return merged
 
 
@@ -160,6 +167,14 @@ def _smooth_scales(diameters: Sequence[np.ndarray]) -> list[float]:
         near = [value for value in near if value == value and value > 0]
         scales.append(float(np.median(near)) if near else 1.0)
     return scales
+
+
+def _union_box(boxes: list[tuple[slice, ...]]) -> tuple[slice, ...]:
+    """The smallest box (slices) holding all of `boxes`."""
+    return tuple(
+        slice(min(box[axis].start for box in boxes), max(box[axis].stop for box in boxes))
+        for axis in range(len(boxes[0]))
+    )
 
 
 def track_nuclei(frames: Sequence[np.ndarray], spacing: Sequence[float]) -> Tracking:
