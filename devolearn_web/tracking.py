@@ -44,7 +44,8 @@ SCALE_WINDOW = 5
 # segmentation, not nuclei, and are left untracked; a newborn nucleus is about 0.55 wide.
 MIN_DIAMETER = 0.4
 # One nucleus cut in two: the face two objects share, over the smaller one's volume^(2/3), is
-# at least this (a sphere cut through its middle: 1.95; two round nuclei touching: near 0).
+# at least this (a sphere cut through its middle: 1.95; two round nuclei touching: near 0); in
+# a single plane, the shared edge over the smaller one's area^(1/2) (a disc cut: 1.6).
 CUT_CONTACT = 0.5
 # ... and together they hold this share of the volume of the nucleus they came from (the
 # object of the time point before, or after for the first one, that overlaps them most).
@@ -126,11 +127,12 @@ def merge_cut_nuclei(frames: Sequence[np.ndarray], spacing: Sequence[float]) -> 
             merged[time - 1][np.asarray(frames[time - 1])] if time else np.asarray(frames[1])
         )
         volumes = np.bincount(labels.ravel()) * voxel
+        power = (labels.ndim - 1) / labels.ndim  # a face's dimensions over a volume's
         reference_volumes = np.bincount(reference.ravel()) * voxel
         wide = [
             pair
             for pair, area in face_contacts(labels, spacing).items()
-            if area >= CUT_CONTACT * min(volumes[pair[0]], volumes[pair[1]]) ** (2 / 3)
+            if area >= CUT_CONTACT * min(volumes[pair[0]], volumes[pair[1]]) ** power
         ]
         boxes = ndi.find_objects(labels)
         members = {}

@@ -131,3 +131,10 @@ def test_a_round_of_small_newborn_nuclei_does_not_break_the_other_tracks():
         track = tracking.lookups[0][label]
         assert tracking.lookups[5][label] == track
         assert next(t for t in tracking.tracks if t.track == track).end == 5
+
+
+def test_in_a_single_plane_a_disc_cut_in_two_is_one_track():
+    whole = disks((32, 30), (32, 72), radius=8)
+    cut = cut_in_two(whole[None], 1)[0]
+    tracking = track_nuclei([whole, cut, cut, cut, whole], spacing=(1.0, 1.0))
+    assert [(track.begin, track.end, track.parent) for track in tracking.tracks] == [(0, 4, 0)] * 2
