@@ -195,8 +195,9 @@ def name_founders(
     named = sorted(set(agreed.values()), key=list(DIVISION_MINUTES).index)
     note = (
         f"Founders named from the timing of divisions and positions: {', '.join(named)}. "
-        "The naming was checked on simulated tracks only: a nucleus cut in two, or a division "
-        "missed, makes names wrong, so check them against the images (docs/tracking.md)."
+        "The naming was checked on simulated recordings only (docs/tracking.md): on a real "
+        "recording a division the tracks miss or add can make a name wrong, so check the names "
+        "against the images."
     )
     if not named:
         note = "No founder names: the divisions seen fit two or more namings equally well."
