@@ -4,6 +4,7 @@ the Cell Tracking Challenge layout and measured with the challenge's own SEG, DE
 
     PYTHONPATH=. python -m bench.tracking [--cells 24] [--times 8] [--seed 2000]
     PYTHONPATH=. python -m bench.tracking --stages 4,24,100,200,350 --times 3 [--keep DIR]
+    PYTHONPATH=. python -m bench.tracking --stages 4,28,100 --times 3 --seed 1000 --cache DIR
 """
 
 from __future__ import annotations
@@ -74,15 +75,21 @@ def divisions_in(man_track: str) -> int:
     return sum(1 for parent in parents if parent) // 2
 
 
-def measure_recording(folder: Path, registry: ModelRegistry) -> Measured:
-    """Segment, assemble and track <folder>/01, write 01_RES, score it against 01_GT."""
+def measure_recording(folder: Path, registry: ModelRegistry, cache: Path | None = None) -> Measured:
+    """Segment, assemble and track <folder>/01, write 01_RES, score it against 01_GT; the 3D
+    nuclei are kept in (and taken from) `cache`/<folder name>.npz when given, so tracking can
+    be measured again without segmenting again (seconds then count tracking only)."""
     from ctc_metrics.scripts.evaluate import evaluate_sequence
 
     info = json.loads((folder / "recording.json").read_text())
     scale = ScaleRequest(pixel_size_um=info["um_per_px"])
     stacks = sorted((folder / "01").glob("t*.tif"))
     found, seconds = [], {"segment": 0.0, "assemble": 0.0, "track": 0.0}
-    for path in stacks:
+    kept = cache / f"{folder.name}_times{len(stacks)}.npz" if cache else None
+    if kept is not None and kept.exists():
+        with np.load(kept) as held:
+            found = list(held["found"])
+    for path in stacks if not found else []:
         stack = tifffile.imread(path)
         positions = tuple({"z": z} for z in range(stack.shape[0]))
         frames = FrameStack("stack", stack, positions, {"slider": ["z"]}, scale=TWELVE_BITS)
@@ -92,6 +99,9 @@ def measure_recording(folder: Path, registry: ModelRegistry) -> Measured:
         found.append(assemble_3d([r.labels for r in results], info["z_step_um"]).labels)
         seconds["segment"] += middle - began
         seconds["assemble"] += time.perf_counter() - middle
+    if kept is not None and not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(kept, found=np.stack(found).astype(np.uint16))
     began = time.perf_counter()
     tracking = track_nuclei(found, (info["z_step_um"] / info["um_per_px"], 1.0, 1.0))
     seconds["track"] = time.perf_counter() - began
@@ -117,7 +127,12 @@ def measure_recording(folder: Path, registry: ModelRegistry) -> Measured:
 
 
 def sweep(
-    stages: list[int], times: int, seed: int, registry: ModelRegistry, keep: Path | None = None
+    stages: list[int],
+    times: int,
+    seed: int,
+    registry: ModelRegistry,
+    keep: Path | None = None,
+    cache: Path | None = None,
 ) -> list[Measured]:
     """One recording per stage (a new folder each, under `keep` when given), measured."""
     embryo = simulate_embryo(seed)
@@ -127,7 +142,7 @@ def sweep(
         for cells in stages:
             folder = root / f"seed{seed}_cells{cells}"
             write_ctc_recording(folder, seed, cells, times, embryo=embryo)
-            measured.append(measure_recording(folder, registry))
+            measured.append(measure_recording(folder, registry, cache))
             print(measured[-1].row(), flush=True)
     return measured
 
@@ -140,11 +155,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2000, help="a test seed (2000 or 2001)")
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--keep", type=Path, help="keep the recordings (CTC layout) here")
+    parser.add_argument("--cache", type=Path, help="keep the model's 3D nuclei here, reuse them")
     args = parser.parse_args()
     stages = [int(s) for s in args.stages.split(",")] if args.stages else [args.cells]
     print(f"seed {args.seed}, {args.times} time points a minute apart per recording\n")
     print(TABLE_HEADER, flush=True)
-    measured = sweep(stages, args.times, args.seed, ModelRegistry(args.models_dir), args.keep)
+    measured = sweep(
+        stages, args.times, args.seed, ModelRegistry(args.models_dir), args.keep, args.cache
+    )
     if len(measured) > 1:
         mean = {k: np.mean([getattr(m, k) for m in measured]) for k in ("seg", "det", "tra")}
         print(f"\nmean SEG {mean['seg']:.3f}  DET {mean['det']:.3f}  TRA {mean['tra']:.3f}")

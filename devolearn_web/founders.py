@@ -16,6 +16,8 @@ Decisions:
   ABa lies at the anterior end (so ABa is the AB daughter farther from the P1/P2 side), and EMS
   lies nearer the AB side than P2. MS anterior of E and C dorsal of P3 are true in embryos but
   the simulator divides those cells along random axes, so they are not used (no measure of them).
+- When even the best naming leaves a division more than MISFIT_SPREADS off its time (or a
+  cell long overdue), the tracks are wrong somewhere: no names, and the note says which.
 - Sizes are not used: AB is larger than P1 in embryos, but the simulator halves every cell.
 - A division where one daughter lasts STUB_TIME_POINTS or fewer and vanishes is read as one
   nucleus cut in two by the segmentation (the tracker's commonest false division), not a birth.
@@ -92,6 +94,11 @@ NEVER_DIVIDES = -8.0
 POSITION_SCALE = 0.05
 # Namings within this log-likelihood of the best (a factor of 20) are taken as just as good.
 NEAR_BEST = math.log(20.0)
+# The best naming is refused when a division is this many spreads off its fitted time: the
+# tracks then hold a missed, extra or shifted division, and any naming of them would mislead.
+# On the simulator's true tracks (validation seeds 1000-1059 from 1 and 4 cells, 100 time
+# points, about 22 divisions each) the worst division of a recording was at most 4.0 off.
+MISFIT_SPREADS = 5.0
 STUB_TIME_POINTS = 2
 
 
@@ -167,6 +174,14 @@ def name_founders(
         return Naming({}, "No founder names: no nucleus is tracked from the first time point.")
     scored = [(_score(naming, roots, positions, times), naming) for naming in _namings(roots)]
     best = max(score for score, _ in scored)
+    best_naming = next(naming for score, naming in scored if score == best)
+    misfit = _misfit(best_naming, roots, times)
+    if misfit is not None:
+        return Naming(
+            {},
+            "No founder names: the tracked divisions do not fit the founders' timing under any "
+            f"naming ({misfit}); a division is likely missed, extra or shifted in the tracks.",
+        )
     near = [naming for score, naming in scored if score >= best - NEAR_BEST]
     agreed: dict[int, str] = {}
     undecided: set[str] = set()
@@ -180,8 +195,9 @@ def name_founders(
     named = sorted(set(agreed.values()), key=list(DIVISION_MINUTES).index)
     note = (
         f"Founders named from the timing of divisions and positions: {', '.join(named)}. "
-        "The naming was checked on simulated tracks only: a nucleus cut in two, or a division "
-        "missed, makes names wrong, so check them against the images (docs/tracking.md)."
+        "The naming was checked on simulated recordings only (docs/tracking.md): on a real "
+        "recording a division the tracks miss or add can make a name wrong, so check the names "
+        "against the images."
     )
     if not named:
         note = "No founder names: the divisions seen fit two or more namings equally well."
@@ -236,7 +252,14 @@ def _score(
 
 
 def _timing_score(naming: dict[int, str], roots: Sequence[Cell], times: int) -> float:
+    penalty, seen, later, before, _ = _timing_events(naming, roots, times)
+    return penalty + _fit(seen, later, before)[0]
+
+
+def _timing_events(naming: dict[int, str], roots: Sequence[Cell], times: int) -> tuple:
+    """(penalty, seen, later, before, what each seen and later event is) of a naming."""
     seen, later, before = [], [], []  # (minute observed, expected minute, spread)
+    what = []  # per seen event, then per later event: (name, divides after the founder)
     penalty = 0.0
     last = times - 1 + 0.5
     founder_spread = math.hypot(FOUNDER_SPREAD, READING_SPREAD)
@@ -250,26 +273,31 @@ def _timing_score(naming: dict[int, str], roots: Sequence[Cell], times: int) -> 
                 penalty += NEVER_DIVIDES
             else:
                 seen.append((cell.end + 0.5, expected, founder_spread))
+                what.append(("seen", name, False, cell.end))
         elif cell.end == times - 1 and not math.isinf(expected):
             later.append((last, expected, founder_spread))
+            what.append(("later", name, False, cell.end))
         if name in CLONE_CYCLE_MINUTES:
             cycle = CLONE_CYCLE_MINUTES[name]
             spread = math.hypot(founder_spread, CYCLE_SPREAD * cycle)
             for child in cell.children:
                 if child.divided:
                     seen.append((child.end + 0.5, expected + cycle, spread))
+                    what.append(("seen", name, True, child.end))
                 elif child.end == times - 1:
                     later.append((last, expected + cycle, spread))
+                    what.append(("later", name, True, child.end))
     for root in roots:
         mother = PARENT.get(naming[id(root)])
         birth = DIVISION_MINUTES[mother] if mother else P0_BIRTH_MINUTES
         before.append((0.0, birth, founder_spread))  # born before the first time point
-    return penalty + _fit(seen, later, before)
+    kinds = [item for item in what if item[0] == "seen"] + [i for i in what if i[0] == "later"]
+    return penalty, seen, later, before, kinds
 
 
-def _fit(seen: list, later: list, before: list) -> float:
-    """The best log-likelihood over the recording's tempo and its first cleavage's minute: a
-    coarse grid, then a fine one around its best point."""
+def _fit(seen: list, later: list, before: list) -> tuple[float, float, float]:
+    """The best log-likelihood over the recording's tempo and its first cleavage's minute, and
+    that tempo and minute: a coarse grid, then a fine one around its best point."""
     tempos = np.linspace(*np.log(TEMPO_RANGE), TEMPO_STEPS)
     # The first cleavage's minute: a 4-cell recording starts under 50 tempo-minutes after it,
     # a 1-cell one up to 6 before it.
@@ -283,7 +311,30 @@ def _fit(seen: list, later: list, before: list) -> float:
     tempo_step = tempos[1] - tempos[0]
     fine_tempos = tempos[row] + np.linspace(-tempo_step, tempo_step, 9)
     fine_offsets = offsets[column] + np.linspace(-OFFSET_STEP, OFFSET_STEP, 11)
-    return float(max(total.max(), _grid(columns, fine_tempos, fine_offsets).max()))
+    fine = _grid(columns, fine_tempos, fine_offsets)
+    if fine.max() <= total.max():
+        return float(total.max()), float(np.exp(tempos[row])), float(offsets[column])
+    row, column = np.unravel_index(int(np.argmax(fine)), fine.shape)
+    return float(fine.max()), float(np.exp(fine_tempos[row])), float(fine_offsets[column])
+
+
+def _misfit(naming: dict[int, str], roots: Sequence[Cell], times: int) -> str | None:
+    """A sentence on the division that fits the best naming's timing worst, when it is more
+    than MISFIT_SPREADS off (a division seen too early or late, or one overdue and not seen)."""
+    _, seen, later, before, what = _timing_events(naming, roots, times)
+    _, tempo, offset = _fit(seen, later, before)
+    worst, sentence = MISFIT_SPREADS, None
+    for (observed, expected, spread), (kind, name, clone, end) in zip(
+        seen + later, what, strict=True
+    ):
+        z = (observed - (offset + tempo * expected)) / (tempo * spread)
+        who = f"{name}'s daughters" if clone else name
+        if kind == "seen" and abs(z) > worst:
+            when = "early" if z < 0 else "late"
+            worst, sentence = abs(z), f"{who} would divide at time point {end + 1}, too {when}"
+        elif kind == "later" and z > worst:
+            worst, sentence = z, f"{who} would not have divided by the last time point"
+    return sentence
 
 
 def _grid(columns: list, log_tempos: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -69,3 +71,30 @@ def test_a_stub_daughter_is_not_read_as_a_birth():
     tracks = [Track(1, 0, 3, 0), Track(2, 4, 4, 1), Track(3, 4, 9, 1)]
     (cell,) = build_cells(tracks, last_time=9)
     assert cell.tracks == [1, 3] and not cell.divided and cell.end == 9
+
+
+def test_a_division_shifted_far_from_its_time_gives_no_names_and_says_which():
+    # The simulator's tracks from 4 cells, with EMS's division moved 12 minutes earlier (as a
+    # nucleus cut in two long before it divides would): the tree fits no naming's timing.
+    tracks, positions, truth = truth_tracking(simulate_embryo(2003), 4, 70)
+    assert name_founders(tracks, positions).names
+    ems = next(track for track in tracks if truth[track.track] == "EMS")
+    early = ems.end - 12
+    moved = [
+        dataclasses.replace(track, end=early)
+        if track is ems
+        else dataclasses.replace(track, begin=early + 1)
+        if track.parent == ems.track
+        else track
+        for track in tracks
+    ]
+    positions = [dict(moment) for moment in positions]
+    for moment in positions[early + 1 : ems.end + 1]:
+        centre = np.asarray(moment.pop(ems.track))
+        for side, daughter in zip(
+            (-0.5, 0.5), [t for t in moved if t.parent == ems.track], strict=True
+        ):
+            moment[daughter.track] = centre + side
+    naming = name_founders(moved, positions)
+    assert naming.names == {}
+    assert "do not fit" in naming.note and "EMS" in naming.note
