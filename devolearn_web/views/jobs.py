@@ -13,6 +13,7 @@ from devolearn_web.config import request_size_limit
 from devolearn_web.downloads import check_format
 from devolearn_web.errors import BadParameter, JobNotFinished, JobNotFound, JobsUnavailable
 from devolearn_web.jobs import work
+from devolearn_web.jobs.assembly import TRACK_FORMATS, parse_job_fields
 from devolearn_web.jobs.intake import check_upload
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.registry import get_registry
@@ -30,7 +31,7 @@ from devolearn_web.views.frames import _check_download_size, parse_format, parse
 bp = Blueprint("jobs", __name__)
 EXTENSION_KEY = "devolearn_jobs"
 JOB_FIELDS = ("model", "file", *FORM_FIELDS)
-DOWNLOAD_FORMATS = ("csv", "tiff", "probability-tiff", "png", "zip")
+DOWNLOAD_FORMATS = ("csv", "tiff", "probability-tiff", "png", "zip", *TRACK_FORMATS)
 
 
 def init_app(app: Flask) -> None:
@@ -83,10 +84,11 @@ def submit_job():
         )
     task = registry.card(model).task
     options = _parse_options(request.form, task)
+    options["assembly"] = parse_job_fields(request.form, model, options["format"], options["frame"])
     upload = request.files.get("file")
     if upload is None:
         raise BadParameter("No file was sent: attach it in the multipart form field 'file'.")
-    size = check_upload(upload.stream, upload.filename, engine.settings, options)
+    size = check_upload(upload.stream, upload.filename, engine.settings, options, model)
     job_id = uuid.uuid4().hex
     record = {
         "id": job_id,
@@ -120,7 +122,7 @@ def submit_job():
 def _parse_options(form, task: str) -> dict:
     """The predict fields a job keeps, checked as predict checks them (a 400 naming the field)."""
     requested = parse_format(form.get("format"))
-    if requested != "json":
+    if requested not in ("json", *TRACK_FORMATS):  # track downloads: parse_job_fields
         check_format(requested, task, 1)
     scale = parse_scale_request(form)
     frame = parse_frame(form.get("frame"), 10**9)  # checked against the frames once decoded
@@ -197,7 +199,8 @@ def job_result(job_id: str):
 
 @bp.get("/api/v1/jobs/<job_id>/download/<requested>")
 def job_download(job_id: str, requested: str):
-    """One download of the finished job (csv, tiff, probability-tiff, png, zip)."""
+    """One download of the finished job (csv, tiff, probability-tiff, png, zip; ctc and
+    tracks-csv for a job sent with track=true)."""
     record = _finished(job_id)
     if requested not in DOWNLOAD_FORMATS:
         raise BadParameter(
