@@ -170,3 +170,24 @@ def test_jobs_that_cannot_be_assembled_are_400s_at_submission(
     )
     assert predicted.status_code == 400
     assert predicted.get_json()["error"] == response.get_json()["error"]
+
+
+def test_the_openapi_document_describes_3d_and_tracks_for_jobs(local_app):
+    from openapi_spec_validator import validate
+
+    from devolearn_web.views.jobs import DOWNLOAD_FORMATS
+
+    document = local_app.test_client().get("/api/v1/openapi.json").get_json()
+    validate(document)
+    submit_job = document["paths"]["/api/v1/jobs"]["post"]
+    form = submit_job["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"assemble", "track", "z_step_um"} <= set(form)
+    assert "track=true" in submit_job["description"] and "400" in submit_job["description"]
+    download = document["paths"]["/api/v1/jobs/{id}/download/{format}"]["get"]
+    enum = next(p for p in download["parameters"] if p["name"] == "format")["schema"]["enum"]
+    assert enum == list(DOWNLOAD_FORMATS) and {"ctc", "tracks-csv"} <= set(enum)
+    # The result is predict's stack answer, whose schema names the 3D and track fields.
+    result = document["paths"]["/api/v1/jobs/{id}/result"]["get"]["responses"]["200"]
+    reference = result["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    fields = document["components"]["schemas"][reference]["properties"]
+    assert {"count_3d", "objects_3d", "tracks", "nuclei_per_time"} <= set(fields)
