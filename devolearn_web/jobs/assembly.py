@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from devolearn_web.ctc import ctc_zip, tracks_csv
-from devolearn_web.errors import BadParameter
+from devolearn_web.errors import BadParameter, TooLarge
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.stack_assembly import (
     AssemblyRequest,
@@ -95,6 +95,17 @@ def check_slider(options: dict, model: str, slider: Sequence[str] | None) -> Non
 def check_stack(options: dict, model: str, stack: FrameStack) -> None:
     """As check_slider, on the decoded stack (a single frame is a single 2D image)."""
     check_slider(options, model, (stack.axes.get("slider") or []) if stack.count > 1 else None)
+
+
+def check_size(options: dict, voxels: int, limit: int) -> None:
+    """TooLarge when 3D nuclei or tracks are asked of a stack past JOB_MAX_ASSEMBLY_VOXELS: the
+    assembly step would hold more than the worker has (a killed worker, not a sentence)."""
+    if request_of(options) is not None and voxels > limit:
+        raise TooLarge(
+            f"3D nuclei and tracks link the whole stack at once, and this one holds "
+            f"{voxels / 1e6:.3g} million values; jobs assemble up to {limit / 1e6:g} million "
+            "(JOB_MAX_ASSEMBLY_VOXELS). Send fewer time points, or leave assemble and track off."
+        )
 
 
 def _described(slider: Sequence[str]) -> FrameStack:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import sniff_format
-from devolearn_web.jobs.assembly import check_slider
+from devolearn_web.jobs.assembly import check_size, check_slider
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.movies import sniff_movie
 from devolearn_web.paged_stacks import (
@@ -59,24 +59,28 @@ def check_upload(
         return size
     if is_zip(head):
         check_zip_options(options.get("axes"), options.get("channel"))
-        _check_zip(stream, settings)
+        voxels = _check_zip(stream, settings)
         stream.seek(0)
         check_slider(options, model, ["time", "z"])  # a ZIP's TIFFs are z-stacks over time
+        check_size(options, voxels, settings.max_assembly_voxels)
         return size
     sniff_format(head, filename)  # UnsupportedType, naming what the file looks like
-    slider = None  # a single 2D image has no frame axes
+    slider, voxels = None, 0  # a single 2D image has no frame axes
     if is_tiff(head):
-        slider = _check_tiff(stream, settings, options.get("axes"))
+        slider, voxels = _check_tiff(stream, settings, options.get("axes"))
     else:
         _check_image(stream, settings)
     stream.seek(0)
     check_slider(options, model, slider)
+    check_size(options, voxels, settings.max_assembly_voxels)
     return size
 
 
-def _check_tiff(stream: BinaryIO, settings: JobSettings, axes: str | None) -> list[str] | None:
-    """The stack's frame axes ("time", "z") as the decoder will read them, from the page table;
-    None for one page (a single image)."""
+def _check_tiff(
+    stream: BinaryIO, settings: JobSettings, axes: str | None
+) -> tuple[list[str] | None, int]:
+    """The stack's frame axes ("time", "z") as the decoder will read them, from the page table
+    (None for one page, a single image), and its number of values."""
     try:
         with tifffile.TiffFile(stream, name="upload.tif") as tiff:
             shape = tuple(tiff.series[0].shape)
@@ -90,7 +94,7 @@ def _check_tiff(stream: BinaryIO, settings: JobSettings, axes: str | None) -> li
             f"{' x '.join(map(str, shape))}); jobs take stacks of up to "
             f"{settings.max_stack_voxels / 1e6:g} million. Send it as several jobs."
         )
-    return slider
+    return slider, voxels
 
 
 def _frame_axes(tiff: tifffile.TiffFile, axes: str | None) -> list[str] | None:
@@ -122,8 +126,9 @@ def _check_image(stream: BinaryIO, settings: JobSettings) -> None:
         )
 
 
-def _check_zip(stream: BinaryIO, settings: JobSettings) -> None:
-    """A ZIP of tTTT.tif time points: its names, and the first one's shape times their count."""
+def _check_zip(stream: BinaryIO, settings: JobSettings) -> int:
+    """A ZIP of tTTT.tif time points: its names, and the first one's shape times their count
+    (its number of values, returned)."""
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError) as error:
@@ -139,3 +144,4 @@ def _check_zip(stream: BinaryIO, settings: JobSettings) -> None:
             f"{' x '.join(map(str, first.shape))}); jobs take stacks of up to "
             f"{settings.max_stack_voxels / 1e6:g} million. Send it as several jobs."
         )
+    return voxels

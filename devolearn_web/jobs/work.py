@@ -110,6 +110,8 @@ def prepare(store: JobStore, job_id: str, settings: JobSettings) -> int:
             if frame is not None:
                 paged = one_frame(paged, frame)
             job_assembly.check_stack(options, record["model"], paged.stack)
+            voxels = paged.stack.count * paged.stack.height * paged.stack.width
+            job_assembly.check_size(options, voxels, settings.max_assembly_voxels)
             count = _write_chunks(store, job_id, paged, settings.chunk_frames)
         finally:
             paged.close()
