@@ -193,9 +193,7 @@ def test_the_openapi_document_describes_3d_and_tracks_for_jobs(local_app):
     assert {"count_3d", "objects_3d", "tracks", "nuclei_per_time"} <= set(fields)
 
 
-def test_a_stack_past_the_assembly_limit_is_a_413_only_when_assembly_is_asked(
-    make_app, tmp_path
-):
+def test_a_stack_past_the_assembly_limit_is_a_413_only_when_assembly_is_asked(make_app, tmp_path):
     app = make_app(REDIS_URL="", JOBS_DIR=str(tmp_path / "jobs"), JOB_MAX_ASSEMBLY_VOXELS=50_000)
     client = app.test_client()
     data = encode_tiff(balls(TWO_BALLS))  # 10 x 80 x 120: 96,000 values
