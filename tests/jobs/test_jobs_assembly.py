@@ -205,3 +205,25 @@ def test_a_stack_past_the_assembly_limit_is_a_413_only_when_assembly_is_asked(ma
     assert accepted.status_code == 202
     assert wait_for_state(client, accepted.get_json()["status_url"])["state"] == "finished"
     app.extensions["devolearn_jobs"].shutdown()
+
+
+def test_an_assembly_step_past_its_timeout_fails_the_job_saying_so(redis_client, monkeypatch):
+    from types import SimpleNamespace
+
+    from rq.timeouts import JobTimeoutException
+
+    from devolearn_web.jobs import rq_engine
+    from devolearn_web.jobs.settings import JobSettings
+    from devolearn_web.jobs.store import RedisStore
+
+    settings = JobSettings(jobs_dir=".", models_dir=".", prepare_timeout_s=600)
+    monkeypatch.setitem(rq_engine._worker_state, "settings", settings)
+    store = RedisStore(redis_client)
+    job_id = "a" * 32
+    store.create(job_id, {"id": job_id, "state": "running", "options": {}}, 60)
+    step = SimpleNamespace(id=f"{job_id}-assemble", args=(job_id,), retries_left=0)
+    rq_engine.on_failure(step, redis_client, JobTimeoutException, JobTimeoutException(), None)
+    record = store.get(job_id)
+    assert record["state"] == "failed"
+    assert record["error"].startswith("Linking the recording's nuclei in 3D")
+    assert "600 s" in record["error"]
