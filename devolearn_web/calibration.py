@@ -16,12 +16,13 @@ Decisions:
 
 from __future__ import annotations
 
-import io
 import math
 import struct
 from dataclasses import dataclass
 
 import tifffile
+
+from devolearn_web.tiff_source import tiff_from
 
 # Canonical unit -> (ASCII spelling for file metadata and CSV column names, metres per unit).
 UNITS = {
@@ -123,11 +124,12 @@ class Calibration:
         return f"Pixel size {size} {self.unit}{z_step} read from the TIFF: the downloads keep it."
 
 
-def read_tiff_calibration(data: bytes) -> Calibration | None:
-    """The calibration a TIFF's bytes declare, or None (also for a file that cannot be parsed)."""
+def read_tiff_calibration(data: bytes, tiff: tifffile.TiffFile | None = None) -> Calibration | None:
+    """The calibration a TIFF's bytes declare, or None (also for a file that cannot be parsed);
+    `tiff`: the file already parsed, to read it from."""
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-            return tiff_calibration(tiff)
+        with tiff_from(data, tiff) as opened:
+            return tiff_calibration(opened)
     except TAG_ERRORS:
         return None
 

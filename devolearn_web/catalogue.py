@@ -2,7 +2,7 @@
 
 Everything that names the models (routes, pages, figures, downloads, OpenAPI, the CLI, jobs,
 training) reads them here. What a model file measured (sizes, thresholds, calibration) is on its
-card instead (devolearn_web.cards). Plain data: no numpy, no ONNX Runtime, no torch.
+card instead (devolearn_web.model_cards). Plain data: no numpy, no ONNX Runtime, no torch.
 """
 
 from __future__ import annotations

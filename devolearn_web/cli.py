@@ -14,18 +14,22 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
+from devolearn_web.analysis import Limits, Upload, stack_results
 from devolearn_web.catalogue import LINEAGE_ORDER, MODEL_NAMES, entry
 from devolearn_web.downloads import build_download
 from devolearn_web.errors import DevoLearnError
-from devolearn_web.pipelines import LineageResult, predict_bytes
+from devolearn_web.options import PredictOptions
+from devolearn_web.pipelines import LineageResult
 from devolearn_web.registry import get_registry
-from devolearn_web.stack_pipeline import collect_results, frame_axis, has_frames, load_frames
+from devolearn_web.stack_pipeline import frame_axis
 from devolearn_web.stacks import parse_axes_override
 
 INPUT_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".mov", ".mp4", ".avi"}
 )
 SEGMENTATION_OUTPUTS = ("csv", "tiff", "probability-tiff", "roi")
+# The server's default size limits, and no download limit: the command writes every file.
+CLI_LIMITS = Limits()
 
 
 @click.group("devolearn")
@@ -70,14 +74,17 @@ def predict_command(
     """Run MODEL on every image, stack and movie in PATHS and write the results to --out."""
     registry = get_registry()
     try:
-        registry.card(model)
+        task = registry.card(model).task
+        # Every slice alone (no lineage projection), as this command has always analysed them.
+        options = PredictOptions(
+            threshold=threshold, axes=parse_axes_override(axes), projection="none"
+        )
     except DevoLearnError as error:
         raise click.ClickException(error.message) from error
     files = collect_inputs(paths)
     if not files:
         raise click.ClickException("No image or movie files were found in the paths given.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    axes_override = parse_axes_override(axes)
     summary_rows: list[list] = []
     failures: list[str] = []
     used_stems: set[str] = set()
@@ -88,7 +95,7 @@ def predict_command(
             stem = _unique_stem(path, used_stems)
             try:
                 results, positions, axis, calibration = _run_file(
-                    registry, model, path, threshold, axes_override
+                    registry, model, task, path, options
                 )
             except DevoLearnError as error:
                 failures.append(f"{path}: {error.message}")
@@ -103,15 +110,15 @@ def predict_command(
         raise SystemExit(1)
 
 
-def _run_file(registry, model: str, path: Path, threshold, axes_override):
+def _run_file(registry, model: str, task: str, path: Path, options: PredictOptions):
     """Results, frame positions, the stack axis ('Z' or 'T') and pixel size for one file."""
-    data = path.read_bytes()
-    if has_frames(data):
-        stack = load_frames(data, axes=axes_override)
-        results = collect_results(registry, model, stack, threshold)
-        return results, stack.positions, frame_axis(stack), stack.calibration
-    result, image = predict_bytes(registry, model, data, filename=path.name, threshold=threshold)
-    return [result], ({},), "Z", image.calibration
+    with Upload(path.read_bytes(), path.name) as upload:
+        decoded = upload.decode(options, CLI_LIMITS, task)
+    results = stack_results(registry, model, decoded, options)
+    stack = decoded.stack
+    if decoded.single:
+        return results, ({},), "Z", stack.calibration
+    return results, stack.positions, frame_axis(stack), stack.calibration
 
 
 def _write_outputs(out_dir: Path, stem: str, results, positions, axis: str, calibration) -> None:

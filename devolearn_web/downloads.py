@@ -36,11 +36,10 @@ from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import CONVERSION_BAND_PIXELS, probability_mask
 from devolearn_web.pipelines import LineageResult, SegmentationResult
 from devolearn_web.roi_sets import roi_set_zip
-from devolearn_web.segmentation import SegmentedObject
+from devolearn_web.segmentation import MAX_LABEL_16_BIT, SegmentedObject
 
 # Position keys of a frame (stacks.AXIS_WORDS, movies) and the CSV column naming each.
 POSITION_COLUMNS = {"time": "frame", "z": "slice", "seconds": "seconds"}
-MAX_LABEL_16_BIT = 65535
 # Calibrated CSV values keep 6 significant digits: pixel sizes are known to fewer.
 CALIBRATED_DIGITS = 6
 SEGMENTATION_FORMATS = ("csv", "tiff", "probability-tiff", "png", "roi", "zip")

@@ -218,11 +218,11 @@ def filled_convex_hull(mask: np.ndarray) -> np.ndarray:
     # Only each row's first and last pixel can be a hull vertex: at most 2 per row to sort.
     first = mask[occupied].argmax(axis=1)
     last = mask.shape[1] - 1 - mask[occupied, ::-1].argmax(axis=1)
-    rows = np.concatenate([occupied, occupied])
-    cols = np.concatenate([first, last])
+    # A row's span [first, last + 1) has its outer corners on the left of the first pixel and
+    # on the right of the last: the other corners lie inside the hull of those.
     corners = np.unique(
         np.concatenate(
-            [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
+            [np.stack([occupied + dr, ends], axis=1) for dr in (0, 1) for ends in (first, last + 1)]
         ),
         axis=0,
     ).astype(np.float64)

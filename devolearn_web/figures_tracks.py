@@ -213,3 +213,26 @@ def nuclei_over_time_figure(counts: Sequence[int]) -> dict:
             "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
         },
     }
+
+
+def assembly_figures(extra: dict) -> dict:
+    """The 3D view (last time point), the lineage tree and nuclei over time, as Plotly dicts."""
+    figures = {}
+    objects = extra.get("objects_3d", [])
+    if objects:
+        last = max(found.get("time", 0) for found in objects)
+        shown = [found for found in objects if found.get("time", 0) == last]
+        figures["nuclei_3d"] = nuclei_3d_figure(shown)
+    if "tracks" in extra:
+        tracks = [
+            Track(track["track"], track["begin"], track["end"], track["parent"])
+            for track in extra["tracks"]
+        ]
+        names = {track["track"]: track["name"] for track in extra["tracks"] if track.get("name")}
+        volumes: dict[int, list[float]] = {}
+        for found in objects:
+            volumes.setdefault(found["label"], []).append(found["volume"])
+        means = {label: round(sum(v) / len(v), 1) for label, v in volumes.items()}
+        figures["lineage_tree"] = lineage_tree_figure(tracks, means, names)
+        figures["nuclei_over_time"] = nuclei_over_time_figure(extra["nuclei_per_time"])
+    return figures

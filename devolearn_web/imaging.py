@@ -51,6 +51,7 @@ from devolearn_web.signal import (  # the one rule for the signal, shared with s
     unit_scaling,
 )
 from devolearn_web.signal import sample_step as _sample_step
+from devolearn_web.tiff_source import tiff_from
 
 DEFAULT_MAX_PIXELS = limit_default("MAX_IMAGE_PIXELS")  # the app passes its config's value
 # Every list of accepted formats (errors, the drop zone, the API description) is made from
@@ -141,16 +142,16 @@ def decode_image(
     filename: str | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     channel: int | None = None,
+    tiff: tifffile.TiffFile | None = None,
 ) -> DecodedImage:
     """Decode PNG/JPEG/TIFF/BMP/GIF bytes into an HxW signal image in [0, 1] (float32; float16
-    past COMPACT_SIGNAL_PIXELS)."""
+    past COMPACT_SIGNAL_PIXELS); `tiff`: a TIFF upload already parsed, read from it."""
     if not data:
         raise BadImage("The file is empty (0 bytes).")
     image_format = sniff_format(data, filename)
     calibration = None
     if image_format == "TIFF":
-        pixels, mode, notes = _decode_tiff(data, max_pixels, channel)
-        calibration = read_tiff_calibration(data)
+        pixels, mode, notes, calibration = _decode_tiff(data, max_pixels, channel, tiff)
     else:
         pixels, mode, notes = _decode_with_pil(data, image_format, max_pixels, channel)
     height, width = pixels.shape
@@ -379,24 +380,30 @@ def _conversion_note(mode: str) -> str | None:
     return f"The image was in {mode} colours and was converted to RGB first." if mode else None
 
 
-def _decode_tiff(data: bytes, max_pixels: int, channel: int | None = None) -> tuple:
-    """First page of a TIFF with tifffile (16-bit, float, stacks) as a signal image, its mode
-    and notes; PIL for codecs it lacks."""
+def _decode_tiff(
+    data: bytes,
+    max_pixels: int,
+    channel: int | None = None,
+    parsed: tifffile.TiffFile | None = None,
+) -> tuple:
+    """First page of a TIFF with tifffile (16-bit, float, stacks) as a signal image, its mode,
+    notes and calibration; PIL for codecs it lacks."""
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+        with tiff_from(data, parsed) as tiff:
+            calibration = read_tiff_calibration(data, tiff)
             page_count = len(tiff.pages)
             page = tiff.pages[0]
             _check_pixel_count(page.imagewidth, page.imagelength, max_pixels)
             if page.photometric not in TIFFFILE_PHOTOMETRICS:
                 # Palette, CMYK, inverted grayscale, YCbCr: PIL knows how to turn them into RGB/L.
-                return _decode_with_pil(data, "TIFF", max_pixels, channel)
+                return (*_decode_with_pil(data, "TIFF", max_pixels, channel), calibration)
             try:
                 array = page.asarray()
             except ValueError as error:
                 if "imagecodecs" not in str(error):
                     raise
                 # LZW, JPEG, PackBits...: tifffile needs an extra package, PIL decodes them.
-                return _decode_with_pil(data, "TIFF", max_pixels, channel)
+                return (*_decode_with_pil(data, "TIFF", max_pixels, channel), calibration)
             except NotImplementedError as error:
                 # Packed bit depths (12-bit cameras) need the imagecodecs package (found by fuzz).
                 raise UnsupportedType(
@@ -418,7 +425,7 @@ def _decode_tiff(data: bytes, max_pixels: int, channel: int | None = None) -> tu
         )
     mode = _mode_name(array)
     pixels, signal_notes = _to_signal(_Rows.of_array(array), mode, channel)
-    return pixels, mode, notes + list(signal_notes)
+    return pixels, mode, notes + list(signal_notes), calibration
 
 
 def check_pixel_values(dtype: np.dtype) -> None:

@@ -24,6 +24,7 @@ from devolearn_web.errors import DevoLearnError
 from devolearn_web.imaging import COMPACT_SIGNAL_PIXELS, TIFF_DECODE_ERRORS, sniff_format
 from devolearn_web.movies import sniff_movie
 from devolearn_web.stacks import DEFAULT_MAX_STACK_VOXELS, is_tiff, tiff_frame_count
+from devolearn_web.tiff_source import tiff_from
 
 MB = 1_000_000
 # ONNX Runtime's activations for one 512 x 512 tile of an FPN (about 75 MB, gunicorn.conf.py's
@@ -104,10 +105,12 @@ class UploadShape:
         return f"this {size} image"
 
 
-def probe_upload(data: bytes, max_voxels: int = DEFAULT_MAX_STACK_VOXELS) -> UploadShape | None:
+def probe_upload(
+    data: bytes, max_voxels: int = DEFAULT_MAX_STACK_VOXELS, tiff: tifffile.TiffFile | None = None
+) -> UploadShape | None:
     """The upload's size from its headers; None when they cannot be read (the decoder then
     answers with what is wrong with the file). `max_voxels`: the stack limit, which bounds a
-    movie whose frame count its header does not give."""
+    movie whose frame count its header does not give; `tiff`: a TIFF upload already parsed."""
     try:
         movie = sniff_movie(data)
         if movie == "GIF":
@@ -115,7 +118,7 @@ def probe_upload(data: bytes, max_voxels: int = DEFAULT_MAX_STACK_VOXELS) -> Upl
         if movie is not None:
             return _probe_video(data, max_voxels)
         if is_tiff(data):
-            return _probe_tiff(data)
+            return _probe_tiff(data, tiff)
         with Image.open(io.BytesIO(data), formats=[sniff_format(data)]) as image:
             width, height = image.size
             colour = image.mode in PIL_COLOUR_MODES
@@ -130,9 +133,9 @@ def _pil_bytes(mode: str) -> float:
     return PIL_BYTES_PER_PIXEL.get(mode, 4)
 
 
-def _probe_tiff(data: bytes) -> UploadShape:
-    frames = max(1, tiff_frame_count(data))
-    with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+def _probe_tiff(data: bytes, parsed: tifffile.TiffFile | None) -> UploadShape:
+    with tiff_from(data, parsed) as tiff:
+        frames = max(1, tiff_frame_count(data, tiff))
         page = tiff.pages[0]
         width, height = int(page.imagewidth), int(page.imagelength)
         itemsize = np.dtype(page.dtype).itemsize if page.dtype is not None else 4

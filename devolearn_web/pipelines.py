@@ -87,7 +87,6 @@ class SegmentationResult:
     objects: list[SegmentedObject]
     notes: tuple[str, ...]
     timings_ms: dict[str, float]
-    probability_png: bytes = field(default=b"", repr=False)
     calibration: Calibration | None = None
     scale: ScaleReport | None = None
     warnings: tuple[str, ...] = ()
@@ -98,9 +97,8 @@ class SegmentationResult:
     def count(self) -> int:
         return len(self.objects)
 
-    def to_json(self) -> dict:
-        """The API's segmentation answer."""
-        png = self.probability_png or probability_to_png(self.probability)
+    def to_json(self, with_probability: bool = True) -> dict:
+        """The API's segmentation answer; the probability PNG is encoded only when wanted."""
         answer = {
             "model": self.model,
             "width": self.width,
@@ -108,8 +106,9 @@ class SegmentationResult:
             "threshold": self.threshold,
             "count": self.count,
             "objects": [obj.to_dict() for obj in self.objects],
-            "probability": png_data_url(png),
         }
+        if with_probability:
+            answer["probability"] = png_data_url(probability_to_png(self.probability))
         if self.scale is not None:
             answer.update(self.scale.to_json())
         answer.update(
@@ -237,10 +236,18 @@ def resolve_threshold(threshold: float | None, card: ModelCard) -> float:
     """The threshold to use: the caller's (checked to be in 0..1) or the card's default."""
     if threshold is None:
         return float(card.output.default_threshold)
-    if not isinstance(threshold, int | float) or not math.isfinite(threshold):
+    return check_threshold(threshold)
+
+
+def check_threshold(threshold: float, shown: str | None = None) -> float:
+    """The threshold as a float when it is a number in 0..1, else BadParameter (`shown`: the
+    value as the caller wrote it, for the sentence)."""
+    if not isinstance(threshold, int | float):
         raise BadParameter("The threshold must be a number from 0 to 1.")
-    if not 0.0 <= threshold <= 1.0:
-        raise BadParameter(f"The threshold must be between 0 and 1; {threshold:g} is not.")
+    if not 0.0 <= threshold <= 1.0:  # also refuses NaN
+        raise BadParameter(
+            f"The threshold must be between 0 and 1; {shown or f'{threshold:g}'} is not."
+        )
     return float(threshold)
 
 

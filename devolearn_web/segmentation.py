@@ -15,6 +15,8 @@ from devolearn_web.watershed import watershed
 # The networks see 256x256; sizes below are stated at that scale and grow with the map.
 MODEL_SIDE = 256
 MIN_OBJECT_AREA_AT_MODEL_SCALE = 6
+# Labels up to this fit a 16-bit label image (the TIFF downloads', and a held stack's uint16).
+MAX_LABEL_16_BIT = 65535
 DEFAULT_SPLIT = SplitSettings()
 
 

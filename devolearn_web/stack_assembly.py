@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,13 +34,13 @@ from devolearn_web.stack_pipeline import (
     BATCH_SIZE,
     MAX_FRAMES_WITH_IMAGES,
     TIMING_STAGES,
+    FrameFigures,
     frame_json,
     predict_stack,
     stack_json,
 )
 from devolearn_web.stacks import FrameStack
 from devolearn_web.tracking import (
-    Track,
     Tracking,
     centres_and_diameters,
     nuclei_per_time,
@@ -274,16 +274,19 @@ def assembled_events(
     stack: FrameStack,
     request: AssemblyRequest,
     threshold: float | None = None,
-    include_figures: bool = False,
+    figures: FrameFigures | None = None,
     decode_ms: float = 0.0,
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
     scale_request: ScaleRequest = AUTOMATIC_SCALE,
     batch_size: int = BATCH_SIZE,
     max_frames_with_images: int = MAX_FRAMES_WITH_IMAGES,
+    figures_3d: Callable[[dict], dict] | None = None,
 ) -> Iterator[dict]:
     """Like stack_pipeline.answer_events, with 3D nuclei and tracks: progress after each batch,
-    then {"result": <the stack's JSON with count_3d, objects_3d, tracks...>}."""
+    then {"result": <the stack's JSON with count_3d, objects_3d, tracks...>}.
+
+    `figures_3d` draws the assembly's figures from its JSON fields (figures_tracks)."""
     with_images = stack.count <= max_frames_with_images
     started = time.perf_counter()
     results: list[SegmentationResult] = []
@@ -309,10 +312,8 @@ def assembled_events(
     totals["decode"] = decode_ms
     for index, result in enumerate(results):
         frame = frame_json(result, index, stack.positions[index], with_images)
-        if include_figures and with_images:
-            from devolearn_web.figures import build_figures  # Plotly dicts only when asked
-
-            frame.update(build_figures(result, stack.image(index, keep_calibration=True)))
+        if figures is not None and with_images:
+            frame.update(figures(result, stack.image(index, keep_calibration=True)))
         frames.append(frame)
         for stage in TIMING_STAGES[1:]:
             totals[stage] += result.timings_ms.get(stage, 0.0)
@@ -321,36 +322,7 @@ def assembled_events(
     answer = stack_json(name, stack, frames, totals, with_images, max_frames_with_images)
     extra = assembly_json(assembly)
     answer["notes"] += [note for note in assembly.notes if note]
-    if include_figures:
-        extra["figures_3d"] = assembly_figures(extra)
+    if figures_3d is not None:
+        extra["figures_3d"] = figures_3d(extra)
     answer.update(extra)
     yield {"result": answer}
-
-
-def assembly_figures(extra: dict) -> dict:
-    """The 3D view (last time point), the lineage tree and nuclei over time, as Plotly dicts."""
-    from devolearn_web.figures_tracks import (
-        lineage_tree_figure,
-        nuclei_3d_figure,
-        nuclei_over_time_figure,
-    )
-
-    figures = {}
-    objects = extra.get("objects_3d", [])
-    if objects:
-        last = max(found.get("time", 0) for found in objects)
-        shown = [found for found in objects if found.get("time", 0) == last]
-        figures["nuclei_3d"] = nuclei_3d_figure(shown)
-    if "tracks" in extra:
-        tracks = [
-            Track(track["track"], track["begin"], track["end"], track["parent"])
-            for track in extra["tracks"]
-        ]
-        names = {track["track"]: track["name"] for track in extra["tracks"] if track.get("name")}
-        volumes: dict[int, list[float]] = {}
-        for found in objects:
-            volumes.setdefault(found["label"], []).append(found["volume"])
-        means = {label: round(sum(v) / len(v), 1) for label, v in volumes.items()}
-        figures["lineage_tree"] = lineage_tree_figure(tracks, means, names)
-        figures["nuclei_over_time"] = nuclei_over_time_figure(extra["nuclei_per_time"])
-    return figures

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import tifffile
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.catalogue import LINEAGE_ORDER, training_range_sentence
 from devolearn_web.config import limit_default
-from devolearn_web.downloads import MAX_LABEL_16_BIT
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage
 from devolearn_web.movies import decode_movie, sniff_movie
@@ -34,6 +34,7 @@ from devolearn_web.pipelines import (
 )
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest
+from devolearn_web.segmentation import MAX_LABEL_16_BIT
 from devolearn_web.stacks import (
     DEFAULT_MAX_STACK_FRAMES,
     DEFAULT_MAX_STACK_VOXELS,
@@ -50,6 +51,9 @@ MAX_FRAMES_WITH_IMAGES = limit_default("MAX_FRAMES_WITH_IMAGES")
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess")
 
 Result = SegmentationResult | LineageResult
+# Presentation a view passes in (figures.build_figures): a frame's Plotly dicts from its result
+# and image. The engine calls it, so it never imports the presentation modules itself.
+FrameFigures = Callable[[Result, DecodedImage], dict]
 
 
 # A lineage answer's range flags, and what a stack's note says of the frames they mark.
@@ -74,13 +78,15 @@ def load_frames(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_voxels: int = DEFAULT_MAX_STACK_VOXELS,
     max_frames: int = DEFAULT_MAX_STACK_FRAMES,
+    parsed: tifffile.TiffFile | None = None,
 ) -> FrameStack:
-    """Decode a movie or multi-page TIFF (in memory) into a FrameStack."""
+    """Decode a movie or multi-page TIFF (in memory) into a FrameStack; `parsed`: the TIFF
+    already parsed."""
     if sniff_movie(data) is not None:
         if axes is not None and axes != "T":
             raise BadParameter("A movie's frames are time points: its axes cannot be changed.")
         return decode_movie(data, max_pixels, max_frames, max_voxels, channel)
-    return read_tiff_stack(data, axes, channel, max_voxels, max_frames)
+    return read_tiff_stack(data, axes, channel, max_voxels, max_frames, parsed)
 
 
 def predict_stack(
@@ -160,7 +166,7 @@ def answer_events(
     name: str,
     stack: FrameStack,
     threshold: float | None = None,
-    include_figures: bool = False,
+    figures: FrameFigures | None = None,
     decode_ms: float = 0.0,
     deadline: Deadline = NO_DEADLINE,
     batch_seconds: float | None = None,
@@ -172,8 +178,9 @@ def answer_events(
 ) -> Iterator[dict]:
     """{"progress": {"done", "total"}} after each batch, then {"result": <the stack's JSON>}.
 
-    `adjust` changes each frame's result (dropped objects); `finish` gets them all and gives
-    fields to add to the answer (a held result's id)."""
+    `figures` draws a frame's figures (up to max_frames_with_images frames); `adjust` changes
+    each frame's result (dropped objects); `finish` gets them all and gives fields to add to
+    the answer (a held result's id)."""
     frames: list[dict] = []
     kept: list[Result] = []
     totals = dict.fromkeys(TIMING_STAGES, 0.0)
@@ -196,10 +203,8 @@ def answer_events(
         if finish is not None:
             kept.append(result)
         frame = frame_json(result, index, stack.positions[index], with_images)
-        if include_figures and with_images:
-            from devolearn_web.figures import build_figures  # Plotly dicts only when asked
-
-            frame.update(build_figures(result, stack.image(index, keep_calibration=True)))
+        if figures is not None and with_images:
+            frame.update(figures(result, stack.image(index, keep_calibration=True)))
         frames.append(frame)
         for stage in TIMING_STAGES[1:]:
             totals[stage] += result.timings_ms.get(stage, 0.0)
@@ -214,15 +219,11 @@ def answer_events(
 
 def frame_json(result: Result, index: int, position: dict, with_images: bool) -> dict:
     """One frame's single-image JSON, plus its index and position; the PNG only when asked."""
-    answer = result.to_json() if with_images or isinstance(result, LineageResult) else _lean(result)
+    if isinstance(result, LineageResult):
+        answer = result.to_json()
+    else:
+        answer = result.to_json(with_probability=with_images)
     answer.update(index=index, position=dict(position))
-    return answer
-
-
-def _lean(result: SegmentationResult) -> dict:
-    # The single-image JSON without its probability PNG (not even encoded).
-    answer = dataclasses.replace(result, probability_png=b"-").to_json()
-    answer.pop("probability")
     return answer
 
 
@@ -285,7 +286,6 @@ def collect_results(
         if isinstance(result, SegmentationResult):
             if result.labels.max(initial=0) <= MAX_LABEL_16_BIT:
                 result.labels = result.labels.astype(np.uint16)
-            result.probability_png = b""  # downloads write their own files; drop the page's PNG
         results.append(result)
     return results
 
@@ -294,22 +294,6 @@ def frame_axis(stack: FrameStack) -> str:
     """The axes ImageJ files are written with: 'TZ' for a time-lapse of z-stacks, 'T', or 'Z'."""
     slider = stack.axes.get("slider")
     return {("time", "z"): "TZ", ("time",): "T"}.get(tuple(slider or ()), "Z")
-
-
-PROJECTIONS = ("max", "none")
-
-
-def parse_projection(raw: str | None) -> str | None:
-    """The `projection` field: "max" (brightest value through z per time point), "none"
-    (every z-slice alone), or None when absent (the model's default)."""
-    value = (raw or "").strip().lower()
-    if not value:
-        return None
-    if value not in PROJECTIONS:
-        raise BadParameter(
-            f"projection must be one of: {', '.join(PROJECTIONS)}; '{value[:20]}' is not."
-        )
-    return value
 
 
 def max_projection(stack: FrameStack) -> FrameStack:

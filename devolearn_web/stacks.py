@@ -43,6 +43,7 @@ from devolearn_web.signal import (
     full_scale,
     unit_scaling,
 )
+from devolearn_web.tiff_source import tiff_from
 
 # 40 frames of 4 megapixels, or a 389-frame movie of 708 x 512: bounded memory and time.
 # The defaults live in config.LIMITS; the app passes its config's values.
@@ -125,12 +126,13 @@ def is_tiff(data: bytes) -> bool:
     return data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def tiff_frame_count(data: bytes) -> int:
-    """How many frames (planes, channels and colour samples aside) the first series holds."""
+def tiff_frame_count(data: bytes, parsed: tifffile.TiffFile | None = None) -> int:
+    """How many frames (planes, channels and colour samples aside) the first series holds;
+    `parsed`: the TIFF already parsed."""
     if not is_tiff(data):
         return 0
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+        with tiff_from(data, parsed) as tiff:
             series = tiff.series[0]
             axes, shape = _effective_axes(tiff, series)
     except TIFF_ERRORS:
@@ -178,10 +180,12 @@ def read_tiff_stack(
     channel: int | None = None,
     max_voxels: int = DEFAULT_MAX_STACK_VOXELS,
     max_frames: int = DEFAULT_MAX_STACK_FRAMES,
+    parsed: tifffile.TiffFile | None = None,
 ) -> FrameStack:
-    """A multi-page TIFF or ImageJ hyperstack as a FrameStack, with its axes guessed or given."""
+    """A multi-page TIFF or ImageJ hyperstack as a FrameStack, with its axes guessed or given;
+    `parsed`: the TIFF already parsed."""
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+        with tiff_from(data, parsed) as tiff:
             series = tiff.series[0]
             file_axes, shape = _effective_axes(tiff, series)
             guessed, source = guess_axes(file_axes, tiff)

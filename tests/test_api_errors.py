@@ -303,7 +303,7 @@ def test_unexpected_errors_are_a_logged_500_in_the_same_shape(app, monkeypatch, 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(api, "predict_bytes", broken)
+    monkeypatch.setattr(api, "analyse", broken)
     response = app.test_client().post(
         "/api/v1/predict/membrane", data={"file": (io.BytesIO(five_disks_png), "x.png")}
     )

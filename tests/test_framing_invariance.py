@@ -153,13 +153,16 @@ def simulated_images(model: str) -> Iterator[np.ndarray]:
         yield image
 
 
-# Measured gaps (2026-12-01, shipped models): membrane, 1 of 20 slices (an early 5-cell slice
-# reads 8 cropped tightly); lineage 2.0.0, 2 of 20 early embryos (totals 8 -> 5 and 13 -> 10
-# padded or at 0.5x: the embryo search sees their few nuclei at half the resolution).
-# Strict: these tests fail loudly once retrained models close the gaps.
+# Measured gaps (2026-12-02, shipped models, the embryo measured in a view framed as in
+# training): membrane, 1 of 20 slices (a 15-cell slice reads 18 padded; its count moves 15-18
+# under every change, even with the embryo cut out alike each time, so the network's map is what
+# is unstable there); lineage 2.0.0, 1 of 20 early embryos (total 9 -> 6 at 2x, 9 -> 5 at 0.5x;
+# the embryo is found alike at every scale, length within 0.5%, but its view is resampled from
+# more or fewer pixels, and the network, trained at one resolution, reads a softer view as fewer
+# cells). Strict: these tests fail loudly once retrained models close the gaps.
 KNOWN_GAPS = {
-    "membrane": "1 of 20 slices: an early 5-cell slice reads 8 when cropped tightly",
-    "lineage": "2 of 20 early embryos: totals 8 -> 5 and 13 -> 10 padded or at 0.5x",
+    "membrane": "1 of 20 slices: a 15-cell slice reads 18 padded (its count moves 15-18)",
+    "lineage": "1 of 20 early embryos: total 9 -> 6 at 2x and 9 -> 5 at 0.5x",
 }
 
 

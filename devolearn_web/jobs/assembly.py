@@ -19,12 +19,12 @@ import numpy as np
 
 from devolearn_web.ctc import ctc_zip, tracks_csv
 from devolearn_web.errors import BadParameter, TooLarge
+from devolearn_web.options import TRACK_FORMATS
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.stack_assembly import (
     AssemblyRequest,
     StackAssembly,
     check_assembly_request,
-    parse_assembly_request,
     time_groups,
 )
 from devolearn_web.stacks import FrameStack
@@ -32,8 +32,6 @@ from devolearn_web.tracking import Track
 
 # The assembly step's record of tracks, names and voxel size (for the track downloads).
 SUMMARY = "assembly.pickle"
-# Downloads made from tracks (views.frames.TRACK_FORMATS on the predict side).
-TRACK_FORMATS = ("ctc", "tracks-csv")
 
 
 @dataclass(frozen=True)
@@ -46,16 +44,10 @@ class AssemblySummary:
     has_z: bool
 
 
-def parse_job_fields(form, model: str, requested: str, frame: int | None) -> dict | None:
+def job_assembly_fields(request: AssemblyRequest, model: str, frame: int | None) -> dict | None:
     """The job's assembly fields as a record value (None when neither is asked for); a 400 in
-    predict's words for a bad value, a model without nuclei, a track download without track=true
-    or one frame alone."""
-    request = parse_assembly_request(form)
-    if requested in TRACK_FORMATS and not request.track:
-        raise BadParameter(
-            f"format={requested} is a download of tracks: send track=true with it (and a time "
-            "series on the nucleus model)."
-        )
+    predict's words for a model without nuclei, or one frame alone (bad values, and a track
+    download without track=true, are refused by options.PredictOptions.from_form)."""
     if not request.wanted:
         return None
     # The model is checked now; the axes once the upload's headers are read (check_upload).

@@ -275,7 +275,6 @@ def run_chunk(
         answers.append(answer)
         if isinstance(result, SegmentationResult):
             result.labels = _compact(np.asarray(result.labels))  # made now, so it is pickled
-            result.probability_png = b""
         results.append(result)
     store.put_blob(job_id, chunk_result_name(index), pickle.dumps((answers, results)))
     store.mark_chunk_done(job_id, index)
@@ -391,7 +390,7 @@ def _assemble_nuclei(
     store.put_blob(job_id, job_assembly.SUMMARY, job_assembly.summary_of(assembly))
     extra = assembly_json(assembly)
     if figures:
-        from devolearn_web.stack_assembly import assembly_figures  # Plotly dicts only when asked
+        from devolearn_web.figures_tracks import assembly_figures  # Plotly dicts only when asked
 
         extra["figures_3d"] = assembly_figures(extra)
     extra["notes"] = [note for note in assembly.notes if note]

@@ -7,19 +7,15 @@ import difflib
 from flask import Blueprint, current_app, jsonify, request
 
 from devolearn_web.admission import admit
+from devolearn_web.analysis import Limits, Upload, analyse
 from devolearn_web.budget import Deadline
-from devolearn_web.downloads import safe_stem
 from devolearn_web.errors import BadParameter, TooLarge
-from devolearn_web.figures import build_figures
-from devolearn_web.memory_estimate import estimate_bytes, probe_upload
+from devolearn_web.memory_estimate import estimate_bytes
 from devolearn_web.openapi import openapi_document
-from devolearn_web.pipelines import predict_bytes
+from devolearn_web.options import PredictOptions
 from devolearn_web.registry import get_registry
-from devolearn_web.scale import parse_scale_request
-from devolearn_web.stack_assembly import parse_assembly_request
-from devolearn_web.stacks import parse_channel
-from devolearn_web.views.frames import answer_frames_or_file, needs_frames_or_file, parse_format
-from devolearn_web.views.held import answer_held, filter_for, filtered, hold, object_filters
+from devolearn_web.views.frames import respond
+from devolearn_web.views.held import answer_held
 
 bp = Blueprint("api", __name__)
 # The predict endpoint's options (openapi.py): read from the multipart form only.
@@ -51,23 +47,21 @@ def list_models():
 
 @bp.post("/api/v1/predict/<name>")
 def predict_upload(name: str):
-    """Run a model on the multipart field `file`; optional fields `threshold` and `include`."""
+    """Run a model on the multipart field `file` (or a held `result`), with the form's options."""
     # The budget starts with the request: receiving the upload counts against a router's limit.
     deadline = Deadline(current_app.config["JOB_TIME_BUDGET_SECONDS"])
     registry = get_registry()
     task = registry.card(name).task  # 404 for an unknown model before looking at the upload
     refuse_query_fields()
     refuse_unknown_fields()
-    threshold = parse_threshold(request.form.get("threshold"))
+    options = PredictOptions.from_form(request.form)
     upload = request.files.get("file")
-    held_key = (request.form.get("result") or "").strip()
-    if held_key:
+    if options.result:
         if upload is not None:
             raise BadParameter(
                 "Send either a file or the 'result' id of an earlier answer, not both."
             )
-        requested = parse_format(request.form.get("format"))
-        return answer_held(held_key, threshold, request.form, requested)
+        return answer_held(options)
     if upload is None:
         raise BadParameter("No image was sent: attach it in the multipart form field 'file'.")
     data = upload.read()
@@ -76,28 +70,12 @@ def predict_upload(name: str):
         raise TooLarge(
             f"The file is {len(data) / 1e6:.1f} MB; this server accepts up to {limit / 1e6:g} MB."
         )
-    admit_model_run(data, task, request.form)
-    if needs_frames_or_file(data, request.form):  # stacks, movies, CSV/TIFF/PNG/ZIP downloads
-        return answer_frames_or_file(
-            registry, name, data, upload.filename, threshold, request.form, deadline
+    with Upload(data, upload.filename) as opened:
+        admit_model_run(opened, task, options)
+        answer = analyse(
+            registry, name, task, opened, options, Limits.of(current_app.config), deadline
         )
-    result, image = predict_bytes(
-        registry,
-        name,
-        data,
-        filename=upload.filename,
-        threshold=threshold,
-        max_pixels=current_app.config["MAX_IMAGE_PIXELS"],
-        deadline=deadline,
-        channel=parse_channel(request.form.get("channel")),
-        scale_request=parse_scale_request(request.form),
-    )
-    result = filtered(result, filter_for(object_filters(request.form, None), 0))
-    answer = result.to_json()
-    if "figures" in parse_include(request.form.get("include")):
-        answer.update(build_figures(result, image))
-    answer.update(hold(name, task, safe_stem(upload.filename, name), [result]))
-    return jsonify(answer)
+    return respond(answer)
 
 
 @bp.get("/api/v1/openapi.json")
@@ -114,11 +92,11 @@ def healthz():
     return jsonify({"status": "ok" if healthy else "degraded", "models": models})
 
 
-def admit_model_run(data: bytes, task: str, form) -> None:
+def admit_model_run(upload: Upload, task: str, options: PredictOptions) -> None:
     """Hold the memory this run will need from the worker's budget (devolearn_web.admission),
     estimated from the upload's headers: it waits, or is a 503 or 413, before any decoding."""
     config = current_app.config
-    shape = probe_upload(data, config["MAX_STACK_VOXELS"])
+    shape = upload.shape(config["MAX_STACK_VOXELS"])
     limits = (
         config["MAX_IMAGE_PIXELS"],
         config["MAX_STACK_VOXELS"],
@@ -126,11 +104,10 @@ def admit_model_run(data: bytes, task: str, form) -> None:
     )
     if shape is not None and not shape.within(*limits):
         shape = None  # the decoder refuses it with its own sentence, after a small effort
-    figures = "figures" in parse_include(form.get("include"))
-    answer = parse_format(form.get("format"))
-    if answer == "json" and parse_assembly_request(form).wanted:
+    answer = options.format
+    if answer == "json" and options.assembly.wanted:
         answer = "zip"  # 3D nuclei and tracks hold every frame's labels, as a ZIP download does
-    need = estimate_bytes(len(data), shape, task, answer, figures)
+    need = estimate_bytes(len(upload.data), shape, task, answer, options.figures)
     admit(need, shape.phrase() if shape is not None else "this upload")
 
 
@@ -158,23 +135,3 @@ def refuse_unknown_fields(known: tuple[str, ...] = ("file", *FORM_FIELDS)) -> No
         hint = f"; did you mean '{close[0]}'?" if close else "."
         what = f"'{name[:40]}' is not a field" if name else "A form field without a name is not one"
         raise BadParameter(f"{what} this endpoint reads{hint} It reads: {', '.join(known)}.")
-
-
-def parse_threshold(raw: str | None) -> float | None:
-    """The threshold form field as a float in 0..1, None when absent or blank."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = float(raw)
-    except ValueError as error:
-        raise BadParameter(
-            f"The threshold must be a number from 0 to 1; '{raw[:40]}' is not a number."
-        ) from error
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise BadParameter(f"The threshold must be between 0 and 1; {raw[:40]} is not.")
-    return value
-
-
-def parse_include(raw: str | None) -> set[str]:
-    """The comma-separated `include` field as a set of words (only "figures" means anything)."""
-    return {word.strip() for word in (raw or "").split(",") if word.strip()}

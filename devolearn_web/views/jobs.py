@@ -9,24 +9,17 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
 
+from devolearn_web.analysis import Limits, check_download_size
 from devolearn_web.config import request_size_limit
 from devolearn_web.downloads import check_format
 from devolearn_web.errors import BadParameter, JobNotFinished, JobNotFound, JobsUnavailable
 from devolearn_web.jobs import work
-from devolearn_web.jobs.assembly import TRACK_FORMATS, parse_job_fields
+from devolearn_web.jobs.assembly import TRACK_FORMATS, job_assembly_fields
 from devolearn_web.jobs.intake import check_upload
 from devolearn_web.jobs.settings import JobSettings
+from devolearn_web.options import PredictOptions
 from devolearn_web.registry import get_registry
-from devolearn_web.scale import parse_scale_request
-from devolearn_web.stacks import parse_axes_override, parse_channel
-from devolearn_web.views.api import (
-    FORM_FIELDS,
-    parse_include,
-    parse_threshold,
-    refuse_query_fields,
-    refuse_unknown_fields,
-)
-from devolearn_web.views.frames import _check_download_size, parse_format, parse_frame
+from devolearn_web.views.api import FORM_FIELDS, refuse_query_fields, refuse_unknown_fields
 
 bp = Blueprint("jobs", __name__)
 EXTENSION_KEY = "devolearn_jobs"
@@ -83,8 +76,7 @@ def submit_job():
             f"{'' if model else ' (it was missing)'}."
         )
     task = registry.card(model).task
-    options = _parse_options(request.form, task)
-    options["assembly"] = parse_job_fields(request.form, model, options["format"], options["frame"])
+    options = _parse_options(request.form, task, model)
     upload = request.files.get("file")
     if upload is None:
         raise BadParameter("No file was sent: attach it in the multipart form field 'file'.")
@@ -119,22 +111,24 @@ def submit_job():
     return response
 
 
-def _parse_options(form, task: str) -> dict:
+def _parse_options(form, task: str, model: str) -> dict:
     """The predict fields a job keeps, checked as predict checks them (a 400 naming the field)."""
-    requested = parse_format(form.get("format"))
-    if requested not in ("json", *TRACK_FORMATS):  # track downloads: parse_job_fields
-        check_format(requested, task, 1)
-    scale = parse_scale_request(form)
-    frame = parse_frame(form.get("frame"), 10**9)  # checked against the frames once decoded
+    options = PredictOptions.from_form(form)
+    if options.format not in ("json", *TRACK_FORMATS):  # tracks: PredictOptions checks them
+        check_format(options.format, task, 1)
     return {
-        "threshold": parse_threshold(form.get("threshold")),
-        "axes": parse_axes_override(form.get("axes")),
-        "channel": parse_channel(form.get("channel")),
-        "frame": frame,
-        "format": requested,
+        "threshold": options.threshold,
+        "axes": options.axes,
+        "channel": options.channel,
+        "frame": options.frame,  # checked against the frames once decoded
+        "format": options.format,
         # The page asks for figures, so a job's answer is drawn as predict's (Plotly dicts).
-        "figures": "figures" in parse_include(form.get("include")),
-        "scale": {"diameter": scale.diameter, "pixel_size_um": scale.pixel_size_um},
+        "figures": options.figures,
+        "scale": {
+            "diameter": options.scale.diameter,
+            "pixel_size_um": options.scale.pixel_size_um,
+        },
+        "assembly": job_assembly_fields(options.assembly, model, options.frame),
     }
 
 
@@ -208,7 +202,7 @@ def job_download(job_id: str, requested: str):
             f"{', '.join(DOWNLOAD_FORMATS)}."
         )
     task = get_registry().card(record["model"]).task
-    _check_download_size(requested, record.get("voxels", 0))
+    check_download_size(requested, record.get("voxels", 0), Limits.of(current_app.config))
     body, media_type, filename = work.download(get_engine().store, job_id, requested, task)
     response = Response(body, mimetype=media_type)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'

@@ -163,7 +163,7 @@ def test_security_headers_on_every_route_and_error(app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(api, "predict_bytes", broken)
+    monkeypatch.setattr(api, "analyse", broken)
     png = _encode(np.zeros((8, 8), np.uint8), "PNG")
     crashed = client.post("/api/v1/predict/membrane", data={"file": (io.BytesIO(png), "x.png")})
     assert crashed.status_code == 500
@@ -186,7 +186,7 @@ def test_a_crash_shows_no_traceback(app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(api, "predict_bytes", broken)
+    monkeypatch.setattr(api, "analyse", broken)
     png = _encode(np.zeros((8, 8), np.uint8), "PNG")
     response = app.test_client().post(
         "/api/v1/predict/membrane", data={"file": (io.BytesIO(png), "x.png")}
