@@ -287,6 +287,11 @@ async function followJob(id, name, run) {
     const answer = await jobResult(jobs.url, id);
     if (run !== state.run) return;
     state.file = state.file && state.file.name === name ? state.file : { name };
+    // A reopened job's link shows what it was asked for: 3D nuclei, tracks.
+    if (ui.assemble) {
+      ui.track.checked = "tracks" in answer;
+      ui.assemble.checked = !ui.track.checked && "objects_3d" in answer;
+    }
     await showAnyAnswer(answer, state.file, run, { newFile: true });
     if (run === state.run) setState("done");
   } catch (error) {
@@ -733,6 +738,10 @@ for (const control of [ui.assemble, ui.track, ui.zStep]) {
   control.addEventListener("change", () => {
     if (!state.file) return;
     if (control === ui.zStep && !ui.assemble.checked && !ui.track.checked) return;
+    if (!(state.file instanceof File)) {
+      showMessage("Drop the file again to analyse it in 3D or with tracks: this page reopened a job.");
+      return;
+    }
     analyse(state.file, { keepAxes: true });
   });
 }
