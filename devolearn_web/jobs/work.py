@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from devolearn_web.downloads import MAX_LABEL_16_BIT, build_download, check_format, safe_stem
-from devolearn_web.errors import DevoLearnError
+from devolearn_web.errors import DevoLearnError, JobNotFound
 from devolearn_web.imaging import DecodedImage
 from devolearn_web.jobs import assembly as job_assembly
 from devolearn_web.jobs.settings import JobSettings
@@ -215,7 +215,7 @@ def _decode(data: bytes, options: dict, settings: JobSettings) -> FrameStack:
 def _description(store: JobStore, job_id: str) -> tuple[FrameStack, int]:
     blob = store.get_blob(job_id, STACK)
     if blob is None:
-        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
     return pickle.loads(blob)  # written by prepare() above, never by a visitor
 
 
@@ -245,7 +245,7 @@ def run_chunk(
     description, total = _description(store, job_id)
     blob = store.get_blob(job_id, chunk_name(index))
     if blob is None:
-        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
     frames = np.load(io.BytesIO(blob), allow_pickle=False)
     start = index * record["chunk_frames"]
     positions = description.positions[start : start + len(frames)]
@@ -302,7 +302,7 @@ def chunk_results(
     for index in range(count):
         blob = store.get_blob(job_id, name(index))
         if blob is None:
-            raise DevoLearnError("This job's results have expired or were deleted.")
+            raise JobNotFound("This job's results have expired or were deleted.")
         chunk_answers, chunk_results_ = pickle.loads(blob)
         answers.extend(chunk_answers)
         results.extend(chunk_results_)
@@ -410,7 +410,7 @@ def _frame_figures(
 
     blob = store.get_blob(job_id, chunk_name(index))
     if blob is None:
-        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
     frames = np.load(io.BytesIO(blob), allow_pickle=False)
     start = answers[0]["index"] if answers else 0
     positions = description.positions[start : start + len(frames)]
@@ -487,7 +487,7 @@ def download(store: JobStore, job_id: str, requested: str, task: str) -> tuple[b
     if requested in job_assembly.TRACK_FORMATS:
         summary = store.get_blob(job_id, job_assembly.SUMMARY)
         if summary is None:
-            raise DevoLearnError("This job's results have expired or were deleted.")
+            raise JobNotFound("This job's results have expired or were deleted.")
         return job_assembly.track_download(requested, stem, results, description.positions, summary)
     return build_download(
         requested,
