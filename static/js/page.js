@@ -183,7 +183,8 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   state.excluded = [];
   // A ZIP of time points is a whole recording: only jobs read it.
   const isZip = /\.zip$/i.test(file.name);
-  if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file);
+  const newFile = !keepAxes;
+  if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file, { newFile });
   const run = ++state.run;
   const controller = new AbortController();
   state.controller = controller;
@@ -212,8 +213,8 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     // Too many frames or values for one request: the same file as a job has room for it.
-    if (jobs && error instanceof ApiError && error.status === 413) return runJob(file);
-    fail(error);
+    if (jobs && error instanceof ApiError && error.status === 413) return runJob(file, { newFile });
+    fail(error, { newFile });
   } finally {
     if (run === state.run) clearBusy();
   }
@@ -234,7 +235,7 @@ function forgetJob() {
 }
 
 /** Send the file as a job, then follow it to its answer. */
-async function runJob(file) {
+async function runJob(file, { newFile = true } = {}) {
   const run = ++state.run;
   showMessage("");
   setBusy(`Sending “${file.name}” as a job…`);
@@ -242,16 +243,16 @@ async function runJob(file) {
   try {
     const accepted = await submitJob(jobs.url, pageData.model, file, requestFields());
     if (run !== state.run) return;
-    await followJob(accepted.id, file.name, run);
+    await followJob(accepted.id, file.name, run, { newFile });
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     clearBusy();
-    fail(error);
+    fail(error, { newFile });
   }
 }
 
 /** Poll the job's state (progress, time left), then draw its result as predict's is drawn. */
-async function followJob(id, name, run) {
+async function followJob(id, name, run, { newFile = true } = {}) {
   state.job = id;
   root.dataset.job = id;
   window.history.replaceState(null, "", jobPageLink(id));
@@ -292,7 +293,7 @@ async function followJob(id, name, run) {
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     ui.jobCancel.hidden = true;
-    fail(error);
+    fail(error, { newFile });
   } finally {
     if (run === state.run) clearBusy();
   }
@@ -312,6 +313,7 @@ async function cancelFollowedJob() {
   }
   clearBusy();
   forgetJob();
+  forgetShownResults();
   root.dataset.jobState = "cancelled";
   setState("cancelled");
   showMessage("The job was cancelled; its upload and any results were deleted from the server.");
@@ -336,14 +338,26 @@ function bringResultIntoView() {
   target.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
 }
 
-function fail(error) {
+/** Show why an analysis failed. When a new file failed, the last file's results go: left
+ * under the message they read as this file's, and the slider would send the failed file. */
+function fail(error, { newFile = false } = {}) {
   setState("error");
+  if (newFile) forgetShownResults();
   if (error instanceof ApiError) {
     showMessage(error.message);
   } else {
     showMessage(`The page could not show the result: ${error.message}`);
     console.warn(error);
   }
+}
+
+function forgetShownResults() {
+  state.file = null;
+  state.stackAnswer = null;
+  ui.results.hidden = true;
+  ui.stack.hidden = true;
+  if (ui.controls) ui.controls.hidden = true;
+  if (ui.objectFilter) ui.objectFilter.hidden = true;
 }
 
 /** A single image's answer, or a stack/movie answer shown one frame at a time. */

@@ -1,0 +1,84 @@
+"""What a first-time visitor meets on a model page: hidden controls stay hidden, and a file that
+fails does not leave the last file's results standing under its error."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.page_scripts import drop_file
+
+pytestmark = pytest.mark.browser
+
+
+def _open(page, name: str) -> None:
+    page.goto(f"/{name}")
+    page.wait_for_selector("#analysis[data-state='ready']")
+
+
+def _wait_for_answer(page, answers_before: int = 0) -> None:
+    page.wait_for_function(
+        "(n) => { const root = document.getElementById('analysis');"
+        " return root.dataset.state === 'done' && Number(root.dataset.answers || 0) > n; }",
+        arg=answers_before,
+    )
+
+
+@pytest.fixture
+def disks_png(image_maker) -> bytes:
+    image = image_maker.disks((256, 356), [(80, 80), (200, 160), (260, 90)], 30, 1.0)
+    return image_maker.encode(image_maker.uint8(image))
+
+
+def test_hidden_buttons_stay_hidden(watched_page, disks_png: bytes) -> None:
+    """.button's display once beat the hidden attribute: "Bring back 0 excluded" showed with
+    nothing excluded, and "Cancel the job" beside an analysis that was no job."""
+    page, watch = watched_page
+    _open(page, "nucleus")
+    drop_file(page, disks_png, "disks.png")
+    _wait_for_answer(page)
+    assert page.locator("#object-filter").is_visible()
+    assert page.get_attribute("#restore-excluded", "hidden") is not None
+    assert not page.locator("#restore-excluded").is_visible()
+    assert not page.locator("#job-cancel").is_visible()
+    assert watch.console_errors == []
+
+
+def test_a_failed_file_takes_the_last_results_away(watched_page, disks_png: bytes) -> None:
+    page, watch = watched_page
+    _open(page, "nucleus")
+    drop_file(page, disks_png, "disks.png")
+    _wait_for_answer(page)
+    assert page.locator("#results").is_visible()
+
+    # The first third of a PNG: the server answers 400 with a sentence.
+    drop_file(page, disks_png[: len(disks_png) // 3], "damaged.png")
+    page.wait_for_selector("#analysis[data-state='error']")
+    assert "damaged" in page.text_content("#message")
+    assert page.locator("#message").is_visible()
+    # Neither the count, the figures, the downloads nor the slider of disks.png stay: under
+    # this message they would read as damaged.png's, and the slider would send damaged.png.
+    assert not page.locator("#results").is_visible()
+    assert not page.locator("#threshold-controls").is_visible()
+    assert not page.locator("#object-filter").is_visible()
+
+    # The next good file is answered as usual.
+    drop_file(page, disks_png, "disks again.png")
+    _wait_for_answer(page, int(page.get_attribute("#analysis", "data-answers") or 0))
+    assert page.locator("#results").is_visible()
+    assert "disks again.png" in page.text_content("#file-info")
+    assert not page.locator("#message").is_visible()
+    errors = [text for text in watch.console_errors if "400" not in text]
+    assert errors == []
+
+
+def test_the_last_results_fade_while_a_new_file_is_analysed(watched_page, disks_png) -> None:
+    page, _ = watched_page
+    _open(page, "nucleus")
+    drop_file(page, disks_png, "disks.png")
+    _wait_for_answer(page)
+    page.wait_for_timeout(300)  # the fade's transition
+    opacity = "(node) => Number(getComputedStyle(node).opacity)"
+    assert page.eval_on_selector("#results", opacity) == 1
+    page.evaluate("() => { document.getElementById('analysis').dataset.state = 'busy'; }")
+    page.wait_for_timeout(300)  # the fade's transition
+    assert page.eval_on_selector("#results", opacity) < 0.6
