@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,22 @@ def test_a_blank_image_is_not_called_the_other_kind(registry, image_maker, name)
     warnings = predict(registry, name, _decoded(image_maker, np.zeros((200, 200)))).warnings
     assert any("uniform" in text for text in warnings), warnings
     assert not any("it looks like" in text for text in warnings), warnings
+
+
+def test_the_card_names_its_real_sample_count_as_the_evaluations(make_app, models_copy):
+    """Under a result of 77 nuclei on embryo_sample.png the card line said '87 nuclei on the real
+    embryo_sample.png': the evaluation's count, framed another way than the page frames it."""
+    card_path = models_copy / "nucleus.json"
+    card = json.loads(card_path.read_text())
+    card.setdefault("metrics", {})["real_samples"] = {
+        "embryo_sample.png": {"count": 87, "expected_range": [60, 120]}
+    }
+    card_path.write_text(json.dumps(card))
+    client = make_app(MODELS_DIR=models_copy).test_client()
+    html = client.get("/models/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
+    start = html.index('id="glance-tests"')
+    glance = html[start : html.index("</ul>", start)]
+    assert "87 nuclei when the model was evaluated" in glance
+    assert "its count for the same file can differ" in glance
+    page = client.get("/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "87 nuclei on the real embryo_sample.png when evaluated" in page
