@@ -60,6 +60,7 @@ def test_the_card_names_its_real_sample_count_as_the_evaluations(make_app, model
     card.setdefault("metrics", {})["real_samples"] = {
         "embryo_sample.png": {"count": 87, "expected_range": [60, 120]}
     }
+    card["metrics"]["targets"] = {"seg": {"target": ">= 0.85", "value": 0.661, "met": False}}
     card_path.write_text(json.dumps(card))
     client = make_app(MODELS_DIR=models_copy).test_client()
     html = client.get("/models/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
@@ -67,5 +68,8 @@ def test_the_card_names_its_real_sample_count_as_the_evaluations(make_app, model
     glance = html[start : html.index("</ul>", start)]
     assert "87 nuclei when the model was evaluated" in glance
     assert "its count for the same file can differ" in glance
+    # SEG means nothing to most biologists: the first screen says what it measures.
+    assert "SEG <strong>0.661</strong>" in glance
+    assert "How well each true object is matched by one object found" in glance
     page = client.get("/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert "87 nuclei on the real embryo_sample.png when evaluated" in page
