@@ -73,3 +73,15 @@ def test_the_card_names_its_real_sample_count_as_the_evaluations(make_app, model
     assert "How well each true object is matched by one object found" in glance
     page = client.get("/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert "87 nuclei on the real embryo_sample.png when evaluated" in page
+
+
+def test_the_lineage_input_figure_names_its_dashed_ellipse(registry, image_maker):
+    """The lineage page drew a yellow dashed ellipse over the input and said nothing of it."""
+    from devolearn_web.figures import build_figures
+
+    image = _decoded(image_maker, image_maker.disks((140, 200), image_maker.five_disks, 12))
+    result = predict(registry, "lineage", image)
+    assert result.embryo is not None
+    figure = build_figures(result, image)["figures"]["input"]
+    assert [trace["name"] for trace in figure["data"]] == ["input", "embryo found"]
+    assert "dashed: embryo found" in figure["layout"]["title"]["text"]
