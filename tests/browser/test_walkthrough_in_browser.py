@@ -82,3 +82,40 @@ def test_the_last_results_fade_while_a_new_file_is_analysed(watched_page, disks_
     page.evaluate("() => { document.getElementById('analysis').dataset.state = 'busy'; }")
     page.wait_for_timeout(300)  # the fade's transition
     assert page.eval_on_selector("#results", opacity) < 0.6
+
+
+# Whether an input's placeholder is wider than the room inside the box.
+PLACEHOLDER_CUT_JS = """(input) => {
+    const style = getComputedStyle(input);
+    const context = document.createElement("canvas").getContext("2d");
+    context.font = `${style.fontSize} ${style.fontFamily}`;
+    const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return context.measureText(input.placeholder).width > room;
+}"""
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_placeholders_and_the_cancel_button_are_not_cut(browser, server_url, width) -> None:
+    """The diameter box read 'autom', the z step 'from', and 'Cancel the job' broke over three
+    lines beside a long file name."""
+    context = browser.new_context(viewport={"width": width, "height": 900}, base_url=server_url)
+    page = context.new_page()
+    try:
+        _open(page, "nucleus")
+        page.evaluate(
+            "() => { for (const id of ['threshold-controls', 'stack-controls', 'progress',"
+            " 'job-cancel']) document.getElementById(id).hidden = false;"
+            " document.getElementById('progress-text').textContent ="
+            " 'Job: frame 12 of 35 done, about 2 min left for'"
+            " + ' “a_rather_long_recording_name_t000-t199.tif”…'; }"
+        )
+        for selector in ("#diameter", "#z-step"):
+            assert page.eval_on_selector(selector, PLACEHOLDER_CUT_JS) is False, selector
+        line = page.eval_on_selector(
+            "#progress-text", "(n) => parseFloat(getComputedStyle(n).lineHeight)"
+        )
+        button = page.locator("#job-cancel").bounding_box()
+        assert button["height"] < 2 * line
+        assert page.locator("#progress progress").bounding_box()["width"] > 100
+    finally:
+        context.close()
