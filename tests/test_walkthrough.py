@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -85,3 +86,14 @@ def test_the_lineage_input_figure_names_its_dashed_ellipse(registry, image_maker
     figure = build_figures(result, image)["figures"]["input"]
     assert [trace["name"] for trace in figure["data"]] == ["input", "embryo found"]
     assert "dashed: embryo found" in figure["layout"]["title"]["text"]
+
+
+@pytest.mark.parametrize(("filename", "maker"), [("embryo.czi", "Zeiss CZI"), ("t1.ND2", "Nikon")])
+def test_a_microscope_makers_file_is_named_with_the_way_to_a_tiff(client, filename, maker):
+    """A .czi was 'a text file, not an image': to a biologist it is their image."""
+    data = b"ZISRAWFILE" + bytes(200)
+    response = client.post("/api/v1/predict/nucleus", data={"file": (io.BytesIO(data), filename)})
+    assert response.status_code == 415
+    error = response.get_json()["error"]
+    assert maker in error and "Fiji" in error and "save it as a TIFF" in error
+    assert "text file" not in error

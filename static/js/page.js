@@ -705,7 +705,12 @@ attachDropZone(ui.zone, ui.input, {
   onFile: (file, details) => analyse(file, details),
   onReject: (file) => {
     setState("rejected");
-    showMessage(rejectionMessage(file, pageData.accepted_extensions, pageData.accepted_formats));
+    showMessage(
+      rejectionMessage(file, pageData.accepted_extensions, pageData.accepted_formats, {
+        formats: pageData.microscope_formats,
+        advice: pageData.microscope_format_advice,
+      }),
+    );
   },
 });
 

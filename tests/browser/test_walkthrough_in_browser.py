@@ -119,3 +119,17 @@ def test_placeholders_and_the_cancel_button_are_not_cut(browser, server_url, wid
         assert page.locator("#progress progress").bounding_box()["width"] > 100
     finally:
         context.close()
+
+
+def test_a_microscope_makers_file_is_refused_with_the_way_to_a_tiff(watched_page) -> None:
+    page, watch = watched_page
+    _open(page, "nucleus")
+    page.set_input_files(
+        "#file-input",
+        files=[{"name": "embryo 12.lif", "mimeType": "application/octet-stream", "buffer": b"x"}],
+    )
+    page.wait_for_selector("#analysis[data-state='rejected']")
+    message = page.text_content("#message")
+    assert "“embryo 12.lif” is a Leica LIF file" in message
+    assert "Fiji" in message and "save it as a TIFF" in message
+    assert watch.api_requests() == []  # refused in the browser, as any other wrong file
