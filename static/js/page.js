@@ -378,7 +378,7 @@ async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
   if (newFile) state.frameIndex = 0;
   state.frameIndex = Math.min(state.frameIndex, answer.frame_count - 1);
   showStackControls(answer);
-  await drawFrameChart(ui.frameChart, answer, chartOptions());
+  if (answer.frame_count > 1) await drawFrameChart(ui.frameChart, answer, chartOptions());
   await showFrame(state.frameIndex, run);
   await showAssembly(answer, run);
 }
@@ -410,9 +410,15 @@ function showStackControls(answer) {
   const axes = answer.axes;
   // channel is null where a colour file's brightness was used: no channel to name then.
   const channel = axes.channels > 1 && axes.channel !== null ? ` · channel ${shownNumber(axes.channel)} of ${axes.channels}` : "";
+  const frames = `${answer.frame_count} frame${answer.frame_count === 1 ? "" : "s"}`;
   ui.stackAxesText.textContent =
-    `${answer.kind === "movie" ? "Movie" : "Stack"} of ${answer.frame_count} frames · axes ` +
+    `${answer.kind === "movie" ? "Movie" : "Stack"} of ${frames} · axes ` +
     `${axes.used} (guessed ${axes.guessed}: ${axes.source})${channel}`;
+  // One frame (a z-stack projected into one image): no slider, chart or frame skipping to use.
+  const single = answer.frame_count < 2;
+  ui.frameSlider.closest(".frame-row").hidden = single;
+  ui.frameChart.hidden = single;
+  if (ui.skipFirst) ui.skipFirst.closest(".frame-options").hidden = single;
   ui.stackAxes.value = axes.used.replace(/[YXS]/g, "");
   ui.stackAxesForm.hidden = answer.kind === "movie";
   ui.frameSlider.max = String(answer.frame_count - 1);

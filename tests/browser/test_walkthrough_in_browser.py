@@ -3,6 +3,7 @@ fails does not leave the last file's results standing under its error."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bench.page_scripts import drop_file
@@ -133,3 +134,27 @@ def test_a_microscope_makers_file_is_refused_with_the_way_to_a_tiff(watched_page
     assert "“embryo 12.lif” is a Leica LIF file" in message
     assert "Fiji" in message and "save it as a TIFF" in message
     assert watch.api_requests() == []  # refused in the browser, as any other wrong file
+
+
+def test_a_z_stack_on_the_lineage_page_is_one_projection_without_a_frame_slider(
+    watched_page, image_maker
+) -> None:
+    """A z-stack projected into one image showed 'Stack of 1 frames', a one-position slider,
+    an empty frame-by-frame chart and frame-skipping boxes, and told a page visitor to 'send
+    projection=none'."""
+    page, watch = watched_page
+    _open(page, "lineage")
+    slices = [
+        image_maker.uint8(image_maker.disks((140, 200), image_maker.five_disks, radius))
+        for radius in (8, 12, 10)
+    ]
+    stack = image_maker.tiff(np.stack(slices), imagej=True, metadata={"axes": "ZYX"})
+    drop_file(page, stack, "z-stack.tif", "image/tiff")
+    _wait_for_answer(page)
+    assert page.text_content("#stack-axes-text").startswith("Stack of 1 frame ·")
+    assert page.locator("#stack-axes-form").is_visible()  # it can still be read as time points
+    for selector in ("#frame-slider", "#frame-chart", "#skip-first"):
+        assert not page.locator(selector).is_visible(), selector
+    notes = page.text_content("#notes")
+    assert "3 z-slices were projected" in notes and "axes T" in notes
+    assert watch.console_errors == []
