@@ -97,3 +97,10 @@ def test_a_microscope_makers_file_is_named_with_the_way_to_a_tiff(client, filena
     error = response.get_json()["error"]
     assert maker in error and "Fiji" in error and "save it as a TIFF" in error
     assert "text file" not in error
+
+
+def test_the_lineage_page_says_which_founders_its_letters_are(client):
+    """'(A, E, M, P, C, D, Z)': a biologist knows AB, MS and Z2/Z3, not A, M and Z."""
+    html = client.get("/lineage", headers={"Accept": "text/html"}).get_data(as_text=True)
+    lead = html[html.index('class="lead"') : html.index("</p>", html.index('class="lead"'))]
+    assert "A = AB" in lead and "M = MS" in lead and "Z = Z2/Z3" in lead
