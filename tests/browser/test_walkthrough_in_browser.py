@@ -41,6 +41,10 @@ def test_hidden_buttons_stay_hidden(watched_page, disks_png: bytes) -> None:
     assert page.get_attribute("#restore-excluded", "hidden") is not None
     assert not page.locator("#restore-excluded").is_visible()
     assert not page.locator("#job-cancel").is_visible()
+    # Named like its neighbours ("Labels (16-bit TIFF)"), not "Download the probability map".
+    labels = page.locator("#downloads > *").all_inner_texts()
+    assert "Probability (8-bit PNG)" in labels and "Probability (TIFF)" in labels
+    assert not any(label.startswith("Download") for label in labels)
     assert watch.console_errors == []
 
 
