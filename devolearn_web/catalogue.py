@@ -186,8 +186,8 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 heading="Lineage populations",
                 eyebrow="Regression · founder lineages",
                 summary=(
-                    "Estimates how many cells each founder lineage"
-                    f" ({', '.join(LINEAGE_ORDER)}) holds in a whole-embryo image, and warns"
+                    "Estimates how many cells each founder lineage (A = AB, E, M = MS, P, C, D,"
+                    " Z = Z2/Z3) holds in a whole-embryo image, and warns"
                     " when the embryo is older than the ones the model learned from."
                 ),
                 input_hint="A whole-embryo image",

@@ -215,7 +215,9 @@ def _lineage_figures(
             "hovermode": "closest",
         },
     }
-    figure = _image_figure("Input", shown, image.width, image.height, scale)
+    # The dashed ellipse is named in the title: nothing else on the page says what it is.
+    title = "Input" if result.embryo is None else "Input · dashed: embryo found"
+    figure = _image_figure(title, shown, image.width, image.height, scale)
     if result.embryo is not None:
         figure["data"].append(_embryo_outline(result.embryo, scale))
     return {"input": figure, "populations": populations}

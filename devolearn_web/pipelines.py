@@ -549,7 +549,8 @@ EXPECTS_OUTLINES = {name: model.expects_outlines for name, model in CATALOGUE.it
 def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
     """A sentence when the image is of another kind than the model's (membranes for nuclei)."""
     expects = EXPECTS_OUTLINES.get(model_name)
-    if expects is None or search.shows_outlines == expects:
+    # No embryo (a blank frame): nothing to judge the kind by, and scale_warnings says why.
+    if expects is None or search.region is None or search.shows_outlines == expects:
         return ()
     if expects:
         return (
@@ -561,6 +562,17 @@ def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
         "This image shows bright outlines around darker regions: it looks like a membrane "
         "image, and this model was trained on nucleus (GFP-histone) images. Try the membrane "
         "page.",
+    )
+
+
+def cut_off_warnings(search: EmbryoSearch) -> tuple[str, ...]:
+    """A sentence when the embryo reaches the image's edge (lineage: it counts a whole embryo)."""
+    if search.region is None or not search.region.touches_edge:
+        return ()
+    return (
+        "The embryo reaches the edge of the image, so part of it may be cut off: this model "
+        "estimates the cells of one whole embryo, and on a cut-off one its counts are "
+        "unreliable. Upload the whole embryo with some dark margin around it.",
     )
 
 
@@ -655,7 +667,7 @@ def _count_lineages(
         notes=notes,
         timings_ms=clock.timings(),
         embryo=search.region,
-        warnings=kind_warnings(model.name, search),
+        warnings=kind_warnings(model.name, search) + cut_off_warnings(search),
     )
 
 
