@@ -42,17 +42,21 @@ from devolearn_web.model_cards import ModelCard
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
 from devolearn_web.scale import (
     AUTOMATIC_SCALE,
+    MIN_WORKING_SIDE,
     GridCard,
     ScaleRequest,
     WorkingGrid,
     contrast_range,
+    embryo_window,
     initial_grid,
     median_diameter,
     refined_grid,
     run_tiled,
     to_upload_orientation,
+    training_fill,
     with_context_margin,
     working_image,
+    working_shape,
 )
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
@@ -316,6 +320,9 @@ class SegmentationPlan:
     diameter: float | None = None  # median object diameter on the grid, working pixels
     probability: np.ndarray | None = None  # the grid's map, when the first look already made it
     first_look_ms: float = 0.0  # the first look's model run, reported as inference
+    # Where the network looks (scale.embryo_window): this picture's embryo, or for a stack's
+    # frame the whole stack's, so a slice through the embryo's cap keeps the embryo's window.
+    window: EmbryoRegion | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +340,8 @@ class SharedGrid:
         if search.region is None:
             search = self.search
         low, high = contrast_range(pixels, search.region)
-        return SegmentationPlan(dataclasses.replace(self.grid, low=low, high=high), search)
+        grid = dataclasses.replace(self.grid, low=low, high=high)
+        return SegmentationPlan(grid, search, window=self.search.region)
 
 
 def plan_segmentation(
@@ -350,14 +358,14 @@ def plan_segmentation(
     search = find_embryo(image.pixels)
     grid = initial_grid(image.pixels, grid_card, request, search.region)
     started = time.perf_counter()
-    probability = working_map(model, image.pixels, grid, deadline)
+    probability = working_map(model, image.pixels, grid, deadline, search.region)
     first_look_ms = (time.perf_counter() - started) * 1000
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     refined = refined_grid(grid, diameter, grid_card, image.pixels.shape)
     if refined is None:
-        return SegmentationPlan(grid, search, diameter, probability, first_look_ms)
-    return SegmentationPlan(refined, search, None, None, first_look_ms)
+        return SegmentationPlan(grid, search, diameter, probability, first_look_ms, search.region)
+    return SegmentationPlan(refined, search, None, None, first_look_ms, search.region)
 
 
 def plan_shared_grid(
@@ -383,10 +391,47 @@ def _with_calibrated_pixel_size(request: ScaleRequest, calibration: Calibration 
 
 
 def working_map(
-    model: LoadedModel, pixels: np.ndarray, grid: WorkingGrid, deadline: Deadline = NO_DEADLINE
+    model: LoadedModel,
+    pixels: np.ndarray,
+    grid: WorkingGrid,
+    deadline: Deadline = NO_DEADLINE,
+    region: EmbryoRegion | None = None,
 ) -> np.ndarray:
-    """The network's probability map of an upload on its working grid (float32, 0..1)."""
-    image, margins = with_context_margin(working_image(pixels, grid))
+    """The network's probability map of an upload on its working grid (float32, 0..1): run on
+    the window around the embryo `region` (scale.embryo_window), 0 outside it."""
+    fill = training_fill(model.card.input.working_grid, max(model.card.input.size))
+    rows, cols = embryo_window(region, pixels.shape, fill)
+    if grid.transpose:
+        rows, cols = cols, rows
+    full_shape = working_shape(grid, pixels.shape)
+    top = min(full_shape[0], round(rows.start * grid.scale_y))
+    left = min(full_shape[1], round(cols.start * grid.scale_x))
+    bottom = min(full_shape[0], max(top + 1, round(rows.stop * grid.scale_y)))
+    right = min(full_shape[1], max(left + 1, round(cols.stop * grid.scale_x)))
+    whole_frame = (bottom - top, right - left) == full_shape
+    if whole_frame or min(bottom - top, right - left) < MIN_WORKING_SIDE:
+        return _network_map(model, working_image(pixels, grid), deadline)
+    oriented = pixels.T if grid.transpose else pixels
+    window = np.ascontiguousarray(oriented[rows, cols])
+    grid_window = dataclasses.replace(grid, transpose=False)
+    # Resized to exactly the window's place on the grid, so the pieces line up with the rest.
+    scaled = dataclasses.replace(
+        grid_window,
+        scale_y=(bottom - top) / window.shape[0],
+        scale_x=(right - left) / window.shape[1],
+    )
+    probability = np.zeros(full_shape, dtype=np.float32)
+    probability[top:bottom, left:right] = _network_map(
+        model, working_image(window, scaled), deadline
+    )
+    return probability
+
+
+def _network_map(
+    model: LoadedModel, working: np.ndarray, deadline: Deadline = NO_DEADLINE
+) -> np.ndarray:
+    """The network's probability map of a working image (float32 HxW, 0..1), tiled."""
+    image, margins = with_context_margin(working)
 
     def run(tile: np.ndarray) -> np.ndarray:
         # The tile and its mirror image in one call, their maps averaged: on the working grid
@@ -440,7 +485,7 @@ def _segment(
     clock.lap("preprocess")
     probability_on_grid = plan.probability
     if probability_on_grid is None:
-        probability_on_grid = working_map(model, image.pixels, plan.grid, deadline)
+        probability_on_grid = working_map(model, image.pixels, plan.grid, deadline, plan.window)
     clock.lap("inference")
     clock.move(plan.first_look_ms, "preprocess", "inference")
     deadline.check("finding and measuring objects")

@@ -248,3 +248,35 @@ def test_the_working_pixel_limit_is_read_from_the_environment():
         [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
     ).stdout
     assert printed.strip() == "123456"
+
+
+def test_a_wide_margin_around_the_embryo_costs_the_network_nothing(
+    registry, image_maker, monkeypatch
+):
+    """The network runs on a window around the embryo: padding the picture to 4x its sides
+    (16x its pixels) changes neither the count nor the pixels the network sees."""
+    from devolearn_web import pipelines
+
+    seen: list[int] = []
+    real_run = pipelines.run_model
+
+    def counting_run(model, tensor, deadline=pipelines.NO_DEADLINE):
+        seen.append(tensor.shape[-2] * tensor.shape[-1])
+        return real_run(model, tensor, deadline)
+
+    monkeypatch.setattr(pipelines, "run_model", counting_run)
+    pixels = image_maker.uint8(image_maker.disks((140, 200), image_maker.five_disks, 12))
+    canvas = np.zeros((560, 800), np.uint8)
+    canvas[210:350, 300:500] = pixels
+    counts, network_pixels = [], []
+    for picture in (pixels, canvas):
+        seen.clear()
+        image = decode_image(image_maker.encode(picture))
+        counts.append(
+            predict(
+                registry, "nucleus", image, scale_request=scale.ScaleRequest(diameter=24.0)
+            ).count
+        )
+        network_pixels.append(sum(seen))
+    assert counts == [5, 5]
+    assert network_pixels[1] <= 1.5 * network_pixels[0], network_pixels
