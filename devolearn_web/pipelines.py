@@ -184,20 +184,18 @@ def rounded_timings(timings: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 2) for key, value in timings.items()}
 
 
-def build_input_tensor(pixels: np.ndarray, card: dict) -> np.ndarray:
+def build_input_tensor(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
     """float32 (1, C, H, W) network input from a float32 HxW image, as the model card says."""
-    height, width = card["input"]["size"]
-    normalised = normalise_for_model(resize_image(pixels, (height, width)))
-    if card["input"]["normalisation"] == "symmetric":
+    normalised = normalise_for_model(resize_image(pixels, card.input.size))
+    if card.input.normalisation == "symmetric":
         normalised = (normalised - np.float32(0.5)) / np.float32(0.5)
-    channels = int(card["input"]["channels"])
-    return np.ascontiguousarray(np.repeat(normalised[None, None], channels, axis=1))
+    return np.ascontiguousarray(np.repeat(normalised[None, None], card.input.channels, axis=1))
 
 
-def apply_output_activation(output: np.ndarray, card: dict) -> np.ndarray:
+def apply_output_activation(output: np.ndarray, card: ModelCard) -> np.ndarray:
     """The network's output as float32, through a sigmoid when the card says the file has none."""
     output = np.asarray(output, dtype=np.float32)
-    if card["output"]["activation"] == "sigmoid":
+    if card.output.activation == "sigmoid":
         # expit, not 1 / (1 + exp(-x)): a confident logit below -88 would overflow float32.
         output = expit(output)
     return output.astype(np.float32)
@@ -285,7 +283,7 @@ def predict(
     return _count_lineages(model, image, output, clock, search)
 
 
-def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.ndarray:
+def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: ModelCard) -> np.ndarray:
     """The lineage network's input: the embryo cut out at its training framing (NoEmbryo when
     the image holds none, or several)."""
     if search.region is None:
@@ -293,10 +291,7 @@ def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.nd
             f"{search.problem} The lineage model counts the cells of one whole embryo, so it "
             "needs an image with one embryo and some dark margin around it."
         )
-    fill = card["input"]["embryo_fill"]
-    view = embryo_centred_view(
-        pixels, search.region, (fill["length"], fill["width"]), tuple(card["input"]["size"])
-    )
+    view = embryo_centred_view(pixels, search.region, card.input.embryo_fill, card.input.size)
     tensor = build_input_tensor(view, card)
     # The embryo's head may point either way along x and its side face either way: the four
     # mirror images are one embryo, and their mean answer does not depend on which was shot.
