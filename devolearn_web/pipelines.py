@@ -10,12 +10,10 @@ laid along x (devolearn_web.embryo), as its training frames showed it, whatever 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -27,9 +25,7 @@ from devolearn_web.catalogue import CATALOGUE
 from devolearn_web.embryo import EmbryoRegion, EmbryoSearch, embryo_centred_view, find_embryo
 from devolearn_web.errors import BadParameter, ModelUnavailable, NoEmbryo
 from devolearn_web.imaging import (
-    DEFAULT_MAX_PIXELS,
     DecodedImage,
-    decode_image,
     normalise_for_model,
     png_data_url,
     probability_to_png,
@@ -700,41 +696,6 @@ def predict_batch(
         )
         for index, (image, search) in enumerate(zip(images, searches, strict=True))
     ]
-
-
-def predict_bytes(
-    registry: ModelRegistry,
-    name: str,
-    data: bytes,
-    filename: str | None = None,
-    threshold: float | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    deadline: Deadline = NO_DEADLINE,
-    channel: int | None = None,
-    scale_request: ScaleRequest = AUTOMATIC_SCALE,
-) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
-    """Decode an upload in memory and run a model on it; the result and the decoded image."""
-    registry.card(name)  # an unknown or uninstalled model fails before any decoding work
-    started = time.perf_counter()
-    image = decode_image(data, filename, max_pixels=max_pixels, channel=channel)
-    decode_ms = (time.perf_counter() - started) * 1000
-    result = predict(
-        registry, name, image, threshold, decode_ms, deadline, scale_request=scale_request
-    )
-    return result, image
-
-
-def predict_file(name: str, path: Path, models_dir: Path) -> dict:
-    """Decode an image file, run a model on it and return the API's JSON answer (for scripts)."""
-    registry = _registry_for(Path(models_dir).resolve())
-    result, _ = predict_bytes(registry, name, Path(path).read_bytes(), filename=Path(path).name)
-    return result.to_json()
-
-
-@functools.lru_cache(maxsize=8)
-def _registry_for(models_dir: Path) -> ModelRegistry:
-    # Scripts call predict_file in loops: one registry per folder keeps the sessions loaded.
-    return ModelRegistry(models_dir)
 
 
 class _Stopwatch:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from devolearn_web import scale
+from devolearn_web.analysis import predict_file
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import decode_image
 from devolearn_web.model_cards import ModelCard, parse_card
@@ -19,7 +20,6 @@ from devolearn_web.pipelines import (
     SegmentationResult,
     build_input_tensor,
     predict,
-    predict_file,
 )
 from devolearn_web.registry import ModelRegistry
 
