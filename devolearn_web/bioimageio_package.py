@@ -32,6 +32,7 @@ import tifffile
 import yaml
 from PIL import Image
 
+from devolearn_web import catalogue
 from devolearn_web.embryo import embryo_centred_view, find_embryo
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.imaging import (
@@ -71,17 +72,6 @@ CITATIONS = [
         "doi": "10.1109/CVPR.2016.90",
     },
 ]
-# The example each package's test input is made from (static/examples/), and its channel name.
-EXAMPLES = {
-    "membrane": ("seg_sample.jpg", "membrane"),
-    "nucleus": ("embryo_sample.png", "nuclei"),
-    "lineage": ("embryo_sample.png", "nuclei"),
-}
-NAMES = {
-    "membrane": "DevoLearn Web C elegans cell membrane segmentation",
-    "nucleus": "DevoLearn Web C elegans nucleus segmentation",
-    "lineage": "DevoLearn Web C elegans lineage populations",
-}
 TAGS = ["c-elegans", "embryo", "fluorescence-light-microscopy", "onnx", "simulated-training-data"]
 # A tensor's description is at most 128 characters; the card's full sentence is in README.md.
 INPUT_WORDS = {
@@ -89,11 +79,6 @@ INPUT_WORDS = {
     "intensity range; the package stretches it.",
     "lineage": "Grayscale view of one whole embryo cut out at the training framing (see "
     "README.md), copied to 3 channels.",
-}
-OUTPUT_WORDS = {
-    "membrane": "Probability that a pixel lies inside a cell (membranes are the gaps).",
-    "nucleus": "Probability that a pixel belongs to a nucleus.",
-    "lineage": "Cells per founder lineage A, E, M, P, C, D, Z, before the card's calibration.",
 }
 COVER_SIDE = 256
 # A test tile larger than this is cut to it: tools run larger images in tiles anyway.
@@ -243,7 +228,7 @@ def input_axes(card: dict) -> list[dict]:
     size = {"min": MIN_CANVAS_SIDE, "step": NETWORK_MULTIPLE}
     return [
         {"type": "batch"},
-        {"type": "channel", "channel_names": [EXAMPLES[card["name"]][1]]},
+        {"type": "channel", "channel_names": [catalogue.entry(card["name"]).package.channel]},
         {"type": "space", "id": "y", "size": size, "unit": "micrometer",
          "scale": round(grid.um_per_px / root, 4)},
         {"type": "space", "id": "x", "size": size, "unit": "micrometer",
@@ -253,7 +238,7 @@ def input_axes(card: dict) -> list[dict]:
 
 def _channel_names(card: dict) -> list[str]:
     channels = int(card["input"]["channels"])
-    name = EXAMPLES[card["name"]][1]
+    name = catalogue.entry(card["name"]).package.channel
     return [name] if channels == 1 else [f"{name}_copy{index}" for index in range(channels)]
 
 
@@ -288,7 +273,7 @@ def rdf(card: dict, files: dict[str, str]) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "type": "model",
-        "name": NAMES[name],
+        "name": catalogue.entry(name).package.name,
         "description": (
             f"{card['title']} ({card['architecture']}), trained only on simulated C. elegans "
             "embryos; exported to ONNX by DevoLearn Web."
@@ -323,7 +308,7 @@ def rdf(card: dict, files: dict[str, str]) -> dict:
         "outputs": [
             {
                 "id": "output",
-                "description": OUTPUT_WORDS[name],
+                "description": catalogue.entry(name).package.output,
                 "axes": output_axes(card),
                 "test_tensor": {"source": "test_output.npy", "sha256": files["test_output.npy"]},
                 "sample_tensor": {
@@ -341,7 +326,12 @@ def rdf(card: dict, files: dict[str, str]) -> dict:
                 "opset_version": int(card.get("opset", 17)),
             }
         },
-        "config": {"devolearn_web": {"card": f"{name}.json", "example": EXAMPLES[name][0]}},
+        "config": {
+            "devolearn_web": {
+                "card": f"{name}.json",
+                "example": catalogue.entry(name).package.example,
+            }
+        },
     }
 
 
@@ -404,7 +394,7 @@ def documentation(card: dict) -> str:
     metrics and limitations, and what the rdf.yaml cannot say."""
     from devolearn_web.bioimageio_docs import package_readme
 
-    return package_readme(card, EXAMPLES[card["name"]][0])
+    return package_readme(card, catalogue.entry(card["name"]).package.example)
 
 
 def write_package(models_dir: Path, examples_dir: Path, name: str, target: BinaryIO) -> None:
@@ -414,7 +404,9 @@ def write_package(models_dir: Path, examples_dir: Path, name: str, target: Binar
     card_text = card_path.read_text(encoding="utf-8")
     card = parse_card(name, json.loads(card_text))
     onnx_path = models_dir / card.file
-    tensors = make_test_tensors(card, onnx_path, Path(examples_dir) / EXAMPLES[name][0])
+    tensors = make_test_tensors(
+        card, onnx_path, Path(examples_dir) / catalogue.entry(name).package.example
+    )
     small = {
         f"{name}.json": card_text.encode("utf-8"),
         "test_input.npy": npy_bytes(tensors.input),
