@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devolearn_web.catalogue import entry
 from devolearn_web.training.calibrate import record_calibration
 from devolearn_web.training.evaluate import evaluate
 from devolearn_web.training.layout import Workspace
@@ -44,7 +45,7 @@ def run_all(workspace: Workspace, settings: PipelineSettings) -> dict:
     result = train(workspace, settings.train)
     log.info("export")
     export = export_trained_model(workspace)
-    if workspace.model == "lineage":
+    if entry(workspace.model).task == "lineage":
         log.info("calibrate")
         record_calibration(workspace)
     log.info("evaluate")
