@@ -244,6 +244,7 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
 )
 MODEL_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 SEGMENTATION_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.is_segmentation)
+LINEAGE_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.task == "lineage")
 # The models whose objects are nuclei, so their stacks can be assembled in 3D and tracked.
 NUCLEI_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.assembles_nuclei)
 FIGURE_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
