@@ -7,6 +7,7 @@ silently wrong result. Limits are set small here so the files that cross them st
 Each guard, and the test here that fails when it is removed (each removed and run to check):
 - stacks.read_tiff_stack, frames > max_frames: test_a_stack_past_the_frame_limit_is_a_413,
   test_a_3000_page_tiff_is_a_413_at_the_default_limits;
+- stacks._check_size, the stack voxel limit: test_a_stack_past_the_voxel_limit_is_a_413;
 - analysis.analyse, check_download_size:
   test_an_image_download_past_the_download_voxel_limit_is_a_413;
 - pipelines._segment, deadline.check("finding and measuring objects"):
