@@ -10,12 +10,10 @@ laid along x (devolearn_web.embryo), as its training frames showed it, whatever 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -27,9 +25,7 @@ from devolearn_web.catalogue import CATALOGUE
 from devolearn_web.embryo import EmbryoRegion, EmbryoSearch, embryo_centred_view, find_embryo
 from devolearn_web.errors import BadParameter, ModelUnavailable, NoEmbryo
 from devolearn_web.imaging import (
-    DEFAULT_MAX_PIXELS,
     DecodedImage,
-    decode_image,
     normalise_for_model,
     png_data_url,
     probability_to_png,
@@ -188,20 +184,18 @@ def rounded_timings(timings: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 2) for key, value in timings.items()}
 
 
-def build_input_tensor(pixels: np.ndarray, card: dict) -> np.ndarray:
+def build_input_tensor(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
     """float32 (1, C, H, W) network input from a float32 HxW image, as the model card says."""
-    height, width = card["input"]["size"]
-    normalised = normalise_for_model(resize_image(pixels, (height, width)))
-    if card["input"]["normalisation"] == "symmetric":
+    normalised = normalise_for_model(resize_image(pixels, card.input.size))
+    if card.input.normalisation == "symmetric":
         normalised = (normalised - np.float32(0.5)) / np.float32(0.5)
-    channels = int(card["input"]["channels"])
-    return np.ascontiguousarray(np.repeat(normalised[None, None], channels, axis=1))
+    return np.ascontiguousarray(np.repeat(normalised[None, None], card.input.channels, axis=1))
 
 
-def apply_output_activation(output: np.ndarray, card: dict) -> np.ndarray:
+def apply_output_activation(output: np.ndarray, card: ModelCard) -> np.ndarray:
     """The network's output as float32, through a sigmoid when the card says the file has none."""
     output = np.asarray(output, dtype=np.float32)
-    if card["output"]["activation"] == "sigmoid":
+    if card.output.activation == "sigmoid":
         # expit, not 1 / (1 + exp(-x)): a confident logit below -88 would overflow float32.
         output = expit(output)
     return output.astype(np.float32)
@@ -289,7 +283,7 @@ def predict(
     return _count_lineages(model, image, output, clock, search)
 
 
-def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.ndarray:
+def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: ModelCard) -> np.ndarray:
     """The lineage network's input: the embryo cut out at its training framing (NoEmbryo when
     the image holds none, or several)."""
     if search.region is None:
@@ -297,10 +291,7 @@ def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.nd
             f"{search.problem} The lineage model counts the cells of one whole embryo, so it "
             "needs an image with one embryo and some dark margin around it."
         )
-    fill = card["input"]["embryo_fill"]
-    view = embryo_centred_view(
-        pixels, search.region, (fill["length"], fill["width"]), tuple(card["input"]["size"])
-    )
+    view = embryo_centred_view(pixels, search.region, card.input.embryo_fill, card.input.size)
     tensor = build_input_tensor(view, card)
     # The embryo's head may point either way along x and its side face either way: the four
     # mirror images are one embryo, and their mean answer does not depend on which was shot.
@@ -762,41 +753,6 @@ def predict_batch(
         )
         for index, (image, search) in enumerate(zip(images, searches, strict=True))
     ]
-
-
-def predict_bytes(
-    registry: ModelRegistry,
-    name: str,
-    data: bytes,
-    filename: str | None = None,
-    threshold: float | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    deadline: Deadline = NO_DEADLINE,
-    channel: int | None = None,
-    scale_request: ScaleRequest = AUTOMATIC_SCALE,
-) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
-    """Decode an upload in memory and run a model on it; the result and the decoded image."""
-    registry.card(name)  # an unknown or uninstalled model fails before any decoding work
-    started = time.perf_counter()
-    image = decode_image(data, filename, max_pixels=max_pixels, channel=channel)
-    decode_ms = (time.perf_counter() - started) * 1000
-    result = predict(
-        registry, name, image, threshold, decode_ms, deadline, scale_request=scale_request
-    )
-    return result, image
-
-
-def predict_file(name: str, path: Path, models_dir: Path) -> dict:
-    """Decode an image file, run a model on it and return the API's JSON answer (for scripts)."""
-    registry = _registry_for(Path(models_dir).resolve())
-    result, _ = predict_bytes(registry, name, Path(path).read_bytes(), filename=Path(path).name)
-    return result.to_json()
-
-
-@functools.lru_cache(maxsize=8)
-def _registry_for(models_dir: Path) -> ModelRegistry:
-    # Scripts call predict_file in loops: one registry per folder keeps the sessions loaded.
-    return ModelRegistry(models_dir)
 
 
 class _Stopwatch:
