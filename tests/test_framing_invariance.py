@@ -153,15 +153,13 @@ def simulated_images(model: str) -> Iterator[np.ndarray]:
         yield image
 
 
-# Measured gaps (2026-12-02, shipped models, the embryo measured in a view framed as in
-# training): membrane, 1 of 20 slices (a 15-cell slice reads 18 padded; its count moves 15-18
-# under every change, even with the embryo cut out alike each time, so the network's map is what
-# is unstable there); lineage 2.0.0, 1 of 20 early embryos (total 9 -> 6 at 2x, 9 -> 5 at 0.5x;
-# the embryo is found alike at every scale, length within 0.5%, but its view is resampled from
-# more or fewer pixels, and the network, trained at one resolution, reads a softer view as fewer
-# cells). Strict: these tests fail loudly once retrained models close the gaps.
+# The measured gap (2026-12-02, shipped models, the embryo measured in a view framed as in
+# training, the network on a window around it): lineage 2.0.0, 1 of 20 early embryos (total
+# 9 -> 6 at 2x, 9 -> 5 at 0.5x; the embryo is found alike at every scale, length within 0.5%,
+# but its view is resampled from more or fewer pixels, and the network, trained at one
+# resolution, reads a softer view as fewer cells). Strict: the test fails loudly once a
+# retrained model closes the gap.
 KNOWN_GAPS = {
-    "membrane": "1 of 20 slices: a 15-cell slice reads 18 padded (its count moves 15-18)",
     "lineage": "1 of 20 early embryos: total 9 -> 6 at 2x and 9 -> 5 at 0.5x",
 }
 
@@ -170,9 +168,7 @@ KNOWN_GAPS = {
     "model",
     [
         "nucleus",
-        pytest.param(
-            "membrane", marks=pytest.mark.xfail(reason=KNOWN_GAPS["membrane"], strict=True)
-        ),
+        "membrane",
         pytest.param("lineage", marks=pytest.mark.xfail(reason=KNOWN_GAPS["lineage"], strict=True)),
     ],
 )
