@@ -15,9 +15,20 @@ from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest, parse_scale_reque
 from devolearn_web.stack_assembly import AssemblyRequest, parse_assembly_request
 from devolearn_web.stacks import parse_axes_override, parse_channel
 
-FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip", "ctc", "tracks-csv")
+FORMATS = (
+    "json",
+    "csv",
+    "tiff",
+    "probability-tiff",
+    "png",
+    "roi",
+    "zip",
+    "ctc",
+    "tracks-csv",
+    "founder-counts-csv",
+)
 # Downloads made from tracks: they need track=true.
-TRACK_FORMATS = ("ctc", "tracks-csv")
+TRACK_FORMATS = ("ctc", "tracks-csv", "founder-counts-csv")
 PROJECTIONS = ("max", "none")
 # Fields that change what the network sees: with `result` they would be silently ignored.
 NETWORK_FIELDS = (
@@ -134,8 +145,8 @@ def parse_include(raw: str | None) -> set[str]:
 
 
 def parse_format(raw: str | None) -> str:
-    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi, zip, ctc or
-    tracks-csv."""
+    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi, zip, ctc,
+    tracks-csv or founder-counts-csv."""
     value = (raw or "json").strip().lower()
     if value not in FORMATS:
         raise BadParameter(
