@@ -9,6 +9,7 @@ import pytest
 from devolearn_web.catalogue import LINEAGE_ORDER
 from devolearn_web.founder_counts import founder_counts_csv, tree_counts, tree_counts_note
 from devolearn_web.founders import name_founders
+from devolearn_web.tracking import Track
 from devolearn_web.training.simulator.ctc_recording import truth_tracking
 from devolearn_web.training.simulator.embryo import simulate_embryo
 from devolearn_web.training.simulator.lineage import count_by_lineage
@@ -76,3 +77,11 @@ def test_the_csv_leaves_unknown_counts_empty():
     rows = [{"t": 0, "tree": dict.fromkeys(LINEAGE_ORDER, None), "model": None}]
     header, line = founder_counts_csv(rows).splitlines()
     assert header.startswith("t,tree_A,") and line == "0" + "," * 14
+
+
+def test_a_nucleus_cut_in_two_is_not_counted():
+    # Track 1 "divides" into 2 (lasts one time point, then vanishes) and 3 (the same nucleus).
+    tracks = [Track(1, 0, 3, 0), Track(2, 4, 4, 1), Track(3, 4, 9, 1)]
+    rows, unknown = tree_counts(tracks, {1: "AB", 3: "AB"}, 10)
+    assert unknown == []
+    assert [row["A"] for row in rows] == [1] * 10
