@@ -274,5 +274,7 @@ def assembly_figures(extra: dict) -> dict:
         figures["lineage_tree"] = lineage_tree_figure(tracks, means, names)
         figures["nuclei_over_time"] = nuclei_over_time_figure(extra["nuclei_per_time"])
     if extra.get("founder_counts"):
-        figures["founder_counts"] = founder_counts_figure(extra["founder_counts"])
+        counts = founder_counts_figure(extra["founder_counts"])
+        if counts["data"]:  # not when every lineage is zero or unknown throughout
+            figures["founder_counts"] = counts
     return figures
