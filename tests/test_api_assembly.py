@@ -102,6 +102,9 @@ def test_a_time_series_is_tracked_with_its_division(client):
     assert all(value is None for row in counts for value in row["tree"].values())
     assert all("model" in row for row in counts)
     assert any("Founder counts from the tree are null" in note for note in answer["notes"])
+    # The model's estimate is the lineage model's own answer on that time point's image.
+    alone = post(client, encode_tiff(movie[2]), model="lineage").json
+    assert counts[2]["model"] == alone["populations"]
 
 
 def test_the_ctc_download_is_read_back_by_the_challenges_measures(client, tmp_path):
