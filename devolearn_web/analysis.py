@@ -359,7 +359,7 @@ def _assembled(
             return Answer(file=(text.encode("utf-8"), "text/csv", f"{stem}_tracks.csv"))
         if requested == "founder-counts-csv":
             times = len(assembly.volumes)
-            rows, _ = founder_counts_for(registry, stack, tracks, assembly.naming, times)
+            rows, _ = founder_counts_for(registry, stack, tracks, assembly.naming, times, deadline)
             text = founder_counts_csv(rows)
             return Answer(file=(text.encode("utf-8"), "text/csv", f"{stem}_founder_counts.csv"))
         return Answer(file=_download(requested, stem, results, stack))

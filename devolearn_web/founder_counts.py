@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.catalogue import LINEAGE_ORDER
 from devolearn_web.founders import DAUGHTERS, STUB_TIME_POINTS
 from devolearn_web.tracking import Track
@@ -147,10 +148,13 @@ def founder_counts_csv(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def model_estimates(registry, stack) -> tuple[list[dict[str, int] | None], str | None]:
+def model_estimates(
+    registry, stack, deadline: Deadline = NO_DEADLINE
+) -> tuple[list[dict[str, int] | None], str | None]:
     """Per time point, the shipped lineage model's populations on the time point's projection
-    (max over z for a z-stack, the frame for a single plane), and a note when some are missing."""
-    from devolearn_web.errors import DevoLearnError
+    (max over z for a z-stack, the frame for a single plane), and a note when some are missing.
+    Past the `deadline` the request stops (TookTooLong), as the nucleus model's run does."""
+    from devolearn_web.errors import DevoLearnError, TookTooLong
     from devolearn_web.pipelines import predict
     from devolearn_web.stack_pipeline import max_projection
 
@@ -160,7 +164,9 @@ def model_estimates(registry, stack) -> tuple[list[dict[str, int] | None], str |
     problems: list[str] = []
     for index in range(frames.count):
         try:
-            result = predict(registry, "lineage", frames.image(index))
+            result = predict(registry, "lineage", frames.image(index), deadline=deadline)
+        except TookTooLong:
+            raise
         except DevoLearnError as error:
             estimates.append(None)
             problems.append(f"time point {index + 1}: {error}")
@@ -175,13 +181,13 @@ def model_estimates(registry, stack) -> tuple[list[dict[str, int] | None], str |
 
 
 def founder_counts_for(
-    registry, stack, tracks: Sequence[Track], naming, times: int
+    registry, stack, tracks: Sequence[Track], naming, times: int, deadline: Deadline = NO_DEADLINE
 ) -> tuple[list, list]:
     """(the answer's `founder_counts`, notes) for a tracked stack of `times` time points: the
     tree's counts from the founders' `naming` (founders.Naming or None), the lineage model's
     on each time point."""
     names = naming.names if naming is not None else {}
-    model, model_note = model_estimates(registry, stack)
+    model, model_note = model_estimates(registry, stack, deadline)
     tree, unknown = tree_counts(tracks, names, times)
     notes = [tree_counts_note(unknown, naming.note if naming else "", bool(names))]
     if model_note:

@@ -325,7 +325,7 @@ def assembled_events(
     answer["notes"] += [note for note in assembly.notes if note]
     if assembly.tracking is not None:
         tracks, times = assembly.tracking.tracks, len(assembly.volumes)
-        rows, notes = founder_counts_for(registry, stack, tracks, assembly.naming, times)
+        rows, notes = founder_counts_for(registry, stack, tracks, assembly.naming, times, deadline)
         extra["founder_counts"] = rows
         answer["notes"] += notes
     if figures_3d is not None:
