@@ -85,3 +85,16 @@ def test_a_nucleus_cut_in_two_is_not_counted():
     rows, unknown = tree_counts(tracks, {1: "AB", 3: "AB"}, 10)
     assert unknown == []
     assert [row["A"] for row in rows] == [1] * 10
+
+
+def test_the_models_estimates_stop_at_the_requests_deadline(tiny_models_dir):
+    from devolearn_web.budget import Deadline
+    from devolearn_web.errors import TookTooLong
+    from devolearn_web.founder_counts import model_estimates
+    from devolearn_web.registry import ModelRegistry
+    from devolearn_web.stacks import FrameStack
+
+    frames = FrameStack("stack", np.zeros((2, 32, 32), np.uint8), ({"time": 0}, {"time": 1}), {})
+    spent = Deadline(1.0, clock=iter([0.0] + [5.0] * 50).__next__)
+    with pytest.raises(TookTooLong):
+        model_estimates(ModelRegistry(tiny_models_dir), frames, spent)
