@@ -52,7 +52,7 @@ def _request_against_forwards(context: BenchContext, server, name: str) -> Row:
     registry = _registry(context)
     model = registry.get(name)
     image = decode_image(upload, f"{name}.png")
-    threshold = float(model.card["output"]["default_threshold"])
+    threshold = model.card.output.default_threshold
     from devolearn_web.scale import ScaleRequest
 
     plan = plan_segmentation(model, image, threshold, ScaleRequest())
@@ -193,10 +193,10 @@ def _mean_error(registry, name: str, samples, factor: float) -> float:
 
 def _error(name: str, result, truth, registry) -> np.ndarray | float:
     if name == "lineage":
-        card = registry.card("lineage")["output"]
-        maxima = np.array(card["maxima"], dtype=np.float64)
-        found = np.array([result.populations[key] for key in card["lineages"]], dtype=np.float64)
-        wanted = np.array([truth[key] for key in card["lineages"]], dtype=np.float64)
+        output = registry.card("lineage").output
+        maxima = np.array(output.maxima, dtype=np.float64)
+        found = np.array([result.populations[key] for key in output.lineages], dtype=np.float64)
+        wanted = np.array([truth[key] for key in output.lineages], dtype=np.float64)
         return 100.0 * np.abs(found - wanted) / maxima
     return 100.0 * abs(result.count - truth) / max(truth, 1)
 
@@ -210,7 +210,7 @@ def _old_path_error(registry, name: str, samples) -> str:
     from devolearn_web.segmentation import label_instances
 
     model = registry.get(name)
-    threshold = float(model.card["output"]["default_threshold"])
+    threshold = model.card.output.default_threshold
     errors = []
     for image, truth in samples:
         pixels = normalise_for_model(resize_image(image.astype(np.float32) / 255, (256, 256)))

@@ -8,10 +8,12 @@ single-image shape.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import tifffile
 
@@ -313,11 +315,7 @@ def _one_frame(
 ) -> Answer:
     """One frame of a stack, answered as a single image (JSON with its position, or a file)."""
     stack = decoded.stack
-    image = decoded.frame_image(frame)
-    result = predict(
-        registry, name, image, options.threshold, decoded.decode_ms, deadline, options.scale
-    )
-    result = filtered(result, filter_for(filters, frame))
+    result, image = frame_result(registry, name, decoded, frame, filters, options, deadline)
     if options.format != "json":
         task = "lineage" if isinstance(result, LineageResult) else "segmentation"
         check_format(options.format, task, 1)
@@ -330,6 +328,61 @@ def _one_frame(
     if options.figures:
         answer.update(build_figures(result, image))
     return Answer(json=answer)
+
+
+def frame_result(
+    registry: ModelRegistry,
+    name: str,
+    decoded: Decoded,
+    frame: int,
+    filters: dict[int, ObjectFilter],
+    options: PredictOptions,
+    deadline: Deadline = NO_DEADLINE,
+) -> tuple[Result, DecodedImage]:
+    """One frame of a stack through the model as a single image: its result and its image."""
+    image = decoded.frame_image(frame)
+    result = predict(
+        registry, name, image, options.threshold, decoded.decode_ms, deadline, options.scale
+    )
+    return filtered(result, filter_for(filters, frame)), image
+
+
+def analyse_image(
+    registry: ModelRegistry,
+    name: str,
+    data: bytes,
+    filename: str | None = None,
+    options: PredictOptions | None = None,
+    limits: Limits | None = None,
+    deadline: Deadline = NO_DEADLINE,
+) -> tuple[Result, DecodedImage]:
+    """One image through a model on the API's path, for scripts, benchmarks and tests: the
+    result and the decoded image. A stack or movie gives its frame `options.frame` (the first
+    when unset), as `frame=` does on the API."""
+    options = options or PredictOptions()
+    limits = limits or Limits()
+    task = registry.card(name).task  # an unknown or uninstalled model fails before decoding
+    with Upload(data, filename) as upload:
+        decoded = upload.decode(options, limits, task)
+    if decoded.single:
+        (result,) = stack_results(registry, name, decoded, options, deadline)
+        return result, decoded.image
+    frame = options.frame_of(decoded.stack.count) or 0
+    filters = options.filters(decoded.stack.count)
+    return frame_result(registry, name, decoded, frame, filters, options, deadline)
+
+
+def predict_file(name: str, path: Path, models_dir: Path) -> dict:
+    """Run a model on an image file and return the API's JSON answer for it (for scripts)."""
+    registry = _registry_for(Path(models_dir).resolve())
+    result, _ = analyse_image(registry, name, Path(path).read_bytes(), Path(path).name)
+    return result.to_json()
+
+
+@functools.lru_cache(maxsize=8)
+def _registry_for(models_dir: Path) -> ModelRegistry:
+    # Scripts call predict_file in loops: one registry per folder keeps the sessions loaded.
+    return ModelRegistry(models_dir)
 
 
 def _assembled(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from devolearn_web import catalogue
 from devolearn_web.catalogue import RANGE_LINEAGE, TRAINING_RANGE
 from devolearn_web.model_cards import ModelCard
 from devolearn_web.scale import MIN_CANVAS_SIDE, TILE_OVERLAP, TILE_SIDE
@@ -150,12 +151,7 @@ def app_steps(card: ModelCard) -> str:
         )
     grid = card["input"]["working_grid"]
     root = math.sqrt(grid["aspect"])
-    objects = (
-        "splits touching nuclei (distance transform and watershed)"
-        if card["name"] == "nucleus"
-        else "takes each connected region as one cell (membranes are the gaps), splitting "
-        "touching cells by a distance-transform watershed"
-    )
+    objects = catalogue.entry(card["name"]).package.objects
     return SEGMENTATION_STEPS.format(
         **percentiles,
         length=grid["embryo_length_px"],

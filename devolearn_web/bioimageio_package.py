@@ -32,6 +32,7 @@ import tifffile
 import yaml
 from PIL import Image
 
+from devolearn_web import catalogue
 from devolearn_web.embryo import embryo_centred_view, find_embryo
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.imaging import (
@@ -40,7 +41,7 @@ from devolearn_web.imaging import (
     decode_image,
     resize_image,
 )
-from devolearn_web.model_cards import parse_card
+from devolearn_web.model_cards import ModelCard, parse_card
 from devolearn_web.scale import (
     AUTOMATIC_SCALE,
     MIN_CANVAS_SIDE,
@@ -71,17 +72,6 @@ CITATIONS = [
         "doi": "10.1109/CVPR.2016.90",
     },
 ]
-# The example each package's test input is made from (static/examples/), and its channel name.
-EXAMPLES = {
-    "membrane": ("seg_sample.jpg", "membrane"),
-    "nucleus": ("embryo_sample.png", "nuclei"),
-    "lineage": ("embryo_sample.png", "nuclei"),
-}
-NAMES = {
-    "membrane": "DevoLearn Web C elegans cell membrane segmentation",
-    "nucleus": "DevoLearn Web C elegans nucleus segmentation",
-    "lineage": "DevoLearn Web C elegans lineage populations",
-}
 TAGS = ["c-elegans", "embryo", "fluorescence-light-microscopy", "onnx", "simulated-training-data"]
 # A tensor's description is at most 128 characters; the card's full sentence is in README.md.
 INPUT_WORDS = {
@@ -89,11 +79,6 @@ INPUT_WORDS = {
     "intensity range; the package stretches it.",
     "lineage": "Grayscale view of one whole embryo cut out at the training framing (see "
     "README.md), copied to 3 channels.",
-}
-OUTPUT_WORDS = {
-    "membrane": "Probability that a pixel lies inside a cell (membranes are the gaps).",
-    "nucleus": "Probability that a pixel belongs to a nucleus.",
-    "lineage": "Cells per founder lineage A, E, M, P, C, D, Z, before the card's calibration.",
 }
 COVER_SIDE = 256
 # A test tile larger than this is cut to it: tools run larger images in tiles anyway.
@@ -110,7 +95,7 @@ class TestTensors:
     output: np.ndarray  # float32 (1, 1, H, W) probability, or (1, 7) cell counts
 
 
-def segmentation_test_input(pixels: np.ndarray, card: dict) -> np.ndarray:
+def segmentation_test_input(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
     """float32 (1, 1, H, W): the upload's signal on its first working grid, before the
     contrast stretch, on a dark canvas of at least 256, sides a multiple of 32."""
     search = find_embryo(pixels)
@@ -128,22 +113,20 @@ def segmentation_test_input(pixels: np.ndarray, card: dict) -> np.ndarray:
     return canvas[None, None]
 
 
-def lineage_test_input(pixels: np.ndarray, card: dict) -> np.ndarray:
+def lineage_test_input(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
     """float32 (1, 3, 256, 256): the embryo cut out at its training framing, copied to 3
     channels, before the contrast stretch."""
     search = find_embryo(pixels)
     if search.region is None:
         raise ValueError(f"the lineage example shows no single embryo: {search.problem}")
-    fill = card["input"]["embryo_fill"]
-    size = tuple(card["input"]["size"])
-    view = embryo_centred_view(pixels, search.region, (fill["length"], fill["width"]), size)
-    channels = int(card["input"]["channels"])
+    view = embryo_centred_view(pixels, search.region, card.input.embryo_fill, card.input.size)
+    channels = card.input.channels
     return np.ascontiguousarray(np.repeat(view[None, None], channels, axis=1), dtype=np.float32)
 
 
-def preprocessing(card: dict) -> list[dict]:
+def preprocessing(card: ModelCard) -> list[dict]:
     """The app's per-image contrast stretch (and the lineage's [-1, 1]) in the format's terms."""
-    axes = ["y", "x"] if card["task"] == "segmentation" else ["channel", "y", "x"]
+    axes = ["y", "x"] if card.is_segmentation else ["channel", "y", "x"]
     steps = [
         {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
         {
@@ -157,16 +140,16 @@ def preprocessing(card: dict) -> list[dict]:
         },
         {"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}},
     ]
-    if card["input"]["normalisation"] == "symmetric":
+    if card.input.normalisation == "symmetric":
         steps.append({"id": "scale_linear", "kwargs": {"gain": 2.0, "offset": -1.0}})
     return steps
 
 
-def postprocessing(card: dict) -> list[dict]:
+def postprocessing(card: ModelCard) -> list[dict]:
     """Lineage: the network's fractions times each lineage's maximum (uncalibrated counts)."""
-    if card["task"] != "lineage":
+    if card.is_segmentation:
         return []
-    maxima = [float(value) for value in card["output"]["maxima"]]
+    maxima = list(card.output.maxima)
     return [{"id": "scale_linear", "kwargs": {"axis": "channel", "gain": maxima, "offset": 0.0}}]
 
 
@@ -200,13 +183,13 @@ def apply_steps(tensor: np.ndarray, steps: list[dict]) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def make_test_tensors(card: dict, onnx_path: Path, example_path: Path) -> TestTensors:
+def make_test_tensors(card: ModelCard, onnx_path: Path, example_path: Path) -> TestTensors:
     """The test input from the example, and the ONNX file's answer to it through ONNX Runtime."""
     import onnxruntime
 
     pixels = decode_image(example_path.read_bytes(), example_path.name).pixels
     pixels = np.asarray(pixels, dtype=np.float32)
-    if card["task"] == "segmentation":
+    if card.is_segmentation:
         test_input = segmentation_test_input(pixels, card)
     else:
         test_input = lineage_test_input(pixels, card)
@@ -217,7 +200,7 @@ def make_test_tensors(card: dict, onnx_path: Path, example_path: Path) -> TestTe
         str(onnx_path), options, providers=["CPUExecutionProvider"]
     )
     network_input = apply_steps(test_input, preprocessing(card))
-    output = session.run([card["output"]["name"]], {card["input"]["name"]: network_input})[0]
+    output = session.run([card.output.name], {card.input.name: network_input})[0]
     return TestTensors(test_input, apply_steps(output, postprocessing(card)))
 
 
@@ -225,12 +208,12 @@ def _round_up(size: int) -> int:
     return -(-size // NETWORK_MULTIPLE) * NETWORK_MULTIPLE
 
 
-def input_axes(card: dict) -> list[dict]:
+def input_axes(card: ModelCard) -> list[dict]:
     """The network's input axes: any size in steps of 32 for segmentation, in micrometres of
     the working grid; 256 x 256 for lineage."""
     channel = {"type": "channel", "channel_names": _channel_names(card)}
-    if card["task"] != "segmentation":
-        side_y, side_x = card["input"]["size"]
+    if not card.is_segmentation:
+        side_y, side_x = card.input.size
         return [
             {"type": "batch"},
             channel,
@@ -243,7 +226,7 @@ def input_axes(card: dict) -> list[dict]:
     size = {"min": MIN_CANVAS_SIDE, "step": NETWORK_MULTIPLE}
     return [
         {"type": "batch"},
-        {"type": "channel", "channel_names": [EXAMPLES[card["name"]][1]]},
+        {"type": "channel", "channel_names": [catalogue.entry(card.name).package.channel]},
         {"type": "space", "id": "y", "size": size, "unit": "micrometer",
          "scale": round(grid.um_per_px / root, 4)},
         {"type": "space", "id": "x", "size": size, "unit": "micrometer",
@@ -251,19 +234,19 @@ def input_axes(card: dict) -> list[dict]:
     ]  # fmt: skip
 
 
-def _channel_names(card: dict) -> list[str]:
-    channels = int(card["input"]["channels"])
-    name = EXAMPLES[card["name"]][1]
+def _channel_names(card: ModelCard) -> list[str]:
+    channels = card.input.channels
+    name = catalogue.entry(card.name).package.channel
     return [name] if channels == 1 else [f"{name}_copy{index}" for index in range(channels)]
 
 
-def output_axes(card: dict) -> list[dict]:
+def output_axes(card: ModelCard) -> list[dict]:
     """Segmentation: one probability map the input's size (a halo of half the app's tile
     overlap); lineage: one value per founder lineage."""
-    if card["task"] != "segmentation":
+    if not card.is_segmentation:
         return [
             {"type": "batch"},
-            {"type": "channel", "channel_names": list(card["output"]["lineages"])},
+            {"type": "channel", "channel_names": list(card.output.lineages)},
         ]
     # The same grid as the input's: a referenced axis must share its unit (and so its scale).
     spatial = [axis for axis in input_axes(card) if axis["type"] == "space"]
@@ -281,19 +264,19 @@ def output_axes(card: dict) -> list[dict]:
     ]
 
 
-def rdf(card: dict, files: dict[str, str]) -> dict:
+def rdf(card: ModelCard, files: dict[str, str]) -> dict:
     """The rdf.yaml content; `files` maps each packaged file to its sha256."""
-    name = card["name"]
-    task_tags = ["segmentation", "semantic-segmentation"] if card["task"] == "segmentation" else []
+    name = card.name
+    task_tags = ["segmentation", "semantic-segmentation"] if card.is_segmentation else []
     return {
         "format_version": FORMAT_VERSION,
         "type": "model",
-        "name": NAMES[name],
+        "name": catalogue.entry(name).package.name,
         "description": (
             f"{card['title']} ({card['architecture']}), trained only on simulated C. elegans "
             "embryos; exported to ONNX by DevoLearn Web."
         ),
-        "version": card["version"],
+        "version": card.version,
         "authors": AUTHORS,
         # The FPN paper only where the network is one.
         "cite": [
@@ -309,7 +292,7 @@ def rdf(card: dict, files: dict[str, str]) -> dict:
         "inputs": [
             {
                 "id": "input",
-                "description": INPUT_WORDS[card["task"]],
+                "description": INPUT_WORDS[card.task],
                 "axes": input_axes(card),
                 "test_tensor": {"source": "test_input.npy", "sha256": files["test_input.npy"]},
                 "sample_tensor": {
@@ -323,7 +306,7 @@ def rdf(card: dict, files: dict[str, str]) -> dict:
         "outputs": [
             {
                 "id": "output",
-                "description": OUTPUT_WORDS[name],
+                "description": catalogue.entry(name).package.output,
                 "axes": output_axes(card),
                 "test_tensor": {"source": "test_output.npy", "sha256": files["test_output.npy"]},
                 "sample_tensor": {
@@ -336,12 +319,17 @@ def rdf(card: dict, files: dict[str, str]) -> dict:
         ],
         "weights": {
             "onnx": {
-                "source": card["file"],
-                "sha256": files[card["file"]],
+                "source": card.file,
+                "sha256": files[card.file],
                 "opset_version": int(card.get("opset", 17)),
             }
         },
-        "config": {"devolearn_web": {"card": f"{name}.json", "example": EXAMPLES[name][0]}},
+        "config": {
+            "devolearn_web": {
+                "card": f"{name}.json",
+                "example": catalogue.entry(name).package.example,
+            }
+        },
     }
 
 
@@ -357,18 +345,18 @@ def tiff_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def cover_png(card: dict, tensors: TestTensors) -> bytes:
+def cover_png(card: ModelCard, tensors: TestTensors) -> bytes:
     """A 2:1 cover: the network's input beside its answer (probability, or counts as bars)."""
     shown = apply_steps(tensors.input, preprocessing(card))[0, 0]
     shown = (shown - shown.min()) / max(float(shown.max() - shown.min()), 1e-6)
     left = _square(Image.fromarray((shown * 255).astype(np.uint8)))
-    if card["task"] == "segmentation":
+    if card.is_segmentation:
         probability = (np.clip(tensors.output[0, 0], 0, 1) * 255).astype(np.uint8)
         dim = (shown * 255 * 0.6).astype(np.uint8)
         overlay = np.stack([dim, np.maximum(dim, probability), np.zeros_like(dim)], axis=-1)
         right = _square(Image.fromarray(overlay))
     else:
-        right = _bars(tensors.output[0], card["output"]["maxima"])
+        right = _bars(tensors.output[0], card.output.maxima)
     cover = Image.new("RGB", (2 * COVER_SIDE, COVER_SIDE))
     cover.paste(left.convert("RGB"), (0, 0))
     cover.paste(right.convert("RGB"), (COVER_SIDE, 0))
@@ -385,7 +373,7 @@ def _square(image: Image.Image) -> Image.Image:
     return canvas
 
 
-def _bars(counts: np.ndarray, maxima: list) -> Image.Image:
+def _bars(counts: np.ndarray, maxima: tuple[float, ...]) -> Image.Image:
     """Seven bars, each a lineage's count as a share of its maximum."""
     from PIL import ImageDraw
 
@@ -399,12 +387,12 @@ def _bars(counts: np.ndarray, maxima: list) -> Image.Image:
     return image
 
 
-def documentation(card: dict) -> str:
+def documentation(card: ModelCard) -> str:
     """README.md of the package: what it is, that it learned from simulated embryos, its
     metrics and limitations, and what the rdf.yaml cannot say."""
     from devolearn_web.bioimageio_docs import package_readme
 
-    return package_readme(card, EXAMPLES[card["name"]][0])
+    return package_readme(card, catalogue.entry(card.name).package.example)
 
 
 def write_package(models_dir: Path, examples_dir: Path, name: str, target: BinaryIO) -> None:
@@ -414,7 +402,9 @@ def write_package(models_dir: Path, examples_dir: Path, name: str, target: Binar
     card_text = card_path.read_text(encoding="utf-8")
     card = parse_card(name, json.loads(card_text))
     onnx_path = models_dir / card.file
-    tensors = make_test_tensors(card, onnx_path, Path(examples_dir) / EXAMPLES[name][0])
+    tensors = make_test_tensors(
+        card, onnx_path, Path(examples_dir) / catalogue.entry(name).package.example
+    )
     small = {
         f"{name}.json": card_text.encode("utf-8"),
         "test_input.npy": npy_bytes(tensors.input),
@@ -426,14 +416,14 @@ def write_package(models_dir: Path, examples_dir: Path, name: str, target: Binar
         "README.md": documentation(card).encode("utf-8"),
     }
     digests = {path: hashlib.sha256(data).hexdigest() for path, data in small.items()}
-    digests[card["file"]] = file_sha256(onnx_path)
+    digests[card.file] = file_sha256(onnx_path)
     description = rdf(card, digests)
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zipped:
         zipped.writestr("rdf.yaml", yaml.safe_dump(description, sort_keys=False, width=100))
         for path, data in small.items():
             zipped.writestr(path, data)
         # Float weights barely compress: stored, the 26 MB are copied, not squeezed for 0.5 s.
-        zipped.write(onnx_path, card["file"], compress_type=zipfile.ZIP_STORED)
+        zipped.write(onnx_path, card.file, compress_type=zipfile.ZIP_STORED)
 
 
 # Built once per model file and card, then served from disk: a build runs the network and

@@ -17,6 +17,19 @@ METRIC_LABELS = {
     "max_mae_percent_of_maximum": "worst lineage's mean error, of its range,",
     "mae_percent_mean": "mean error, of the range,",
 }
+# What each metric measures, in words, for the card's first screen (IoU and SEG mean nothing
+# to most biologists).
+METRIC_MEANINGS = {
+    "iou": "How well the pixels found overlap the true ones; 1 is perfect",
+    "dice": "How well the pixels found overlap the true ones; 1 is perfect",
+    "seg": "How well each true object is matched by one object found (the Cell Tracking "
+    "Challenge's measure); 1 is perfect",
+    "count_error_percent": "How far the number of objects found is from the true number, "
+    "on average",
+    "max_mae_percent_of_maximum": "The average miss of the least accurate lineage, as a share "
+    "of the largest count that lineage reaches",
+    "mae_percent_mean": "The average miss per lineage, as a share of the largest count it reaches",
+}
 # Limitations shown on the first screen; the rest are one click below.
 LIMITS_AT_A_GLANCE = 3
 
@@ -35,6 +48,7 @@ def headline_tests(card: Mapping) -> list[dict]:
         return [
             {
                 "label": METRIC_LABELS.get(key, key.replace("_", " ")),
+                "meaning": METRIC_MEANINGS.get(key),
                 "value": _number(item.get("value")) + ("%" if "percent" in key else ""),
                 "target": item.get("target"),
                 "met": item.get("met"),
@@ -46,6 +60,7 @@ def headline_tests(card: Mapping) -> list[dict]:
     return [
         {
             "label": METRIC_LABELS.get(key, key.replace("_", " ")),
+            "meaning": METRIC_MEANINGS.get(key),
             "value": _number(value) + ("%" if "percent" in key else ""),
         }
         for key, value in test.items()
@@ -88,7 +103,9 @@ def glance(name: str, card: Mapping, noun: str) -> dict:
             parts.append(f"short of its target on {', '.join(unmet)}")
     for row in real[:1]:
         expected = f" (a person expects {row['expected']})" if row["expected"] else ""
-        parts.append(f"{row['found']} on the real {row['sample']}{expected}")
+        # The evaluation's count: shown under a result, the page's own count for the same file
+        # (run at the embryo's scale, framed its own way) can differ, so it is named as such.
+        parts.append(f"{row['found']} on the real {row['sample']} when evaluated{expected}")
     parts.append(f"{len(limits)} known limits")
     one_line = f"{card.get('title') or name} {card.get('version', '')}: " + "; ".join(parts) + "."
     return {

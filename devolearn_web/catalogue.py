@@ -61,6 +61,18 @@ class PageWords:
 
 
 @dataclass(frozen=True)
+class PackageWords:
+    """How the model's BioImage.IO package names and describes it (a tensor's description is at
+    most 128 characters there)."""
+
+    name: str
+    example: str  # the image in static/examples/ its test input is made from
+    channel: str  # the name of the input's one channel
+    output: str  # the output tensor's description
+    objects: str = ""  # segmentation: how the package README says objects are told apart
+
+
+@dataclass(frozen=True)
 class CatalogueEntry:
     """One model: what it does, how its page and figures look, how its objects are split."""
 
@@ -69,6 +81,7 @@ class CatalogueEntry:
     task: str  # one of TASKS
     page: PageWords
     figures: tuple[str, ...]  # the figures its page shows, in order
+    package: PackageWords  # its BioImage.IO package
     # Trained on images of bright outlines around cells (membranes) rather than solid blobs:
     # an upload of the other kind gets a warning.
     expects_outlines: bool = False
@@ -135,6 +148,14 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 ),
             ),
             figures=("input", "segmentation", "centroids"),
+            package=PackageWords(
+                name="DevoLearn Web C elegans cell membrane segmentation",
+                example="seg_sample.jpg",
+                channel="membrane",
+                output="Probability that a pixel lies inside a cell (membranes are the gaps).",
+                objects="takes each connected region as one cell (membranes are the gaps),"
+                " splitting touching cells by a distance-transform watershed",
+            ),
             expects_outlines=True,
             # Cells are convex blobs too, and a faint membrane leaves a gap the threshold
             # cannot see. The best validation cell-count error: a window that grows with the
@@ -166,6 +187,13 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 ),
             ),
             figures=("input", "outlines"),
+            package=PackageWords(
+                name="DevoLearn Web C elegans nucleus segmentation",
+                example="embryo_sample.png",
+                channel="nuclei",
+                output="Probability that a pixel belongs to a nucleus.",
+                objects="splits touching nuclei (distance transform and watershed)",
+            ),
             assembles_nuclei=True,
             # The best validation SEG: a strong probability weight lets the network's dip
             # between crowded nuclei guide the cut; dropping pieces under 11 px removes dim
@@ -186,8 +214,8 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 heading="Lineage populations",
                 eyebrow="Regression · founder lineages",
                 summary=(
-                    "Estimates how many cells each founder lineage"
-                    f" ({', '.join(LINEAGE_ORDER)}) holds in a whole-embryo image, and warns"
+                    "Estimates how many cells each founder lineage (A = AB, E, M = MS, P, C, D,"
+                    " Z = Z2/Z3) holds in a whole-embryo image, and warns"
                     " when the embryo is older than the ones the model learned from."
                 ),
                 input_hint="A whole-embryo image",
@@ -202,6 +230,13 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 ),
             ),
             figures=("input", "populations"),
+            package=PackageWords(
+                name="DevoLearn Web C elegans lineage populations",
+                example="embryo_sample.png",
+                channel="nuclei",
+                output=f"Cells per founder lineage {', '.join(LINEAGE_ORDER)}, before the card's"
+                " calibration.",
+            ),
             lineages=LINEAGES,
             training_range=TRAINING_RANGE,
         ),
@@ -209,6 +244,9 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
 )
 MODEL_NAMES: tuple[str, ...] = tuple(CATALOGUE)
 SEGMENTATION_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.is_segmentation)
+LINEAGE_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.task == "lineage")
+# The models whose objects are nuclei, so their stacks can be assembled in 3D and tracked.
+NUCLEI_MODELS: tuple[str, ...] = tuple(n for n, e in CATALOGUE.items() if e.assembles_nuclei)
 FIGURE_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {name: model.figures for name, model in CATALOGUE.items()}
 )

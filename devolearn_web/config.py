@@ -155,6 +155,14 @@ LIMITS: tuple[Limit, ...] = (
     Limit("JOB_MAX_STACK_VOXELS", 2000 * MB, int, "values", "one job's stack"),
     Limit("JOB_MAX_FRAMES", 100_000, int, "frames", "one job's stack"),
     Limit(
+        "JOB_MAX_ASSEMBLY_VOXELS",
+        150 * MB,
+        int,
+        "values",
+        "one job's stack with assemble=3d or track=true: its assembly step holds every slice's "
+        "labels and probability map at once (about 12 bytes a value), so this sizes the worker",
+    ),
+    Limit(
         "JOB_CHUNK_FRAMES",
         4,
         int,

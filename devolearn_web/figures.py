@@ -111,14 +111,14 @@ def _region_figures(result: SegmentationResult, shown: DisplayImage, scale: Scal
     width, height = result.width, result.height
     count = len(result.objects)
     segmentation = _image_figure(
-        f"Segmentation map · {count} {_plural(count, 'cell')}", shown, width, height, scale
+        f"Segmentation map · {count} {_noun(result, count)}", shown, width, height, scale
     )
     segmentation["layout"]["images"] = [
         _mask_image(result, scale),
         _outlines_image(result.labels, scale),
     ]
     centroids = _label_map_figure(
-        f"Centroid map · {count} {_plural(count, 'cell')}", result.labels, width, height, scale
+        f"Centroid map · {count} {_noun(result, count)}", result.labels, width, height, scale
     )
     centroids["data"].append(_centroid_markers(result, "Cell", count <= 60, scale))
     return {
@@ -133,7 +133,7 @@ def _outline_figures(result: SegmentationResult, shown: DisplayImage, scale: Sca
     width, height = result.width, result.height
     count = len(result.objects)
     outlined = _image_figure(
-        f"Nuclei outlined · {count} {_plural(count, 'nucleus', 'nuclei')}",
+        f"{_noun(result, 2).capitalize()} outlined · {count} {_noun(result, count)}",
         shown,
         width,
         height,
@@ -215,7 +215,9 @@ def _lineage_figures(
             "hovermode": "closest",
         },
     }
-    figure = _image_figure("Input", shown, image.width, image.height, scale)
+    # The dashed ellipse is named in the title: nothing else on the page says what it is.
+    title = "Input" if result.embryo is None else "Input · dashed: embryo found"
+    figure = _image_figure(title, shown, image.width, image.height, scale)
     if result.embryo is not None:
         figure["data"].append(_embryo_outline(result.embryo, scale))
     return {"input": figure, "populations": populations}
@@ -433,6 +435,14 @@ def _label_lookup(labels: np.ndarray) -> dict:
     buffer = io.BytesIO()
     Image.fromarray(rgb.astype(np.uint8), mode="RGB").save(buffer, format="PNG")
     return {"source": png_data_url(buffer.getvalue()), "step": factor}
+
+
+def _noun(result: SegmentationResult, count: int) -> str:
+    """What the model's objects are called (its catalogue entry's words), for `count` of them."""
+    model = CATALOGUE.get(result.model)
+    if model is None:
+        return _plural(count, "object")
+    return model.page.count_noun_one if count == 1 else model.page.count_noun
 
 
 def _plural(count: int, singular: str, plural: str | None = None) -> str:

@@ -62,6 +62,23 @@ ACCEPTED_FORMATS = (
     "or an MP4, MOV or AVI movie"
 )
 ACCEPTED_FORMATS_SENTENCE = f"Please upload a {ACCEPTED_FORMATS}."
+# Microscope makers' own files, which a biologist is most likely to have: named, with the way
+# to a TIFF, rather than called "not an image" (the drop zone says the same from page data).
+MICROSCOPE_FORMATS = {
+    ".czi": "a Zeiss CZI file",
+    ".lif": "a Leica LIF file",
+    ".nd2": "a Nikon ND2 file",
+    ".oib": "an Olympus OIB file",
+    ".oir": "an Olympus OIR file",
+    ".vsi": "an Olympus VSI file",
+    ".ims": "an Imaris file",
+    ".dv": "a DeltaVision file",
+}
+MICROSCOPE_FORMAT_ADVICE = (
+    "which this site cannot read. Open it in Fiji (Bio-Formats) and save it as a TIFF "
+    "(File > Save As > Tiff...): the TIFF keeps the stack and the pixel size, and this site "
+    "reads it."
+)
 # Percentiles mapped to 0 and 1 before the network (training uses the same function).
 MODEL_LOW_PERCENTILE = 1.0
 MODEL_HIGH_PERCENTILE = 99.8
@@ -230,6 +247,10 @@ def sniff_format(data: bytes, filename: str | None = None) -> str:
             f"{name}looks like a movie in a format this site cannot read: save it as MP4, MOV, "
             f"AVI or animated GIF, or save one frame as an image. {ACCEPTED_FORMATS_SENTENCE}"
         )
+    suffix = "." + filename.lower().rsplit(".", 1)[-1] if filename and "." in filename else ""
+    vendor = MICROSCOPE_FORMATS.get(suffix)
+    if vendor:
+        raise UnsupportedType(f"{name}is {vendor}, {MICROSCOPE_FORMAT_ADVICE}")
     what = _describe_unsupported(data)
     raise UnsupportedType(
         f"{name}is {what}, not an image this site can read. {ACCEPTED_FORMATS_SENTENCE}"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from devolearn_web.catalogue import (
+    LINEAGE_MODELS,
     LINEAGE_ORDER,
     MODEL_NAMES,
     SEGMENTATION_MODELS,
+    TASKS,
     training_range_sentence,
 )
 from devolearn_web.imaging import ACCEPTED_FORMATS, TIFF_BIT_DEPTHS
@@ -89,7 +91,7 @@ def _schemas() -> dict:
                 "name": {"type": "string", "enum": list(MODEL_NAMES)},
                 "title": {"type": "string"},
                 "version": {"type": "string"},
-                "task": {"type": "string", "enum": ["segmentation", "lineage"]},
+                "task": {"type": "string", "enum": list(TASKS)},
                 "ready": {"type": "boolean"},
                 "problem": {"type": ["string", "null"]},
             },
@@ -176,7 +178,7 @@ def _schemas() -> dict:
         "Lineage": {
             "type": "object",
             "properties": {
-                "model": {"type": "string", "const": "lineage"},
+                "model": {"type": "string", "enum": list(LINEAGE_MODELS)},
                 "populations": {
                     "type": "object",
                     "description": "Cells per founder lineage, in the order "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from devolearn_web.catalogue import MODEL_NAMES
 
 JOB_STATES = ["queued", "running", "finished", "failed", "cancelled"]
-DOWNLOAD_FORMATS = ["csv", "tiff", "probability-tiff", "png", "zip"]
+DOWNLOAD_FORMATS = ["csv", "tiff", "probability-tiff", "png", "zip", "ctc", "tracks-csv"]
 
 
 def _error(description: str) -> dict:
@@ -76,7 +76,12 @@ def job_paths(upload_fields: dict) -> dict:
                 "upload (up to JOB_MAX_UPLOAD_BYTES, 2 GB by default) is kept only while the "
                 "job runs; results are deleted JOB_RESULT_TTL_SECONDS after it ends. Besides "
                 "predict's formats, `file` may be a ZIP of per-time-point TIFFs named tTTT.tif "
-                "(the Cell Tracking Challenge's layout), each one z-stack.",
+                "(the Cell Tracking Challenge's layout), each one z-stack. With `assemble=3d` "
+                "and `track=true` (nucleus model) a whole recording is linked in 3D and tracked "
+                "through time by the functions predict uses, once every chunk is segmented: the "
+                "result adds count_3d, objects_3d, tracks and nuclei_per_time as predict's does; "
+                "a combination predict refuses (a model other than nucleus, tracks of one "
+                "z-stack, 3D of single planes, `frame`) is a 400 here before anything is queued.",
                 "operationId": "submitJob",
                 "requestBody": {
                     "required": True,
@@ -171,7 +176,10 @@ def job_paths(upload_fields: dict) -> dict:
                 ],
                 "responses": {
                     "200": {
-                        "description": "The file (lineage: csv only).",
+                        "description": "The file (lineage: csv only). tiff holds 3D labels "
+                        "(assemble=3d) or track ids (track=true); ctc (the Cell Tracking "
+                        "Challenge's result layout, ZIP) and tracks-csv need a job sent with "
+                        "track=true.",
                         "content": {
                             "application/octet-stream": {
                                 "schema": {
@@ -181,7 +189,10 @@ def job_paths(upload_fields: dict) -> dict:
                             }
                         },
                     },
-                    "400": _error("A format this model does not give."),
+                    "400": _error(
+                        "A format this model does not give, or a track download of a job "
+                        "sent without track=true."
+                    ),
                     "404": NOT_FOUND,
                     "409": NOT_FINISHED,
                     "413": _error("Too many pixels for an image download here: ask for csv."),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from devolearn_web.catalogue import NUCLEI_MODELS
 from devolearn_web.errors import BadParameter
 from devolearn_web.pipelines import ObjectFilter, check_threshold
 from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest, parse_scale_request
@@ -84,7 +85,7 @@ class PredictOptions:
         if requested in TRACK_FORMATS and not assembly.track:
             raise BadParameter(
                 f"format={requested} is a download of tracks: send track=true with it (and a "
-                "time series on the nucleus model)."
+                f"time series on the {' or '.join(NUCLEI_MODELS)} model)."
             )
         return cls(
             threshold=threshold,

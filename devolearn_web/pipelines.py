@@ -10,12 +10,10 @@ laid along x (devolearn_web.embryo), as its training frames showed it, whatever 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -27,9 +25,7 @@ from devolearn_web.catalogue import CATALOGUE
 from devolearn_web.embryo import EmbryoRegion, EmbryoSearch, embryo_centred_view, find_embryo
 from devolearn_web.errors import BadParameter, ModelUnavailable, NoEmbryo
 from devolearn_web.imaging import (
-    DEFAULT_MAX_PIXELS,
     DecodedImage,
-    decode_image,
     normalise_for_model,
     png_data_url,
     probability_to_png,
@@ -42,17 +38,21 @@ from devolearn_web.model_cards import ModelCard
 from devolearn_web.registry import ORT_ERRORS, LoadedModel, ModelRegistry
 from devolearn_web.scale import (
     AUTOMATIC_SCALE,
+    MIN_WORKING_SIDE,
     GridCard,
     ScaleRequest,
     WorkingGrid,
     contrast_range,
+    embryo_window,
     initial_grid,
     median_diameter,
     refined_grid,
     run_tiled,
     to_upload_orientation,
+    training_fill,
     with_context_margin,
     working_image,
+    working_shape,
 )
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
@@ -184,20 +184,18 @@ def rounded_timings(timings: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 2) for key, value in timings.items()}
 
 
-def build_input_tensor(pixels: np.ndarray, card: dict) -> np.ndarray:
+def build_input_tensor(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
     """float32 (1, C, H, W) network input from a float32 HxW image, as the model card says."""
-    height, width = card["input"]["size"]
-    normalised = normalise_for_model(resize_image(pixels, (height, width)))
-    if card["input"]["normalisation"] == "symmetric":
+    normalised = normalise_for_model(resize_image(pixels, card.input.size))
+    if card.input.normalisation == "symmetric":
         normalised = (normalised - np.float32(0.5)) / np.float32(0.5)
-    channels = int(card["input"]["channels"])
-    return np.ascontiguousarray(np.repeat(normalised[None, None], channels, axis=1))
+    return np.ascontiguousarray(np.repeat(normalised[None, None], card.input.channels, axis=1))
 
 
-def apply_output_activation(output: np.ndarray, card: dict) -> np.ndarray:
+def apply_output_activation(output: np.ndarray, card: ModelCard) -> np.ndarray:
     """The network's output as float32, through a sigmoid when the card says the file has none."""
     output = np.asarray(output, dtype=np.float32)
-    if card["output"]["activation"] == "sigmoid":
+    if card.output.activation == "sigmoid":
         # expit, not 1 / (1 + exp(-x)): a confident logit below -88 would overflow float32.
         output = expit(output)
     return output.astype(np.float32)
@@ -285,7 +283,7 @@ def predict(
     return _count_lineages(model, image, output, clock, search)
 
 
-def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.ndarray:
+def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: ModelCard) -> np.ndarray:
     """The lineage network's input: the embryo cut out at its training framing (NoEmbryo when
     the image holds none, or several)."""
     if search.region is None:
@@ -293,10 +291,7 @@ def lineage_input(pixels: np.ndarray, search: EmbryoSearch, card: dict) -> np.nd
             f"{search.problem} The lineage model counts the cells of one whole embryo, so it "
             "needs an image with one embryo and some dark margin around it."
         )
-    fill = card["input"]["embryo_fill"]
-    view = embryo_centred_view(
-        pixels, search.region, (fill["length"], fill["width"]), tuple(card["input"]["size"])
-    )
+    view = embryo_centred_view(pixels, search.region, card.input.embryo_fill, card.input.size)
     tensor = build_input_tensor(view, card)
     # The embryo's head may point either way along x and its side face either way: the four
     # mirror images are one embryo, and their mean answer does not depend on which was shot.
@@ -316,6 +311,9 @@ class SegmentationPlan:
     diameter: float | None = None  # median object diameter on the grid, working pixels
     probability: np.ndarray | None = None  # the grid's map, when the first look already made it
     first_look_ms: float = 0.0  # the first look's model run, reported as inference
+    # Where the network looks (scale.embryo_window): this picture's embryo, or for a stack's
+    # frame the whole stack's, so a slice through the embryo's cap keeps the embryo's window.
+    window: EmbryoRegion | None = None
 
 
 @dataclass(frozen=True)
@@ -333,7 +331,8 @@ class SharedGrid:
         if search.region is None:
             search = self.search
         low, high = contrast_range(pixels, search.region)
-        return SegmentationPlan(dataclasses.replace(self.grid, low=low, high=high), search)
+        grid = dataclasses.replace(self.grid, low=low, high=high)
+        return SegmentationPlan(grid, search, window=self.search.region)
 
 
 def plan_segmentation(
@@ -350,14 +349,14 @@ def plan_segmentation(
     search = find_embryo(image.pixels)
     grid = initial_grid(image.pixels, grid_card, request, search.region)
     started = time.perf_counter()
-    probability = working_map(model, image.pixels, grid, deadline)
+    probability = working_map(model, image.pixels, grid, deadline, search.region)
     first_look_ms = (time.perf_counter() - started) * 1000
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     refined = refined_grid(grid, diameter, grid_card, image.pixels.shape)
     if refined is None:
-        return SegmentationPlan(grid, search, diameter, probability, first_look_ms)
-    return SegmentationPlan(refined, search, None, None, first_look_ms)
+        return SegmentationPlan(grid, search, diameter, probability, first_look_ms, search.region)
+    return SegmentationPlan(refined, search, None, None, first_look_ms, search.region)
 
 
 def plan_shared_grid(
@@ -383,10 +382,47 @@ def _with_calibrated_pixel_size(request: ScaleRequest, calibration: Calibration 
 
 
 def working_map(
-    model: LoadedModel, pixels: np.ndarray, grid: WorkingGrid, deadline: Deadline = NO_DEADLINE
+    model: LoadedModel,
+    pixels: np.ndarray,
+    grid: WorkingGrid,
+    deadline: Deadline = NO_DEADLINE,
+    region: EmbryoRegion | None = None,
 ) -> np.ndarray:
-    """The network's probability map of an upload on its working grid (float32, 0..1)."""
-    image, margins = with_context_margin(working_image(pixels, grid))
+    """The network's probability map of an upload on its working grid (float32, 0..1): run on
+    the window around the embryo `region` (scale.embryo_window), 0 outside it."""
+    fill = training_fill(model.card.input.working_grid, max(model.card.input.size))
+    rows, cols = embryo_window(region, pixels.shape, fill)
+    if grid.transpose:
+        rows, cols = cols, rows
+    full_shape = working_shape(grid, pixels.shape)
+    top = min(full_shape[0], round(rows.start * grid.scale_y))
+    left = min(full_shape[1], round(cols.start * grid.scale_x))
+    bottom = min(full_shape[0], max(top + 1, round(rows.stop * grid.scale_y)))
+    right = min(full_shape[1], max(left + 1, round(cols.stop * grid.scale_x)))
+    whole_frame = (bottom - top, right - left) == full_shape
+    if whole_frame or min(bottom - top, right - left) < MIN_WORKING_SIDE:
+        return _network_map(model, working_image(pixels, grid), deadline)
+    oriented = pixels.T if grid.transpose else pixels
+    window = np.ascontiguousarray(oriented[rows, cols])
+    grid_window = dataclasses.replace(grid, transpose=False)
+    # Resized to exactly the window's place on the grid, so the pieces line up with the rest.
+    scaled = dataclasses.replace(
+        grid_window,
+        scale_y=(bottom - top) / window.shape[0],
+        scale_x=(right - left) / window.shape[1],
+    )
+    probability = np.zeros(full_shape, dtype=np.float32)
+    probability[top:bottom, left:right] = _network_map(
+        model, working_image(window, scaled), deadline
+    )
+    return probability
+
+
+def _network_map(
+    model: LoadedModel, working: np.ndarray, deadline: Deadline = NO_DEADLINE
+) -> np.ndarray:
+    """The network's probability map of a working image (float32 HxW, 0..1), tiled."""
+    image, margins = with_context_margin(working)
 
     def run(tile: np.ndarray) -> np.ndarray:
         # The tile and its mirror image in one call, their maps averaged: on the working grid
@@ -440,7 +476,7 @@ def _segment(
     clock.lap("preprocess")
     probability_on_grid = plan.probability
     if probability_on_grid is None:
-        probability_on_grid = working_map(model, image.pixels, plan.grid, deadline)
+        probability_on_grid = working_map(model, image.pixels, plan.grid, deadline, plan.window)
     clock.lap("inference")
     clock.move(plan.first_look_ms, "preprocess", "inference")
     deadline.check("finding and measuring objects")
@@ -549,7 +585,8 @@ EXPECTS_OUTLINES = {name: model.expects_outlines for name, model in CATALOGUE.it
 def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
     """A sentence when the image is of another kind than the model's (membranes for nuclei)."""
     expects = EXPECTS_OUTLINES.get(model_name)
-    if expects is None or search.shows_outlines == expects:
+    # No embryo (a blank frame): nothing to judge the kind by, and scale_warnings says why.
+    if expects is None or search.region is None or search.shows_outlines == expects:
         return ()
     if expects:
         return (
@@ -561,6 +598,17 @@ def kind_warnings(model_name: str, search: EmbryoSearch) -> tuple[str, ...]:
         "This image shows bright outlines around darker regions: it looks like a membrane "
         "image, and this model was trained on nucleus (GFP-histone) images. Try the membrane "
         "page.",
+    )
+
+
+def cut_off_warnings(search: EmbryoSearch) -> tuple[str, ...]:
+    """A sentence when the embryo reaches the image's edge (lineage: it counts a whole embryo)."""
+    if search.region is None or not search.region.touches_edge:
+        return ()
+    return (
+        "The embryo reaches the edge of the image, so part of it may be cut off: this model "
+        "estimates the cells of one whole embryo, and on a cut-off one its counts are "
+        "unreliable. Upload the whole embryo with some dark margin around it.",
     )
 
 
@@ -655,7 +703,7 @@ def _count_lineages(
         notes=notes,
         timings_ms=clock.timings(),
         embryo=search.region,
-        warnings=kind_warnings(model.name, search),
+        warnings=kind_warnings(model.name, search) + cut_off_warnings(search),
     )
 
 
@@ -705,41 +753,6 @@ def predict_batch(
         )
         for index, (image, search) in enumerate(zip(images, searches, strict=True))
     ]
-
-
-def predict_bytes(
-    registry: ModelRegistry,
-    name: str,
-    data: bytes,
-    filename: str | None = None,
-    threshold: float | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    deadline: Deadline = NO_DEADLINE,
-    channel: int | None = None,
-    scale_request: ScaleRequest = AUTOMATIC_SCALE,
-) -> tuple[SegmentationResult | LineageResult, DecodedImage]:
-    """Decode an upload in memory and run a model on it; the result and the decoded image."""
-    registry.card(name)  # an unknown or uninstalled model fails before any decoding work
-    started = time.perf_counter()
-    image = decode_image(data, filename, max_pixels=max_pixels, channel=channel)
-    decode_ms = (time.perf_counter() - started) * 1000
-    result = predict(
-        registry, name, image, threshold, decode_ms, deadline, scale_request=scale_request
-    )
-    return result, image
-
-
-def predict_file(name: str, path: Path, models_dir: Path) -> dict:
-    """Decode an image file, run a model on it and return the API's JSON answer (for scripts)."""
-    registry = _registry_for(Path(models_dir).resolve())
-    result, _ = predict_bytes(registry, name, Path(path).read_bytes(), filename=Path(path).name)
-    return result.to_json()
-
-
-@functools.lru_cache(maxsize=8)
-def _registry_for(models_dir: Path) -> ModelRegistry:
-    # Scripts call predict_file in loops: one registry per folder keeps the sessions loaded.
-    return ModelRegistry(models_dir)
 
 
 class _Stopwatch:

@@ -41,6 +41,10 @@ MIN_WORKING_SIDE = 32
 MIN_CANVAS_SIDE = 256
 # A second look brings objects this far inside the trained band (a factor on its edge).
 BAND_INSET = 1.25
+# The network runs on a window around the embryo framed as its training frames were, so a wide
+# margin or a large field of view around one embryo costs nothing; the embryo spans at most
+# this much of the window, so an early embryo whose box holds only its nuclei keeps a margin.
+MAX_WINDOW_FILL = 0.7
 # Percentiles are taken on at most this many pixels (a regular subsample of a larger region).
 STATISTICS_SAMPLE = 1_000_000
 
@@ -190,6 +194,30 @@ def working_shape(grid: WorkingGrid, shape: tuple[int, int]) -> tuple[int, int]:
         max(MIN_WORKING_SIDE, round(height * grid.scale_y)),
         max(MIN_WORKING_SIDE, round(width * grid.scale_x)),
     )
+
+
+def embryo_window(
+    region: EmbryoRegion | None, shape: tuple[int, int], fill: float
+) -> tuple[slice, slice]:
+    """The part of an upload of `shape` the network needs: the embryo's box with the margin
+    that makes its longer side `fill` of the window's (as in the training frames), within the
+    frame (all of it without an embryo). Never past the frame: the membrane network reads a
+    slice differently with a dark margin its training frames did not have."""
+    height, width = shape
+    if region is None:
+        return slice(0, height), slice(0, width)
+    top, left, bottom, right = region.box
+    margin = round(max(bottom - top, right - left) * (1.0 / fill - 1.0) / 2.0)
+    return (
+        slice(max(0, top - margin), min(height, bottom + margin)),
+        slice(max(0, left - margin), min(width, right + margin)),
+    )
+
+
+def training_fill(grid_card: GridCard, network_side: int) -> float:
+    """How much of a training frame's side the embryo's long axis spanned (at most
+    MAX_WINDOW_FILL, so an early embryo whose box holds only its nuclei keeps a margin)."""
+    return min(MAX_WINDOW_FILL, grid_card.embryo_length / network_side)
 
 
 def working_image(pixels: np.ndarray, grid: WorkingGrid) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from devolearn_web.assembly3d import DEFAULT_Z_STEP_UM, assemble_3d, objects_3d
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.calibration import UNITS, Calibration
-from devolearn_web.catalogue import CATALOGUE
+from devolearn_web.catalogue import CATALOGUE, NUCLEI_MODELS
 from devolearn_web.errors import BadParameter
 from devolearn_web.founder_counts import founder_counts_for
 from devolearn_web.founders import Naming, name_founders
@@ -124,8 +124,9 @@ def check_assembly_request(request: AssemblyRequest, model: str, stack: FrameSta
     asked = "3D nuclei (assemble=3d)" if request.assemble_3d else "tracks (track=true)"
     if model not in CATALOGUE or not CATALOGUE[model].assembles_nuclei:
         raise BadParameter(
-            f"{asked} are made from nuclei: run the nucleus model (/api/v1/predict/nucleus), "
-            f"not the {model} model."
+            f"{asked} are made from nuclei: run "
+            + " or ".join(f"the {name} model (/api/v1/predict/{name})" for name in NUCLEI_MODELS)
+            + f", not the {model} model."
         )
     if stack is None:
         what = (

@@ -308,7 +308,8 @@ def max_projection(stack: FrameStack) -> FrameStack:
     note = (
         f"Each time point's {slices} z-slices were projected into one image (the brightest value "
         "through z), as the lineage model's training images were whole-embryo projections. "
-        "Send projection=none to analyse every slice alone."
+        "To analyse every slice alone, read the stack again with axes T (on a page) or send "
+        "projection=none (API)."
     )
     axes = {
         **stack.axes,

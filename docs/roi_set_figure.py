@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from roifile import ImagejRoi
 
+from devolearn_web.analysis import analyse_image
 from devolearn_web.imaging import to_display_png
-from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.roi_sets import roi_set_zip
 
@@ -29,7 +29,7 @@ ENLARGE = 2  # outlines a pixel wide stay visible on a page
 
 def main() -> None:
     """Write the figure and print how many ROIs it shows."""
-    result, image = predict_bytes(
+    result, image = analyse_image(
         ModelRegistry(ROOT / "models"), "nucleus", SAMPLE.read_bytes(), SAMPLE.name
     )
     with zipfile.ZipFile(io.BytesIO(roi_set_zip([result], [{}]))) as bundle:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -163,6 +165,36 @@ def test_the_training_command_writes_the_same_package(packages, tmp_path):
         assert sorted(written.namelist()) == sorted(served.namelist())
         for member in ("rdf.yaml", "test_input.npy", "test_output.npy", "README.md"):
             assert written.read(member) == served.read(member)
+
+
+# The training CLI with PyTorch made impossible to import, as where it is not installed.
+WITHOUT_TORCH = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+from devolearn_web.training.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_training_command_writes_a_package_without_pytorch(tmp_path):
+    # `make test-fast` runs where PyTorch is not installed, and the test above is in it: the
+    # command must not import the training pipeline (which needs PyTorch) to write a package.
+    out = tmp_path / "lineage.zip"
+    argv = ["bioimageio", "--model", "lineage", "--models-dir", str(SHIPPED_MODELS)]
+    argv += ["--examples-dir", str(REPOSITORY_ROOT / "static" / "examples"), "--out", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY_ROOT,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert out.is_file()
 
 
 def test_a_package_is_built_once_then_served_from_disk(make_app, tmp_path, monkeypatch):

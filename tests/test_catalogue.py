@@ -19,6 +19,7 @@ from devolearn_web.catalogue import (
     entry,
 )
 from devolearn_web.errors import UnknownModel
+from devolearn_web.examples import EXAMPLES, find_example
 from devolearn_web.figures import SEGMENTATION_FIGURES
 from devolearn_web.model_cards import parse_card
 
@@ -40,6 +41,18 @@ def test_each_shipped_card_agrees_with_its_catalogue_entry(name):
         assert card.output.lineages == LINEAGE_ORDER
         assert card.output.maxima == tuple(float(value) for value in LINEAGE_MAXIMA)
         assert dict(card.output.training_range) == dict(TRAINING_RANGE)
+
+
+def test_gallery_examples_and_packages_name_catalogue_models_and_real_files():
+    # Which example suits which model is the example's fact (examples.py), keyed by the
+    # catalogue's names; a model renamed in the catalogue must not leave an example behind.
+    for example in EXAMPLES:
+        assert set(example.models) <= set(MODEL_NAMES), example.filename
+    for name, model in CATALOGUE.items():
+        assert (REPOSITORY_ROOT / "static" / "examples" / model.package.example).is_file()
+        assert name in find_example(model.package.example).models
+        assert len(model.package.output) <= 128  # BioImage.IO's limit on a tensor description
+        assert bool(model.package.objects) == model.is_segmentation
 
 
 def test_an_unknown_model_name_lists_the_valid_names():

@@ -47,6 +47,7 @@ ENVIRONMENT = (
     "JOB_THREADS",
     "JOB_MAX_STACK_VOXELS",
     "JOB_MAX_FRAMES",
+    "JOB_MAX_ASSEMBLY_VOXELS",
     "PAGE_JOB_BYTES",
     "RESULT_CACHE_MB",
     "RESULT_CACHE_SECONDS",
@@ -118,6 +119,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
     clean_environment.setenv("JOB_THREADS", "2")
     clean_environment.setenv("JOB_MAX_STACK_VOXELS", "1000000")
     clean_environment.setenv("JOB_MAX_FRAMES", "50")
+    clean_environment.setenv("JOB_MAX_ASSEMBLY_VOXELS", "40000")
     clean_environment.setenv("PAGE_JOB_BYTES", "5000000")
     clean_environment.setenv("RESULT_CACHE_MB", "12")
     clean_environment.setenv("RESULT_CACHE_SECONDS", "60")
@@ -157,6 +159,7 @@ def test_every_setting_is_read_from_the_environment(clean_environment, tmp_path)
         "JOB_THREADS": 2,
         "JOB_MAX_STACK_VOXELS": 1000000,
         "JOB_MAX_FRAMES": 50,
+        "JOB_MAX_ASSEMBLY_VOXELS": 40000,
         "PAGE_JOB_BYTES": 5_000_000,
         "RESULT_CACHE_MB": 12.0,
         "RESULT_CACHE_SECONDS": 60.0,

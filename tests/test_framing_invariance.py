@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devolearn_web.analysis import analyse_image
 from devolearn_web.embryo import find_embryo
-from devolearn_web.pipelines import predict_bytes
 from devolearn_web.registry import ModelRegistry
 from tests.conftest import REPOSITORY_ROOT, SAMPLES_DIR
 
@@ -88,7 +88,7 @@ def shipped_registry() -> ModelRegistry:
 
 def answer_counts(model: str, image: np.ndarray) -> dict[str, int]:
     """The shipped model's counts for a grayscale image: the count, or total and lineages."""
-    result, _ = predict_bytes(shipped_registry(), model, png_bytes(image), "image.png")
+    result, _ = analyse_image(shipped_registry(), model, png_bytes(image), "image.png")
     answer = result.to_json()
     if model == "lineage":
         return {"total": answer["total"], **answer["populations"]}
@@ -140,7 +140,7 @@ def test_real_sample_counts_do_not_move_with_the_framing(model, sample):
 def test_an_image_of_the_wrong_kind_is_warned_about(model, sample, warned):
     """A membrane image on the nucleus page read as '27 nuclei' with no word of doubt."""
     image = real_gray(sample)
-    result, _ = predict_bytes(shipped_registry(), model, png_bytes(image), "image.png")
+    result, _ = analyse_image(shipped_registry(), model, png_bytes(image), "image.png")
     kind_warnings = [text for text in result.warnings if "it looks like" in text]
     assert bool(kind_warnings) == warned, result.warnings
 

@@ -3,6 +3,24 @@
 Size limits, the time budget between pipeline stages, a damaged card or model, and an error in
 the middle of a streamed answer: each answers a sentence with its status, never a 500 or a
 silently wrong result. Limits are set small here so the files that cross them stay tiny.
+
+Each guard, and the test here that fails when it is removed (each removed and run to check):
+- stacks.read_tiff_stack, frames > max_frames: test_a_stack_past_the_frame_limit_is_a_413,
+  test_a_3000_page_tiff_is_a_413_at_the_default_limits;
+- stacks._check_size, the stack voxel limit: test_a_stack_past_the_voxel_limit_is_a_413;
+- analysis.analyse, check_download_size:
+  test_an_image_download_past_the_download_voxel_limit_is_a_413;
+- pipelines._segment, deadline.check("finding and measuring objects"):
+  test_a_segmentation_stops_at_each_stage_once_the_budget_is_spent;
+- pipelines.working_map, one probability map per image, and pipelines._count_lineages, one
+  number per lineage: test_a_model_output_of_the_wrong_shape_is_a_503;
+- pipelines.run_model, ORT_ERRORS -> ModelUnavailable:
+  test_a_model_that_fails_to_run_is_a_503_with_a_sentence;
+- model_cards._parse_input, input.channels: test_an_invalid_card_is_a_503_naming_what_is_wrong;
+- views.frames, a DevoLearnError mid-stream becomes an error line:
+  test_an_error_mid_stream_ends_the_ndjson_answer_with_an_error_line;
+- movies, the frame and voxel limits while decoding: test_a_movie_past_the_frame_limit_is_a_413,
+  test_a_movie_past_the_voxel_limit_is_a_413.
 """
 
 from __future__ import annotations

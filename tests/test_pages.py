@@ -331,8 +331,8 @@ def test_card_summary_names_targets_missed_and_the_real_sample():
     summary = glance("nucleus", card, "nuclei")
     assert summary["one_line"] == (
         "Nuclei 4.0.0: trained on simulated embryos only; on unseen simulated embryos SEG 0.661;"
-        " short of its target on SEG; 87 nuclei on the real embryo_sample.png (a person expects"
-        " 60–120); 4 known limits."
+        " short of its target on SEG; 87 nuclei on the real embryo_sample.png when evaluated (a"
+        " person expects 60–120); 4 known limits."
     )
     assert summary["limits_first"] == ["a", "b", "c"] and summary["limits_more"] == ["d"]
 

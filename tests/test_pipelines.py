@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from devolearn_web import scale
+from devolearn_web.analysis import predict_file
 from devolearn_web.errors import BadParameter
 from devolearn_web.imaging import decode_image
+from devolearn_web.model_cards import ModelCard, parse_card
 from devolearn_web.pipelines import (
     LineageResult,
     SegmentationResult,
     build_input_tensor,
     predict,
-    predict_file,
 )
 from devolearn_web.registry import ModelRegistry
 
@@ -179,13 +180,18 @@ def test_lineage_counts_go_through_the_card_calibration(models_copy, image_maker
     }
 
 
-def test_input_tensor_follows_the_card():
+def test_input_tensor_follows_the_card(tiny_models_dir):
+    shipped = json.loads((tiny_models_dir / "lineage.json").read_text())
+
+    def card_with(**model_input) -> ModelCard:
+        return parse_card("lineage", {**shipped, "input": {**shipped["input"], **model_input}})
+
     pixels = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
-    unit_card = {"input": {"size": [16, 24], "channels": 1, "normalisation": "unit"}}
+    unit_card = card_with(size=[16, 24], channels=1, normalisation="unit")
     tensor = build_input_tensor(pixels, unit_card)
     assert tensor.shape == (1, 1, 16, 24) and tensor.dtype == np.float32
     assert tensor.min() == 0.0 and tensor.max() == 1.0
-    symmetric_card = {"input": {"size": [8, 8], "channels": 3, "normalisation": "symmetric"}}
+    symmetric_card = card_with(size=[8, 8], channels=3, normalisation="symmetric")
     tensor = build_input_tensor(pixels, symmetric_card)
     assert tensor.shape == (1, 3, 8, 8)
     assert tensor.min() == -1.0 and tensor.max() == 1.0
@@ -248,3 +254,35 @@ def test_the_working_pixel_limit_is_read_from_the_environment():
         [sys.executable, "-c", script], env=environment, capture_output=True, text=True, check=True
     ).stdout
     assert printed.strip() == "123456"
+
+
+def test_a_wide_margin_around_the_embryo_costs_the_network_nothing(
+    registry, image_maker, monkeypatch
+):
+    """The network runs on a window around the embryo: padding the picture to 4x its sides
+    (16x its pixels) changes neither the count nor the pixels the network sees."""
+    from devolearn_web import pipelines
+
+    seen: list[int] = []
+    real_run = pipelines.run_model
+
+    def counting_run(model, tensor, deadline=pipelines.NO_DEADLINE):
+        seen.append(tensor.shape[-2] * tensor.shape[-1])
+        return real_run(model, tensor, deadline)
+
+    monkeypatch.setattr(pipelines, "run_model", counting_run)
+    pixels = image_maker.uint8(image_maker.disks((140, 200), image_maker.five_disks, 12))
+    canvas = np.zeros((560, 800), np.uint8)
+    canvas[210:350, 300:500] = pixels
+    counts, network_pixels = [], []
+    for picture in (pixels, canvas):
+        seen.clear()
+        image = decode_image(image_maker.encode(picture))
+        counts.append(
+            predict(
+                registry, "nucleus", image, scale_request=scale.ScaleRequest(diameter=24.0)
+            ).count
+        )
+        network_pixels.append(sum(seen))
+    assert counts == [5, 5]
+    assert network_pixels[1] <= 1.5 * network_pixels[0], network_pixels

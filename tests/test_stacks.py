@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from devolearn_web.analysis import analyse_image
 from devolearn_web.errors import BadParameter, UnsupportedType
 from devolearn_web.stacks import parse_axes_override, read_tiff_stack, tiff_frame_count
 
@@ -301,7 +302,7 @@ def test_the_slices_of_a_stack_share_one_grid_chosen_on_the_whole_embryo(app, im
     )
     # The grid follows the whole embryo (the middle slice), not a cap alone.
     with app.app_context():
-        alone, _ = __import__("devolearn_web.pipelines").pipelines.predict_bytes(
+        alone, _ = analyse_image(
             get_registry(), "nucleus", image_maker.tiff(embryo_slices([1.0])[0])
         )
     assert answers[0]["scale"] == pytest.approx(alone.to_json()["scale"], rel=0.05)

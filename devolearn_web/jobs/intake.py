@@ -14,8 +14,9 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from devolearn_web.errors import BadImage, TooLarge
+from devolearn_web.errors import BadImage, BadParameter, TooLarge
 from devolearn_web.imaging import sniff_format
+from devolearn_web.jobs.assembly import check_size, check_slider
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.movies import sniff_movie
 from devolearn_web.paged_stacks import (
@@ -24,15 +25,28 @@ from devolearn_web.paged_stacks import (
     read_member,
     time_point_members,
 )
-from devolearn_web.stacks import TIFF_ERRORS, is_tiff
+from devolearn_web.stacks import (
+    AXIS_WORDS,
+    TIFF_ERRORS,
+    _apply_override,
+    _effective_axes,
+    guess_axes,
+    is_tiff,
+)
 
 HEAD_BYTES = 64 * 1024
 
 
 def check_upload(
-    stream: BinaryIO, filename: str | None, settings: JobSettings, options: dict | None = None
+    stream: BinaryIO,
+    filename: str | None,
+    settings: JobSettings,
+    options: dict | None = None,
+    model: str = "",
 ) -> int:
-    """The upload's size in bytes; BadImage, UnsupportedType or TooLarge as predict would say."""
+    """The upload's size in bytes; BadImage, UnsupportedType or TooLarge as predict would say,
+    and BadParameter when its axes cannot give the 3D nuclei or tracks the job asks for."""
+    options = options or {}
     stream.seek(0, 2)
     size = stream.tell()
     stream.seek(0)
@@ -41,25 +55,36 @@ def check_upload(
     head = stream.read(HEAD_BYTES)
     stream.seek(0)
     if sniff_movie(head) is not None:
+        check_slider(options, model, ["time"])  # a movie's frames are time points
         return size
     if is_zip(head):
-        check_zip_options((options or {}).get("axes"), (options or {}).get("channel"))
-        _check_zip(stream, settings)
+        check_zip_options(options.get("axes"), options.get("channel"))
+        voxels = _check_zip(stream, settings)
         stream.seek(0)
+        check_slider(options, model, ["time", "z"])  # a ZIP's TIFFs are z-stacks over time
+        check_size(options, voxels, settings.max_assembly_voxels)
         return size
     sniff_format(head, filename)  # UnsupportedType, naming what the file looks like
+    slider, voxels = None, 0  # a single 2D image has no frame axes
     if is_tiff(head):
-        _check_tiff(stream, settings)
+        slider, voxels = _check_tiff(stream, settings, options.get("axes"))
     else:
         _check_image(stream, settings)
     stream.seek(0)
+    check_slider(options, model, slider)
+    check_size(options, voxels, settings.max_assembly_voxels)
     return size
 
 
-def _check_tiff(stream: BinaryIO, settings: JobSettings) -> None:
+def _check_tiff(
+    stream: BinaryIO, settings: JobSettings, axes: str | None
+) -> tuple[list[str] | None, int]:
+    """The stack's frame axes ("time", "z") as the decoder will read them, from the page table
+    (None for one page, a single image), and its number of values."""
     try:
         with tifffile.TiffFile(stream, name="upload.tif") as tiff:
             shape = tuple(tiff.series[0].shape)
+            slider = _frame_axes(tiff, axes)
     except TIFF_ERRORS as error:
         raise BadImage("The TIFF is truncated or damaged, so its pages cannot be read.") from error
     voxels = int(np.prod(shape))
@@ -69,6 +94,23 @@ def _check_tiff(stream: BinaryIO, settings: JobSettings) -> None:
             f"{' x '.join(map(str, shape))}); jobs take stacks of up to "
             f"{settings.max_stack_voxels / 1e6:g} million. Send it as several jobs."
         )
+    return slider, voxels
+
+
+def _frame_axes(tiff: tifffile.TiffFile, axes: str | None) -> list[str] | None:
+    """The frame axes by the decoder's rules (stacks.guess_axes, the axes field); None for one
+    page. A file those rules cannot name is left to prepare, which checks the decoded stack."""
+    series = tiff.series[0]
+    file_axes, shape = _effective_axes(tiff, series)
+    planes = [size for axis, size in zip(file_axes, shape, strict=True) if axis not in "YXS"]
+    if int(np.prod(planes, dtype=np.int64)) <= 1:
+        return None
+    guessed, _ = guess_axes(file_axes, tiff)
+    try:
+        used = _apply_override(guessed, axes, shape)
+    except BadParameter:
+        return ["time", "z"]  # the decoder refuses these axes with its own sentence
+    return [AXIS_WORDS[axis] for axis in ("T", "Z") if axis in used]
 
 
 def _check_image(stream: BinaryIO, settings: JobSettings) -> None:
@@ -84,8 +126,9 @@ def _check_image(stream: BinaryIO, settings: JobSettings) -> None:
         )
 
 
-def _check_zip(stream: BinaryIO, settings: JobSettings) -> None:
-    """A ZIP of tTTT.tif time points: its names, and the first one's shape times their count."""
+def _check_zip(stream: BinaryIO, settings: JobSettings) -> int:
+    """A ZIP of tTTT.tif time points: its names, and the first one's shape times their count
+    (its number of values, returned)."""
     try:
         archive = zipfile.ZipFile(stream)
     except (zipfile.BadZipFile, OSError) as error:
@@ -101,3 +144,4 @@ def _check_zip(stream: BinaryIO, settings: JobSettings) -> None:
             f"{' x '.join(map(str, first.shape))}); jobs take stacks of up to "
             f"{settings.max_stack_voxels / 1e6:g} million. Send it as several jobs."
         )
+    return voxels

@@ -170,6 +170,11 @@ def on_failure(job: Job, connection: Redis, error_type, error, traceback) -> Non
     job_id = job.args[0]
     if error is None or error_type.__name__ == "AbandonedJobError":
         error = "The analysis stopped: the worker running it was lost several times."
+    elif error_type.__name__ == "JobTimeoutException" and job.id.endswith("-assemble"):
+        error = (
+            "Linking the recording's nuclei in 3D and through time took longer than the workers "
+            f"allow ({_settings().prepare_timeout_s} s) several times; send fewer time points."
+        )
     elif error_type.__name__ == "JobTimeoutException":
         error = (
             "A chunk of frames took longer than the workers allow "

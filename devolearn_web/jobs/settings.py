@@ -23,6 +23,7 @@ class JobSettings:
     max_pixels: int = limit_default("MAX_IMAGE_PIXELS")
     max_stack_voxels: int = limit_default("JOB_MAX_STACK_VOXELS")
     max_frames: int = limit_default("JOB_MAX_FRAMES")
+    max_assembly_voxels: int = limit_default("JOB_MAX_ASSEMBLY_VOXELS")
     max_frames_with_images: int = limit_default("MAX_FRAMES_WITH_IMAGES")
     intra_op_threads: int = 1
     optimized_cache_dir: Path | None = None
@@ -43,6 +44,7 @@ class JobSettings:
             max_pixels=int(config["MAX_IMAGE_PIXELS"]),
             max_stack_voxels=int(config["JOB_MAX_STACK_VOXELS"]),
             max_frames=int(config["JOB_MAX_FRAMES"]),
+            max_assembly_voxels=int(config["JOB_MAX_ASSEMBLY_VOXELS"]),
             max_frames_with_images=int(config["MAX_FRAMES_WITH_IMAGES"]),
             intra_op_threads=int(config.get("ORT_INTRA_OP_THREADS", 1)),
             optimized_cache_dir=Path(cache) if cache else None,

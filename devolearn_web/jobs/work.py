@@ -1,10 +1,14 @@
 """A job's three steps, each a function of a store: prepare (decode, cut into chunks of frames),
-one chunk (run the model on its frames), assemble (the stack's JSON answer, as predict gives).
+one chunk (run the model on its frames), assemble (the stack's JSON answer, as predict gives;
+with `assemble=3d` or `track=true`, 3D nuclei and tracks made by predict's own functions over every
+chunk's slices, jobs.assembly).
 
 Memory: prepare reads a TIFF (or a ZIP's time points) a page at a time from the stored file and
 holds one chunk of frames (movies and colour TIFFs are still decoded whole); a chunk holds its
 own frames and results only;
-assemble holds the frames' JSON (no pixels). Downloads are built from the per-chunk results.
+assemble holds the frames' JSON (no pixels), or for 3D nuclei and tracks every frame's labels
+and probability map (the tracker links all time points at once). Downloads are built from the
+per-chunk results (relabelled ones for 3D nuclei and tracks).
 Every step is idempotent, so RQ may run one again after a worker died in it.
 """
 
@@ -19,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from devolearn_web.downloads import build_download, check_format, safe_stem
-from devolearn_web.errors import DevoLearnError
+from devolearn_web.downloads import MAX_LABEL_16_BIT, build_download, check_format, safe_stem
+from devolearn_web.errors import DevoLearnError, JobNotFound
 from devolearn_web.imaging import DecodedImage
+from devolearn_web.jobs import assembly as job_assembly
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.jobs.store import ENDED, JobStore
 from devolearn_web.paged_stacks import (
@@ -35,6 +40,7 @@ from devolearn_web.paged_stacks import (
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.registry import ModelRegistry
 from devolearn_web.scale import ScaleRequest
+from devolearn_web.stack_assembly import AssemblyRequest, assemble_stack, assembly_json
 from devolearn_web.stack_pipeline import (
     TIMING_STAGES,
     frame_axis,
@@ -62,6 +68,11 @@ def chunk_name(index: int) -> str:
 
 def chunk_result_name(index: int) -> str:
     return f"result-{index:05d}.pickle"
+
+
+def assembled_result_name(index: int) -> str:
+    """A chunk's results relabelled with 3D labels or track ids (jobs with assembly)."""
+    return f"assembled-{index:05d}.pickle"
 
 
 def chunk_sizes(total: int, chunk_frames: int) -> list[int]:
@@ -98,6 +109,9 @@ def prepare(store: JobStore, job_id: str, settings: JobSettings) -> int:
             frame = options.get("frame")
             if frame is not None:
                 paged = one_frame(paged, frame)
+            job_assembly.check_stack(options, record["model"], paged.stack)
+            voxels = paged.stack.count * paged.stack.height * paged.stack.width
+            job_assembly.check_size(options, voxels, settings.max_assembly_voxels)
             count = _write_chunks(store, job_id, paged, settings.chunk_frames)
         finally:
             paged.close()
@@ -201,7 +215,7 @@ def _decode(data: bytes, options: dict, settings: JobSettings) -> FrameStack:
 def _description(store: JobStore, job_id: str) -> tuple[FrameStack, int]:
     blob = store.get_blob(job_id, STACK)
     if blob is None:
-        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
     return pickle.loads(blob)  # written by prepare() above, never by a visitor
 
 
@@ -231,7 +245,7 @@ def run_chunk(
     description, total = _description(store, job_id)
     blob = store.get_blob(job_id, chunk_name(index))
     if blob is None:
-        raise DevoLearnError("The job's frames are no longer stored (it was cancelled or expired).")
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
     frames = np.load(io.BytesIO(blob), allow_pickle=False)
     start = index * record["chunk_frames"]
     positions = description.positions[start : start + len(frames)]
@@ -239,6 +253,9 @@ def run_chunk(
     with_images = total <= settings.max_frames_with_images
     scale_request = ScaleRequest(**options.get("scale", {}))
     reference = _reference(store, job_id, description, total)
+    # With 3D nuclei or tracks a frame's figures show its final labels: the assembly step draws
+    # them, from this chunk's frames, kept until then.
+    assembling = job_assembly.request_of(options) is not None
     answers, results = [], []
     # One batch per chunk: the chunk is already the unit of memory and of time.
     for offset, result in predict_stack(
@@ -251,30 +268,41 @@ def run_chunk(
         reference=reference,
     ):
         answer = frame_json(result, start + offset, positions[offset], with_images)
-        if options.get("figures") and with_images:
+        if options.get("figures") and with_images and not assembling:
             from devolearn_web.figures import build_figures  # Plotly dicts only when asked
 
             answer.update(build_figures(result, chunk.image(offset, keep_calibration=True)))
         answers.append(answer)
         if isinstance(result, SegmentationResult):
-            result.labels = np.asarray(result.labels)  # made now, so it is pickled
+            result.labels = _compact(np.asarray(result.labels))  # made now, so it is pickled
         results.append(result)
     store.put_blob(job_id, chunk_result_name(index), pickle.dumps((answers, results)))
     store.mark_chunk_done(job_id, index)
-    store.delete_blob(job_id, chunk_name(index))  # its frames are no longer needed
+    if not (assembling and options.get("figures") and with_images):
+        store.delete_blob(job_id, chunk_name(index))  # its frames are no longer needed
     done = frames_done(store.chunks_done(job_id), total, record["chunk_frames"])
     store.update(job_id, done=done)
     if not is_live(store, job_id):
         store.delete_blobs(job_id)  # cancelled while this chunk ran
 
 
-def chunk_results(store: JobStore, job_id: str, count: int) -> tuple[list[dict], list]:
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """Labels as uint16 when they fit (as stack_pipeline.collect_results keeps them): half the
+    memory and storage of every chunk, and of the whole stack in the assembly step."""
+    if labels.max(initial=0) <= MAX_LABEL_16_BIT:
+        return labels.astype(np.uint16)
+    return labels
+
+
+def chunk_results(
+    store: JobStore, job_id: str, count: int, name=chunk_result_name
+) -> tuple[list[dict], list]:
     """Every frame's JSON and result, in order, from the chunks' stored results."""
     answers, results = [], []
     for index in range(count):
-        blob = store.get_blob(job_id, chunk_result_name(index))
+        blob = store.get_blob(job_id, name(index))
         if blob is None:
-            raise DevoLearnError("This job's results have expired or were deleted.")
+            raise JobNotFound("This job's results have expired or were deleted.")
         chunk_answers, chunk_results_ = pickle.loads(blob)
         answers.extend(chunk_answers)
         results.extend(chunk_results_)
@@ -288,8 +316,15 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
         return
     description, total = _description(store, job_id)
     count = len(chunk_sizes(total, record["chunk_frames"]))
-    answers, _ = chunk_results(store, job_id, count)
+    request = job_assembly.request_of(record["options"])
     timings = dict.fromkeys(TIMING_STAGES, 0.0)
+    extra: dict = {}
+    if request is None:
+        answers, _ = chunk_results(store, job_id, count)
+    else:
+        assembled_at = time.perf_counter()
+        answers, extra = _assemble_nuclei(store, job_id, record, request, total, count, settings)
+        timings["assembly"] = (time.perf_counter() - assembled_at) * 1000
     for answer in answers:
         for stage in TIMING_STAGES[1:]:
             timings[stage] += answer.get("timings_ms", {}).get(stage, 0.0)
@@ -303,6 +338,8 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
         with_images,
         settings.max_frames_with_images,
     )
+    answer["notes"] += extra.pop("notes", [])
+    answer.update(extra)
     store.put_blob(job_id, RESULT, _json_bytes(answer))
     for name in (INPUT, REFERENCE, *(chunk_name(index) for index in range(count))):
         store.delete_blob(job_id, name)  # the upload (and pictures of it) not kept past its job
@@ -315,6 +352,71 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
         expires_at=ended + settings.result_ttl_s,
     ):
         store.expire(job_id, settings.result_ttl_s)
+    if request is not None:
+        for index in range(count):  # the relabelled copies are the results now
+            store.delete_blob(job_id, chunk_result_name(index))
+
+
+def _assemble_nuclei(
+    store: JobStore,
+    job_id: str,
+    record: dict,
+    request: AssemblyRequest,
+    total: int,
+    count: int,
+    settings: JobSettings,
+) -> tuple[list[dict], dict]:
+    """3D nuclei and tracks over every chunk's slices, by predict's own assemble_stack: the
+    frames' JSON with their final labels, and what the answer adds (count_3d, objects_3d,
+    tracks, notes, figures_3d). The relabelled results are stored beside the originals, which
+    go only once the job is finished, so a retried step starts from them again."""
+    description, _ = _description(store, job_id)
+    stack = _with_shape(description, total)
+    _, results = chunk_results(store, job_id, count)
+    assembly = assemble_stack(results, stack, request)  # relabels `results` in place
+    with_images = total <= settings.max_frames_with_images
+    figures = bool(record["options"].get("figures"))
+    answers = [
+        frame_json(result, index, description.positions[index], with_images)
+        for index, result in enumerate(results)
+    ]
+    chunk_frames = record["chunk_frames"]
+    for index in range(count):
+        part = slice(index * chunk_frames, (index + 1) * chunk_frames)
+        if figures and with_images:
+            _frame_figures(store, job_id, index, description, answers[part], results[part])
+        blob = pickle.dumps((answers[part], results[part]))
+        store.put_blob(job_id, assembled_result_name(index), blob)
+    store.put_blob(job_id, job_assembly.SUMMARY, job_assembly.summary_of(assembly))
+    extra = assembly_json(assembly)
+    if figures:
+        from devolearn_web.figures_tracks import assembly_figures  # Plotly dicts only when asked
+
+        extra["figures_3d"] = assembly_figures(extra)
+    extra["notes"] = [note for note in assembly.notes if note]
+    return answers, extra
+
+
+def _frame_figures(
+    store: JobStore,
+    job_id: str,
+    index: int,
+    description: FrameStack,
+    answers: list[dict],
+    results: list,
+) -> None:
+    """Chunk `index`'s frame figures, drawn with their final labels from its kept frames."""
+    from devolearn_web.figures import build_figures  # Plotly dicts only when asked
+
+    blob = store.get_blob(job_id, chunk_name(index))
+    if blob is None:
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
+    frames = np.load(io.BytesIO(blob), allow_pickle=False)
+    start = answers[0]["index"] if answers else 0
+    positions = description.positions[start : start + len(frames)]
+    chunk = replace(description, data=frames, positions=positions)
+    for offset, (answer, result) in enumerate(zip(answers, results, strict=True)):
+        answer.update(build_figures(result, chunk.image(offset, keep_calibration=True)))
 
 
 def _with_shape(description: FrameStack, total: int) -> FrameStack:
@@ -374,10 +476,19 @@ def download(store: JobStore, job_id: str, requested: str, task: str) -> tuple[b
     """(bytes, media type, file name) of a finished job's download, from its stored results."""
     record = store.get(job_id)
     description, total = _description(store, job_id)
-    check_format(requested, task, total)
+    job_assembly.check_track_download(requested, record["options"])
+    if requested not in job_assembly.TRACK_FORMATS:
+        check_format(requested, task, total)
     count = len(chunk_sizes(total, record["chunk_frames"]))
-    _, results = chunk_results(store, job_id, count)
+    assembled = job_assembly.request_of(record["options"]) is not None
+    name = assembled_result_name if assembled else chunk_result_name
+    _, results = chunk_results(store, job_id, count, name)
     stem = safe_stem(record.get("filename"), record["model"])
+    if requested in job_assembly.TRACK_FORMATS:
+        summary = store.get_blob(job_id, job_assembly.SUMMARY)
+        if summary is None:
+            raise JobNotFound("This job's results have expired or were deleted.")
+        return job_assembly.track_download(requested, stem, results, description.positions, summary)
     return build_download(
         requested,
         stem,

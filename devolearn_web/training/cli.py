@@ -449,7 +449,7 @@ def _split_search(args: argparse.Namespace, workspace: Workspace) -> object:
 
 
 def _bioimageio(args: argparse.Namespace, workspace: Workspace) -> object:
-    from devolearn_web.training.pipeline import write_bioimageio_package
+    from devolearn_web.training.package import write_bioimageio_package
 
     return write_bioimageio_package(workspace, args.out, args.examples_dir)
 

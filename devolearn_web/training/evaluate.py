@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from devolearn_web.catalogue import entry
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
@@ -198,7 +199,7 @@ def evaluate_real_sample(
     full, small = real_sample_input(path, sample.channel)
     channel = {None: "grayscale", GREEN: "green"}[sample.channel]
     low, high = REAL_SAMPLE_RANGES[model]
-    if model == "lineage":
+    if entry(model).task == "lineage":
         small = lineage_network_image(read_gray(path, sample.channel), MODEL_SIDE)
         counts = counts_from_scaled(onnx.run(lineage_input(small)[None])[0], calibration)
         populations = {name: int(c) for name, c in zip(LINEAGES, counts, strict=True)}
@@ -209,9 +210,11 @@ def evaluate_real_sample(
     else:
         probability = onnx.run(small[None, None])[0, 0]
         labels = _instances(model, probability, threshold)
-        noun = "nuclei" if model == "nucleus" else "cells"
+        noun = entry(model).page.count_noun
         title = f"{sample.file}: {int(labels.max())} {noun} (threshold {threshold})"
-        save_object_overlay(full, labels, title, overlay_path, fill=model == "membrane")
+        # Cells between bright outlines are shown filled; nuclei (solid blobs) as outlines.
+        fill = entry(model).expects_outlines
+        save_object_overlay(full, labels, title, overlay_path, fill=fill)
         result = {"count": int(labels.max())}
         value = result["count"]
     result.update(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from devolearn_web.catalogue import TRAINING_RANGE
+from devolearn_web.catalogue import RANGE_LINEAGE, TRAINING_RANGE, entry
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.cards import CARD_VERSION, build_card, write_card
 from devolearn_web.training.command_records import reproduce_command
@@ -59,10 +59,11 @@ def _imported_limitations(model: str) -> list[str]:
         "Every input is squashed to 256x256 whatever its aspect ratio, as in the original.",
     ] + (
         [
-            f"Trained up to the stage where lineage A has {TRAINING_RANGE['A']} cells; later "
+            f"Trained up to the stage where lineage {RANGE_LINEAGE} has "
+            f"{TRAINING_RANGE[RANGE_LINEAGE]} cells; later "
             "stages are extrapolation."
         ]
-        if model == "lineage"
+        if entry(model).task == "lineage"
         else []
     )
 

@@ -6,9 +6,11 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devolearn_web.catalogue import entry
 from devolearn_web.training.calibrate import record_calibration
 from devolearn_web.training.evaluate import evaluate
 from devolearn_web.training.layout import Workspace
+from devolearn_web.training.package import write_bioimageio_package
 from devolearn_web.training.preprocess import preprocess
 from devolearn_web.training.shipping import export_trained_model, write_trained_card
 from devolearn_web.training.simulate import SimulationPlan, simulate
@@ -44,7 +46,7 @@ def run_all(workspace: Workspace, settings: PipelineSettings) -> dict:
     result = train(workspace, settings.train)
     log.info("export")
     export = export_trained_model(workspace)
-    if workspace.model == "lineage":
+    if entry(workspace.model).task == "lineage":
         log.info("calibrate")
         record_calibration(workspace)
     log.info("evaluate")
@@ -60,16 +62,3 @@ def run_all(workspace: Workspace, settings: PipelineSettings) -> dict:
         "card": card["name"],
         "bioimageio": package["package"],
     }
-
-
-def write_bioimageio_package(
-    workspace: Workspace, out: Path | None = None, examples_dir: Path = Path("static/examples")
-) -> dict:
-    """The shipped model as a BioImage.IO package (the app's GET /models/<name>/bioimageio.zip)."""
-    from devolearn_web.bioimageio_package import build_package_file
-
-    target = Path(
-        out or workspace.runs_root / workspace.model / f"{workspace.model}.bioimageio.zip"
-    )
-    build_package_file(workspace.models_dir, examples_dir, workspace.model, target)
-    return {"package": target.as_posix(), "bytes": target.stat().st_size}

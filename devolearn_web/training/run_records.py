@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from devolearn_web.catalogue import entry
 from devolearn_web.training.ceiling import recorded_ceiling
 from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.evaluate import card_metrics
@@ -46,7 +47,7 @@ def training_data_record(workspace: Workspace) -> dict:
     plan = read_simulation_record(workspace)
     images = {split: sizes.get(split, 0) for split in SPLITS}
     if sources["simulated"] and plan is not None:
-        per_seed = "frames" if workspace.model == "lineage" else "time points"
+        per_seed = "frames" if entry(workspace.model).task == "lineage" else "time points"
         splits = "; ".join(
             _split_summary(split, plan["seeds"][split], images[split]) for split in SPLITS
         )

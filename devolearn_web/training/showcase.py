@@ -19,6 +19,7 @@ import tifffile
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
+from devolearn_web.catalogue import LINEAGE_ORDER
 from devolearn_web.imaging import decode_image, to_display_png
 from devolearn_web.pipelines import predict
 from devolearn_web.registry import ModelRegistry
@@ -57,7 +58,7 @@ def make_timelapse(registry: ModelRegistry, out_dir: Path, work: Path) -> dict:
         input_name, overlay_name = f"frame_{index:03d}_input.png", f"frame_{index:03d}_overlay.png"
         (out_dir / input_name).write_bytes(to_display_png(image.pixels))
         _outline_overlay(nuclei.labels).save(out_dir / overlay_name, optimize=True)
-        true_cells = sum(int(row[key]) for key in "AEMPCDZ")
+        true_cells = sum(int(row[key]) for key in LINEAGE_ORDER)
         frames.append(
             {
                 "input": input_name,
@@ -115,7 +116,7 @@ def make_examples(out_dir: Path, work: Path) -> list[Path]:
     written.append(path)
     with open(lineage / "populations.csv", newline="") as handle:
         truth = next(row for row in csv.DictReader(handle) if row["frame"] == "3")
-    print("true populations of the projection:", {key: truth[key] for key in "AEMPCDZ"})
+    print("true populations of the projection:", {key: truth[key] for key in LINEAGE_ORDER})
     return written
 
 

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from devolearn_web.catalogue import entry
 from devolearn_web.training.command_records import forget_preprocess_command
 from devolearn_web.training.layout import SPLITS, Workspace
 
@@ -78,7 +79,7 @@ def _write_split(plan: SimulationPlan, split: str, out_dir: Path, processes: int
     kwargs: dict = {"processes": processes}
     if plan.shape is not None:
         kwargs["shape"] = tuple(plan.shape)
-    if plan.model == "lineage":
+    if entry(plan.model).task == "lineage":
         writer(out_dir, seeds, frames=plan.timepoints, **kwargs)
     elif plan.model == "nucleus":
         writer(

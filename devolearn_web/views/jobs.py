@@ -14,6 +14,7 @@ from devolearn_web.config import request_size_limit
 from devolearn_web.downloads import check_format
 from devolearn_web.errors import BadParameter, JobNotFinished, JobNotFound, JobsUnavailable
 from devolearn_web.jobs import work
+from devolearn_web.jobs.assembly import TRACK_FORMATS, job_assembly_fields
 from devolearn_web.jobs.intake import check_upload
 from devolearn_web.jobs.settings import JobSettings
 from devolearn_web.options import PredictOptions
@@ -23,7 +24,7 @@ from devolearn_web.views.api import FORM_FIELDS, refuse_query_fields, refuse_unk
 bp = Blueprint("jobs", __name__)
 EXTENSION_KEY = "devolearn_jobs"
 JOB_FIELDS = ("model", "file", *FORM_FIELDS)
-DOWNLOAD_FORMATS = ("csv", "tiff", "probability-tiff", "png", "zip")
+DOWNLOAD_FORMATS = ("csv", "tiff", "probability-tiff", "png", "zip", *TRACK_FORMATS)
 
 
 def init_app(app: Flask) -> None:
@@ -75,11 +76,11 @@ def submit_job():
             f"{'' if model else ' (it was missing)'}."
         )
     task = registry.card(model).task
-    options = _parse_options(request.form, task)
+    options = _parse_options(request.form, task, model)
     upload = request.files.get("file")
     if upload is None:
         raise BadParameter("No file was sent: attach it in the multipart form field 'file'.")
-    size = check_upload(upload.stream, upload.filename, engine.settings, options)
+    size = check_upload(upload.stream, upload.filename, engine.settings, options, model)
     job_id = uuid.uuid4().hex
     record = {
         "id": job_id,
@@ -110,10 +111,10 @@ def submit_job():
     return response
 
 
-def _parse_options(form, task: str) -> dict:
+def _parse_options(form, task: str, model: str) -> dict:
     """The predict fields a job keeps, checked as predict checks them (a 400 naming the field)."""
     options = PredictOptions.from_form(form)
-    if options.format != "json":
+    if options.format not in ("json", *TRACK_FORMATS):  # tracks: PredictOptions checks them
         check_format(options.format, task, 1)
     return {
         "threshold": options.threshold,
@@ -127,6 +128,7 @@ def _parse_options(form, task: str) -> dict:
             "diameter": options.scale.diameter,
             "pixel_size_um": options.scale.pixel_size_um,
         },
+        "assembly": job_assembly_fields(options.assembly, model, options.frame),
     }
 
 
@@ -191,7 +193,8 @@ def job_result(job_id: str):
 
 @bp.get("/api/v1/jobs/<job_id>/download/<requested>")
 def job_download(job_id: str, requested: str):
-    """One download of the finished job (csv, tiff, probability-tiff, png, zip)."""
+    """One download of the finished job (csv, tiff, probability-tiff, png, zip; ctc and
+    tracks-csv for a job sent with track=true)."""
     record = _finished(job_id)
     if requested not in DOWNLOAD_FORMATS:
         raise BadParameter(

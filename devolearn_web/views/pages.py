@@ -44,7 +44,14 @@ from devolearn_web.errors import ModelUnavailable
 from devolearn_web.examples import EXAMPLES_FOLDER, examples_for, find_example, licence_files
 from devolearn_web.figures import MASK_RGBA
 from devolearn_web.file_digest import file_sha256
-from devolearn_web.imaging import ACCEPTED_FORMATS, decode_image, resize_image, to_display_png
+from devolearn_web.imaging import (
+    ACCEPTED_FORMATS,
+    MICROSCOPE_FORMAT_ADVICE,
+    MICROSCOPE_FORMATS,
+    decode_image,
+    resize_image,
+    to_display_png,
+)
 from devolearn_web.model_cards import ModelCard
 from devolearn_web.registry import get_registry, int8_runs_as_measured, quantized_section
 from devolearn_web.views.jobs import DOWNLOAD_FORMATS as JOB_DOWNLOAD_FORMATS
@@ -134,6 +141,8 @@ def model_page(name: str) -> str:
         "task": model.task,
         "accepted_extensions": list(ACCEPTED_EXTENSIONS),
         "accepted_formats": ACCEPTED_FORMATS,
+        "microscope_formats": MICROSCOPE_FORMATS,
+        "microscope_format_advice": MICROSCOPE_FORMAT_ADVICE,
         "lineages": [{"key": key, "founder": LINEAGE_FOUNDERS[key]} for key in LINEAGE_ORDER],
         "mask_rgba": list(MASK_RGBA),
         "figure_order": list(model.figures),

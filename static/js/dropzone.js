@@ -6,8 +6,13 @@ export function hasAcceptedExtension(file, extensions) {
   return extensions.some((extension) => name.endsWith(extension));
 }
 
-/** `formats` is the server's own list (imaging.ACCEPTED_FORMATS), so the two cannot differ. */
-export function rejectionMessage(file, extensions, formats) {
+/** `formats` is the server's own list (imaging.ACCEPTED_FORMATS), so the two cannot differ;
+ * `microscope` names a microscope maker's file and says how to make a TIFF of it (the server's
+ * imaging.MICROSCOPE_FORMATS and MICROSCOPE_FORMAT_ADVICE). */
+export function rejectionMessage(file, extensions, formats, microscope = {}) {
+  const dot = file.name.lastIndexOf(".");
+  const vendor = dot >= 0 && (microscope.formats || {})[file.name.slice(dot).toLowerCase()];
+  if (vendor) return `“${file.name}” is ${vendor}, ${microscope.advice}`;
   const endings = `${extensions.slice(0, -1).join(", ")} or ${extensions[extensions.length - 1]}`;
   return (
     `“${file.name}” is not an image this page can analyse. Please choose a ${formats}: ` +

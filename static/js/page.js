@@ -183,7 +183,8 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   state.excluded = [];
   // A ZIP of time points is a whole recording: only jobs read it.
   const isZip = /\.zip$/i.test(file.name);
-  if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file);
+  const newFile = !keepAxes;
+  if (jobs && (ui.asJob.checked || isZip || file.size > jobs.min_bytes)) return runJob(file, { newFile });
   const run = ++state.run;
   const controller = new AbortController();
   state.controller = controller;
@@ -212,8 +213,8 @@ async function analyse(file, { ignored = 0, keepAxes = false } = {}) {
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     // Too many frames or values for one request: the same file as a job has room for it.
-    if (jobs && error instanceof ApiError && error.status === 413) return runJob(file);
-    fail(error);
+    if (jobs && error instanceof ApiError && error.status === 413) return runJob(file, { newFile });
+    fail(error, { newFile });
   } finally {
     if (run === state.run) clearBusy();
   }
@@ -234,7 +235,7 @@ function forgetJob() {
 }
 
 /** Send the file as a job, then follow it to its answer. */
-async function runJob(file) {
+async function runJob(file, { newFile = true } = {}) {
   const run = ++state.run;
   showMessage("");
   setBusy(`Sending “${file.name}” as a job…`);
@@ -242,16 +243,16 @@ async function runJob(file) {
   try {
     const accepted = await submitJob(jobs.url, pageData.model, file, requestFields());
     if (run !== state.run) return;
-    await followJob(accepted.id, file.name, run);
+    await followJob(accepted.id, file.name, run, { newFile });
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     clearBusy();
-    fail(error);
+    fail(error, { newFile });
   }
 }
 
 /** Poll the job's state (progress, time left), then draw its result as predict's is drawn. */
-async function followJob(id, name, run) {
+async function followJob(id, name, run, { newFile = true } = {}) {
   state.job = id;
   root.dataset.job = id;
   window.history.replaceState(null, "", jobPageLink(id));
@@ -287,12 +288,17 @@ async function followJob(id, name, run) {
     const answer = await jobResult(jobs.url, id);
     if (run !== state.run) return;
     state.file = state.file && state.file.name === name ? state.file : { name };
+    // A reopened job's link shows what it was asked for: 3D nuclei, tracks.
+    if (ui.assemble) {
+      ui.track.checked = "tracks" in answer;
+      ui.assemble.checked = !ui.track.checked && "objects_3d" in answer;
+    }
     await showAnyAnswer(answer, state.file, run, { newFile: true });
     if (run === state.run) setState("done");
   } catch (error) {
     if (error.name === "AbortError" || run !== state.run) return;
     ui.jobCancel.hidden = true;
-    fail(error);
+    fail(error, { newFile });
   } finally {
     if (run === state.run) clearBusy();
   }
@@ -312,6 +318,7 @@ async function cancelFollowedJob() {
   }
   clearBusy();
   forgetJob();
+  forgetShownResults();
   root.dataset.jobState = "cancelled";
   setState("cancelled");
   showMessage("The job was cancelled; its upload and any results were deleted from the server.");
@@ -336,14 +343,26 @@ function bringResultIntoView() {
   target.scrollIntoView({ block: "start", behavior: still ? "auto" : "smooth" });
 }
 
-function fail(error) {
+/** Show why an analysis failed. When a new file failed, the last file's results go: left
+ * under the message they read as this file's, and the slider would send the failed file. */
+function fail(error, { newFile = false } = {}) {
   setState("error");
+  if (newFile) forgetShownResults();
   if (error instanceof ApiError) {
     showMessage(error.message);
   } else {
     showMessage(`The page could not show the result: ${error.message}`);
     console.warn(error);
   }
+}
+
+function forgetShownResults() {
+  state.file = null;
+  state.stackAnswer = null;
+  ui.results.hidden = true;
+  ui.stack.hidden = true;
+  if (ui.controls) ui.controls.hidden = true;
+  if (ui.objectFilter) ui.objectFilter.hidden = true;
 }
 
 /** A single image's answer, or a stack/movie answer shown one frame at a time. */
@@ -364,7 +383,7 @@ async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
   if (newFile) state.frameIndex = 0;
   state.frameIndex = Math.min(state.frameIndex, answer.frame_count - 1);
   showStackControls(answer);
-  await drawFrameChart(ui.frameChart, answer, chartOptions());
+  if (answer.frame_count > 1) await drawFrameChart(ui.frameChart, answer, chartOptions());
   await showFrame(state.frameIndex, run);
   await showAssembly(answer, run);
 }
@@ -396,9 +415,15 @@ function showStackControls(answer) {
   const axes = answer.axes;
   // channel is null where a colour file's brightness was used: no channel to name then.
   const channel = axes.channels > 1 && axes.channel !== null ? ` · channel ${shownNumber(axes.channel)} of ${axes.channels}` : "";
+  const frames = `${answer.frame_count} frame${answer.frame_count === 1 ? "" : "s"}`;
   ui.stackAxesText.textContent =
-    `${answer.kind === "movie" ? "Movie" : "Stack"} of ${answer.frame_count} frames · axes ` +
+    `${answer.kind === "movie" ? "Movie" : "Stack"} of ${frames} · axes ` +
     `${axes.used} (guessed ${axes.guessed}: ${axes.source})${channel}`;
+  // One frame (a z-stack projected into one image): no slider, chart or frame skipping to use.
+  const single = answer.frame_count < 2;
+  ui.frameSlider.closest(".frame-row").hidden = single;
+  ui.frameChart.hidden = single;
+  if (ui.skipFirst) ui.skipFirst.closest(".frame-options").hidden = single;
   ui.stackAxes.value = axes.used.replace(/[YXS]/g, "");
   ui.stackAxesForm.hidden = answer.kind === "movie";
   ui.frameSlider.max = String(answer.frame_count - 1);
@@ -691,7 +716,12 @@ attachDropZone(ui.zone, ui.input, {
   onFile: (file, details) => analyse(file, details),
   onReject: (file) => {
     setState("rejected");
-    showMessage(rejectionMessage(file, pageData.accepted_extensions, pageData.accepted_formats));
+    showMessage(
+      rejectionMessage(file, pageData.accepted_extensions, pageData.accepted_formats, {
+        formats: pageData.microscope_formats,
+        advice: pageData.microscope_format_advice,
+      }),
+    );
   },
 });
 
@@ -733,6 +763,10 @@ for (const control of [ui.assemble, ui.track, ui.zStep]) {
   control.addEventListener("change", () => {
     if (!state.file) return;
     if (control === ui.zStep && !ui.assemble.checked && !ui.track.checked) return;
+    if (!(state.file instanceof File)) {
+      showMessage("Drop the file again to analyse it in 3D or with tracks: this page reopened a job.");
+      return;
+    }
     analyse(state.file, { keepAxes: true });
   });
 }

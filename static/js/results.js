@@ -161,7 +161,7 @@ export function csvDownloadLink(objects, filename) {
 }
 
 export function probabilityDownloadLink(probabilityUrl, filename) {
-  const link = element("a", "Download the probability map (PNG)", "button button-small");
+  const link = element("a", "Probability (8-bit PNG)", "button button-small");
   link.href = probabilityUrl;
   link.download = filename;
   return link;

@@ -45,8 +45,10 @@ export function runningMaximum(values) {
   return values.map((value) => (best = Math.max(best, value)));
 }
 
-/** The per-frame chart: counts (segmentation) or lineage populations with the page's options. */
-export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = false, current = 0, trainingA = 250 }) {
+/** The per-frame chart: counts (segmentation) or lineage populations with the page's options.
+ * trainingA: where the lineage training range ends (the page's training_range_a, from the card
+ * and the catalogue). */
+export function frameChart(answer, { skipFirst = 0, skipLast = 0, runningMax = false, current = 0, trainingA }) {
   const count = answer.frame_count;
   const first = Math.min(Math.max(0, skipFirst), count);
   const last = Math.max(first, count - Math.max(0, skipLast));

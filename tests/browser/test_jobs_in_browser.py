@@ -174,3 +174,59 @@ def test_a_zip_of_time_points_and_a_ticked_box_go_as_jobs_at_the_default_thresho
     posted = [url for method, url in watch.api_requests() if method == "POST"]
     assert posted == [f"{server_url}/api/v1/jobs"] * 2  # never predict
     assert watch.console_errors == []
+
+
+def test_a_job_carries_the_3d_and_track_boxes_and_draws_the_tree(
+    job_page, jobs_server, image_maker
+):
+    from tests.browser.test_assembly_in_browser import dividing_recording
+
+    page, errors, requests = job_page
+    page.goto("/nucleus")
+    page.wait_for_selector("#analysis[data-state='ready']")
+    drop_file(page, dividing_recording(image_maker), "embryo 4d.tif", "image/tiff")
+    done = (
+        "(answers) => document.getElementById('analysis').dataset.state === 'done'"
+        " && Number(document.getElementById('analysis').dataset.answers || 0) >= answers"
+    )
+    page.wait_for_function(done, arg=1)
+    first_job = page.get_attribute("#analysis", "data-job")
+    answers = int(page.get_attribute("#analysis", "data-answers"))
+    page.check("#track")  # the file goes to the queue again, with track=true
+    page.wait_for_function(
+        "(first) => { const root = document.getElementById('analysis');"
+        " return root.dataset.job && root.dataset.job !== first"
+        " && root.dataset.state === 'done'; }",
+        arg=first_job,
+    )
+    page.wait_for_function(done, arg=answers + 1)
+    job_id = page.get_attribute("#analysis", "data-job")
+    posted = [url for method, url in requests if method == "POST" and "/api/" in url]
+    assert posted == [f"{jobs_server}/api/v1/jobs"] * 2  # never predict
+    with urllib.request.urlopen(f"{jobs_server}/api/v1/jobs/{job_id}/result") as answer:
+        assert b'"tracks"' in answer.read()
+    # The same figures as predict's answer: summary, tree, nuclei over time, 3D view.
+    page.wait_for_selector("#assembly-summary:not([hidden])")
+    assert page.text_content("#assembly-summary") == (
+        "2 nuclei in 3D at time point 1 of 4 (z step 1 µm) · 4 tracks, 1 division"
+    )
+    over_time = page.evaluate(
+        "() => document.querySelector(\"#figures-3d [data-figure-key='nuclei_over_time'] .plot\")"
+        ".data[0].y"
+    )
+    assert over_time == [2, 2, 3, 3]
+    assert page.locator("#figures-3d [data-figure-key='lineage_tree'] .js-plotly-plot").count()
+    assert page.locator("#figures-3d [data-figure-key='nuclei_3d'] .js-plotly-plot").count()
+    # The tracking downloads come from the job.
+    page.locator("#downloads button[data-format='ctc']").click()
+    page.wait_for_function(
+        "() => (document.getElementById('analysis').dataset.lastDownload || '')"
+        ".startsWith('nucleus-embryo_4d_ctc.zip')"
+    )
+    assert ("GET", f"{jobs_server}/api/v1/jobs/{job_id}/download/ctc") in requests
+    # The job's link reopens it with its box ticked and its tree drawn.
+    page.goto(f"/nucleus?job={job_id}")
+    page.wait_for_function(done, arg=1)
+    assert page.is_checked("#track")
+    assert page.locator("#figures-3d [data-figure-key='lineage_tree'] .js-plotly-plot").count()
+    assert errors == []

@@ -61,6 +61,22 @@ def test_an_unknown_job_is_a_404_sentence(jobs_client):
     assert jobs_client.delete("/api/v1/jobs/" + "0" * 32).status_code == 404
 
 
+def test_a_download_whose_results_expired_meanwhile_is_a_404_sentence(jobs_client, image_maker):
+    """Results deleted between the status check and the read (their TTL) are not a 500."""
+    from devolearn_web.views.jobs import get_engine
+
+    body = submit(jobs_client, disk_stack_tiff(image_maker, 6)).get_json()
+    assert wait_for_state(jobs_client, body["status_url"])["state"] == "finished"
+    with jobs_client.application.app_context():
+        store = get_engine().store
+        for name in store.blob_names(body["id"]):
+            if name.startswith("result-"):
+                store.delete_blob(body["id"], name)
+    answer = jobs_client.get(f"/api/v1/jobs/{body['id']}/download/csv")
+    assert answer.status_code == 404
+    assert "expired" in answer.get_json()["error"]
+
+
 def test_a_frame_only_the_decoder_can_refuse_fails_the_job_with_its_sentence(
     jobs_client, image_maker
 ):

@@ -162,6 +162,7 @@ def test_lineage_training_inputs_are_prepared_exactly_as_the_app_prepares_upload
 
     from devolearn_web.embryo import find_embryo
     from devolearn_web.imaging import decode_image
+    from devolearn_web.model_cards import parse_card
     from devolearn_web.pipelines import lineage_input as served_input
     from devolearn_web.training.cards import LIMITATIONS, build_card
     from devolearn_web.training.dataset import lineage_input
@@ -186,7 +187,8 @@ def test_lineage_training_inputs_are_prepared_exactly_as_the_app_prepares_upload
         reproduce="x",
         limitations=LIMITATIONS["lineage"],
     )
-    served = served_input(pixels, find_embryo(pixels), card)[0]  # the first of its mirror images
+    # The first of its mirror images.
+    served = served_input(pixels, find_embryo(pixels), parse_card("lineage", card))[0]
     trained = lineage_input(lineage_network_image(raw, 256))
     assert served.shape == trained.shape
     assert np.abs(served - trained).max() < 1e-5

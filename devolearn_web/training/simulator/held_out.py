@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from devolearn_web.catalogue import entry
 from devolearn_web.segmentation import MIN_OBJECT_AREA_AT_MODEL_SCALE
 from devolearn_web.training.images import resize_labels, separate_touching_labels
 from devolearn_web.training.metrics import count_objects
@@ -50,7 +51,7 @@ def held_out_images(model: str, count: int, stream: int) -> Iterator[tuple[np.nd
             start = embryo.grid_time_with_total(MEMBRANE_FIRST_CELLS)
             end = embryo.grid_time_with_total(MEMBRANE_LAST_CELLS)
         for minutes in spread_times(embryo, start, end, per_seed):
-            if model == "lineage":
+            if entry(model).task == "lineage":
                 view = random_projection_view(rng, embryo, (315, 585))
                 look = NucleusLook.draw(rng)
                 image, _ = render_nucleus_projection(embryo, minutes, view, look, rng)
