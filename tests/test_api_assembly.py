@@ -160,6 +160,7 @@ def test_the_tracks_csv_has_a_row_per_nucleus_and_time(client):
         ("nucleus", "zyx", {"assemble": "3d", "z_step_um": "-1"}, "z_step_um"),
         ("nucleus", "zyx", {"z_step_um": "1"}, "only to link nuclei"),
         ("nucleus", "tyx", {"format": "ctc"}, "track=true"),
+        ("nucleus", "tyx", {"format": "founder-counts-csv"}, "track=true"),
         ("nucleus", "zyx", {"assemble": "3d", "frame": "2"}, "every frame"),
     ],
 )
