@@ -23,10 +23,11 @@ from devolearn_web.downloads import build_download, check_format, safe_stem
 from devolearn_web.errors import BadParameter, TooLarge
 from devolearn_web.figures import build_figures
 from devolearn_web.figures_tracks import assembly_figures
+from devolearn_web.founder_counts import founder_counts_csv, founder_counts_for
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from devolearn_web.memory_estimate import UploadShape, probe_upload
 from devolearn_web.movies import sniff_movie
-from devolearn_web.options import TRACK_FORMATS, PredictOptions, filter_for
+from devolearn_web.options import PREDICT_TRACK_FORMATS, PredictOptions, filter_for
 from devolearn_web.pipelines import (
     LineageResult,
     ObjectFilter,
@@ -397,7 +398,7 @@ def _assembled(
     stack = decoded.stack
     requested = options.format
     if requested != "json":
-        if requested not in TRACK_FORMATS:
+        if requested not in PREDICT_TRACK_FORMATS:
             check_format(requested, "segmentation", stack.count)
         check_download_size(requested, stack.count * stack.width * stack.height, limits)
         results = collect_results(registry, name, stack, options.threshold, deadline, options.scale)
@@ -409,6 +410,11 @@ def _assembled(
         if requested == "tracks-csv":
             text = tracks_csv(assembly.volumes, tracks, assembly.voxel_um, assembly.names)
             return Answer(file=(text.encode("utf-8"), "text/csv", f"{stem}_tracks.csv"))
+        if requested == "founder-counts-csv":
+            times = len(assembly.volumes)
+            rows, _ = founder_counts_for(registry, stack, tracks, assembly.naming, times, deadline)
+            text = founder_counts_csv(rows)
+            return Answer(file=(text.encode("utf-8"), "text/csv", f"{stem}_founder_counts.csv"))
         return Answer(file=_download(requested, stem, results, stack))
     streamed = options.streamed
     events = assembled_events(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from devolearn_web.catalogue import LINEAGE_FOUNDERS, LINEAGE_ORDER
 from devolearn_web.figures import OBJECT_PALETTE
 from devolearn_web.tracking import Track
 
@@ -215,6 +216,43 @@ def nuclei_over_time_figure(counts: Sequence[int]) -> dict:
     }
 
 
+def founder_counts_figure(rows: Sequence[dict]) -> dict:
+    """Per lineage, the tree's count (solid) beside the lineage model's estimate (dashed) over
+    time points counted from 1; lineages that are zero or unknown throughout are left out."""
+    x = [shown_time(row["t"]) for row in rows]
+    data = []
+    for index, key in enumerate(LINEAGE_ORDER):
+        tree = [row["tree"].get(key) for row in rows]
+        model = [(row["model"] or {}).get(key) for row in rows]
+        if not any(tree) and not any(model):
+            continue
+        colour = _colour(index + 1)
+        founder = LINEAGE_FOUNDERS[key]
+        for source, values, dash in (("tree", tree, "solid"), ("model", model, "dash")):
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "x": x,
+                    "y": values,
+                    "name": f"{key} ({source})",
+                    "legendgroup": key,
+                    "line": {"color": colour, "dash": dash},
+                    "hovertemplate": f"time point %{{x}}: %{{y}} {founder} cells ({source})"
+                    "<extra></extra>",
+                }
+            )
+    return {
+        "data": data,
+        "layout": {
+            "title": {"text": "Cells per founder lineage: tree (solid), lineage model (dashed)"},
+            "xaxis": time_axis("time point", len(rows)),
+            "yaxis": {"title": {"text": "cells"}, "rangemode": "tozero"},
+            "margin": {"l": 50, "r": 10, "t": 40, "b": 40},
+        },
+    }
+
+
 def assembly_figures(extra: dict) -> dict:
     """The 3D view (last time point), the lineage tree and nuclei over time, as Plotly dicts."""
     figures = {}
@@ -235,4 +273,8 @@ def assembly_figures(extra: dict) -> dict:
         means = {label: round(sum(v) / len(v), 1) for label, v in volumes.items()}
         figures["lineage_tree"] = lineage_tree_figure(tracks, means, names)
         figures["nuclei_over_time"] = nuclei_over_time_figure(extra["nuclei_per_time"])
+    if extra.get("founder_counts"):
+        counts = founder_counts_figure(extra["founder_counts"])
+        if counts["data"]:  # not when every lineage is zero or unknown throughout
+            figures["founder_counts"] = counts
     return figures

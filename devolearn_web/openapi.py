@@ -422,6 +422,7 @@ def _frames_request_fields() -> dict:
                 "zip",
                 "ctc",
                 "tracks-csv",
+                "founder-counts-csv",
             ],
             "default": "json",
             "description": "json, or a file: csv (objects, or lineage per frame), tiff (16-bit "
@@ -430,7 +431,8 @@ def _frames_request_fields() -> dict:
             "only), zip (all of them, a mask PNG per frame). Lineage: csv. With track=true: ctc "
             "(ZIP in the Cell Tracking Challenge's result layout: res_track.txt and maskTTT.tif) "
             "and tracks-csv (time, track, parent, name, x, y, z, volume per nucleus and time "
-            "point).",
+            "point), founder-counts-csv (per time point t, 0-based: tree_A... and model_A..., "
+            "as founder_counts; empty where unknown).",
         },
         "assemble": {
             "type": "string",
@@ -610,10 +612,37 @@ def _frames_schema() -> dict:
             },
             "nuclei_per_time": {"type": "array", "items": {"type": "integer"}},
             "divisions": {"type": "integer"},
+            "founder_counts": {
+                "type": "array",
+                "description": "track=true: per time point t (0-based), cells per founder "
+                "lineage (the lineage model's keys) from the named tree (`tree`: the nuclei "
+                "descending from each named founder; null for a lineage when a nucleus could be "
+                "of it but its founder is not named, for instance a recording past 4 cells; a "
+                "note says why) and the shipped lineage model's estimate on that time point's "
+                "image, the brightest value through z for z-stacks (`model`; null when it finds "
+                "no embryo). docs/tracking.md.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "t": {"type": "integer"},
+                        "tree": {
+                            "type": "object",
+                            "properties": {
+                                key: {"type": ["integer", "null"]} for key in LINEAGE_ORDER
+                            },
+                        },
+                        "model": {
+                            "type": ["object", "null"],
+                            "properties": {key: {"type": "integer"} for key in LINEAGE_ORDER},
+                        },
+                    },
+                    "required": ["t", "tree", "model"],
+                },
+            },
             "figures_3d": {
                 "type": "object",
                 "description": "include=figures with assemble or track: Plotly figures "
-                "nuclei_3d, lineage_tree, nuclei_over_time.",
+                "nuclei_3d, lineage_tree, founder_counts, nuclei_over_time.",
             },
             "notes": {"type": "array", "items": {"type": "string"}},
             "timings_ms": {"type": "object"},

@@ -16,9 +16,22 @@ from devolearn_web.scale import AUTOMATIC_SCALE, ScaleRequest, parse_scale_reque
 from devolearn_web.stack_assembly import AssemblyRequest, parse_assembly_request
 from devolearn_web.stacks import parse_axes_override, parse_channel
 
-FORMATS = ("json", "csv", "tiff", "probability-tiff", "png", "roi", "zip", "ctc", "tracks-csv")
-# Downloads made from tracks: they need track=true.
+FORMATS = (
+    "json",
+    "csv",
+    "tiff",
+    "probability-tiff",
+    "png",
+    "roi",
+    "zip",
+    "ctc",
+    "tracks-csv",
+    "founder-counts-csv",
+)
+# Downloads made from tracks: they need track=true. A job's result (jobs/) offers TRACK_FORMATS;
+# predict also founder-counts-csv, which runs the lineage model (a job's result has no counts).
 TRACK_FORMATS = ("ctc", "tracks-csv")
+PREDICT_TRACK_FORMATS = (*TRACK_FORMATS, "founder-counts-csv")
 PROJECTIONS = ("max", "none")
 # Fields that change what the network sees: with `result` they would be silently ignored.
 NETWORK_FIELDS = (
@@ -71,7 +84,7 @@ class PredictOptions:
                         "held result: send the file again with it, without 'result'."
                     )
         assembly = parse_assembly_request(form)
-        if requested in TRACK_FORMATS and not assembly.track:
+        if requested in PREDICT_TRACK_FORMATS and not assembly.track:
             raise BadParameter(
                 f"format={requested} is a download of tracks: send track=true with it (and a "
                 f"time series on the {' or '.join(NUCLEI_MODELS)} model)."
@@ -135,8 +148,8 @@ def parse_include(raw: str | None) -> set[str]:
 
 
 def parse_format(raw: str | None) -> str:
-    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi, zip, ctc or
-    tracks-csv."""
+    """The `format` field: json (default), csv, tiff, probability-tiff, png, roi, zip, ctc,
+    tracks-csv or founder-counts-csv."""
     value = (raw or "json").strip().lower()
     if value not in FORMATS:
         raise BadParameter(

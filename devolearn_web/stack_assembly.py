@@ -26,6 +26,7 @@ from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.calibration import UNITS, Calibration
 from devolearn_web.catalogue import CATALOGUE, NUCLEI_MODELS
 from devolearn_web.errors import BadParameter
+from devolearn_web.founder_counts import founder_counts_for
 from devolearn_web.founders import Naming, name_founders
 from devolearn_web.pipelines import SegmentationResult
 from devolearn_web.registry import ModelRegistry
@@ -323,6 +324,11 @@ def assembled_events(
     answer = stack_json(name, stack, frames, totals, with_images, max_frames_with_images)
     extra = assembly_json(assembly)
     answer["notes"] += [note for note in assembly.notes if note]
+    if assembly.tracking is not None:
+        tracks, times = assembly.tracking.tracks, len(assembly.volumes)
+        rows, notes = founder_counts_for(registry, stack, tracks, assembly.naming, times, deadline)
+        extra["founder_counts"] = rows
+        answer["notes"] += notes
     if figures_3d is not None:
         extra["figures_3d"] = figures_3d(extra)
     answer.update(extra)

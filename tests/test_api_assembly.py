@@ -91,10 +91,20 @@ def test_a_time_series_is_tracked_with_its_division(client):
     assert answer["nuclei_per_time"] == [2, 2, 3, 3]
     mother = next(t for t in tracks if t["end"] == 1)
     assert sorted(t["parent"] for t in tracks) == [0, 0, mother["track"], mother["track"]]
-    assert set(answer["figures_3d"]) == {"lineage_tree", "nuclei_over_time"}
+    assert set(answer["figures_3d"]) == {"lineage_tree", "nuclei_over_time", "founder_counts"}
     # Two disks are no embryo: every track says it has no founder name, and the notes say why.
     assert all("name" in track for track in tracks)
     assert any("founder" in note.lower() for note in answer["notes"])
+    # Per-founder counts per time point: none from the unnamed tree, the model's beside them.
+    counts = answer["founder_counts"]
+    assert [row["t"] for row in counts] == [0, 1, 2, 3]
+    assert all(set(row["tree"]) == set("AEMPCDZ") for row in counts)
+    assert all(value is None for row in counts for value in row["tree"].values())
+    assert all("model" in row for row in counts)
+    assert any("Founder counts from the tree are null" in note for note in answer["notes"])
+    # The model's estimate is the lineage model's own answer on that time point's image.
+    alone = post(client, encode_tiff(movie[2]), model="lineage").json
+    assert counts[2]["model"] == alone["populations"]
 
 
 def test_the_ctc_download_is_read_back_by_the_challenges_measures(client, tmp_path):
@@ -150,6 +160,7 @@ def test_the_tracks_csv_has_a_row_per_nucleus_and_time(client):
         ("nucleus", "zyx", {"assemble": "3d", "z_step_um": "-1"}, "z_step_um"),
         ("nucleus", "zyx", {"z_step_um": "1"}, "only to link nuclei"),
         ("nucleus", "tyx", {"format": "ctc"}, "track=true"),
+        ("nucleus", "tyx", {"format": "founder-counts-csv"}, "track=true"),
         ("nucleus", "zyx", {"assemble": "3d", "frame": "2"}, "every frame"),
     ],
 )
@@ -162,3 +173,13 @@ def test_requests_that_cannot_be_assembled_are_400s_in_words(client, model, make
     response = post(client, data, model, **fields)
     assert response.status_code == 400, response.json
     assert words in response.json["error"]
+
+
+def test_the_founder_counts_csv_has_a_row_per_time_point(client):
+    movie, _ = moving_disks()
+    data = encode_tiff(movie, metadata={"axes": "TYX"})
+    response = post(client, data, track="true", format="founder-counts-csv")
+    assert response.status_code == 200, response.data[:300]
+    lines = response.data.decode().splitlines()
+    assert lines[0].startswith("t,tree_A,tree_E,") and "model_Z" in lines[0]
+    assert [line.split(",")[0] for line in lines[1:]] == ["0", "1", "2", "3"]

@@ -4,6 +4,7 @@ and a 3D box that stays a box when every nucleus lies in one slice."""
 from __future__ import annotations
 
 from devolearn_web.figures_tracks import (
+    founder_counts_figure,
     lineage_tree_figure,
     nuclei_3d_figure,
     nuclei_over_time_figure,
@@ -54,3 +55,18 @@ def test_nuclei_all_in_one_slice_still_get_a_deep_box():
     assert ratio["x"] == 1.0 and ratio["z"] >= 0.25
     uncalibrated = [{"label": 1, "x": 1, "y": 2, "z": 0, "volume": 3}]
     assert nuclei_3d_figure(uncalibrated)["layout"]["scene"]["aspectmode"] == "cube"
+
+
+def test_the_figure_draws_the_tree_solid_and_the_model_dashed_per_lineage():
+    rows = [
+        {"t": 0, "tree": {"A": 2, "E": 1, "P": 1, "M": 0}, "model": {"A": 3, "E": 1, "P": 1}},
+        {"t": 1, "tree": {"A": 4, "E": None, "P": 1, "M": None}, "model": None},
+    ]
+    figure = founder_counts_figure(rows)
+    shown = {trace["legendgroup"] for trace in figure["data"]}
+    assert shown == {"A", "E", "P"}  # M is zero or unknown throughout: left out
+    for key in shown:
+        dashes = sorted(t["line"]["dash"] for t in figure["data"] if t["legendgroup"] == key)
+        assert dashes == ["dash", "solid"]
+    solid_a = next(t for t in figure["data"] if t["name"] == "A (tree)")
+    assert solid_a["x"] == [1, 2] and solid_a["y"] == [2, 4]

@@ -388,7 +388,7 @@ async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
   await showAssembly(answer, run);
 }
 
-/** The 3D view, lineage tree and nuclei over time of an answer with assemble or track. */
+/** The 3D view, lineage tree, founder counts and nuclei over time of an answer with assemble or track. */
 async function showAssembly(answer, run = state.run) {
   if (!ui.figures3d) return;
   const figures = answer.figures_3d || {};
@@ -397,7 +397,7 @@ async function showAssembly(answer, run = state.run) {
   }
   await renderFigures(ui.figures3d, figures, {
     filenamePrefix: downloadStem(pageData.model, state.file ? state.file.name : ""),
-    order: ["nuclei_3d", "lineage_tree", "nuclei_over_time"],
+    order: ["nuclei_3d", "lineage_tree", "founder_counts", "nuclei_over_time"],
   });
 }
 

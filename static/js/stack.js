@@ -208,7 +208,11 @@ export function downloadButtons(task, isStack, onRequest, { assembled = false, t
         ]
       : [["csv", isStack ? "Populations per frame (CSV)" : "Populations (CSV)"]];
   if (tracked) {
-    choices.push(["ctc", "Tracks, Cell Tracking Challenge layout (ZIP)"], ["tracks-csv", "Tracks (CSV)"]);
+    choices.push(
+      ["ctc", "Tracks, Cell Tracking Challenge layout (ZIP)"],
+      ["tracks-csv", "Tracks (CSV)"],
+      ["founder-counts-csv", "Founder counts (CSV)"],
+    );
   }
   return choices.map(([format, label]) => {
     const button = document.createElement("button");

@@ -146,6 +146,21 @@ def test_a_recording_tracked_through_its_division(watched_page, image_maker) -> 
         ".data[0].y"
     )
     assert over_time == [2, 2, 3, 3]
+    # Founder counts under the tree: per lineage shown, the tree's line and the model's, dashed.
+    dashes = page.evaluate(
+        "() => document.querySelector(\"#figures-3d [data-figure-key='founder_counts'] .plot\")"
+        ".data.map((trace) => [trace.legendgroup, trace.line.dash, trace.x.length])"
+    )
+    assert dashes and len(dashes) % 2 == 0
+    assert {(group, dash) for group, dash, _ in dashes} == {
+        (group, dash) for group, _, _ in dashes for dash in ("solid", "dash")
+    }
+    assert all(points == 4 for _, _, points in dashes)
+    panels = page.evaluate(
+        "() => [...document.querySelectorAll('#figures-3d .figure-panel')]"
+        ".map((panel) => panel.dataset.figureKey)"
+    )
+    assert panels.index("founder_counts") == panels.index("lineage_tree") + 1
     # The slider's last slice is at time point 4: the summary follows it.
     last = page.evaluate("() => Number(document.getElementById('frame-slider').max)")
     page.evaluate(
@@ -164,6 +179,9 @@ def test_a_recording_tracked_through_its_division(watched_page, image_maker) -> 
     saved, form = _download(page, "tracks-csv")
     assert saved.startswith("nucleus-embryo_4d_tracks.csv ")
     assert form["format"] == "tracks-csv"
+    saved, form = _download(page, "founder-counts-csv")
+    assert saved.startswith("nucleus-embryo_4d_founder_counts.csv ")
+    assert form["format"] == "founder-counts-csv"
     assert watch.console_errors == []
 
 

@@ -56,6 +56,10 @@ def zip_members(data: bytes) -> dict[str, bytes]:
         return {name: bundle.read(name) for name in bundle.namelist()}
 
 
+def _naming_note(note: str) -> bool:
+    return "founder" in note.lower() and not note.startswith("Founder counts")
+
+
 def test_an_rq_worker_tracks_a_recording_as_predict_does(
     rq_app, rq_workers, recording, redis_client
 ):
@@ -70,9 +74,12 @@ def test_an_rq_worker_tracks_a_recording_as_predict_does(
         assert result[key] == predicted[key], key
     # Every slice carries its track id, as predict's frames do.
     assert [f["objects"] for f in result["frames"]] == [f["objects"] for f in predicted["frames"]]
-    assert [n for n in predicted["notes"] if "founder" in n.lower()] == [
-        n for n in result["notes"] if "founder" in n.lower()
+    # The founder naming's notes alike. Founder counts (the lineage model run on every time
+    # point) are predict's only for now: docs/tracking.md, "Not done yet".
+    assert [n for n in predicted["notes"] if _naming_note(n)] == [
+        n for n in result["notes"] if _naming_note(n)
     ]
+    assert "founder_counts" in predicted and "founder_counts" not in result
     assert "assembly" in result["timings_ms"]
     # The CTC result layout and the tracks CSV: the same files as predict's.
     ctc = client.get(f"/api/v1/jobs/{job}/download/ctc")
