@@ -12,6 +12,7 @@ from devolearn_web.catalogue import (
 )
 from devolearn_web.imaging import ACCEPTED_FORMATS, TIFF_BIT_DEPTHS
 from devolearn_web.openapi_jobs import job_paths, job_schemas
+from devolearn_web.options import FORMATS
 
 TIMING_STAGES = ("decode", "preprocess", "inference", "postprocess", "total")
 
@@ -412,18 +413,7 @@ def _frames_request_fields() -> dict:
     return {
         "format": {
             "type": "string",
-            "enum": [
-                "json",
-                "csv",
-                "tiff",
-                "probability-tiff",
-                "png",
-                "roi",
-                "zip",
-                "ctc",
-                "tracks-csv",
-                "founder-counts-csv",
-            ],
+            "enum": list(FORMATS),
             "default": "json",
             "description": "json, or a file: csv (objects, or lineage per frame), tiff (16-bit "
             "labels; multi-page ImageJ for stacks; 3D labels with assemble=3d, track ids with "
