@@ -404,10 +404,10 @@ def working_map(
         return _network_map(model, working_image(pixels, grid), deadline)
     oriented = pixels.T if grid.transpose else pixels
     window = np.ascontiguousarray(oriented[rows, cols])
-    grid_window = dataclasses.replace(grid, transpose=False)
     # Resized to exactly the window's place on the grid, so the pieces line up with the rest.
     scaled = dataclasses.replace(
-        grid_window,
+        grid,
+        transpose=False,  # the window is cut from the oriented upload
         scale_y=(bottom - top) / window.shape[0],
         scale_x=(right - left) / window.shape[1],
     )
