@@ -144,27 +144,25 @@ def zoom(low: float, high: float) -> A.Affine:
     )
 
 
-def segmentation_geometry() -> list[A.BasicTransform]:
+def segmentation_geometry(
+    zoom_range: float = ZOOM_RANGE, aspect_range: float = ASPECT_RANGE
+) -> list[A.BasicTransform]:
     """Flips, 90-degree turns and a zoom or elastic warp, applied to image and mask alike."""
     warp = A.OneOf(
         [
             # Zooming in and out equally often: the factor is near log-uniform.
-            zoom(1.0 / ZOOM_RANGE, 1.0),
-            zoom(1.0, ZOOM_RANGE),
+            zoom(1.0 / zoom_range, 1.0),
+            zoom(1.0, zoom_range),
             # Displaces pixels by about 1 px on average, 3 px at most: nuclei stay round.
             A.ElasticTransform(alpha=120, sigma=8, border_mode=cv2.BORDER_CONSTANT, p=1.0),
         ],
         p=0.8,
     )
-    stretch = math.sqrt(ASPECT_RANGE)
-    aspect = A.Affine(scale={"x": (1 / stretch, stretch), "y": (1.0, 1.0)}, p=0.3)
-    return [
-        A.HorizontalFlip(p=0.5),
-        A.VerticalFlip(p=0.5),
-        A.RandomRotate90(p=1.0),
-        warp,
-        aspect,
-    ]
+    geometry = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=1.0), warp]
+    if aspect_range > 1.0:
+        stretch = math.sqrt(aspect_range)
+        geometry.append(A.Affine(scale={"x": (1 / stretch, stretch), "y": (1.0, 1.0)}, p=0.3))
+    return geometry
 
 
 def lineage_geometry() -> list[A.BasicTransform]:
@@ -179,12 +177,13 @@ def lineage_geometry() -> list[A.BasicTransform]:
     ]
 
 
-def segmentation_augmentation(seed: int | None = None) -> A.Compose:
+def segmentation_augmentation(
+    seed: int | None = None, zoom_range: float = ZOOM_RANGE, aspect_range: float = ASPECT_RANGE
+) -> A.Compose:
     """Geometry then photometry for image=float32 HxW in [0, 1] and mask=int label map HxW."""
     # Masks are warped by nearest neighbour, so labels stay whole integers aligned with images.
-    return A.Compose(
-        segmentation_geometry() + microscope_transforms() + photometric_transforms(), seed=seed
-    )
+    geometry = segmentation_geometry(zoom_range, aspect_range)
+    return A.Compose(geometry + microscope_transforms() + photometric_transforms(), seed=seed)
 
 
 def lineage_augmentation(seed: int | None = None) -> A.Compose:

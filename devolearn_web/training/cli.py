@@ -99,6 +99,19 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         "the 2 px around them (0: none)",
     )
     group.add_argument(
+        "--zoom-range",
+        type=float,
+        help="segmentation: objects zoomed from 1/Z to Z (default: augment.ZOOM_RANGE, real "
+        "microscopes' sizes; about 1.15 covers what the app's working grid leaves after "
+        "sizing the embryo)",
+    )
+    group.add_argument(
+        "--aspect-range",
+        type=float,
+        help="segmentation: rows stretched against columns by up to this factor (default: "
+        "augment.ASPECT_RANGE; 1: never)",
+    )
+    group.add_argument(
         "--init-from",
         type=Path,
         help="a new run starts from this ONNX file's weights (e.g. the shipped model) "
@@ -320,6 +333,11 @@ def train_settings(args: argparse.Namespace):
         gap_weight=getattr(args, "gap_weight", 0.0),
         small_object_weight=getattr(args, "small_object_weight", 0.0),
         network=getattr(args, "network", None),
+        **{
+            name: value
+            for name in ("zoom_range", "aspect_range")
+            if (value := getattr(args, name, None)) is not None
+        },
     )
 
 

@@ -11,7 +11,12 @@ import torch
 from scipy import ndimage as ndi
 from torch.utils.data import Dataset
 
-from devolearn_web.training.augment import lineage_augmentation, segmentation_augmentation
+from devolearn_web.training.augment import (
+    ASPECT_RANGE,
+    ZOOM_RANGE,
+    lineage_augmentation,
+    segmentation_augmentation,
+)
 from devolearn_web.training.images import read_labels, read_unit_image
 from devolearn_web.training.index import read_index
 from devolearn_web.training.specs import LINEAGES, get_spec, lineage_maxima
@@ -148,6 +153,8 @@ def build_dataset(
     augment_seed: int | None = None,
     gap_weight: float = 0.0,
     small_object_weight: float = 0.0,
+    zoom_range: float = ZOOM_RANGE,
+    aspect_range: float = ASPECT_RANGE,
 ) -> SegmentationDataset | LineageDataset:
     """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
     rows = subset_rows(read_index(index_csv, split), fraction, seed)
@@ -158,7 +165,9 @@ def build_dataset(
     spec = get_spec(model)
     augment_seed = seed if augment_seed is None else augment_seed
     if spec.is_segmentation:
-        transform = segmentation_augmentation(augment_seed) if augment else None
+        transform = (
+            segmentation_augmentation(augment_seed, zoom_range, aspect_range) if augment else None
+        )
         return SegmentationDataset(
             rows, index_csv.parent, transform, gap_weight, small_object_weight
         )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from devolearn_web.file_digest import file_sha256
+from devolearn_web.training.augment import ASPECT_RANGE, ZOOM_RANGE
 from devolearn_web.training.checkpoints import load_checkpoint, save_checkpoint
 from devolearn_web.training.dataset import build_dataset
 from devolearn_web.training.hyperparameters import Hyperparameters, resolve_hyperparameters
@@ -69,6 +70,10 @@ class TrainSettings:
     gap_weight: float = 0.0  # extra cross-entropy weight on the gaps between touching objects
     small_object_weight: float = 0.0  # extra cross-entropy weight on and around small objects
     network: str | None = None  # a models.REFERENCE_NETWORKS name instead of the model's own
+    # Segmentation: objects zoomed from 1/zoom_range to zoom_range, rows stretched up to
+    # aspect_range against columns (augment.py).
+    zoom_range: float = ZOOM_RANGE
+    aspect_range: float = ASPECT_RANGE
 
 
 @dataclass
@@ -116,6 +121,8 @@ def _hyperparameter_record(
         "seed": settings.seed,
         "gap_weight": settings.gap_weight,
         "small_object_weight": settings.small_object_weight,
+        "zoom_range": settings.zoom_range,
+        "aspect_range": settings.aspect_range,
         "trained_on": describe_device(device),
         **({"network": settings.network} if settings.network else {}),
     }
@@ -138,9 +145,17 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "gap_weight",
         "small_object_weight",
         "network",
+        "zoom_range",
+        "aspect_range",
     )
     # Checkpoints from before these weights trained without them.
-    saved = {"gap_weight": 0.0, "small_object_weight": 0.0, **saved}
+    saved = {
+        "gap_weight": 0.0,
+        "small_object_weight": 0.0,
+        "zoom_range": ZOOM_RANGE,
+        "aspect_range": ASPECT_RANGE,
+        **saved,
+    }
     changed = [
         f"{k} {saved.get(k)} -> {current.get(k)}" for k in keys if saved.get(k) != current.get(k)
     ]
@@ -191,6 +206,8 @@ class TrainingRun:
             augment_seed=settings.seed + self.state.step,
             gap_weight=settings.gap_weight,
             small_object_weight=settings.small_object_weight,
+            zoom_range=settings.zoom_range,
+            aspect_range=settings.aspect_range,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

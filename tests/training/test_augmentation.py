@@ -130,3 +130,24 @@ def test_zoom_covers_half_to_twice_the_object_size(seed):
     out = A.Compose([zoom(low, high)], seed=seed)(image=image, mask=labels)
     factor = np.sqrt(out["mask"].sum() / labels.sum())
     assert 0.9 * low <= factor <= 1.1 * high
+
+
+def test_a_narrow_zoom_range_keeps_objects_near_their_size():
+    """--zoom-range 1.15 --aspect-range 1: sizes stay within 15%, where the default reaches 2x."""
+    from devolearn_web.training.augment import segmentation_geometry
+
+    rows, cols = np.mgrid[:128, :128]
+    labels = (((rows - 64) ** 2 + (cols - 64) ** 2) <= 12**2).astype(np.int32)
+    image = labels.astype(np.float32)
+
+    def size_factors(geometry) -> np.ndarray:
+        factors = []
+        for seed in range(60):
+            out = A.Compose(geometry, seed=seed)(image=image, mask=labels)
+            factors.append(np.sqrt(out["mask"].sum() / labels.sum()))
+        return np.array(factors)
+
+    narrow = size_factors(segmentation_geometry(zoom_range=1.15, aspect_range=1.0))
+    wide = size_factors(segmentation_geometry())
+    assert narrow.min() >= 0.85 / 1.15 and narrow.max() <= 1.15 * 1.15
+    assert wide.min() < 0.7 or wide.max() > 1.5
