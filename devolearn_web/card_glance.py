@@ -103,9 +103,9 @@ def glance(name: str, card: Mapping, noun: str) -> dict:
             parts.append(f"short of its target on {', '.join(unmet)}")
     for row in real[:1]:
         expected = f" (a person expects {row['expected']})" if row["expected"] else ""
-        # The evaluation's count: shown under a result, the page's own count for the same file
-        # (run at the embryo's scale, framed its own way) can differ, so it is named as such.
-        parts.append(f"{row['found']} on the real {row['sample']} when evaluated{expected}")
+        # The evaluation runs the sample through the app's own path, so this is the count a
+        # visitor gets by uploading that file (`training/real_samples.py`).
+        parts.append(f"the app counts {row['found']} on the real {row['sample']}{expected}")
     parts.append(f"{len(limits)} known limits")
     one_line = f"{card.get('title') or name} {card.get('version', '')}: " + "; ".join(parts) + "."
     return {

@@ -323,7 +323,7 @@ def test_card_summary_names_targets_missed_and_the_real_sample():
         "metrics": {
             "targets": {"seg": {"target": ">= 0.85", "value": 0.6606, "met": False}},
             "real_samples": {
-                "embryo_sample.png": {"count": 87, "expected_range": [60, 120]},
+                "embryo_sample.png": {"count": 77, "expected_range": [60, 120]},
             },
         },
         "limitations": ["a", "b", "c", "d"],
@@ -331,7 +331,7 @@ def test_card_summary_names_targets_missed_and_the_real_sample():
     summary = glance("nucleus", card, "nuclei")
     assert summary["one_line"] == (
         "Nuclei 4.0.0: trained on simulated embryos only; on unseen simulated embryos SEG 0.661;"
-        " short of its target on SEG; 87 nuclei on the real embryo_sample.png when evaluated (a"
+        " short of its target on SEG; the app counts 77 nuclei on the real embryo_sample.png (a"
         " person expects 60–120); 4 known limits."
     )
     assert summary["limits_first"] == ["a", "b", "c"] and summary["limits_more"] == ["d"]

@@ -53,13 +53,14 @@ def test_a_blank_image_is_not_called_the_other_kind(registry, image_maker, name)
     assert not any("it looks like" in text for text in warnings), warnings
 
 
-def test_the_card_names_its_real_sample_count_as_the_evaluations(make_app, models_copy):
+def test_the_card_says_its_real_sample_count_is_the_apps(make_app, models_copy):
     """Under a result of 77 nuclei on embryo_sample.png the card line said '87 nuclei on the real
-    embryo_sample.png': the evaluation's count, framed another way than the page frames it."""
+    embryo_sample.png' (the evaluation squashed the file); the evaluation now goes the app's way,
+    so the card says plainly that the figure is the app's count."""
     card_path = models_copy / "nucleus.json"
     card = json.loads(card_path.read_text())
     card.setdefault("metrics", {})["real_samples"] = {
-        "embryo_sample.png": {"count": 87, "expected_range": [60, 120]}
+        "embryo_sample.png": {"count": 77, "expected_range": [60, 120]}
     }
     card["metrics"]["targets"] = {"seg": {"target": ">= 0.85", "value": 0.661, "met": False}}
     card_path.write_text(json.dumps(card))
@@ -67,13 +68,13 @@ def test_the_card_names_its_real_sample_count_as_the_evaluations(make_app, model
     html = client.get("/models/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
     start = html.index('id="glance-tests"')
     glance = html[start : html.index("</ul>", start)]
-    assert "87 nuclei when the model was evaluated" in glance
-    assert "its count for the same file can differ" in glance
+    assert "the app counts 77 nuclei (the file uploaded as it is, default settings)" in glance
+    assert "can differ" not in glance
     # SEG means nothing to most biologists: the first screen says what it measures.
     assert "SEG <strong>0.661</strong>" in glance
     assert "How well each true object is matched by one object found" in glance
     page = client.get("/nucleus", headers={"Accept": "text/html"}).get_data(as_text=True)
-    assert "87 nuclei on the real embryo_sample.png when evaluated" in page
+    assert "the app counts 77 nuclei on the real embryo_sample.png" in page
 
 
 def test_the_lineage_input_figure_names_its_dashed_ellipse(registry, image_maker):

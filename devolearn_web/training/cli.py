@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also put the metrics into models/<model>.json if it describes the measured file",
     )
+    sub["evaluate"].add_argument(
+        "--real-samples-only",
+        action="store_true",
+        help="measure only the real samples, through the app (seconds); --update-card then "
+        "replaces only the card's metrics.real_samples",
+    )
     for name in ("export", "card", "import", "all"):
         sub[name].add_argument("--version", default="1.0.0", help="the card's version")
     source = sub["import"].add_mutually_exclusive_group(required=True)
@@ -403,9 +409,20 @@ def _calibrate(args: argparse.Namespace, workspace: Workspace) -> object:
 
 
 def _evaluate(args: argparse.Namespace, workspace: Workspace) -> object:
-    from devolearn_web.training.evaluate import evaluate, update_card_metrics
+    from devolearn_web.training.evaluate import (
+        evaluate,
+        evaluate_real_samples_only,
+        update_card_metrics,
+        update_card_real_samples,
+    )
 
-    metrics = evaluate(workspace, args.onnx, args.samples_dir, args.threshold, args.threads)
+    measure = (args.onnx, args.samples_dir, args.threshold, args.threads)
+    if args.real_samples_only:
+        record = evaluate_real_samples_only(workspace, *measure)
+        if args.update_card:
+            record["card_updated"] = update_card_real_samples(workspace, record)
+        return record
+    metrics = evaluate(workspace, *measure)
     if args.update_card:
         metrics["card_updated"] = update_card_metrics(workspace, metrics)
     return metrics

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from devolearn_web.catalogue import entry
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.segmentation import (
     MIN_OBJECT_AREA_AT_MODEL_SCALE,
@@ -18,15 +16,7 @@ from devolearn_web.segmentation import (
 )
 from devolearn_web.training.cards import THRESHOLD_SOURCE, write_card
 from devolearn_web.training.dataset import lineage_input
-from devolearn_web.training.images import (
-    GREEN,
-    lineage_network_image,
-    network_image,
-    read_gray,
-    read_labels,
-    read_unit_image,
-    to_unit_range,
-)
+from devolearn_web.training.images import read_labels, read_unit_image
 from devolearn_web.training.index import read_index
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.metrics import (
@@ -38,12 +28,11 @@ from devolearn_web.training.metrics import (
     seg_scores,
 )
 from devolearn_web.training.onnx_runner import OnnxModel
-from devolearn_web.training.overlays import save_object_overlay, save_population_overlay
+from devolearn_web.training.real_samples import REAL_SAMPLES, evaluate_real_sample
 from devolearn_web.training.specs import (
     DEFAULT_THRESHOLD,
     LINEAGE_MAXIMA,
     LINEAGES,
-    MODEL_SIDE,
     counts_from_scaled,
     get_spec,
 )
@@ -54,23 +43,7 @@ TARGETS = {
     "membrane": {"iou": (">=", 0.90), "count_error_percent": ("<=", 10.0)},
     "lineage": {"max_mae_percent_of_maximum": ("<=", 5.0)},
 }
-REAL_SAMPLE_RANGES = {"nucleus": (60, 120), "membrane": (4, 7), "lineage": (50, 150)}
 DEFAULT_SAMPLES_DIR = Path("../shared/samples")
-
-
-@dataclass(frozen=True)
-class RealSample:
-    """A real image and how to read its signal: channel None means grayscale."""
-
-    file: str
-    channel: int | None
-
-
-REAL_SAMPLES = {
-    "nucleus": RealSample("embryo_sample.png", GREEN),
-    "membrane": RealSample("seg_sample.jpg", None),
-    "lineage": RealSample("embryo_sample.png", GREEN),
-}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -136,6 +109,18 @@ def recorded_calibration(workspace: Workspace, sha256: str) -> dict | None:
     return record["calibration"]
 
 
+def served_calibration(workspace: Workspace, sha256: str) -> dict | None:
+    """The calibration the app reads this file's counts through: the run's record, else that of
+    the card describing this very file (a shipped model measured without its run's records)."""
+    recorded = recorded_calibration(workspace, sha256)
+    if recorded is not None or not workspace.card_path.exists():
+        return recorded
+    card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
+    if card.get("sha256") != sha256:
+        return None
+    return card.get("output", {}).get("calibration")
+
+
 def _count_errors(predicted: np.ndarray, truth: np.ndarray) -> dict:
     mae = np.abs(predicted - truth).mean(axis=0)
     percent = 100.0 * mae / np.asarray(LINEAGE_MAXIMA, dtype=np.float64)
@@ -177,55 +162,6 @@ def evaluate_lineage(onnx: OnnxModel, index_csv: Path, calibration: dict | None 
     return result
 
 
-def real_sample_input(path: Path, channel: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(the signal at full size for display, float32 [0, 1]; the network's 256x256 input)."""
-    signal = read_gray(path, channel)
-    return to_unit_range(signal), network_image(signal, MODEL_SIDE)
-
-
-def evaluate_real_sample(
-    model: str,
-    onnx: OnnxModel,
-    samples_dir: Path,
-    overlay_path: Path,
-    threshold: float = DEFAULT_THRESHOLD,
-    calibration: dict | None = None,
-) -> dict:
-    """Counts on the model's real sample image, with an overlay figure saved for the docs."""
-    sample = REAL_SAMPLES[model]
-    path = samples_dir / sample.file
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; pass --samples-dir")
-    full, small = real_sample_input(path, sample.channel)
-    channel = {None: "grayscale", GREEN: "green"}[sample.channel]
-    low, high = REAL_SAMPLE_RANGES[model]
-    if entry(model).task == "lineage":
-        small = lineage_network_image(read_gray(path, sample.channel), MODEL_SIDE)
-        counts = counts_from_scaled(onnx.run(lineage_input(small)[None])[0], calibration)
-        populations = {name: int(c) for name, c in zip(LINEAGES, counts, strict=True)}
-        total = int(sum(populations.values()))
-        save_population_overlay(full, populations, overlay_path)
-        result = {"populations": populations, "total": total}
-        value = total
-    else:
-        probability = onnx.run(small[None, None])[0, 0]
-        labels = _instances(model, probability, threshold)
-        noun = entry(model).page.count_noun
-        title = f"{sample.file}: {int(labels.max())} {noun} (threshold {threshold})"
-        # Cells between bright outlines are shown filled; nuclei (solid blobs) as outlines.
-        fill = entry(model).expects_outlines
-        save_object_overlay(full, labels, title, overlay_path, fill=fill)
-        result = {"count": int(labels.max())}
-        value = result["count"]
-    result.update(
-        channel=channel,
-        expected_range=[low, high],
-        within_expected_range=bool(low <= value <= high),
-        overlay=overlay_path.as_posix(),
-    )
-    return {sample.file: result}
-
-
 def check_targets(model: str, test: dict) -> dict:
     """Each target of the issue with the measured value and whether it is met."""
     checks = {}
@@ -264,6 +200,32 @@ def update_card_metrics(workspace: Workspace, metrics: dict) -> bool:
     return True
 
 
+def real_sample_metrics(
+    workspace: Workspace,
+    onnx_path: Path,
+    samples_dir: Path,
+    threshold: float,
+    calibration: dict | None,
+    threads: int,
+) -> dict:
+    """metrics.json's real_samples (the app's answer on each), or why there are none."""
+    if not (samples_dir / REAL_SAMPLES[workspace.model].file).exists():
+        return {
+            "real_samples": {},
+            "real_samples_missing": f"{samples_dir} holds no real sample images",
+        }
+    answer = evaluate_real_sample(
+        workspace.model,
+        onnx_path,
+        samples_dir,
+        workspace.real_overlay,
+        threshold,
+        calibration,
+        threads,
+    )
+    return {"real_samples": answer}
+
+
 def evaluate(
     workspace: Workspace,
     onnx_path: Path | None = None,
@@ -280,7 +242,7 @@ def evaluate(
     if spec.is_segmentation:
         test = evaluate_segmentation(workspace.model, onnx, workspace.index_csv, threshold)
     else:
-        calibration = recorded_calibration(workspace, sha256)
+        calibration = served_calibration(workspace, sha256)
         test = evaluate_lineage(onnx, workspace.index_csv, calibration)
     metrics = {
         "model": workspace.model,
@@ -291,13 +253,57 @@ def evaluate(
     }
     if spec.is_segmentation:
         metrics["threshold"] = threshold
-    if (samples_dir / REAL_SAMPLES[workspace.model].file).exists():
-        metrics["real_samples"] = evaluate_real_sample(
-            workspace.model, onnx, samples_dir, workspace.real_overlay, threshold, calibration
-        )
-    else:
-        metrics["real_samples"] = {}
-        metrics["real_samples_missing"] = f"{samples_dir} holds no real sample images"
+    metrics.update(
+        real_sample_metrics(workspace, onnx_path, samples_dir, threshold, calibration, threads)
+    )
     workspace.run_dir.mkdir(parents=True, exist_ok=True)
     workspace.metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def evaluate_real_samples_only(
+    workspace: Workspace,
+    onnx_path: Path | None = None,
+    samples_dir: Path = DEFAULT_SAMPLES_DIR,
+    threshold: float = DEFAULT_THRESHOLD,
+    threads: int = 2,
+) -> dict:
+    """Only the real samples (seconds, not the test split), after a change to the app's path;
+    they replace those of metrics.json when it measured this very file at this threshold."""
+    onnx_path = onnx_path or workspace.onnx_path
+    sha256 = file_sha256(onnx_path)
+    segmentation = get_spec(workspace.model).is_segmentation
+    calibration = None if segmentation else served_calibration(workspace, sha256)
+    record = {"model": workspace.model, "onnx": onnx_path.as_posix(), "sha256": sha256}
+    if segmentation:
+        record["threshold"] = threshold
+    record.update(
+        real_sample_metrics(workspace, onnx_path, samples_dir, threshold, calibration, threads)
+    )
+    metrics = (
+        json.loads(workspace.metrics_json.read_text()) if workspace.metrics_json.exists() else {}
+    )
+    if _same_measurement(metrics, record):
+        metrics.pop("real_samples_missing", None)
+        metrics.update(record)
+        workspace.metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    return record
+
+
+def update_card_real_samples(workspace: Workspace, record: dict) -> bool:
+    """Put new real-sample figures into models/<model>.json, every other field kept, when the
+    card describes the file and threshold they were measured at; returns whether it did."""
+    if not workspace.card_path.exists():
+        return False
+    card = json.loads(workspace.card_path.read_text(encoding="utf-8"))
+    if not _same_measurement(card.get("metrics", {}) | {"sha256": card.get("sha256")}, record):
+        return False
+    card.setdefault("metrics", {})["real_samples"] = record["real_samples"]
+    write_card(card, workspace.card_path)
+    return True
+
+
+def _same_measurement(metrics: dict, record: dict) -> bool:
+    """Whether metrics measured the file (and at the threshold) that record did."""
+    same_file = metrics.get("sha256") == record["sha256"]
+    return same_file and metrics.get("threshold") == record.get("threshold")

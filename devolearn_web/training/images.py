@@ -12,15 +12,6 @@ from devolearn_web import imaging, signal
 GREEN = 1
 
 
-def to_unit_range(image: np.ndarray) -> np.ndarray:
-    """Scale an image (any real dtype, HxW) to float32 [0, 1] by its own minimum and maximum."""
-    image = image.astype(np.float32)
-    low, high = float(image.min()), float(image.max())
-    if high <= low:
-        return np.zeros_like(image)
-    return (image - low) / (high - low)
-
-
 def signal_channel(image: np.ndarray, channel: int | None = None) -> np.ndarray:
     """The grayscale signal of an image, by the app's one rule (devolearn_web.signal): HxW as
     is; HxWxC by `channel`, else the channel that clearly carries the signal, else luminance.

@@ -284,6 +284,29 @@ def test_measuring_the_card_at_its_threshold_drops_the_carried_over_note(workspa
     assert output["default_threshold"] == 0.35 and THRESHOLD_SOURCE not in output
 
 
+def test_real_samples_alone_replace_only_the_cards_real_samples(workspace_factory):
+    """`evaluate --real-samples-only --update-card` re-measures the real samples through the
+    app's path without the test split: nothing else of the card may change."""
+    from devolearn_web.training.evaluate import update_card_real_samples
+
+    workspace = workspace_factory("nucleus", preprocess_size=None)
+    workspace.models_dir.mkdir(parents=True)
+    card = shipped_card()
+    card["metrics"]["real_samples"] = {"embryo_sample.png": {"count": 87}}
+    workspace.card_path.write_text(json.dumps(card))
+    measured = {
+        "sha256": SHA,
+        "threshold": 0.35,
+        "real_samples": {"embryo_sample.png": {"count": 77}},
+    }
+    for other in ({**measured, "sha256": "b" * 64}, {**measured, "threshold": 0.5}):
+        assert update_card_real_samples(workspace, other) is False  # another file or threshold
+    assert json.loads(workspace.card_path.read_text()) == card
+    assert update_card_real_samples(workspace, measured) is True
+    card["metrics"]["real_samples"] = measured["real_samples"]
+    assert json.loads(workspace.card_path.read_text()) == card
+
+
 def test_export_carries_the_threshold_over_until_the_new_file_is_measured(
     workspace_factory, tmp_path
 ):
