@@ -41,6 +41,14 @@ def held_out_images(model: str, count: int, stream: int) -> Iterator[tuple[np.nd
     `count` images over the test seeds, from the 4-cell stage (earlier, one or two nuclei are
     not an embryo's outline) to A = 250, or over the 4-350 cells the membrane data covers;
     `stream` picks the random views, so each caller keeps its own set."""
+    for image, truth, _ in held_out_samples(model, count, stream):
+        yield image, truth
+
+
+def held_out_samples(
+    model: str, count: int, stream: int
+) -> Iterator[tuple[np.ndarray, object, np.ndarray | None]]:
+    """held_out_images' pairs with the image's label map (None for lineage)."""
     per_seed = max(1, count // 2)
     for seed in TEST_SEEDS:
         embryo = simulate_embryo(seed)
@@ -55,18 +63,19 @@ def held_out_images(model: str, count: int, stream: int) -> Iterator[tuple[np.nd
                 view = random_projection_view(rng, embryo, (315, 585))
                 look = NucleusLook.draw(rng)
                 image, _ = render_nucleus_projection(embryo, minutes, view, look, rng)
-                yield image, embryo.populations_at(minutes)
+                yield image, embryo.populations_at(minutes), None
             elif model == "nucleus":
                 view = random_stack_view(rng, embryo, (35, 512, 708))
                 look = NucleusLook.draw(rng)
                 stack, labels = render_nucleus_stack(embryo, minutes, view, look, rng)
                 z = int(rng.integers(12, 23))
-                yield to_8_bit(stack[z]), evaluated_count(labels[z])
+                yield to_8_bit(stack[z]), evaluated_count(labels[z]), labels[z]
             else:
                 view = random_membrane_view(rng, embryo, (40, 256, 356))
                 geometry = slice_geometry(embryo, minutes, view, float(rng.integers(14, 26)))
                 image = render_membrane_slice(geometry, view, MembraneLook.draw(rng), rng)
-                yield to_8_bit(image), evaluated_count(membrane_labels(geometry, view))
+                labels = membrane_labels(geometry, view)
+                yield to_8_bit(image), evaluated_count(labels), labels
 
 
 def evaluated_count(labels: np.ndarray) -> int:

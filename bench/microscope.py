@@ -1,0 +1,81 @@
+"""What real microscopes do that the simulator does not, through the app: the nucleus count
+error on simulated test slices as rendered, with each nucleus dimmed by its own factor down to
+a tenth, and blurred along one axis; for one or more model folders side by side.
+
+    PYTHONPATH=. python -m bench.microscope --models-dir models --models-dir /tmp/other --count 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MODEL = "nucleus"
+STREAM = 29  # its own draw of test views, apart from the scale sweep's and the tests'
+AXIS_BLUR_SIGMA = 2.5
+
+
+def variants() -> dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]]:
+    """name -> change(uint8 image, label map, seed) -> uint8 image."""
+    from devolearn_web.training.augment import AxisBlur, VaryObjectBrightness
+
+    def through(transform) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray]:
+        def change(image: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+            transform.set_random_seed(seed)
+            scaled = image.astype(np.float32) / 255.0
+            out = transform(image=scaled, mask=labels.astype(np.int32))["image"]
+            return np.rint(np.clip(out, 0.0, 1.0) * 255).astype(np.uint8)
+
+        return change
+
+    return {
+        "as rendered": lambda image, labels, seed: image,
+        "each nucleus dimmed, down to a tenth": through(VaryObjectBrightness(p=1.0)),
+        f"blurred along one axis (sigma {AXIS_BLUR_SIGMA:g} px)": through(
+            AxisBlur(sigma_range=(AXIS_BLUR_SIGMA, AXIS_BLUR_SIGMA), p=1.0)
+        ),
+    }
+
+
+def count_errors(models_dir: Path, count: int) -> dict[str, float]:
+    """Per variant, the count errors summed over the slices as % of their nuclei, through
+    analysis.analyse_image (summed: a mean of ratios is ruled by slices of 0 or 1 nucleus)."""
+    from devolearn_web.analysis import analyse_image
+    from devolearn_web.registry import ModelRegistry
+    from devolearn_web.training.simulator.held_out import held_out_samples
+
+    registry = ModelRegistry(models_dir)
+    errors: dict[str, list[int]] = {name: [] for name in variants()}
+    nuclei = 0
+    for index, (image, truth, labels) in enumerate(held_out_samples(MODEL, count, STREAM)):
+        nuclei += truth
+        for name, change in variants().items():
+            buffer = io.BytesIO()
+            Image.fromarray(change(image, labels, index)).save(buffer, format="PNG")
+            result, _ = analyse_image(registry, MODEL, buffer.getvalue(), "slice.png")
+            found = result.to_json()["count"]
+            errors[name].append(abs(found - truth))
+    return {name: 100.0 * sum(values) / max(1, nuclei) for name, values in errors.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, action="append", required=True)
+    parser.add_argument("--count", type=int, default=16, help="test slices (over two seeds)")
+    args = parser.parse_args()
+    results = {folder: count_errors(folder, args.count) for folder in args.models_dir}
+    print(f"nucleus count error, {args.count} simulated test slices, through the app")
+    print("| picture | " + " | ".join(str(folder) for folder in results) + " |")
+    print("| --- |" + " --- |" * len(results))
+    for name in variants():
+        cells = " | ".join(f"{results[folder][name]:.1f}%" for folder in results)
+        print(f"| {name} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
