@@ -380,12 +380,20 @@ async function showAnyAnswer(answer, file, run, { newFile = false } = {}) {
     return;
   }
   state.stackAnswer = answer;
-  if (newFile) state.frameIndex = 0;
+  if (newFile) state.frameIndex = firstFrameShown(answer);
   state.frameIndex = Math.min(state.frameIndex, answer.frame_count - 1);
   showStackControls(answer);
   if (answer.frame_count > 1) await drawFrameChart(ui.frameChart, answer, chartOptions());
   await showFrame(state.frameIndex, run);
   await showAssembly(answer, run);
+}
+
+/** A z-stack opens on its middle slice, where the embryo is widest (napari does the same); a
+ * time-lapse or a movie on its first frame. */
+function firstFrameShown(answer) {
+  const used = answer.axes ? answer.axes.used : "";
+  const zOnly = answer.kind === "stack" && used.includes("Z") && !used.includes("T");
+  return zOnly ? Math.floor(answer.frame_count / 2) : 0;
 }
 
 /** The 3D view, lineage tree, founder counts and nuclei over time of an answer with assemble or track. */

@@ -38,7 +38,9 @@ def test_stack_drop_slice_slider_threshold_and_download(watched_page, image_make
     _wait_done(page)
     assert page.locator("#stack-controls").is_visible()
     assert "ZYX" in page.text_content("#stack-axes-text")
-    assert page.text_content("#count-value") == "1"
+    # A z-stack opens on its middle slice, where the embryo is, not on its top cap.
+    assert page.text_content("#frame-value") == "slice 3 of 4"
+    assert page.text_content("#count-value") == "3"
     chart = page.evaluate("() => document.getElementById('frame-chart').data[0].y")
     assert chart == [1, 2, 3, 4]
 
@@ -153,14 +155,14 @@ def test_stack_slices_and_channels_count_from_one(watched_page, image_maker) -> 
     page.wait_for_selector("#analysis[data-state='ready']")
     drop_file(page, data, "two channels.tif", "image/tiff")
     _wait_done(page)
-    assert page.text_content("#frame-value") == "slice 1 of 4"
+    assert page.text_content("#frame-value") == "slice 3 of 4"
     assert "channel 2 of 2" in page.text_content("#stack-axes-text")
     x, y, line = page.evaluate(
         "() => { const chart = document.getElementById('frame-chart');"
         " return [chart.data[0].x, chart.data[0].y, chart.layout.shapes[0].x0]; }"
     )
     assert x == [1, 2, 3, 4] and y == [1, 2, 3, 4]
-    assert line == 1  # the dotted line marks the slice shown
+    assert line == 3  # the dotted line marks the slice shown
     ticks = page.evaluate(
         "() => [...document.querySelectorAll('#frame-chart .xtick text')].map((t) => t.textContent)"
     )
