@@ -112,6 +112,11 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         "augment.ASPECT_RANGE; 1: never)",
     )
     group.add_argument(
+        "--freeze-batch-norm",
+        action="store_true",
+        help="keep the BatchNorm statistics of --init-from's network (small-batch fine-tunes)",
+    )
+    group.add_argument(
         "--init-from",
         type=Path,
         help="a new run starts from this ONNX file's weights (e.g. the shipped model) "
@@ -339,6 +344,7 @@ def train_settings(args: argparse.Namespace):
         gap_weight=getattr(args, "gap_weight", 0.0),
         small_object_weight=getattr(args, "small_object_weight", 0.0),
         network=getattr(args, "network", None),
+        freeze_batch_norm=getattr(args, "freeze_batch_norm", False),
         **{
             name: value
             for name in ("zoom_range", "aspect_range")

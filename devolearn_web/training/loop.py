@@ -79,10 +79,18 @@ def train_step(
     images: torch.Tensor,
     targets: torch.Tensor,
     bf16: bool,
+    freeze_batch_norm: bool = False,
 ) -> float:
-    """One optimiser step on one batch; returns the loss (nan or inf means the run diverged)."""
+    """One optimiser step on one batch; returns the loss (nan or inf means the run diverged).
+
+    With freeze_batch_norm the BatchNorm layers keep the statistics they came with: a fine-tune
+    at batch 8 would otherwise pull them towards noisy batch estimates."""
     device = network_device(network)
     network.train()
+    if freeze_batch_norm:
+        for module in network.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     optimizer.zero_grad(set_to_none=True)
     with precision_context(bf16, device):
         logits = network(images.to(device))

@@ -74,6 +74,7 @@ class TrainSettings:
     # aspect_range against columns (augment.py).
     zoom_range: float = ZOOM_RANGE
     aspect_range: float = ASPECT_RANGE
+    freeze_batch_norm: bool = False  # keep the starting network's BatchNorm statistics
 
 
 @dataclass
@@ -123,6 +124,7 @@ def _hyperparameter_record(
         "small_object_weight": settings.small_object_weight,
         "zoom_range": settings.zoom_range,
         "aspect_range": settings.aspect_range,
+        "freeze_batch_norm": settings.freeze_batch_norm,
         "trained_on": describe_device(device),
         **({"network": settings.network} if settings.network else {}),
     }
@@ -147,6 +149,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "network",
         "zoom_range",
         "aspect_range",
+        "freeze_batch_norm",
     )
     # Checkpoints from before these weights trained without them.
     saved = {
@@ -154,6 +157,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "small_object_weight": 0.0,
         "zoom_range": ZOOM_RANGE,
         "aspect_range": ASPECT_RANGE,
+        "freeze_batch_norm": False,
         **saved,
     }
     changed = [
@@ -286,7 +290,13 @@ class TrainingRun:
         for images, targets in iterate_batches(self.train_set, remaining, self.settings.workers):
             self._set_learning_rate()
             loss = train_step(
-                self.network, self.optimizer, self.loss_fn, images, targets, self.settings.bf16
+                self.network,
+                self.optimizer,
+                self.loss_fn,
+                images,
+                targets,
+                self.settings.bf16,
+                self.settings.freeze_batch_norm,
             )
             if not math.isfinite(loss):
                 raise FloatingPointError(

@@ -155,3 +155,22 @@ def test_bfloat16_by_default_only_where_it_is_fast(monkeypatch, given, device, n
         cpu_features, "cpu_flags", lambda: frozenset({"avx512_bf16"} if native else set())
     )
     assert use_bfloat16(argparse.Namespace(bf16=given, device=device)) is expected
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_step_moves_batch_norm_statistics_unless_they_are_frozen(frozen):
+    from torch import nn
+
+    from devolearn_web.training.loop import train_step
+
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Conv2d(4, 1, 1))
+    before, weights = network[1].running_mean.clone(), network[0].weight.detach().clone()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    images, targets = torch.rand(2, 1, 8, 8) * 5, (torch.rand(2, 1, 8, 8) > 0.5).float()
+    loss = train_step(network, optimizer, nn.BCEWithLogitsLoss(), images, targets, False, frozen)
+    moved = not torch.equal(network[1].running_mean, before)
+    assert moved != frozen
+    assert loss == loss  # not nan
+    # Frozen statistics still pass gradients: the weights before them learn either way.
+    assert not torch.equal(network[0].weight.detach(), weights)
