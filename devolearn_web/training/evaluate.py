@@ -234,31 +234,33 @@ def evaluate(
     threads: int = 2,
 ) -> dict:
     """Evaluate the ONNX file that ships; write runs/<model>/metrics.json and the overlay."""
-    spec = get_spec(workspace.model)
     onnx_path = onnx_path or workspace.onnx_path
+    metrics, calibration = _measured_file(workspace, onnx_path, threshold)
     onnx = OnnxModel(onnx_path, threads)
-    sha256 = file_sha256(onnx_path)
-    calibration = None
-    if spec.is_segmentation:
+    if get_spec(workspace.model).is_segmentation:
         test = evaluate_segmentation(workspace.model, onnx, workspace.index_csv, threshold)
     else:
-        calibration = served_calibration(workspace, sha256)
         test = evaluate_lineage(onnx, workspace.index_csv, calibration)
-    metrics = {
-        "model": workspace.model,
-        "onnx": onnx_path.as_posix(),
-        "sha256": sha256,
-        "test": test,
-        "targets": check_targets(workspace.model, test),
-    }
-    if spec.is_segmentation:
-        metrics["threshold"] = threshold
+    metrics.update(test=test, targets=check_targets(workspace.model, test))
     metrics.update(
         real_sample_metrics(workspace, onnx_path, samples_dir, threshold, calibration, threads)
     )
     workspace.run_dir.mkdir(parents=True, exist_ok=True)
     workspace.metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _measured_file(
+    workspace: Workspace, onnx_path: Path, threshold: float
+) -> tuple[dict, dict | None]:
+    """The record naming the file measured (and the threshold, for segmentation), with the
+    count calibration the app reads a lineage file through."""
+    sha256 = file_sha256(onnx_path)
+    record = {"model": workspace.model, "onnx": onnx_path.as_posix(), "sha256": sha256}
+    if get_spec(workspace.model).is_segmentation:
+        record["threshold"] = threshold
+        return record, None
+    return record, served_calibration(workspace, sha256)
 
 
 def evaluate_real_samples_only(
@@ -271,12 +273,7 @@ def evaluate_real_samples_only(
     """Only the real samples (seconds, not the test split), after a change to the app's path;
     they replace those of metrics.json when it measured this very file at this threshold."""
     onnx_path = onnx_path or workspace.onnx_path
-    sha256 = file_sha256(onnx_path)
-    segmentation = get_spec(workspace.model).is_segmentation
-    calibration = None if segmentation else served_calibration(workspace, sha256)
-    record = {"model": workspace.model, "onnx": onnx_path.as_posix(), "sha256": sha256}
-    if segmentation:
-        record["threshold"] = threshold
+    record, calibration = _measured_file(workspace, onnx_path, threshold)
     record.update(
         real_sample_metrics(workspace, onnx_path, samples_dir, threshold, calibration, threads)
     )
