@@ -215,17 +215,23 @@ def filled_convex_hull(mask: np.ndarray) -> np.ndarray:
     occupied = np.flatnonzero(mask.any(axis=1))
     if occupied.size == 0:
         return mask.copy()
-    # Only each row's first and last pixel can be a hull vertex: at most 2 per row to sort.
+    # Only each row's first and last pixel can be a hull vertex. A row's span [first, last + 1)
+    # has its outer corners on the boundary lines above and below it; where two rows share a
+    # boundary line, only the farther corner on each side can be a vertex.
     first = mask[occupied].argmax(axis=1)
-    last = mask.shape[1] - 1 - mask[occupied, ::-1].argmax(axis=1)
-    # A row's span [first, last + 1) has its outer corners on the left of the first pixel and
-    # on the right of the last: the other corners lie inside the hull of those.
-    corners = np.unique(
-        np.concatenate(
-            [np.stack([occupied + dr, ends], axis=1) for dr in (0, 1) for ends in (first, last + 1)]
-        ),
-        axis=0,
-    ).astype(np.float64)
+    end = mask.shape[1] - mask[occupied, ::-1].argmax(axis=1)
+    lines = np.concatenate([occupied, occupied + 1])
+    order = np.argsort(lines, kind="stable")
+    lines, lefts, rights = lines[order], np.tile(first, 2)[order], np.tile(end, 2)[order]
+    starts = np.flatnonzero(np.r_[True, lines[1:] != lines[:-1]])
+    line = lines[starts]
+    corners = np.concatenate(
+        [
+            np.stack([line, np.minimum.reduceat(lefts, starts)], axis=1),
+            np.stack([line, np.maximum.reduceat(rights, starts)], axis=1),
+        ]
+    )
+    corners = corners[np.lexsort((corners[:, 1], corners[:, 0]))].astype(np.float64)
     hull = _monotone_chain(corners)
     return _filled_polygon_rows(hull, mask.shape) | mask
 
@@ -260,7 +266,12 @@ def _monotone_chain(points: np.ndarray) -> np.ndarray:
     def half(sequence: list) -> list:
         chain: list = []
         for point in sequence:
-            while len(chain) >= 2 and _cross(chain[-2], chain[-1], point) <= 0:
+            x, y = point
+            # Pop while the last two points and this one do not turn left (cross product <= 0).
+            while len(chain) >= 2:
+                (ox, oy), (ax, ay) = chain[-2], chain[-1]
+                if (ax - ox) * (y - oy) - (ay - oy) * (x - ox) > 0:
+                    break
                 chain.pop()
             chain.append(point)
         return chain
@@ -269,10 +280,6 @@ def _monotone_chain(points: np.ndarray) -> np.ndarray:
     listed = points.tolist()
     lower, upper = half(listed), half(listed[::-1])
     return np.array(lower[:-1] + upper[:-1])
-
-
-def _cross(o: list, a: list, b: list) -> float:
-    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 
 
 def _close(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -103,6 +103,24 @@ def test_the_hull_matches_scikit_image():
     assert (ours | theirs).sum() - (ours & theirs).sum() < 0.01 * theirs.sum()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_hull_holds_exactly_the_pixels_whose_centres_lie_in_it(seed):
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((90, 130), bool)
+    for _ in range(rng.integers(2, 9)):
+        row, col = rng.integers(0, 90), rng.integers(0, 130)
+        mask[row : row + rng.integers(1, 25), col : col + rng.integers(1, 25)] = True
+    rows, cols = np.nonzero(mask)
+    corners = np.concatenate([np.stack([rows + dr, cols + dc], 1) for dr in (0, 1) for dc in (0, 1)])
+    equations = ConvexHull(corners).equations
+    grid_rows, grid_cols = np.mgrid[:90, :130]
+    centres = np.stack([grid_rows.ravel() + 0.5, grid_cols.ravel() + 0.5], 1)
+    inside = (centres @ equations[:, :2].T + equations[:, 2] <= 1e-9).all(axis=1)
+    assert np.array_equal(filled_convex_hull(mask), inside.reshape(mask.shape) | mask)
+
+
 def test_the_view_turns_the_embryo_along_x():
     image = ellipse((400, 400), (200, 200), (150, 100), 90.0)  # lying along y
     region = find_embryo(image).region
