@@ -113,7 +113,9 @@ def test_the_hull_holds_exactly_the_pixels_whose_centres_lie_in_it(seed):
         row, col = rng.integers(0, 90), rng.integers(0, 130)
         mask[row : row + rng.integers(1, 25), col : col + rng.integers(1, 25)] = True
     rows, cols = np.nonzero(mask)
-    corners = np.concatenate([np.stack([rows + dr, cols + dc], 1) for dr in (0, 1) for dc in (0, 1)])
+    corners = np.concatenate(
+        [np.stack([rows + dr, cols + dc], 1) for dr in (0, 1) for dc in (0, 1)]
+    )
     equations = ConvexHull(corners).equations
     grid_rows, grid_cols = np.mgrid[:90, :130]
     centres = np.stack([grid_rows.ravel() + 0.5, grid_cols.ravel() + 0.5], 1)
