@@ -117,6 +117,25 @@ def microscope_transforms() -> list[A.BasicTransform]:
     ]
 
 
+def resolution_transforms() -> list[A.BasicTransform]:
+    """A view cut from fewer or more pixels than the simulator's frames: a small upload
+    enlarged, or a large one shrunk with antialiasing; both soften the pixel noise."""
+    return [
+        A.OneOf(
+            [
+                A.Downscale(
+                    scale_range=(0.4, 0.9),
+                    interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR},
+                    p=1.0,
+                ),
+                A.GaussianBlur(sigma_limit=(0.6, 1.5), p=1.0),
+            ],
+            p=0.5,
+        ),
+        AxisBlur(p=0.2),
+    ]
+
+
 def photometric_transforms() -> list[A.BasicTransform]:
     """Gamma, brightness/contrast, blur and noise: pixel values change, geometry does not."""
     # Gamma first: it is undefined for the negative values brightness/contrast can produce.
@@ -186,6 +205,8 @@ def segmentation_augmentation(
     return A.Compose(geometry + microscope_transforms() + photometric_transforms(), seed=seed)
 
 
-def lineage_augmentation(seed: int | None = None) -> A.Compose:
-    """Geometry that keeps every cell in view, then photometry: cell counts stay true."""
-    return A.Compose(lineage_geometry() + photometric_transforms(), seed=seed)
+def lineage_augmentation(seed: int | None = None, resolution: bool = False) -> A.Compose:
+    """Geometry that keeps every cell in view, then (with `resolution`) softer views, then
+    photometry: cell counts stay true."""
+    softening = resolution_transforms() if resolution else []
+    return A.Compose(lineage_geometry() + softening + photometric_transforms(), seed=seed)

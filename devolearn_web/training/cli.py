@@ -112,6 +112,12 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         "augment.ASPECT_RANGE; 1: never)",
     )
     group.add_argument(
+        "--resolution-augmentation",
+        action="store_true",
+        help="lineage: also train on views softened as uploads at other pixel sizes give them "
+        "(downscaled and re-enlarged, blurred, smeared along one axis)",
+    )
+    group.add_argument(
         "--freeze-batch-norm",
         action="store_true",
         help="keep the BatchNorm statistics of --init-from's network (small-batch fine-tunes)",
@@ -345,6 +351,7 @@ def train_settings(args: argparse.Namespace):
         small_object_weight=getattr(args, "small_object_weight", 0.0),
         network=getattr(args, "network", None),
         freeze_batch_norm=getattr(args, "freeze_batch_norm", False),
+        resolution_augmentation=getattr(args, "resolution_augmentation", False),
         **{
             name: value
             for name in ("zoom_range", "aspect_range")

@@ -155,6 +155,7 @@ def build_dataset(
     small_object_weight: float = 0.0,
     zoom_range: float = ZOOM_RANGE,
     aspect_range: float = ASPECT_RANGE,
+    resolution_augmentation: bool = False,
 ) -> SegmentationDataset | LineageDataset:
     """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
     rows = subset_rows(read_index(index_csv, split), fraction, seed)
@@ -171,5 +172,5 @@ def build_dataset(
         return SegmentationDataset(
             rows, index_csv.parent, transform, gap_weight, small_object_weight
         )
-    transform = lineage_augmentation(augment_seed) if augment else None
+    transform = lineage_augmentation(augment_seed, resolution_augmentation) if augment else None
     return LineageDataset(rows, index_csv.parent, transform)

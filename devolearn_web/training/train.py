@@ -75,6 +75,7 @@ class TrainSettings:
     zoom_range: float = ZOOM_RANGE
     aspect_range: float = ASPECT_RANGE
     freeze_batch_norm: bool = False  # keep the starting network's BatchNorm statistics
+    resolution_augmentation: bool = False  # lineage: views softened as other pixel sizes make
 
 
 @dataclass
@@ -125,6 +126,7 @@ def _hyperparameter_record(
         "zoom_range": settings.zoom_range,
         "aspect_range": settings.aspect_range,
         "freeze_batch_norm": settings.freeze_batch_norm,
+        "resolution_augmentation": settings.resolution_augmentation,
         "trained_on": describe_device(device),
         **({"network": settings.network} if settings.network else {}),
     }
@@ -150,6 +152,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "zoom_range",
         "aspect_range",
         "freeze_batch_norm",
+        "resolution_augmentation",
     )
     # Checkpoints from before these weights trained without them.
     saved = {
@@ -158,6 +161,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "zoom_range": ZOOM_RANGE,
         "aspect_range": ASPECT_RANGE,
         "freeze_batch_norm": False,
+        "resolution_augmentation": False,
         **saved,
     }
     changed = [
@@ -212,6 +216,7 @@ class TrainingRun:
             small_object_weight=settings.small_object_weight,
             zoom_range=settings.zoom_range,
             aspect_range=settings.aspect_range,
+            resolution_augmentation=settings.resolution_augmentation,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

@@ -151,3 +151,25 @@ def test_a_narrow_zoom_range_keeps_objects_near_their_size():
     wide = size_factors(segmentation_geometry())
     assert narrow.min() >= 0.85 / 1.15 and narrow.max() <= 1.15 * 1.15
     assert wide.min() < 0.7 or wide.max() > 1.5
+
+
+def test_resolution_augmentation_softens_lineage_views_only_when_asked():
+    """A 0.5x or 2x upload gives a softer view than the simulator's frames: the network sees
+    many such views only with --resolution-augmentation."""
+    from devolearn_web.training.augment import lineage_augmentation
+
+    rows, cols = np.mgrid[:96, :96]
+    checks = np.where((rows // 2 + cols // 2) % 2 == 0, 0.9, 0.1).astype(np.float32)
+
+    def texture(image: np.ndarray) -> float:
+        # Per unit of contrast, so brightness and contrast changes do not count.
+        return float(np.abs(np.diff(image, axis=1)).mean()) / max(float(image.std()), 1e-6)
+
+    def softened_share(resolution: bool) -> float:
+        views = [
+            lineage_augmentation(seed, resolution)(image=checks)["image"] for seed in range(60)
+        ]
+        return float(np.mean([texture(view) < 0.5 * texture(checks) for view in views]))
+
+    plain, softened = softened_share(False), softened_share(True)
+    assert softened >= plain + 0.2, (plain, softened)

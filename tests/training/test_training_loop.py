@@ -90,6 +90,17 @@ def test_lineage_trains_on_mse_and_reports_mae(workspace_factory):
     assert {f"val_mae_{name}" for name in "AEMPCDZ"} <= set(row)
 
 
+def test_the_resolution_augmentation_is_recorded_and_kept_on_resume(workspace_factory):
+    from devolearn_web.training.checkpoints import load_checkpoint
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("lineage")
+    train(workspace, tiny_settings(resolution_augmentation=True))
+    assert load_checkpoint(workspace.checkpoint)["hyperparameters"]["resolution_augmentation"]
+    with pytest.raises(ValueError, match="resolution_augmentation True -> False"):
+        train(workspace, tiny_settings(max_steps=4))
+
+
 def test_epoch_batches_are_reproducible_and_drop_the_ragged_end():
     from devolearn_web.training.loop import epoch_batches
 
