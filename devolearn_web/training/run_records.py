@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from devolearn_web.catalogue import entry
+from devolearn_web.training.augment import ASPECT_RANGE, ZOOM_RANGE
 from devolearn_web.training.ceiling import recorded_ceiling
 from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.evaluate import card_metrics
@@ -13,6 +14,7 @@ from devolearn_web.training.hyperparameters import read_best_params
 from devolearn_web.training.index import split_seeds, split_sizes
 from devolearn_web.training.layout import SPLITS, Workspace
 from devolearn_web.training.simulate import PROJECTION_ONLY_SEED_BASE, read_simulation_record
+from devolearn_web.training.specs import get_spec
 
 _WHAT_IS_SIMULATED = {
     "nucleus": "GFP-histone nucleus z-slices (Fluo-N3DH-CE-like) and whole-embryo projections",
@@ -109,6 +111,13 @@ def hyperparameter_record(workspace: Workspace) -> dict:
         record["gap_weight"] = chosen["gap_weight"]
     if chosen.get("small_object_weight"):
         record["small_object_weight"] = chosen["small_object_weight"]
+    for key in ("freeze_batch_norm", "resolution_augmentation"):
+        if chosen.get(key):
+            record[key] = True
+    if get_spec(workspace.model).is_segmentation:
+        for key, default in (("zoom_range", ZOOM_RANGE), ("aspect_range", ASPECT_RANGE)):
+            if chosen.get(key, default) != default:
+                record[key] = chosen[key]
     if "init_from" in chosen:
         record["initial_weights"] = chosen["init_from"]
     if tuned:

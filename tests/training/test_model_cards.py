@@ -126,6 +126,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     workspace = workspace_factory("nucleus")
     common = cli_folders(workspace)
     train = [*TINY_TRAINING, "--gap-weight", "10", "--small-object-weight", "5"]
+    train += ["--zoom-range", "1.15", "--freeze-batch-norm"]
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
     samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
@@ -147,6 +148,9 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert card["hyperparameters"]["trained_on"] == "CPU"
     assert card["hyperparameters"]["gap_weight"] == 10.0
     assert card["hyperparameters"]["small_object_weight"] == 5.0
+    assert card["hyperparameters"]["zoom_range"] == 1.15
+    assert card["hyperparameters"]["freeze_batch_norm"] is True
+    assert "aspect_range" not in card["hyperparameters"]  # the default: nothing to say
     assert "initial_weights" not in card["hyperparameters"]  # random weights: no file
     assert card["export"]["parity_max_abs_difference"] <= 1e-3
     assert card["reproduce"].startswith("python -m devolearn_web.training train --model nucleus")
