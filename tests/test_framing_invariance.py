@@ -153,25 +153,7 @@ def simulated_images(model: str) -> Iterator[np.ndarray]:
         yield image
 
 
-# The measured gap (2026-12-02, shipped models, the embryo measured in a view framed as in
-# training, the network on a window around it): lineage 2.0.0, 1 of 20 early embryos (total
-# 9 -> 6 at 2x, 9 -> 5 at 0.5x; the embryo is found alike at every scale, length within 0.5%,
-# but its view is resampled from more or fewer pixels, and the network, trained at one
-# resolution, reads a softer view as fewer cells). Strict: the test fails loudly once a
-# retrained model closes the gap.
-KNOWN_GAPS = {
-    "lineage": "1 of 20 early embryos: total 9 -> 6 at 2x and 9 -> 5 at 0.5x",
-}
-
-
-@pytest.mark.parametrize(
-    "model",
-    [
-        "nucleus",
-        "membrane",
-        pytest.param("lineage", marks=pytest.mark.xfail(reason=KNOWN_GAPS["lineage"], strict=True)),
-    ],
-)
+@pytest.mark.parametrize("model", ["nucleus", "membrane", "lineage"])
 def test_simulated_counts_do_not_move_with_the_framing(model):
     moved = {
         index: changes
