@@ -310,6 +310,7 @@ class SegmentationPlan:
     search: EmbryoSearch
     diameter: float | None = None  # median object diameter on the grid, working pixels
     probability: np.ndarray | None = None  # the grid's map, when the first look already made it
+    labels: np.ndarray | None = None  # the objects the first look found on that map
     first_look_ms: float = 0.0  # the first look's model run, reported as inference
     # Where the network looks (scale.embryo_window): this picture's embryo, or for a stack's
     # frame the whole stack's, so a slice through the embryo's cap keeps the embryo's window.
@@ -355,8 +356,10 @@ def plan_segmentation(
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     refined = refined_grid(grid, diameter, grid_card, image.pixels.shape)
     if refined is None:
-        return SegmentationPlan(grid, search, diameter, probability, first_look_ms, search.region)
-    return SegmentationPlan(refined, search, None, None, first_look_ms, search.region)
+        return SegmentationPlan(
+            grid, search, diameter, probability, labels, first_look_ms, search.region
+        )
+    return SegmentationPlan(refined, search, first_look_ms=first_look_ms, window=search.region)
 
 
 def plan_shared_grid(
@@ -474,9 +477,10 @@ def _segment(
     deadline: Deadline = NO_DEADLINE,
 ) -> SegmentationResult:
     clock.lap("preprocess")
-    probability_on_grid = plan.probability
+    probability_on_grid, grid_labels = plan.probability, plan.labels
     if probability_on_grid is None:
         probability_on_grid = working_map(model, image.pixels, plan.grid, deadline, plan.window)
+        grid_labels = None
     clock.lap("inference")
     clock.move(plan.first_look_ms, "preprocess", "inference")
     deadline.check("finding and measuring objects")
@@ -491,7 +495,7 @@ def _segment(
         notes=image.notes,
         calibration=image.calibration,
     )
-    return segment_output(output, threshold, clock=clock)
+    return segment_output(output, threshold, clock=clock, grid_labels=grid_labels)
 
 
 @dataclass(frozen=True)
@@ -537,10 +541,13 @@ def segment_output(
     threshold: float,
     objects_filter: ObjectFilter = KEEP_ALL,
     clock: _Stopwatch | None = None,
+    grid_labels: np.ndarray | None = None,
 ) -> SegmentationResult:
-    """The objects of a network output at a threshold, at the upload's size (no network run)."""
+    """The objects of a network output at a threshold, at the upload's size (no network run);
+    `grid_labels`: the objects already found on its map at this threshold, if any."""
     clock = clock or _Stopwatch(0.0)
-    grid_labels = label_instances(output.model, output.probability, threshold, grid_scale=1.0)
+    if grid_labels is None:
+        grid_labels = label_instances(output.model, output.probability, threshold, grid_scale=1.0)
     diameter = median_diameter(grid_labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     probability_on_grid = to_upload_orientation(output.probability, output.grid)
     small_labels = to_upload_orientation(grid_labels, output.grid)

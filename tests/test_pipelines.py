@@ -286,3 +286,22 @@ def test_a_wide_margin_around_the_embryo_costs_the_network_nothing(
         network_pixels.append(sum(seen))
     assert counts == [5, 5]
     assert network_pixels[1] <= 1.5 * network_pixels[0], network_pixels
+
+
+def test_objects_found_by_the_first_look_are_not_found_again(registry, image_maker, monkeypatch):
+    """When the first look's grid is kept, its objects are the answer's: one labelling."""
+    from devolearn_web import pipelines
+
+    calls: list[float] = []
+    real_label = pipelines.label_instances
+
+    def counting_label(name, probability, threshold, **kwargs):
+        calls.append(threshold)
+        return real_label(name, probability, threshold, **kwargs)
+
+    monkeypatch.setattr(pipelines, "label_instances", counting_label)
+    pixels = image_maker.uint8(image_maker.disks((140, 200), image_maker.five_disks, 12))
+    image = decode_image(image_maker.encode(pixels))
+    result = predict(registry, "nucleus", image)
+    assert result.count == 5
+    assert len(calls) == 1
