@@ -27,7 +27,7 @@ from devolearn_web.founder_counts import founder_counts_csv, founder_counts_for
 from devolearn_web.imaging import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from devolearn_web.memory_estimate import UploadShape, probe_upload
 from devolearn_web.movies import sniff_movie
-from devolearn_web.options import PREDICT_TRACK_FORMATS, PredictOptions, filter_for
+from devolearn_web.options import TRACK_FORMATS, PredictOptions, filter_for
 from devolearn_web.pipelines import (
     LineageResult,
     ObjectFilter,
@@ -398,7 +398,7 @@ def _assembled(
     stack = decoded.stack
     requested = options.format
     if requested != "json":
-        if requested not in PREDICT_TRACK_FORMATS:
+        if requested not in TRACK_FORMATS:
             check_format(requested, "segmentation", stack.count)
         check_download_size(requested, stack.count * stack.width * stack.height, limits)
         results = collect_results(registry, name, stack, options.threshold, deadline, options.scale)

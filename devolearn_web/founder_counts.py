@@ -21,7 +21,7 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from devolearn_web.budget import NO_DEADLINE, Deadline
 from devolearn_web.catalogue import LINEAGE_ORDER
@@ -154,17 +154,25 @@ def model_estimates(
     """Per time point, the shipped lineage model's populations on the time point's projection
     (max over z for a z-stack, the frame for a single plane), and a note when some are missing.
     Past the `deadline` the request stops (TookTooLong), as the nucleus model's run does."""
-    from devolearn_web.errors import DevoLearnError, TookTooLong
-    from devolearn_web.pipelines import predict
     from devolearn_web.stack_pipeline import max_projection
 
     has_z = "z" in (stack.axes.get("slider") or ())
     frames = max_projection(stack) if has_z else stack
+    return estimates_on(registry, (frames.image(index) for index in range(frames.count)), deadline)
+
+
+def estimates_on(
+    registry, images: Iterable, deadline: Deadline = NO_DEADLINE
+) -> tuple[list[dict[str, int] | None], str | None]:
+    """model_estimates on time-point images (DecodedImage) given one at a time."""
+    from devolearn_web.errors import DevoLearnError, TookTooLong
+    from devolearn_web.pipelines import predict
+
     estimates: list[dict[str, int] | None] = []
     problems: list[str] = []
-    for index in range(frames.count):
+    for index, image in enumerate(images):
         try:
-            result = predict(registry, "lineage", frames.image(index), deadline=deadline)
+            result = predict(registry, "lineage", image, deadline=deadline)
         except TookTooLong:
             raise
         except DevoLearnError as error:
@@ -175,7 +183,7 @@ def model_estimates(
     if not problems:
         return estimates, None
     return estimates, (
-        f"The lineage model gave no estimate at {len(problems)} of {frames.count} time points "
+        f"The lineage model gave no estimate at {len(problems)} of {len(estimates)} time points "
         f"({problems[0]}{'; ...' if len(problems) > 1 else ''})."
     )
 
@@ -186,8 +194,18 @@ def founder_counts_for(
     """(the answer's `founder_counts`, notes) for a tracked stack of `times` time points: the
     tree's counts from the founders' `naming` (founders.Naming or None), the lineage model's
     on each time point."""
+    return founder_counts_with(*model_estimates(registry, stack, deadline), tracks, naming, times)
+
+
+def founder_counts_with(
+    model: Sequence[dict[str, int] | None],
+    model_note: str | None,
+    tracks: Sequence[Track],
+    naming,
+    times: int,
+) -> tuple[list, list]:
+    """founder_counts_for with the lineage model's estimates (and their note) already made."""
     names = naming.names if naming is not None else {}
-    model, model_note = model_estimates(registry, stack, deadline)
     tree, unknown = tree_counts(tracks, names, times)
     notes = [tree_counts_note(unknown, naming.note if naming else "", bool(names))]
     if model_note:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from devolearn_web.catalogue import MODEL_NAMES
 
 JOB_STATES = ["queued", "running", "finished", "failed", "cancelled"]
-DOWNLOAD_FORMATS = ["csv", "tiff", "probability-tiff", "png", "zip", "ctc", "tracks-csv"]
+DOWNLOAD_FORMATS = [
+    "csv",
+    "tiff",
+    "probability-tiff",
+    "png",
+    "zip",
+    "ctc",
+    "tracks-csv",
+    "founder-counts-csv",
+]
 
 
 def _error(description: str) -> dict:

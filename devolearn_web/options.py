@@ -28,10 +28,8 @@ FORMATS = (
     "tracks-csv",
     "founder-counts-csv",
 )
-# Downloads made from tracks: they need track=true. A job's result (jobs/) offers TRACK_FORMATS;
-# predict also founder-counts-csv, which runs the lineage model (a job's result has no counts).
-TRACK_FORMATS = ("ctc", "tracks-csv")
-PREDICT_TRACK_FORMATS = (*TRACK_FORMATS, "founder-counts-csv")
+# Downloads made from tracks: they need track=true (predict's and a job's alike).
+TRACK_FORMATS = ("ctc", "tracks-csv", "founder-counts-csv")
 PROJECTIONS = ("max", "none")
 # Fields that change what the network sees: with `result` they would be silently ignored.
 NETWORK_FIELDS = (
@@ -84,7 +82,7 @@ class PredictOptions:
                         "held result: send the file again with it, without 'result'."
                     )
         assembly = parse_assembly_request(form)
-        if requested in PREDICT_TRACK_FORMATS and not assembly.track:
+        if requested in TRACK_FORMATS and not assembly.track:
             raise BadParameter(
                 f"format={requested} is a download of tracks: send track=true with it (and a "
                 f"time series on the {' or '.join(NUCLEI_MODELS)} model)."

@@ -53,7 +53,7 @@ class LocalEngine:
                 if not work.is_live(self.store, job_id):
                     return  # cancelled between chunks
                 work.run_chunk(self.store, job_id, index, self.registry, self.settings)
-            work.assemble(self.store, job_id, self.settings)
+            work.assemble(self.store, job_id, self.settings, self.registry)
         except Exception as error:  # noqa: BLE001 - any failure is the job's, reported on it
             work.fail(self.store, job_id, error, self.settings)
 

@@ -159,7 +159,7 @@ def rq_chunk(job_id: str, index: int) -> None:
 
 def rq_assemble(job_id: str) -> None:
     """RQ: the stack's answer from every chunk; the input deleted."""
-    work.assemble(_store(), job_id, _settings())
+    work.assemble(_store(), job_id, _settings(), _registry())
 
 
 def on_failure(job: Job, connection: Redis, error_type, error, traceback) -> None:

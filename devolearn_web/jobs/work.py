@@ -7,17 +7,22 @@ Memory: prepare reads a TIFF (or a ZIP's time points) a page at a time from the 
 holds one chunk of frames (movies and colour TIFFs are still decoded whole); a chunk holds its
 own frames and results only;
 assemble holds the frames' JSON (no pixels), or for 3D nuclei and tracks every frame's labels
-and probability map (the tracker links all time points at once). Downloads are built from the
-per-chunk results (relabelled ones for 3D nuclei and tracks).
+and probability map (the tracker links all time points at once); for tracks' founder counts it
+then reads the kept frames a chunk at a time, holding one projection per time point not yet
+complete. Downloads are built from the per-chunk results (relabelled ones for 3D nuclei and
+tracks).
 Every step is idempotent, so RQ may run one again after a worker died in it.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import pickle
 import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import numpy as np
 
 from devolearn_web.downloads import MAX_LABEL_16_BIT, build_download, check_format, safe_stem
 from devolearn_web.errors import DevoLearnError, JobNotFound
+from devolearn_web.founder_counts import estimates_on, founder_counts_csv, founder_counts_with
 from devolearn_web.imaging import DecodedImage
 from devolearn_web.jobs import assembly as job_assembly
 from devolearn_web.jobs.settings import JobSettings
@@ -243,10 +249,7 @@ def run_chunk(
     record = store.get(job_id)
     options = record["options"]
     description, total = _description(store, job_id)
-    blob = store.get_blob(job_id, chunk_name(index))
-    if blob is None:
-        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
-    frames = np.load(io.BytesIO(blob), allow_pickle=False)
+    frames = _stored_frames(store, job_id, index)
     start = index * record["chunk_frames"]
     positions = description.positions[start : start + len(frames)]
     chunk = replace(description, data=frames, positions=positions)
@@ -254,8 +257,11 @@ def run_chunk(
     scale_request = ScaleRequest(**options.get("scale", {}))
     reference = _reference(store, job_id, description, total)
     # With 3D nuclei or tracks a frame's figures show its final labels: the assembly step draws
-    # them, from this chunk's frames, kept until then.
-    assembling = job_assembly.request_of(options) is not None
+    # them, from this chunk's frames, kept until then; it also runs the lineage model on each
+    # time point of a tracked recording (founder counts), so those frames are kept as well.
+    request = job_assembly.request_of(options)
+    assembling = request is not None
+    keep_frames = assembling and ((options.get("figures") and with_images) or request.track)
     answers, results = [], []
     # One batch per chunk: the chunk is already the unit of memory and of time.
     for offset, result in predict_stack(
@@ -278,7 +284,7 @@ def run_chunk(
         results.append(result)
     store.put_blob(job_id, chunk_result_name(index), pickle.dumps((answers, results)))
     store.mark_chunk_done(job_id, index)
-    if not (assembling and options.get("figures") and with_images):
+    if not keep_frames:
         store.delete_blob(job_id, chunk_name(index))  # its frames are no longer needed
     done = frames_done(store.chunks_done(job_id), total, record["chunk_frames"])
     store.update(job_id, done=done)
@@ -309,7 +315,7 @@ def chunk_results(
     return answers, results
 
 
-def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
+def assemble(store: JobStore, job_id: str, settings: JobSettings, registry: ModelRegistry) -> None:
     """The stack's JSON from every chunk, stored; the input deleted; results set to expire."""
     record = store.get(job_id)
     if record is None or record["state"] in ENDED:
@@ -323,7 +329,9 @@ def assemble(store: JobStore, job_id: str, settings: JobSettings) -> None:
         answers, _ = chunk_results(store, job_id, count)
     else:
         assembled_at = time.perf_counter()
-        answers, extra = _assemble_nuclei(store, job_id, record, request, total, count, settings)
+        answers, extra = _assemble_nuclei(
+            store, job_id, record, request, total, count, settings, registry
+        )
         timings["assembly"] = (time.perf_counter() - assembled_at) * 1000
     for answer in answers:
         for stage in TIMING_STAGES[1:]:
@@ -365,11 +373,12 @@ def _assemble_nuclei(
     total: int,
     count: int,
     settings: JobSettings,
+    registry: ModelRegistry,
 ) -> tuple[list[dict], dict]:
     """3D nuclei and tracks over every chunk's slices, by predict's own assemble_stack: the
     frames' JSON with their final labels, and what the answer adds (count_3d, objects_3d,
-    tracks, notes, figures_3d). The relabelled results are stored beside the originals, which
-    go only once the job is finished, so a retried step starts from them again."""
+    tracks, founder_counts, notes, figures_3d). The relabelled results are stored beside the
+    originals, which go only once the job is finished, so a retried step starts from them."""
     description, _ = _description(store, job_id)
     stack = _with_shape(description, total)
     _, results = chunk_results(store, job_id, count)
@@ -389,12 +398,52 @@ def _assemble_nuclei(
         store.put_blob(job_id, assembled_result_name(index), blob)
     store.put_blob(job_id, job_assembly.SUMMARY, job_assembly.summary_of(assembly))
     extra = assembly_json(assembly)
+    extra["notes"] = [note for note in assembly.notes if note]
+    if assembly.tracking is not None:
+        model = estimates_on(registry, _time_point_images(store, job_id, description, count))
+        rows, notes = founder_counts_with(
+            *model, assembly.tracking.tracks, assembly.naming, len(assembly.volumes)
+        )
+        extra["founder_counts"] = rows
+        extra["notes"] += notes
     if figures:
         from devolearn_web.figures_tracks import assembly_figures  # Plotly dicts only when asked
 
         extra["figures_3d"] = assembly_figures(extra)
-    extra["notes"] = [note for note in assembly.notes if note]
     return answers, extra
+
+
+def _time_point_images(
+    store: JobStore, job_id: str, description: FrameStack, count: int
+) -> Iterator[DecodedImage]:
+    """Each time point's picture for the lineage model, as predict's founder counts see it (the
+    brightest value through its z-slices), read a chunk of frames at a time; a time point is
+    given as soon as its last slice is read."""
+    times = [position.get("time") for position in description.positions]
+    left = Counter(times)
+    order = {time_point: number for number, time_point in enumerate(dict.fromkeys(times))}
+    open_projections: dict[object, np.ndarray] = {}
+    finished: dict[int, DecodedImage] = {}
+    next_number, start = 0, 0
+    calibration = description.calibration
+    one = replace(
+        description,
+        positions=({},),
+        calibration=None if calibration is None else calibration.without_z(),
+    )
+    for index in range(count):
+        frames = _stored_frames(store, job_id, index)
+        for frame, time_point in zip(frames, times[start : start + len(frames)], strict=True):
+            held = open_projections.get(time_point)
+            open_projections[time_point] = frame.copy() if held is None else np.maximum(held, frame)
+            left[time_point] -= 1
+            if left[time_point] == 0:
+                projection = open_projections.pop(time_point)
+                finished[order[time_point]] = replace(one, data=projection[None]).image(0)
+            while next_number in finished:  # in the order predict's projection has them
+                yield finished.pop(next_number)
+                next_number += 1
+        start += len(frames)
 
 
 def _frame_figures(
@@ -408,15 +457,20 @@ def _frame_figures(
     """Chunk `index`'s frame figures, drawn with their final labels from its kept frames."""
     from devolearn_web.figures import build_figures  # Plotly dicts only when asked
 
-    blob = store.get_blob(job_id, chunk_name(index))
-    if blob is None:
-        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
-    frames = np.load(io.BytesIO(blob), allow_pickle=False)
+    frames = _stored_frames(store, job_id, index)
     start = answers[0]["index"] if answers else 0
     positions = description.positions[start : start + len(frames)]
     chunk = replace(description, data=frames, positions=positions)
     for offset, (answer, result) in enumerate(zip(answers, results, strict=True)):
         answer.update(build_figures(result, chunk.image(offset, keep_calibration=True)))
+
+
+def _stored_frames(store: JobStore, job_id: str, index: int) -> np.ndarray:
+    """Chunk `index`'s frames as prepare stored them (the file's dtype)."""
+    blob = store.get_blob(job_id, chunk_name(index))
+    if blob is None:
+        raise JobNotFound("The job's frames are no longer stored (it was cancelled or expired).")
+    return np.load(io.BytesIO(blob), allow_pickle=False)
 
 
 def _with_shape(description: FrameStack, total: int) -> FrameStack:
@@ -429,8 +483,6 @@ def _with_shape(description: FrameStack, total: int) -> FrameStack:
 
 
 def _json_bytes(answer: dict) -> bytes:
-    import json
-
     return json.dumps(answer, separators=(",", ":")).encode("utf-8")
 
 
@@ -484,6 +536,12 @@ def download(store: JobStore, job_id: str, requested: str, task: str) -> tuple[b
     name = assembled_result_name if assembled else chunk_result_name
     _, results = chunk_results(store, job_id, count, name)
     stem = safe_stem(record.get("filename"), record["model"])
+    if requested == "founder-counts-csv":
+        answer = store.get_blob(job_id, RESULT)
+        if answer is None:
+            raise JobNotFound("This job's results have expired or were deleted.")
+        text = founder_counts_csv(json.loads(answer)["founder_counts"])
+        return text.encode("utf-8"), "text/csv", f"{stem}_founder_counts.csv"
     if requested in job_assembly.TRACK_FORMATS:
         summary = store.get_blob(job_id, job_assembly.SUMMARY)
         if summary is None:

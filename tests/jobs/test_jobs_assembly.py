@@ -74,12 +74,13 @@ def test_an_rq_worker_tracks_a_recording_as_predict_does(
         assert result[key] == predicted[key], key
     # Every slice carries its track id, as predict's frames do.
     assert [f["objects"] for f in result["frames"]] == [f["objects"] for f in predicted["frames"]]
-    # The founder naming's notes alike. Founder counts (the lineage model run on every time
-    # point) are predict's only for now: docs/tracking.md, "Not done yet".
+    # The founder naming's notes alike, and the founder counts: the tree's, and the lineage
+    # model's on every time point's projection, read by the job a chunk of frames at a time.
     assert [n for n in predicted["notes"] if _naming_note(n)] == [
         n for n in result["notes"] if _naming_note(n)
     ]
-    assert "founder_counts" in predicted and "founder_counts" not in result
+    assert result["founder_counts"] == predicted["founder_counts"]
+    assert any(row["model"] for row in result["founder_counts"])
     assert "assembly" in result["timings_ms"]
     # The CTC result layout and the tracks CSV: the same files as predict's.
     ctc = client.get(f"/api/v1/jobs/{job}/download/ctc")
@@ -90,6 +91,9 @@ def test_an_rq_worker_tracks_a_recording_as_predict_does(
     csv = client.get(f"/api/v1/jobs/{job}/download/tracks-csv")
     assert csv.status_code == 200 and csv.mimetype == "text/csv"
     assert csv.data == predict(client, recording, format="tracks-csv", **fields).data
+    counts = client.get(f"/api/v1/jobs/{job}/download/founder-counts-csv")
+    assert counts.status_code == 200 and counts.mimetype == "text/csv"
+    assert counts.data == predict(client, recording, format="founder-counts-csv", **fields).data
     # The labels TIFF holds track ids through z and time (TZYX), as predict's.
     tiff = client.get(f"/api/v1/jobs/{job}/download/tiff")
     with tifffile.TiffFile(io.BytesIO(tiff.data)) as opened:
@@ -135,6 +139,7 @@ def test_a_time_series_of_single_planes_is_tracked_as_a_job(local_app):
     result = client.get(f"/api/v1/jobs/{job}/result").get_json()
     assert len(result["tracks"]) == 4 and result["divisions"] == 1
     assert result["nuclei_per_time"] == [2, 2, 3, 3]
+    assert [row["t"] for row in result["founder_counts"]] == [0, 1, 2, 3]
     lines = client.get(f"/api/v1/jobs/{job}/download/tracks-csv").data.decode().splitlines()
     assert lines[0] == "time,track,parent,name,x,y,z,volume" and len(lines) == 1 + 10
 
@@ -156,6 +161,7 @@ def test_a_time_series_of_single_planes_is_tracked_as_a_job(local_app):
         ("nucleus", "zyx", {"z_step_um": "1"}, "only to link nuclei"),
         ("nucleus", "tyx", {"format": "ctc"}, "track=true"),
         ("nucleus", "tyx", {"format": "tracks-csv", "assemble": "3d"}, "track=true"),
+        ("nucleus", "tyx", {"format": "founder-counts-csv"}, "track=true"),
         ("nucleus", "zyx", {"assemble": "3d", "frame": "2"}, "every frame"),
     ],
 )
