@@ -531,17 +531,17 @@ def download(store: JobStore, job_id: str, requested: str, task: str) -> tuple[b
     job_assembly.check_track_download(requested, record["options"])
     if requested not in job_assembly.TRACK_FORMATS:
         check_format(requested, task, total)
-    count = len(chunk_sizes(total, record["chunk_frames"]))
-    assembled = job_assembly.request_of(record["options"]) is not None
-    name = assembled_result_name if assembled else chunk_result_name
-    _, results = chunk_results(store, job_id, count, name)
     stem = safe_stem(record.get("filename"), record["model"])
-    if requested == "founder-counts-csv":
+    if requested == "founder-counts-csv":  # in the stored answer: no chunk results needed
         answer = store.get_blob(job_id, RESULT)
         if answer is None:
             raise JobNotFound("This job's results have expired or were deleted.")
         text = founder_counts_csv(json.loads(answer)["founder_counts"])
         return text.encode("utf-8"), "text/csv", f"{stem}_founder_counts.csv"
+    count = len(chunk_sizes(total, record["chunk_frames"]))
+    assembled = job_assembly.request_of(record["options"]) is not None
+    name = assembled_result_name if assembled else chunk_result_name
+    _, results = chunk_results(store, job_id, count, name)
     if requested in job_assembly.TRACK_FORMATS:
         summary = store.get_blob(job_id, job_assembly.SUMMARY)
         if summary is None:
