@@ -103,11 +103,12 @@ class AxisBlur(A.ImageOnlyTransform):
         return ("sigma_range",)
 
 
-def microscope_transforms() -> list[A.BasicTransform]:
+def microscope_transforms(object_dimming: bool = True) -> list[A.BasicTransform]:
     """What real microscopes do that the simulator's frames do not: uneven objects, smeared
-    axes and small images enlarged (the working grid upsamples them)."""
+    axes and small images enlarged (the working grid upsamples them). Without
+    `object_dimming` the data must bring its uneven objects itself (simulate --uneven-nuclei)."""
     return [
-        VaryObjectBrightness(p=0.4),
+        *([VaryObjectBrightness(p=0.4)] if object_dimming else []),
         AxisBlur(p=0.2),
         A.Downscale(
             scale_range=(0.35, 0.8),
@@ -197,12 +198,16 @@ def lineage_geometry() -> list[A.BasicTransform]:
 
 
 def segmentation_augmentation(
-    seed: int | None = None, zoom_range: float = ZOOM_RANGE, aspect_range: float = ASPECT_RANGE
+    seed: int | None = None,
+    zoom_range: float = ZOOM_RANGE,
+    aspect_range: float = ASPECT_RANGE,
+    object_dimming: bool = True,
 ) -> A.Compose:
     """Geometry then photometry for image=float32 HxW in [0, 1] and mask=int label map HxW."""
     # Masks are warped by nearest neighbour, so labels stay whole integers aligned with images.
     geometry = segmentation_geometry(zoom_range, aspect_range)
-    return A.Compose(geometry + microscope_transforms() + photometric_transforms(), seed=seed)
+    microscope = microscope_transforms(object_dimming)
+    return A.Compose(geometry + microscope + photometric_transforms(), seed=seed)
 
 
 def lineage_augmentation(seed: int | None = None, resolution: bool = False) -> A.Compose:

@@ -56,6 +56,13 @@ def _simulate_args(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="nucleus: extra training embryos (seeds 500..) seen only as projections",
     )
+    group.add_argument(
+        "--uneven-nuclei",
+        type=float,
+        default=0.0,
+        help="nucleus: share of the training images whose nuclei each keep their own "
+        "brightness, down to a tenth (validation and test stay even)",
+    )
 
 
 def _tune_args(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +123,12 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="lineage: also train on views softened as uploads at other pixel sizes give them "
         "(downscaled and re-enlarged, blurred, smeared along one axis)",
+    )
+    group.add_argument(
+        "--no-object-dimming",
+        action="store_true",
+        help="segmentation: no dimming of single objects in augmentation (for data simulated "
+        "with --uneven-nuclei, whose labels already agree with its dim nuclei)",
     )
     group.add_argument(
         "--freeze-batch-norm",
@@ -291,6 +304,7 @@ def simulation_plan(args: argparse.Namespace):
         shape=args.shape,
         projections=not args.no_projections,
         projection_seeds=args.projection_seeds,
+        uneven_nuclei=args.uneven_nuclei,
     )
 
 
@@ -352,6 +366,7 @@ def train_settings(args: argparse.Namespace):
         network=getattr(args, "network", None),
         freeze_batch_norm=getattr(args, "freeze_batch_norm", False),
         resolution_augmentation=getattr(args, "resolution_augmentation", False),
+        object_dimming=not getattr(args, "no_object_dimming", False),
         **{
             name: value
             for name in ("zoom_range", "aspect_range")

@@ -156,6 +156,7 @@ def build_dataset(
     zoom_range: float = ZOOM_RANGE,
     aspect_range: float = ASPECT_RANGE,
     resolution_augmentation: bool = False,
+    object_dimming: bool = True,
 ) -> SegmentationDataset | LineageDataset:
     """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
     rows = subset_rows(read_index(index_csv, split), fraction, seed)
@@ -167,7 +168,9 @@ def build_dataset(
     augment_seed = seed if augment_seed is None else augment_seed
     if spec.is_segmentation:
         transform = (
-            segmentation_augmentation(augment_seed, zoom_range, aspect_range) if augment else None
+            segmentation_augmentation(augment_seed, zoom_range, aspect_range, object_dimming)
+            if augment
+            else None
         )
         return SegmentationDataset(
             rows, index_csv.parent, transform, gap_weight, small_object_weight

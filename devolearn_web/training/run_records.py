@@ -61,11 +61,18 @@ def training_data_record(workspace: Workspace) -> dict:
             if extra
             else ""
         )
+        uneven = plan.get("uneven_nuclei", 0.0)
+        uneven_note = (
+            f" In {uneven:.0%} of the train images each nucleus keeps its own brightness, down "
+            "to a tenth of its neighbours'; validation and test images are evenly bright."
+            if uneven
+            else ""
+        )
         description = (
             f"SIMULATED data only: {_WHAT_IS_SIMULATED[workspace.model]} rendered by "
             f"devolearn_web.training.simulator, {plan['timepoints']} {per_seed} per embryo. "
-            f"{splits[0].upper()}{splits[1:]}.{projection_only} No real microscopy image was "
-            "used for training, tuning or testing."
+            f"{splits[0].upper()}{splits[1:]}.{projection_only}{uneven_note} No real "
+            "microscopy image was used for training, tuning or testing."
         )
         return {
             "simulated": True,
@@ -114,6 +121,8 @@ def hyperparameter_record(workspace: Workspace) -> dict:
     for key in ("freeze_batch_norm", "resolution_augmentation"):
         if chosen.get(key):
             record[key] = True
+    if not chosen.get("object_dimming", True):
+        record["object_dimming"] = False
     if get_spec(workspace.model).is_segmentation:
         for key, default in (("zoom_range", ZOOM_RANGE), ("aspect_range", ASPECT_RANGE)):
             if chosen.get(key, default) != default:

@@ -27,11 +27,19 @@ class SimulationPlan:
     shape: list[int] | None = None  # None: the simulator's default, the real datasets' shape
     projections: bool = True  # nucleus only: also write whole-embryo projections
     projection_seeds: int = 0  # nucleus only: extra training embryos seen only as projections
+    # Nucleus only: share of the training images whose nuclei vary up to tenfold in brightness;
+    # validation and test stay even, so a model is chosen and judged on the usual images.
+    uneven_nuclei: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.uneven_nuclei <= 1.0:
+            raise ValueError(f"uneven_nuclei is a share in [0, 1], got {self.uneven_nuclei}")
 
     def to_record(self) -> dict:
         record = asdict(self)
-        if not self.projection_seeds:
-            del record["projection_seeds"]  # records written before the option still match
+        for option in ("projection_seeds", "uneven_nuclei"):
+            if not record[option]:
+                del record[option]  # records written before the option still match
         return record
 
 
@@ -88,6 +96,7 @@ def _write_split(plan: SimulationPlan, split: str, out_dir: Path, processes: int
             timepoints=plan.timepoints,
             projections=plan.projections,
             projection_only_seeds=projection_only_seeds(plan, split),
+            uneven_share=plan.uneven_nuclei if split == "train" else 0.0,
             **kwargs,
         )
     else:

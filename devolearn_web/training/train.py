@@ -76,6 +76,7 @@ class TrainSettings:
     aspect_range: float = ASPECT_RANGE
     freeze_batch_norm: bool = False  # keep the starting network's BatchNorm statistics
     resolution_augmentation: bool = False  # lineage: views softened as other pixel sizes make
+    object_dimming: bool = True  # segmentation: dim each object in augmentation (augment.py)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def _hyperparameter_record(
         "aspect_range": settings.aspect_range,
         "freeze_batch_norm": settings.freeze_batch_norm,
         "resolution_augmentation": settings.resolution_augmentation,
+        "object_dimming": settings.object_dimming,
         "trained_on": describe_device(device),
         **({"network": settings.network} if settings.network else {}),
     }
@@ -153,6 +155,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "aspect_range",
         "freeze_batch_norm",
         "resolution_augmentation",
+        "object_dimming",
     )
     # Checkpoints from before these weights trained without them.
     saved = {
@@ -162,6 +165,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "aspect_range": ASPECT_RANGE,
         "freeze_batch_norm": False,
         "resolution_augmentation": False,
+        "object_dimming": True,
         **saved,
     }
     changed = [
@@ -217,6 +221,7 @@ class TrainingRun:
             zoom_range=settings.zoom_range,
             aspect_range=settings.aspect_range,
             resolution_augmentation=settings.resolution_augmentation,
+            object_dimming=settings.object_dimming,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

@@ -108,6 +108,31 @@ def test_object_brightness_varies_within_tenfold_and_keeps_the_mask(seed):
         assert inside.std() < 0.15 * max(inside.mean(), 0.05) + 0.02
 
 
+def test_objects_are_dimmed_one_by_one_only_with_object_dimming():
+    """Data simulated with uneven nuclei brings its own dim objects: no second dimming."""
+    from devolearn_web.training.augment import segmentation_augmentation
+
+    image, labels = blobs(96)
+
+    def spreads(object_dimming: bool) -> list[float]:
+        ratios = []
+        for seed in range(40):
+            out = segmentation_augmentation(seed, 1.15, 1.0, object_dimming)(
+                image=image, mask=labels
+            )
+            means = [
+                float(out["image"][out["mask"] == label].mean())
+                for label in (300, 301, 302)
+                if (out["mask"] == label).sum() > 20
+            ]
+            if len(means) >= 2:
+                ratios.append(max(means) / max(min(means), 1e-3))
+        return ratios
+
+    assert max(spreads(True)) > 2.5
+    assert max(spreads(False)) < 1.6
+
+
 def test_axis_blur_smears_one_axis_only():
     from devolearn_web.training.augment import AxisBlur
 

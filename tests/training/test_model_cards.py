@@ -126,9 +126,11 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     workspace = workspace_factory("nucleus")
     common = cli_folders(workspace)
     train = [*TINY_TRAINING, "--gap-weight", "10", "--small-object-weight", "5"]
-    train += ["--zoom-range", "1.15", "--freeze-batch-norm"]
+    train += ["--zoom-range", "1.15", "--freeze-batch-norm", "--no-object-dimming"]
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
+    plan = json.loads(workspace.simulation_record.read_text())
+    workspace.simulation_record.write_text(json.dumps({**plan, "uneven_nuclei": 0.5}))
     samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
     assert main(["evaluate", *common, "--samples-dir", str(samples)]) == 0
     assert main(["card", *common]) == 0
@@ -142,6 +144,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert metrics["targets"]["seg"]["target"] == ">= 0.85"
     data = card["training_data"]
     assert data["simulated"] is True and "SIMULATED" in data["description"]
+    assert "In 50% of the train images each nucleus keeps its own brightness" in data["description"]
     assert data["train_seeds"] == [0, 1] and data["test_seeds"] == [2000]
     assert data["images"]["test"] == metrics["test"]["images"]
     assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2
@@ -150,6 +153,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert card["hyperparameters"]["small_object_weight"] == 5.0
     assert card["hyperparameters"]["zoom_range"] == 1.15
     assert card["hyperparameters"]["freeze_batch_norm"] is True
+    assert card["hyperparameters"]["object_dimming"] is False
     assert "aspect_range" not in card["hyperparameters"]  # the default: nothing to say
     assert "initial_weights" not in card["hyperparameters"]  # random weights: no file
     assert card["export"]["parity_max_abs_difference"] <= 1e-3

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from scipy import ndimage as ndi
 
 from devolearn_web.training.simulator import (
     LINEAGE_KEYS,
@@ -27,8 +29,11 @@ from devolearn_web.training.simulator.render_membrane import (
 )
 from devolearn_web.training.simulator.render_nucleus import (
     NucleusLook,
+    cell_dimming,
     random_projection_view,
+    random_stack_view,
     render_nucleus_projection,
+    render_nucleus_stack,
 )
 from devolearn_web.training.specs import LINEAGE_MAXIMA
 
@@ -252,6 +257,63 @@ def test_projection_only_seeds_go_to_the_training_split_only():
         projection_only_seeds(
             SimulationPlan("nucleus", plan_seeds(600, 1, 1), 2, projection_seeds=3), "train"
         )
+
+
+def test_an_uneven_look_dims_each_nucleus_and_its_glow_and_keeps_the_labels(embryo):
+    minutes = float(embryo.times[embryo.time_index(embryo.time_when_a_reaches(16))])
+    view = random_stack_view(np.random.default_rng(2), embryo, (12, 96, 132))
+    look = NucleusLook.draw(np.random.default_rng(1))
+    even, labels = render_nucleus_stack(embryo, minutes, view, look, np.random.default_rng(5))
+    uneven, uneven_labels = render_nucleus_stack(
+        embryo, minutes, view, replace(look, dimmest=0.1), np.random.default_rng(5)
+    )
+    assert np.array_equal(labels, uneven_labels)
+    # Each cell keeps one factor: the ratio of its pixels' sums (noise aside) is that factor.
+    ids = np.unique(labels[labels > 0])
+    factors = cell_dimming(embryo, ids.astype(int) - 1, 0.1)
+    ratios = np.array(
+        [uneven[labels == i].sum() / max(even[labels == i].sum(), 1) for i in ids], float
+    )
+    assert len(ids) >= 10 and factors.min() < 0.3 and factors.max() <= 1.0
+    assert np.corrcoef(np.log(factors), np.log(np.clip(ratios, 1e-3, None)))[0, 1] > 0.8
+    # The glow just outside a dim nucleus is dimmed with it: no bright ring is left behind.
+    dimmest = ids[np.argmin(factors)]
+    ring = ndi.binary_dilation(labels == dimmest, iterations=2) & (labels == 0)
+    assert uneven[ring].mean() < 0.7 * even[ring].mean()
+    assert np.array_equal(cell_dimming(embryo, ids, 1.0), np.ones(len(ids)))
+
+
+def test_uneven_nuclei_change_only_their_share_of_the_images(tmp_path):
+    kwargs = {"seeds": [5], "timepoints": 4, "shape": (3, 40, 56)}
+    even = write_nucleus_dataset(tmp_path / "even", **kwargs)
+    uneven = write_nucleus_dataset(tmp_path / "uneven", uneven_share=0.5, **kwargs)
+    images = sorted(p.relative_to(even) for p in even.rglob("*") if p.suffix in (".tif", ".png"))
+    changed = [p for p in images if (even / p).read_bytes() != (uneven / p).read_bytes()]
+    assert all("t0" in p.name or p.suffix == ".png" for p in changed)  # images, never labels
+    assert 0 < len(changed) < 8  # 4 stacks and 4 projections
+
+
+def test_uneven_nuclei_go_to_the_training_split_only(tmp_path, monkeypatch):
+    from devolearn_web.training import simulate as simulating
+    from devolearn_web.training.layout import Workspace
+    from devolearn_web.training.simulate import SimulationPlan, plan_seeds
+
+    shares = {}
+    monkeypatch.setattr(
+        simulating,
+        "_writer",
+        lambda model: (
+            lambda out_dir, seeds, **kwargs: shares.update({out_dir.name: kwargs["uneven_share"]})
+        ),
+    )
+    plan = SimulationPlan("nucleus", plan_seeds(2, 1, 1), 2, uneven_nuclei=0.5)
+    workspace = Workspace(model="nucleus", data_root=tmp_path / "data")
+    simulating.simulate(workspace, plan)
+    assert shares == {"train": 0.5, "validation": 0.0, "test": 0.0}
+    assert plan.to_record()["uneven_nuclei"] == 0.5
+    assert "uneven_nuclei" not in SimulationPlan("nucleus", plan.seeds, 2).to_record()
+    with pytest.raises(ValueError, match="share"):
+        SimulationPlan("nucleus", plan.seeds, 2, uneven_nuclei=1.5)
 
 
 def test_writers_are_deterministic_for_a_seed(tmp_path):

@@ -90,14 +90,20 @@ def test_lineage_trains_on_mse_and_reports_mae(workspace_factory):
     assert {f"val_mae_{name}" for name in "AEMPCDZ"} <= set(row)
 
 
-def test_the_resolution_augmentation_is_recorded_and_kept_on_resume(workspace_factory):
+@pytest.mark.parametrize(
+    ("model", "setting", "value"),
+    [("lineage", "resolution_augmentation", True), ("nucleus", "object_dimming", False)],
+)
+def test_augmentation_choices_are_recorded_and_kept_on_resume(
+    workspace_factory, model, setting, value
+):
     from devolearn_web.training.checkpoints import load_checkpoint
     from devolearn_web.training.train import train
 
-    workspace = workspace_factory("lineage")
-    train(workspace, tiny_settings(resolution_augmentation=True))
-    assert load_checkpoint(workspace.checkpoint)["hyperparameters"]["resolution_augmentation"]
-    with pytest.raises(ValueError, match="resolution_augmentation True -> False"):
+    workspace = workspace_factory(model)
+    train(workspace, tiny_settings(**{setting: value}))
+    assert load_checkpoint(workspace.checkpoint)["hyperparameters"][setting] is value
+    with pytest.raises(ValueError, match=f"{setting} {value} -> {not value}"):
         train(workspace, tiny_settings(max_steps=4))
 
 

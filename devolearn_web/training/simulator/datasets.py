@@ -24,6 +24,7 @@ from devolearn_web.training.simulator.render_membrane import (
     slice_geometry,
 )
 from devolearn_web.training.simulator.render_nucleus import (
+    DIMMEST_NUCLEUS,
     NucleusLook,
     random_projection_view,
     random_stack_view,
@@ -38,6 +39,7 @@ MEMBRANE_FIRST_CELLS = 4
 MEMBRANE_LAST_CELLS = 350
 # Independent random streams per purpose, so adding one output never changes another.
 _STREAM_NUCLEUS, _STREAM_PROJECTION, _STREAM_MEMBRANE, _STREAM_LINEAGE = 1, 2, 3, 4
+_STREAM_UNEVEN = 5
 
 
 def spread_times(embryo: Embryo, start: float, end: float, count: int) -> list[float]:
@@ -56,20 +58,32 @@ def write_nucleus_dataset(
     projections: bool = True,
     projection_only_seeds: Sequence[int] = (),
     processes: int = 1,
+    uneven_share: float = 0.0,
 ) -> Path:
     """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir.
 
     `projection_only_seeds` add embryos seen only as whole-embryo projections, with wider blur:
     a stack gives one projection per time point against dozens of slices, too few to learn to
     separate the crowded, blurred nuclei of a real projection such as embryo_sample.png.
-    `processes` > 1 renders embryos in parallel; the files are the same."""
+    `uneven_share` of the stacks and projections show each nucleus at its own brightness, down
+    to a tenth (`render_nucleus.cell_dimming`); the others are the images an even share of 0
+    writes. `processes` > 1 renders embryos in parallel; the files are the same."""
     out_dir = Path(out_dir)
     stacks = [
-        partial(_nucleus_embryo, out_dir, f"{number:02d}", seed, timepoints, shape, projections)
+        partial(
+            _nucleus_embryo,
+            out_dir,
+            f"{number:02d}",
+            seed,
+            timepoints,
+            shape,
+            projections,
+            uneven_share,
+        )
         for number, seed in enumerate(seeds, start=1)
     ]
     extras = [
-        partial(_projection_only_embryo, out_dir, seed, timepoints, shape)
+        partial(_projection_only_embryo, out_dir, seed, timepoints, shape, uneven_share)
         for seed in projection_only_seeds
     ]
     rows_written = rows_in_order(stacks + extras, processes)
@@ -84,6 +98,7 @@ def _nucleus_embryo(
     timepoints: int,
     shape: tuple[int, int, int],
     projections: bool,
+    uneven_share: float = 0.0,
 ) -> list[dict]:
     """One embryo's stacks (and projections) written; returns its sequences.csv rows."""
     embryo = simulate_embryo(seed)
@@ -92,25 +107,43 @@ def _nucleus_embryo(
     end = embryo.last_grid_time_with_a_at_most(A_TARGET)
     rows = []
     for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
-        image, labels = render_nucleus_stack(embryo, minutes, view, NucleusLook.draw(rng), rng)
+        look = _maybe_uneven(NucleusLook.draw(rng), uneven_share, (seed, _STREAM_NUCLEUS, index))
+        image, labels = render_nucleus_stack(embryo, minutes, view, look, rng)
         _write_ctc_time_point(out_dir, sequence, index, image, labels)
         rows.append(_sequence_row(embryo, sequence, index, minutes))
         if projections:
-            _write_projection(out_dir / "projections", embryo, index, minutes, shape[1:])
+            projection_dir = out_dir / "projections"
+            _write_projection(
+                projection_dir, embryo, index, minutes, shape[1:], uneven_share=uneven_share
+            )
     return rows
 
 
 def _projection_only_embryo(
-    out_dir: Path, seed: int, timepoints: int, shape: tuple[int, int, int]
+    out_dir: Path, seed: int, timepoints: int, shape: tuple[int, int, int], uneven_share: float
 ) -> list[dict]:
     """One embryo written only as projections, with up to twice the blur; no rows."""
     embryo = simulate_embryo(seed)
     end = embryo.last_grid_time_with_a_at_most(A_TARGET)
     for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
         _write_projection(
-            out_dir / "projections", embryo, index, minutes, shape[1:], blur_scale=(1.0, 2.0)
+            out_dir / "projections",
+            embryo,
+            index,
+            minutes,
+            shape[1:],
+            blur_scale=(1.0, 2.0),
+            uneven_share=uneven_share,
         )
     return []
+
+
+def _maybe_uneven(look: NucleusLook, share: float, key: tuple[int, ...]) -> NucleusLook:
+    """The look with unevenly bright nuclei for `share` of the images, decided by its own
+    stream so that every other image stays as an even share of 0 renders it."""
+    if share <= 0.0 or np.random.default_rng((*key, _STREAM_UNEVEN)).random() >= share:
+        return look
+    return replace(look, dimmest=DIMMEST_NUCLEUS)
 
 
 def write_membrane_dataset(
@@ -193,12 +226,14 @@ def _write_projection(
     minutes: float,
     shape: tuple[int, int],
     blur_scale: tuple[float, float] = (1.0, 1.0),
+    uneven_share: float = 0.0,
 ) -> None:
     rng = np.random.default_rng((embryo.seed, _STREAM_PROJECTION, index))
     view = random_projection_view(rng, embryo, tuple(shape))
     look = NucleusLook.draw(rng)
     if blur_scale != (1.0, 1.0):
         look = replace(look, blur_px=look.blur_px * float(rng.uniform(*blur_scale)))
+    look = _maybe_uneven(look, uneven_share, (embryo.seed, _STREAM_PROJECTION, index))
     image, labels = render_nucleus_projection(embryo, minutes, view, look, rng)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "labels").mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,10 @@ from devolearn_web.training.simulator.view import View, random_view
 STACK_FILL_RANGE = (0.62, 0.78)
 PROJECTION_FILL_RANGE = (0.62, 0.82)
 MIN_PROJECTED_LABEL_PIXELS = 4
+# Real recordings hold nuclei up to ten times dimmer than their neighbours (uneven expression,
+# scattering); an uneven look scales each cell by its own log-uniform factor down to this.
+DIMMEST_NUCLEUS = 0.1
+_STREAM_CELL_DIMMING = 7
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class NucleusLook:
     blur_px: float  # in-focus blur sigma
     depth_blur_px: float  # extra blur sigma at the far side of the embryo
     gamma: float  # non-linear detector response / display contrast
+    dimmest: float = 1.0  # the dimmest cell's share of its brightness; 1: all cells alike
 
     @staticmethod
     def draw(rng: np.random.Generator) -> NucleusLook:
@@ -53,6 +58,19 @@ class NucleusLook:
             depth_blur_px=float(rng.uniform(0.5, 2.5)),
             gamma=float(rng.uniform(0.75, 1.25)),
         )
+
+
+def cell_dimming(embryo: Embryo, ids: np.ndarray, dimmest: float) -> np.ndarray:
+    """Each cell's own brightness factor, log-uniform in [dimmest, 1] (all 1 when dimmest is 1).
+
+    The factor belongs to the cell, so it is the same in every slice and time point, and a
+    dim nucleus's glow in the slices above and below is as dim as the nucleus."""
+    if dimmest >= 1.0:
+        return np.ones(len(ids))
+    shares = np.random.default_rng((embryo.seed, _STREAM_CELL_DIMMING)).uniform(
+        size=len(embryo.brightness)
+    )
+    return dimmest ** shares[ids]
 
 
 def _image_geometry(nuclei: Nuclei, view: View) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +90,7 @@ def render_nucleus_stack(
     centres_px, axes = _image_geometry(nuclei, view)
     spacing = np.array([view.z_step_um, view.um_per_px, view.um_per_px])
     depth_um = view.to_image_um(nuclei.centres)[:, 2] + embryo.shell_semi_axes[2]
+    dimming = cell_dimming(embryo, nuclei.ids, look.dimmest)
     for k in range(len(nuclei.ids)):
         extent = nuclei.long_semi_axis[k] * 1.15 / spacing
         low = np.maximum(np.floor(centres_px[k] - extent).astype(int), 0)
@@ -92,7 +111,7 @@ def render_nucleus_stack(
             + np.clip(perp2, 0.0, None) / nuclei.short_semi_axis[k] ** 2
         ).astype(np.float32)
         texture = 1.0 + look.texture * smooth_noise(rng, rho.shape, 1.2)
-        level = nuclei.brightness[k] * np.exp(-depth_um[k] / look.attenuation_um)
+        level = nuclei.brightness[k] * dimming[k] * np.exp(-depth_um[k] / look.attenuation_um)
         intensity = level * np.clip((1.08 - rho) / 0.16, 0.0, 1.0) * texture
         box = tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))
         signal[box] = np.maximum(signal[box], intensity)
@@ -134,6 +153,7 @@ def render_nucleus_projection(
     centres_px, axes = _image_geometry(nuclei, view)
     depth_um = view.to_image_um(nuclei.centres)[:, 2] + embryo.shell_semi_axes[2]
     thickness = 2.0 * embryo.shell_semi_axes[2]
+    dimming = cell_dimming(embryo, nuclei.ids, look.dimmest)
     # Paint back to front, so that a nearer nucleus covers a farther one in image and labels.
     for k in np.argsort(-depth_um):
         long_px = nuclei.long_semi_axis[k] / view.um_per_px
@@ -159,7 +179,7 @@ def render_nucleus_projection(
         edge = 0.12 + 0.35 * depth_fraction
         alpha = np.clip((1.0 + edge / 2 - rho) / edge, 0.0, 1.0)
         texture = 1.0 + look.texture * smooth_noise(rng, rho.shape, 2.5)
-        level = nuclei.brightness[k] * np.exp(-depth_um[k] / look.attenuation_um)
+        level = nuclei.brightness[k] * dimming[k] * np.exp(-depth_um[k] / look.attenuation_um)
         box = (slice(r_lo, r_hi), slice(c_lo, c_hi))
         signal[box] = alpha * level * texture + (1.0 - alpha) * signal[box]
         labels[box][rho < 1.0] = nuclei.ids[k] + 1
