@@ -1,6 +1,7 @@
 """What real microscopes do that the simulator does not, through the app: the nucleus count
 error on simulated test slices as rendered, with each nucleus dimmed by its own factor down to
-a tenth, and blurred along one axis; for one or more model folders side by side.
+a tenth (after rendering, and in the simulator, where a dim nucleus's glow is dim too), and
+blurred along one axis; for one or more model folders side by side.
 
     PYTHONPATH=. python -m bench.microscope --models-dir models --models-dir /tmp/other --count 16
 """
@@ -18,6 +19,7 @@ from PIL import Image
 MODEL = "nucleus"
 STREAM = 29  # its own draw of test views, apart from the scale sweep's and the tests'
 AXIS_BLUR_SIGMA = 2.5
+UNEVEN = "rendered with uneven nuclei, down to a tenth"
 
 
 def variants() -> dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]]:
@@ -50,16 +52,25 @@ def count_errors(models_dir: Path, count: int) -> dict[str, float]:
     from devolearn_web.training.simulator.held_out import held_out_samples
 
     registry = ModelRegistry(models_dir)
-    errors: dict[str, list[int]] = {name: [] for name in variants()}
+
+    def count(image: np.ndarray) -> int:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        result, _ = analyse_image(registry, MODEL, buffer.getvalue(), "slice.png")
+        return result.to_json()["count"]
+
+    errors: dict[str, list[int]] = {name: [] for name in (*variants(), UNEVEN)}
     nuclei = 0
-    for index, (image, truth, labels) in enumerate(held_out_samples(MODEL, count, STREAM)):
+    samples = zip(
+        held_out_samples(MODEL, count, STREAM),
+        held_out_samples(MODEL, count, STREAM, uneven=True),
+        strict=True,
+    )
+    for index, ((image, truth, labels), (uneven, _, _)) in enumerate(samples):
         nuclei += truth
         for name, change in variants().items():
-            buffer = io.BytesIO()
-            Image.fromarray(change(image, labels, index)).save(buffer, format="PNG")
-            result, _ = analyse_image(registry, MODEL, buffer.getvalue(), "slice.png")
-            found = result.to_json()["count"]
-            errors[name].append(abs(found - truth))
+            errors[name].append(abs(count(change(image, labels, index)) - truth))
+        errors[UNEVEN].append(abs(count(uneven) - truth))
     return {name: 100.0 * sum(values) / max(1, nuclei) for name, values in errors.items()}
 
 
@@ -72,7 +83,7 @@ def main() -> None:
     print(f"nucleus count error, {args.count} simulated test slices, through the app")
     print("| picture | " + " | ".join(str(folder) for folder in results) + " |")
     print("| --- |" + " --- |" * len(results))
-    for name in variants():
+    for name in (*variants(), UNEVEN):
         cells = " | ".join(f"{results[folder][name]:.1f}%" for folder in results)
         print(f"| {name} | {cells} |")
 

@@ -66,8 +66,8 @@ def write_nucleus_dataset(
     a stack gives one projection per time point against dozens of slices, too few to learn to
     separate the crowded, blurred nuclei of a real projection such as embryo_sample.png.
     `uneven_share` of the stacks and projections show each nucleus at its own brightness, down
-    to a tenth (`render_nucleus.cell_dimming`); the others are the images an even share of 0
-    writes. `processes` > 1 renders embryos in parallel; the files are the same."""
+    to a tenth (`render_nucleus.cell_dimming`), with the labels an even share of 0 writes.
+    `processes` > 1 renders embryos in parallel; the files are the same."""
     out_dir = Path(out_dir)
     stacks = [
         partial(
@@ -140,7 +140,7 @@ def _projection_only_embryo(
 
 def _maybe_uneven(look: NucleusLook, share: float, key: tuple[int, ...]) -> NucleusLook:
     """The look with unevenly bright nuclei for `share` of the images, decided by its own
-    stream so that every other image stays as an even share of 0 renders it."""
+    stream, apart from the render's."""
     if share <= 0.0 or np.random.default_rng((*key, _STREAM_UNEVEN)).random() >= share:
         return look
     return replace(look, dimmest=DIMMEST_NUCLEUS)

@@ -3,7 +3,9 @@ checks of the shipped models (framing invariance, the bench's scale sweep)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from devolearn_web.training.simulator.render_membrane import (
     slice_geometry,
 )
 from devolearn_web.training.simulator.render_nucleus import (
+    DIMMEST_NUCLEUS,
     NucleusLook,
     random_projection_view,
     random_stack_view,
@@ -46,9 +49,12 @@ def held_out_images(model: str, count: int, stream: int) -> Iterator[tuple[np.nd
 
 
 def held_out_samples(
-    model: str, count: int, stream: int
+    model: str, count: int, stream: int, uneven: bool = False
 ) -> Iterator[tuple[np.ndarray, object, np.ndarray | None]]:
-    """held_out_images' pairs with the image's label map (None for lineage)."""
+    """held_out_images' pairs with the image's label map (None for lineage).
+
+    `uneven` renders the same nucleus slices with each nucleus at its own brightness, down to
+    a tenth (`render_nucleus.cell_dimming`)."""
     per_seed = max(1, count // 2)
     for seed in TEST_SEEDS:
         embryo = simulate_embryo(seed)
@@ -67,8 +73,14 @@ def held_out_samples(
             elif model == "nucleus":
                 view = random_stack_view(rng, embryo, (35, 512, 708))
                 look = NucleusLook.draw(rng)
+                noise = copy.deepcopy(rng)
+                # Rendered even first: the draws after it (the slice, the next views) depend on
+                # how much noise the even render took, so both sets hold the same slices.
                 stack, labels = render_nucleus_stack(embryo, minutes, view, look, rng)
                 z = int(rng.integers(12, 23))
+                if uneven:
+                    dim = replace(look, dimmest=DIMMEST_NUCLEUS)
+                    stack, _ = render_nucleus_stack(embryo, minutes, view, dim, noise)
                 yield to_8_bit(stack[z]), evaluated_count(labels[z]), labels[z]
             else:
                 view = random_membrane_view(rng, embryo, (40, 256, 356))
