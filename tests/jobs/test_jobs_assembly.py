@@ -142,6 +142,15 @@ def test_a_time_series_of_single_planes_is_tracked_as_a_job(local_app):
     assert [row["t"] for row in result["founder_counts"]] == [0, 1, 2, 3]
     lines = client.get(f"/api/v1/jobs/{job}/download/tracks-csv").data.decode().splitlines()
     assert lines[0] == "time,track,parent,name,x,y,z,volume" and len(lines) == 1 + 10
+    assert client.get(f"/api/v1/jobs/{job}/download/founder-counts-csv").status_code == 200
+    # The founder counts come from the stored answer: gone between status and download, a 404.
+    from devolearn_web.jobs.work import RESULT
+    from devolearn_web.views.jobs import get_engine
+
+    with local_app.app_context():
+        get_engine().store.delete_blob(job, RESULT)
+    answer = client.get(f"/api/v1/jobs/{job}/download/founder-counts-csv")
+    assert answer.status_code == 404 and "expired" in answer.get_json()["error"]
 
 
 @pytest.mark.parametrize(
