@@ -53,7 +53,7 @@ def count_errors(models_dir: Path, count: int) -> dict[str, float]:
 
     registry = ModelRegistry(models_dir)
 
-    def count(image: np.ndarray) -> int:
+    def found(image: np.ndarray) -> int:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG")
         result, _ = analyse_image(registry, MODEL, buffer.getvalue(), "slice.png")
@@ -69,8 +69,8 @@ def count_errors(models_dir: Path, count: int) -> dict[str, float]:
     for index, ((image, truth, labels), (uneven, _, _)) in enumerate(samples):
         nuclei += truth
         for name, change in variants().items():
-            errors[name].append(abs(count(change(image, labels, index)) - truth))
-        errors[UNEVEN].append(abs(count(uneven) - truth))
+            errors[name].append(abs(found(change(image, labels, index)) - truth))
+        errors[UNEVEN].append(abs(found(uneven) - truth))
     return {name: 100.0 * sum(values) / max(1, nuclei) for name, values in errors.items()}
 
 

@@ -144,3 +144,19 @@ def test_bench_jobs_section_runs_one_and_two_rq_workers(tiny_models_dir: Path, c
     assert "16 frames 708x512, 1 RQ worker" in table
     assert "16 frames 708x512, 2 RQ workers" in table
     assert table.count("frames/s") == 2 and "| 1 worker" in table
+
+
+def test_bench_microscope_prints_every_picture_for_each_model_folder(
+    tiny_models_dir: Path, models_copy: Path, capsys, monkeypatch
+) -> None:
+    from bench import microscope
+
+    folders = [str(tiny_models_dir), str(models_copy)]
+    monkeypatch.setattr(
+        "sys.argv", ["microscope", "--count", "2", *(f"--models-dir={f}" for f in folders)]
+    )
+    microscope.main()
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "%" in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == [*microscope.variants(), microscope.UNEVEN]
+    assert all(row.count("%") == 2 for row in rows)
