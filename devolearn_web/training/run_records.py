@@ -63,8 +63,8 @@ def training_data_record(workspace: Workspace) -> dict:
         )
         uneven = plan.get("uneven_nuclei", 0.0)
         uneven_note = (
-            f" In {uneven:.0%} of the train images each nucleus keeps its own brightness, down "
-            "to a tenth of its neighbours'; validation and test images are evenly bright."
+            f" In {uneven:.0%} of the train images each nucleus keeps its own brightness, its "
+            "cell's factor between a tenth and 1; validation and test images are evenly bright."
             if uneven
             else ""
         )
