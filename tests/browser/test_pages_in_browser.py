@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +20,6 @@ COUNT_AT_DEFAULT, COUNT_AT_LOW_THRESHOLD = 4, 6
 LOW_THRESHOLD = 0.2
 # The issue asks for under 50 ms; a shared 2-core machine gets slack, the real figure is printed.
 REPAINT_BOUND_MS = 150
-# The page's shortest debounce: a slider resting this long may ask the server, as it should.
-SHORTEST_REFRESH_DELAY_MS = min(
-    float(ms)
-    for ms in re.findall(
-        r"REFRESH_DELAY_MS = (\d+);",
-        (Path(__file__).parents[2] / "static" / "js" / "page.js").read_text(),
-    )
-)
 LINEAGE_ORDER = ["A", "E", "M", "P", "C", "D", "Z"]
 
 # Remembers whether the progress indicator was ever visible (it may be brief).
@@ -112,10 +102,7 @@ def test_segmentation_page_drop_slide_and_example(
     mask_after = page.evaluate(MASK_SOURCE_JS)
     assert mask_before[0] == mask_before[1] and mask_after[0] == mask_after[1]
     assert mask_after[0] != mask_before[0]
-    # Only a step the slider rested on past the debounce (a loaded machine) may have asked.
-    rests = sum(timing["nextFrame"] >= SHORTEST_REFRESH_DELAY_MS for timing in timings[:-1])
-    during_slide = len(watch.api_requests()) - requests_before
-    assert during_slide <= rests, (during_slide, timings)
+    assert watch.api_requests()[requests_before:] == []
     handled = [timing["handled"] for timing in timings]
     next_frame = [timing["nextFrame"] for timing in timings]
     print(
@@ -127,14 +114,9 @@ def test_segmentation_page_drop_slide_and_example(
 
     # Counts, table and outlines follow with one debounced request carrying the threshold.
     _wait_for_answer(page, answers_before)
-    if during_slide:  # a mid-slide answer may come first: wait for the final threshold's
-        page.wait_for_function(
-            "(n) => document.getElementById('count-value').textContent === n",
-            arg=str(COUNT_AT_LOW_THRESHOLD),
-        )
     assert page.text_content("#count-value") == str(COUNT_AT_LOW_THRESHOLD)
     refreshes = watch.api_requests()[requests_before:]
-    assert refreshes == [("POST", f"{server_url}/api/v1/predict/{name}")] * (1 + during_slide)
+    assert refreshes == [("POST", f"{server_url}/api/v1/predict/{name}")]
 
     # Plotly's zoom controls and our full-screen button are there, and work.
     assert page.locator(".modebar-btn[data-title='Zoom in']").count() >= 2
