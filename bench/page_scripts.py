@@ -27,7 +27,7 @@ SLIDE_JS = """async (thresholds) => {
         slider.dispatchEvent(new Event("input", { bubbles: true }));
         const handled = performance.now() - started;
         await new Promise((resolve) => requestAnimationFrame(() => resolve()));
-        timings.push({ handled, nextFrame: performance.now() - started,
+        timings.push({ inputAt: started, handled, nextFrame: performance.now() - started,
                        reported: Number(slider.dataset.lastRepaintMs) });
     }
     return timings;
