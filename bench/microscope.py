@@ -49,9 +49,10 @@ def count_errors(models_dir: Path, count: int) -> dict[str, float]:
     analysis.analyse_image (summed: a mean of ratios is ruled by slices of 0 or 1 nucleus)."""
     from devolearn_web.analysis import analyse_image
     from devolearn_web.registry import ModelRegistry
-    from devolearn_web.training.simulator.held_out import held_out_samples
+    from devolearn_web.training.simulator.held_out import held_out_samples, learned_visible_caps
 
     registry = ModelRegistry(models_dir)
+    caps = learned_visible_caps(registry.card(MODEL))
 
     def found(image: np.ndarray) -> int:
         buffer = io.BytesIO()
@@ -62,8 +63,8 @@ def count_errors(models_dir: Path, count: int) -> dict[str, float]:
     errors: dict[str, list[int]] = {name: [] for name in (*variants(), UNEVEN)}
     nuclei = 0
     samples = zip(
-        held_out_samples(MODEL, count, STREAM),
-        held_out_samples(MODEL, count, STREAM, uneven=True),
+        held_out_samples(MODEL, count, STREAM, visible_caps=caps),
+        held_out_samples(MODEL, count, STREAM, uneven=True, visible_caps=caps),
         strict=True,
     )
     for index, ((image, truth, labels), (uneven, _, _)) in enumerate(samples):

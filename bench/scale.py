@@ -159,7 +159,7 @@ def _scale_sweep(context: BenchContext) -> list[Row]:
     count = 4 if context.quick else 10
     rows = []
     for name in ("nucleus", "membrane", "lineage"):
-        samples = list(_simulated(name, count))
+        samples = list(_simulated(registry, name, count))
         for factor in SWEEP_FACTORS:
             error = _mean_error(registry, name, samples, factor)
             limit = MAX_LINEAGE_ERROR_PERCENT if name == "lineage" else MAX_COUNT_ERROR_PERCENT
@@ -181,11 +181,13 @@ def _scale_sweep(context: BenchContext) -> list[Row]:
     return rows
 
 
-def _simulated(name: str, count: int):
-    """(uint8 image, truth) pairs from the test seeds: counts, or lineage populations."""
-    from devolearn_web.training.simulator.held_out import held_out_images
+def _simulated(registry, name: str, count: int):
+    """(uint8 image, truth) pairs from the test seeds: counts, or lineage populations, counted
+    as the model's own training labels count them."""
+    from devolearn_web.training.simulator.held_out import held_out_images, learned_visible_caps
 
-    return held_out_images(name, count, stream=23)
+    caps = learned_visible_caps(registry.card(name))
+    return held_out_images(name, count, stream=23, visible_caps=caps)
 
 
 def _resized(image: np.ndarray, factor: float) -> np.ndarray:

@@ -63,6 +63,12 @@ def _simulate_args(parser: argparse.ArgumentParser) -> None:
         help="nucleus: share of the training images whose nuclei each keep their own "
         "brightness, down to a tenth (validation and test stay even)",
     )
+    group.add_argument(
+        "--label-visible-caps",
+        action="store_true",
+        help="nucleus: also label each nucleus in the next slice, where its out-of-focus light "
+        "shows (every split)",
+    )
 
 
 def _tune_args(parser: argparse.ArgumentParser) -> None:
@@ -305,6 +311,7 @@ def simulation_plan(args: argparse.Namespace):
         projections=not args.no_projections,
         projection_seeds=args.projection_seeds,
         uneven_nuclei=args.uneven_nuclei,
+        visible_caps=args.label_visible_caps,
     )
 
 

@@ -30,6 +30,9 @@ class SimulationPlan:
     # Nucleus only: share of the training images whose nuclei vary up to tenfold in brightness;
     # validation and test stay even, so a model is chosen and judged on the usual images.
     uneven_nuclei: float = 0.0
+    # Nucleus only: label a nucleus's cap in the slice next to it where the slice shows it
+    # (`render_nucleus.label_visible_caps`), in every split; off, the ellipsoid's cross-sections.
+    visible_caps: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.uneven_nuclei <= 1.0:
@@ -37,7 +40,7 @@ class SimulationPlan:
 
     def to_record(self) -> dict:
         record = asdict(self)
-        for option in ("projection_seeds", "uneven_nuclei"):
+        for option in ("projection_seeds", "uneven_nuclei", "visible_caps"):
             if not record[option]:
                 del record[option]  # records written before the option still match
         return record
@@ -97,6 +100,7 @@ def _write_split(plan: SimulationPlan, split: str, out_dir: Path, processes: int
             projections=plan.projections,
             projection_only_seeds=projection_only_seeds(plan, split),
             uneven_share=plan.uneven_nuclei if split == "train" else 0.0,
+            visible_caps=plan.visible_caps,
             **kwargs,
         )
     else:

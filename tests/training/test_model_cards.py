@@ -122,6 +122,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     from devolearn_web.file_digest import file_sha256
     from devolearn_web.training.cards import validate_card
     from devolearn_web.training.cli import main
+    from devolearn_web.training.simulator.held_out import learned_visible_caps
 
     workspace = workspace_factory("nucleus")
     common = cli_folders(workspace)
@@ -130,7 +131,8 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
     plan = json.loads(workspace.simulation_record.read_text())
-    workspace.simulation_record.write_text(json.dumps({**plan, "uneven_nuclei": 0.5}))
+    plan = {**plan, "uneven_nuclei": 0.5, "visible_caps": True}
+    workspace.simulation_record.write_text(json.dumps(plan))
     samples = tmp_path / "no_samples"  # real samples are tested elsewhere; keep this one fast
     assert main(["evaluate", *common, "--samples-dir", str(samples)]) == 0
     assert main(["card", *common]) == 0
@@ -145,6 +147,8 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     data = card["training_data"]
     assert data["simulated"] is True and "SIMULATED" in data["description"]
     assert "In 50% of the train images each nucleus keeps its own brightness" in data["description"]
+    assert "out-of-focus light" in data["description"]
+    assert learned_visible_caps(card) and not learned_visible_caps({"training_data": {}})
     assert data["train_seeds"] == [0, 1] and data["test_seeds"] == [2000]
     assert data["images"]["test"] == metrics["test"]["images"]
     assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2

@@ -30,6 +30,7 @@ from devolearn_web.training.simulator.render_membrane import (
 from devolearn_web.training.simulator.render_nucleus import (
     NucleusLook,
     cell_dimming,
+    label_visible_caps,
     random_projection_view,
     random_stack_view,
     render_nucleus_projection,
@@ -283,6 +284,44 @@ def test_an_uneven_look_dims_each_nucleus_and_its_glow_and_keeps_the_labels(embr
     assert np.array_equal(cell_dimming(embryo, ids, 1.0), np.ones(len(ids)))
 
 
+def test_visible_caps_add_only_lit_pieces_of_a_neighbouring_slices_nucleus(embryo):
+    minutes = float(embryo.times[embryo.time_index(embryo.time_when_a_reaches(16))])
+    view = random_stack_view(np.random.default_rng(2), embryo, (12, 96, 132))
+    look = NucleusLook.draw(np.random.default_rng(1))
+    stack, labels = render_nucleus_stack(embryo, minutes, view, look, np.random.default_rng(5))
+    before = stack.copy()
+    capped = label_visible_caps(stack, labels)
+    assert np.array_equal(stack, before)
+    assert np.array_equal(capped[labels > 0], labels[labels > 0])
+    added = (capped > 0) & (labels == 0)
+    caps = 0
+    for z in range(len(stack)):
+        here = set(np.unique(labels[z]).tolist())
+        for label in set(np.unique(capped[z][added[z]]).tolist()):
+            piece = added[z] & (capped[z] == label)
+            neighbours = [labels[n][piece] for n in (z - 1, z + 1) if 0 <= n < len(stack)]
+            assert label not in here
+            assert any(np.all(near == label) for near in neighbours)
+            assert stack[z][piece].mean() > 1.5 * np.median(stack[z])  # lit, not background
+            caps += 1
+    assert caps >= 3
+    assert np.array_equal(label_visible_caps(np.zeros_like(stack), labels), labels)
+
+
+def test_visible_caps_change_only_the_labels_and_are_recorded(tmp_path):
+    kwargs = {"seeds": [5], "timepoints": 2, "shape": (4, 48, 64), "projections": False}
+    plain = write_nucleus_dataset(tmp_path / "plain", **kwargs)
+    capped = write_nucleus_dataset(tmp_path / "caps", visible_caps=True, **kwargs)
+    files = sorted(p.relative_to(plain) for p in plain.rglob("*.tif"))
+    changed = {p for p in files if (plain / p).read_bytes() != (capped / p).read_bytes()}
+    assert changed and all("GT" in str(p) for p in changed)
+    from devolearn_web.training.simulate import SimulationPlan, plan_seeds
+
+    plan = SimulationPlan("nucleus", plan_seeds(1, 1, 1), 2, visible_caps=True)
+    assert plan.to_record()["visible_caps"] is True
+    assert "visible_caps" not in SimulationPlan("nucleus", plan.seeds, 2).to_record()
+
+
 def test_uneven_nuclei_change_only_their_share_of_the_images(tmp_path):
     kwargs = {"seeds": [5], "timepoints": 4, "shape": (3, 40, 56)}
     even = write_nucleus_dataset(tmp_path / "even", **kwargs)
@@ -367,3 +406,17 @@ def test_held_out_uneven_slices_are_the_same_slices_with_dim_nuclei():
     assert darkest_nucleus(uneven[-1][0], late_labels) < 0.5 * darkest_nucleus(
         late_image, late_labels
     )
+
+
+def test_held_out_slices_with_visible_caps_add_out_of_focus_nuclei_to_the_same_labels():
+    from devolearn_web.training.simulator.held_out import held_out_images, held_out_samples
+
+    plain = list(held_out_samples("nucleus", 4, 29))
+    capped = list(held_out_samples("nucleus", 4, 29, visible_caps=True))
+    for (image, truth, labels), (same, more, capped_labels) in zip(plain, capped, strict=True):
+        assert np.array_equal(image, same)
+        assert np.array_equal(capped_labels[labels > 0], labels[labels > 0])
+        assert more >= truth
+    assert sum(sample[1] for sample in capped) > sum(sample[1] for sample in plain)
+    counts = [truth for _, truth in held_out_images("nucleus", 4, 29, visible_caps=True)]
+    assert counts == [sample[1] for sample in capped]

@@ -26,6 +26,7 @@ from devolearn_web.training.simulator.render_membrane import (
 from devolearn_web.training.simulator.render_nucleus import (
     DIMMEST_NUCLEUS,
     NucleusLook,
+    label_visible_caps,
     random_projection_view,
     random_stack_view,
     render_nucleus_projection,
@@ -59,6 +60,7 @@ def write_nucleus_dataset(
     projection_only_seeds: Sequence[int] = (),
     processes: int = 1,
     uneven_share: float = 0.0,
+    visible_caps: bool = False,
 ) -> Path:
     """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir.
 
@@ -67,6 +69,8 @@ def write_nucleus_dataset(
     separate the crowded, blurred nuclei of a real projection such as embryo_sample.png.
     `uneven_share` of the stacks and projections show each nucleus at its own brightness, down
     to a tenth (`render_nucleus.cell_dimming`), with the labels an even share of 0 writes.
+    `visible_caps` labels each nucleus's cap where the next slice shows it as well
+    (`render_nucleus.label_visible_caps`).
     `processes` > 1 renders embryos in parallel; the files are the same."""
     out_dir = Path(out_dir)
     stacks = [
@@ -79,6 +83,7 @@ def write_nucleus_dataset(
             shape,
             projections,
             uneven_share,
+            visible_caps,
         )
         for number, seed in enumerate(seeds, start=1)
     ]
@@ -99,6 +104,7 @@ def _nucleus_embryo(
     shape: tuple[int, int, int],
     projections: bool,
     uneven_share: float = 0.0,
+    visible_caps: bool = False,
 ) -> list[dict]:
     """One embryo's stacks (and projections) written; returns its sequences.csv rows."""
     embryo = simulate_embryo(seed)
@@ -109,6 +115,8 @@ def _nucleus_embryo(
     for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
         look = _maybe_uneven(NucleusLook.draw(rng), uneven_share, (seed, _STREAM_NUCLEUS, index))
         image, labels = render_nucleus_stack(embryo, minutes, view, look, rng)
+        if visible_caps:
+            labels = label_visible_caps(image, labels)
         _write_ctc_time_point(out_dir, sequence, index, image, labels)
         rows.append(_sequence_row(embryo, sequence, index, minutes))
         if projections:

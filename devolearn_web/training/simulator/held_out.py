@@ -4,7 +4,7 @@ checks of the shipped models (framing invariance, the bench's scale sweep)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -29,6 +29,7 @@ from devolearn_web.training.simulator.render_membrane import (
 from devolearn_web.training.simulator.render_nucleus import (
     DIMMEST_NUCLEUS,
     NucleusLook,
+    label_visible_caps,
     random_projection_view,
     random_stack_view,
     render_nucleus_projection,
@@ -38,23 +39,33 @@ from devolearn_web.training.simulator.render_nucleus import (
 TEST_SEEDS = (2000, 2001)
 
 
-def held_out_images(model: str, count: int, stream: int) -> Iterator[tuple[np.ndarray, object]]:
+def learned_visible_caps(card: Mapping) -> bool:
+    """Whether a nucleus model learned slices labelled with their out-of-focus light, and so is
+    judged by such labels (`simulate --label-visible-caps`)."""
+    return bool((card.get("training_data") or {}).get("visible_caps"))
+
+
+def held_out_images(
+    model: str, count: int, stream: int, visible_caps: bool = False
+) -> Iterator[tuple[np.ndarray, object]]:
     """(uint8 image, truth) pairs: a count for segmentation, populations for lineage.
 
     `count` images over the test seeds, from the 4-cell stage (earlier, one or two nuclei are
     not an embryo's outline) to A = 250, or over the 4-350 cells the membrane data covers;
-    `stream` picks the random views, so each caller keeps its own set."""
-    for image, truth, _ in held_out_samples(model, count, stream):
+    `stream` picks the random views, so each caller keeps its own set; `visible_caps` counts
+    nucleus slices as `simulate --label-visible-caps` labels them."""
+    for image, truth, _ in held_out_samples(model, count, stream, visible_caps=visible_caps):
         yield image, truth
 
 
 def held_out_samples(
-    model: str, count: int, stream: int, uneven: bool = False
+    model: str, count: int, stream: int, uneven: bool = False, visible_caps: bool = False
 ) -> Iterator[tuple[np.ndarray, object, np.ndarray | None]]:
     """held_out_images' pairs with the image's label map (None for lineage).
 
     `uneven` renders the same nucleus slices with each nucleus at its own brightness, down to
-    a tenth (`render_nucleus.cell_dimming`)."""
+    a tenth (`render_nucleus.cell_dimming`); `visible_caps` labels nucleus slices with the
+    out-of-focus light they show, as `render_nucleus.label_visible_caps` does."""
     per_seed = max(1, count // 2)
     for seed in TEST_SEEDS:
         embryo = simulate_embryo(seed)
@@ -81,7 +92,10 @@ def held_out_samples(
                 if uneven:
                     dim = replace(look, dimmest=DIMMEST_NUCLEUS)
                     stack, _ = render_nucleus_stack(embryo, minutes, view, dim, noise)
-                yield to_8_bit(stack[z]), evaluated_count(labels[z]), labels[z]
+                shown = labels[z]
+                if visible_caps:  # the slices either side are all the rule looks at
+                    shown = label_visible_caps(stack[z - 1 : z + 2], labels[z - 1 : z + 2])[1]
+                yield to_8_bit(stack[z]), evaluated_count(shown), shown
             else:
                 view = random_membrane_view(rng, embryo, (40, 256, 356))
                 geometry = slice_geometry(embryo, minutes, view, float(rng.integers(14, 26)))
