@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,8 +46,13 @@ RECORD_API_CALLS_JS = """() => {
         return fetchBefore(url, options);
     };
 }"""
-# The page asks the server once the slider has rested this long with a held result (page.js).
-HELD_REFRESH_DELAY_MS = 60
+# The page asks the server once the slider has rested this long with a held result.
+HELD_REFRESH_DELAY_MS = int(
+    re.search(
+        r"const HELD_REFRESH_DELAY_MS = (\d+);",
+        (Path(__file__).parents[2] / "static" / "js" / "page.js").read_text(),
+    ).group(1)
+)
 
 # The mask overlay as the figure holds it and as the SVG on screen draws it.
 MASK_SOURCE_JS = """() => {

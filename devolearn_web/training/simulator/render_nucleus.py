@@ -153,9 +153,10 @@ def label_visible_caps(stack: np.ndarray, labels: np.ndarray) -> np.ndarray:
         seen = ndi.gaussian_filter(stack[z].astype(np.float32), CAP_SMOOTHING_PX)
         lit = seen > threshold_multiotsu(seen, classes=3)[0]
         present = set(np.unique(labels[z][labels[z] > 0]).tolist())
-        for near in (labels[z - 1] if z else None, labels[z + 1] if z + 1 < len(stack) else None):
-            if near is None:
+        for neighbour in (z - 1, z + 1):
+            if not 0 <= neighbour < len(stack):
                 continue
+            near = labels[neighbour]
             for label in set(np.unique(near[near > 0]).tolist()) - present:
                 piece = (near == label) & lit & (out[z] == 0)
                 if piece.sum() >= MIN_CAP_PIXELS:
