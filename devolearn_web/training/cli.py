@@ -137,6 +137,13 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         "with --uneven-nuclei, whose labels already agree with its dim nuclei)",
     )
     group.add_argument(
+        "--projection-repeats",
+        type=int,
+        default=1,
+        help="nucleus: list each whole-embryo projection this many times in an epoch (each "
+        "with its own augmentation), to weigh projections against the many slices",
+    )
+    group.add_argument(
         "--freeze-batch-norm",
         action="store_true",
         help="keep the BatchNorm statistics of --init-from's network (small-batch fine-tunes)",
@@ -374,6 +381,7 @@ def train_settings(args: argparse.Namespace):
         freeze_batch_norm=getattr(args, "freeze_batch_norm", False),
         resolution_augmentation=getattr(args, "resolution_augmentation", False),
         object_dimming=not getattr(args, "no_object_dimming", False),
+        projection_repeats=getattr(args, "projection_repeats", 1),
         **{
             name: value
             for name in ("zoom_range", "aspect_range")

@@ -35,6 +35,13 @@ def subset_rows(rows: list[dict], fraction: float, seed: int = 0) -> list[dict]:
     return [rows[i] for i in chosen]
 
 
+def with_projections_repeated(rows: list[dict], repeats: int) -> list[dict]:
+    """The rows with each whole-embryo projection listed `repeats` times in all."""
+    # Each listing draws its own augmentation, so a repeat is a new view, not a copy.
+    projections = [row for row in rows if row.get("kind") == "projection"]
+    return rows + projections * (repeats - 1)
+
+
 def pixels_between_objects(labels: np.ndarray) -> np.ndarray:
     """Background pixels (bool HxW) with two different objects among their 8 neighbours."""
     # The labels keep a one-pixel gap between touching nuclei; these are its pixels.
@@ -157,11 +164,13 @@ def build_dataset(
     aspect_range: float = ASPECT_RANGE,
     resolution_augmentation: bool = False,
     object_dimming: bool = True,
+    projection_repeats: int = 1,
 ) -> SegmentationDataset | LineageDataset:
     """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
     rows = subset_rows(read_index(index_csv, split), fraction, seed)
     if limit is not None:
         rows = subset_rows(rows, min(1.0, limit / max(1, len(rows))), seed)
+    rows = with_projections_repeated(rows, projection_repeats)
     if not rows:
         raise ValueError(f"the {split} split of {index_csv} is empty")
     spec = get_spec(model)

@@ -77,6 +77,7 @@ class TrainSettings:
     freeze_batch_norm: bool = False  # keep the starting network's BatchNorm statistics
     resolution_augmentation: bool = False  # lineage: views softened as other pixel sizes make
     object_dimming: bool = True  # segmentation: dim each object in augmentation (augment.py)
+    projection_repeats: int = 1  # nucleus: each whole-embryo projection seen this often an epoch
 
 
 @dataclass
@@ -129,6 +130,7 @@ def _hyperparameter_record(
         "freeze_batch_norm": settings.freeze_batch_norm,
         "resolution_augmentation": settings.resolution_augmentation,
         "object_dimming": settings.object_dimming,
+        "projection_repeats": settings.projection_repeats,
         "trained_on": describe_device(device),
         **({"network": settings.network} if settings.network else {}),
     }
@@ -156,6 +158,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "freeze_batch_norm",
         "resolution_augmentation",
         "object_dimming",
+        "projection_repeats",
     )
     # Checkpoints from before these weights trained without them.
     saved = {
@@ -166,6 +169,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "freeze_batch_norm": False,
         "resolution_augmentation": False,
         "object_dimming": True,
+        "projection_repeats": 1,
         **saved,
     }
     changed = [
@@ -222,6 +226,7 @@ class TrainingRun:
             aspect_range=settings.aspect_range,
             resolution_augmentation=settings.resolution_augmentation,
             object_dimming=settings.object_dimming,
+            projection_repeats=settings.projection_repeats,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

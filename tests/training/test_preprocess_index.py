@@ -93,6 +93,21 @@ def test_segmentation_dataset_yields_image_and_binary_target(workspace_factory):
     assert float(image[target > 0].mean()) > float(image[target == 0].mean()) + 0.4
 
 
+def test_projection_repeats_list_each_projection_again_and_leave_slices_once(workspace_factory):
+    from collections import Counter
+
+    from devolearn_web.training.dataset import build_dataset
+
+    workspace = workspace_factory("nucleus")
+    plain = build_dataset("nucleus", workspace.index_csv, "train")
+    weighed = build_dataset("nucleus", workspace.index_csv, "train", projection_repeats=3)
+    listed = Counter(row["id"] for row in weighed.rows)
+    kinds = {row["id"]: row["kind"] for row in plain.rows}
+    assert set(listed) == set(kinds)
+    assert {listed[i] for i, kind in kinds.items() if kind == "projection"} == {3}
+    assert {listed[i] for i, kind in kinds.items() if kind == "slice"} == {1}
+
+
 def test_dataset_subsets_are_reproducible(workspace_factory):
     from devolearn_web.training.dataset import build_dataset
 
