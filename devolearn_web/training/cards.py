@@ -72,6 +72,19 @@ LIMITATIONS = {
     ],
 }
 
+# What a nucleus model taught on `simulate --label-visible-caps` labels draws, and so counts.
+VISIBLE_CAPS_MEANING = (
+    "per-pixel probability that the pixel belongs to a nucleus, or to the out-of-focus light "
+    "of a nucleus just above or below the slice where the slice shows it"
+)
+VISIBLE_CAPS_LIMITATION = (
+    "A slice's count includes the nuclei just above or below it whose out-of-focus light the "
+    "slice shows (training_data.visible_caps): on one slice such light and a dim nucleus look "
+    "alike, so the model was taught to draw what the slice shows. Next to a single slice's "
+    "count, a z-stack's 3D count (stacks) links each such piece to its nucleus in the next "
+    "slice and counts every nucleus once."
+)
+
 
 def build_card(
     spec: ModelSpec,
@@ -91,10 +104,11 @@ def build_card(
     calibration: dict | None = None,
 ) -> dict:
     """A model card in the layout of docs/model-cards.md."""
+    visible_caps = bool(training_data.get("visible_caps"))
     output: dict = {
         "name": "output",
         "activation": activation,
-        "meaning": spec.output_meaning,
+        "meaning": VISIBLE_CAPS_MEANING if visible_caps else spec.output_meaning,
     }
     if spec.is_segmentation:
         # Where the metrics were measured, so the slider starts at the figures' threshold.
@@ -134,7 +148,7 @@ def build_card(
     if export:
         card["export"] = export
     card["reproduce"] = reproduce
-    card["limitations"] = limitations
+    card["limitations"] = [*limitations, VISIBLE_CAPS_LIMITATION] if visible_caps else limitations
     return card
 
 

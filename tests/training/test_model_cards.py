@@ -75,6 +75,9 @@ def test_built_cards_are_valid_and_declare_what_the_app_reads(name):
         assert card["input"]["channels"] == 1 and card["input"]["normalisation"] == "unit"
         assert card["input"]["working_grid"]["object_diameter_px"]["median"] > 0
         assert card["output"]["default_threshold"] == 0.5
+    # Labels without out-of-focus light (no training_data.visible_caps): the plain meaning.
+    assert "out-of-focus" not in card["output"]["meaning"]
+    assert not any("out-of-focus light" in sentence for sentence in card["limitations"])
 
 
 @pytest.mark.parametrize(
@@ -120,7 +123,11 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     from devolearn_web.file_digest import file_sha256
-    from devolearn_web.training.cards import validate_card
+    from devolearn_web.training.cards import (
+        VISIBLE_CAPS_LIMITATION,
+        VISIBLE_CAPS_MEANING,
+        validate_card,
+    )
     from devolearn_web.training.cli import main
     from devolearn_web.training.simulator.held_out import learned_visible_caps
 
@@ -150,6 +157,8 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert "In 50% of the train images each nucleus keeps its own brightness" in data["description"]
     assert "out-of-focus light" in data["description"]
     assert learned_visible_caps(card) and not learned_visible_caps({"training_data": {}})
+    assert card["output"]["meaning"] == VISIBLE_CAPS_MEANING
+    assert card["limitations"][-1] == VISIBLE_CAPS_LIMITATION
     assert data["train_seeds"] == [0, 1] and data["test_seeds"] == [2000]
     assert data["images"]["test"] == metrics["test"]["images"]
     assert card["hyperparameters"]["batch_size"] == 2 and card["hyperparameters"]["steps"] == 2
