@@ -80,9 +80,8 @@ VISIBLE_CAPS_MEANING = (
 VISIBLE_CAPS_LIMITATION = (
     "A slice's count includes the nuclei just above or below it whose out-of-focus light the "
     "slice shows (training_data.visible_caps): on one slice such light and a dim nucleus look "
-    "alike, so the model was taught to draw what the slice shows. Next to a single slice's "
-    "count, a z-stack's 3D count (stacks) links each such piece to its nucleus in the next "
-    "slice and counts every nucleus once."
+    "alike, so the model was taught to draw what the slice shows. For a whole embryo's count "
+    "use a z-stack's 3D count (stacks), which joins the pieces of a nucleus across slices."
 )
 
 
