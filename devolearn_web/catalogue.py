@@ -87,6 +87,9 @@ class CatalogueEntry:
     expects_outlines: bool = False
     # Its objects are nuclei, so a stack's can be linked through z (3D) and time (tracks).
     assembles_nuclei: bool = False
+    # Its objects are solid and round, so a convex blob the split cut into several pieces is
+    # one object shown far larger than trained: the grid is sized by the whole blob.
+    sizes_by_whole_blobs: bool = False
     split: SplitSettings | None = None  # segmentation: how touching objects are cut apart
     lineages: tuple[Lineage, ...] = ()  # lineage: the outputs, in the network's order
     # lineage: the largest count per lineage the training data reached; past it, extrapolation.
@@ -195,6 +198,7 @@ CATALOGUE: Mapping[str, CatalogueEntry] = MappingProxyType(
                 objects="splits touching nuclei (distance transform and watershed)",
             ),
             assembles_nuclei=True,
+            sizes_by_whole_blobs=True,
             # The best validation SEG: a strong probability weight lets the network's dip
             # between crowded nuclei guide the cut; dropping pieces under 11 px removes dim
             # out-of-focus specks.

@@ -64,6 +64,7 @@ from devolearn_web.segmentation import (
     label_instances,
     threshold_probability_map,
     upscale_labels_in_bands,
+    whole_round_blobs,
 )
 
 # The lineage network ends in a sigmoid and its calibration is flat past the range's end, so an
@@ -354,7 +355,9 @@ def plan_segmentation(
     first_look_ms = (time.perf_counter() - started) * 1000
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
-    refined = refined_grid(grid, diameter, grid_card, image.pixels.shape)
+    sizing = whole_round_blobs(labels) if CATALOGUE[model.name].sizes_by_whole_blobs else labels
+    sizing_diameter = median_diameter(sizing, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    refined = refined_grid(grid, sizing_diameter, grid_card, image.pixels.shape)
     if refined is None:
         return SegmentationPlan(
             grid, search, diameter, probability, labels, first_look_ms, search.region

@@ -10,11 +10,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from devolearn_web.catalogue import CATALOGUE, SplitSettings
+from devolearn_web.embryo import filled_convex_hull
 from devolearn_web.watershed import watershed
 
 # The networks see 256x256; sizes below are stated at that scale and grow with the map.
 MODEL_SIDE = 256
 MIN_OBJECT_AREA_AT_MODEL_SCALE = 6
+# A blob this convex, cut into at least this many pieces, is one round object the split cut up,
+# not touching objects: two round nuclei that touch leave a waist (solidity 2 pi / (pi + 4),
+# 0.88), and three overlapping ones are rarely this convex.
+WHOLE_BLOB_SOLIDITY = 0.95
+WHOLE_BLOB_MIN_PIECES = 3
 # Labels up to this fit a 16-bit label image (the TIFF downloads', and a held stack's uint16).
 MAX_LABEL_16_BIT = 65535
 DEFAULT_SPLIT = SplitSettings()
@@ -116,6 +122,24 @@ def label_instances(
     if settings is not None:
         return split_touching_objects(mask, probability, settings, grid_scale)
     return label_connected_components(mask, grid_scale)
+
+
+def whole_round_blobs(labels: np.ndarray) -> np.ndarray:
+    """The labels with every convex blob the split cut into several pieces made one again.
+
+    A nucleus shown far larger than the network was trained on (an early slice whose faint
+    embryo was not found, so the nucleus itself was taken for the embryo) comes back cut into
+    many trained-size pieces; sized piece by piece, that grid would look right."""
+    blobs, _ = ndi.label(labels > 0)
+    whole = labels.copy()
+    for index, box in enumerate(ndi.find_objects(blobs), start=1):
+        blob = blobs[box] == index
+        pieces = np.unique(labels[box][blob])
+        if pieces.size < WHOLE_BLOB_MIN_PIECES:
+            continue
+        if blob.sum() >= WHOLE_BLOB_SOLIDITY * filled_convex_hull(blob).sum():
+            whole[box][blob] = pieces[0]
+    return whole
 
 
 def upscale_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:

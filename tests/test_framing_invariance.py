@@ -153,6 +153,22 @@ def simulated_images(model: str) -> Iterator[np.ndarray]:
         yield image
 
 
+def test_one_large_nucleus_in_a_faint_embryo_is_one_nucleus_at_any_size():
+    """An early slice through one nucleus, the embryo around it too faint to find: the nucleus
+    was taken for the embryo, enlarged far past the trained size and cut into 19 pieces."""
+    from devolearn_web.training.simulator.held_out import held_out_images
+
+    image, truth = next(
+        pair for index, pair in enumerate(held_out_images("nucleus", 80, stream=23)) if index == 3
+    )
+    assert truth == 1  # the test split's slice this was seen on
+    counts = {
+        factor: answer_counts("nucleus", resized(factor)(image))["count"]
+        for factor in (0.5, 1.0, 2.0)
+    }
+    assert counts == {0.5: 1, 1.0: 1, 2.0: 1}
+
+
 @pytest.mark.parametrize("model", ["nucleus", "membrane", "lineage"])
 def test_simulated_counts_do_not_move_with_the_framing(model):
     moved = {

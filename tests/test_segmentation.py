@@ -15,6 +15,7 @@ from devolearn_web.segmentation import (
     measure_objects,
     split_touching_objects,
     upscale_labels,
+    whole_round_blobs,
 )
 
 
@@ -33,6 +34,26 @@ def test_two_touching_disks_become_two_objects_and_one_disk_stays_one():
     assert set(np.unique(labels[mask])) == {1, 2, 3}  # every mask pixel belongs to an object
     # The touching pair is cut between the centres, not across a disk.
     assert labels[60, 60] != labels[60, 78]
+
+
+def test_a_round_blob_cut_into_pieces_is_made_whole_for_sizing():
+    labels = np.zeros((120, 120), dtype=np.int32)
+    labels[disks(labels.shape, [(60, 60)], radius=40)] = 1
+    labels[:60][labels[:60] == 1] = 2  # a disc cut in four quarters, as a split cuts it up
+    labels[:, :60][labels[:, :60] == 1] = 3
+    labels[:60, :60][labels[:60, :60] == 2] = 4
+    whole = whole_round_blobs(labels)
+    assert len(np.unique(whole[whole > 0])) == 1
+    assert labels.max() == 4  # the labels given are not changed
+
+
+def test_touching_nuclei_keep_their_pieces():
+    pair = disks((120, 160), [(50, 60), (70, 60)], radius=10)  # a waist between them
+    row = disks((120, 160), [(30, 60), (50, 60), (70, 60), (90, 60)], radius=10)
+    for mask in (pair, row):
+        labels = split_touching_objects(mask)
+        assert labels.max() >= 2
+        assert np.array_equal(whole_round_blobs(labels), labels)
 
 
 def test_an_elongated_blob_is_not_cut_into_pieces():
