@@ -44,10 +44,14 @@ def _processes_arg(parser: argparse.ArgumentParser) -> None:
 
 def _simulate_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("simulation")
-    group.add_argument("--train-seeds", type=int, help="embryos for training (seeds 0..)")
-    group.add_argument("--validation-seeds", type=int, help="embryos for validation (1000..)")
-    group.add_argument("--test-seeds", type=int, help="embryos for testing (2000..)")
-    group.add_argument("--timepoints", type=int, help="time points (lineage: frames) per embryo")
+    group.add_argument("--train-seeds", type=at_least_one, help="embryos for training (seeds 0..)")
+    group.add_argument(
+        "--validation-seeds", type=at_least_one, help="embryos for validation (1000..)"
+    )
+    group.add_argument("--test-seeds", type=at_least_one, help="embryos for testing (2000..)")
+    group.add_argument(
+        "--timepoints", type=at_least_one, help="time points (lineage: frames) per embryo"
+    )
     group.add_argument("--shape", type=int, nargs="+", help="Z H W (lineage: H W) of the images")
     group.add_argument("--no-projections", action="store_true", help="nucleus: slices only")
     group.add_argument(
@@ -176,6 +180,14 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
 def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-dir", type=Path, default=Path("../shared/samples"))
     parser.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 would quietly mean the default)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

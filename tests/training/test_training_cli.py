@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devolearn_web.training.cli import RUNNERS, build_parser
+from devolearn_web.training.cli import RUNNERS, build_parser, simulation_plan
 
 # The arguments a sub-command needs besides --model.
 REQUIRED = {"import": ["--onnx", "original.onnx"]}
@@ -21,3 +21,11 @@ def test_an_unknown_sub_command_is_refused(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["trian", "--model", "nucleus"])
     assert "invalid choice: 'trian'" in capsys.readouterr().err
+
+
+def test_a_split_of_zero_seeds_is_refused_not_replaced_by_the_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--model", "nucleus", "--train-seeds", "0"])
+    assert "--train-seeds: must be at least 1, got 0" in capsys.readouterr().err
+    given = build_parser().parse_args(["simulate", "--model", "nucleus", "--test-seeds", "3"])
+    assert simulation_plan(given).seeds["test"] == [2000, 2001, 2002]
