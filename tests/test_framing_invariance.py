@@ -161,7 +161,7 @@ def test_one_large_nucleus_in_a_faint_embryo_is_one_nucleus_at_any_size():
     image, truth = next(
         pair for index, pair in enumerate(held_out_images("nucleus", 80, stream=23)) if index == 3
     )
-    assert truth == 1  # the test split's slice this was seen on
+    assert truth == 1
     counts = {
         factor: answer_counts("nucleus", resized(factor)(image))["count"]
         for factor in (0.5, 1.0, 2.0)

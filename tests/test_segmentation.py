@@ -47,12 +47,19 @@ def test_a_round_blob_cut_into_pieces_is_made_whole_for_sizing():
     assert labels.max() == 4  # the labels given are not changed
 
 
-def test_touching_nuclei_keep_their_pieces():
-    pair = disks((120, 160), [(50, 60), (70, 60)], radius=10)  # a waist between them
-    row = disks((120, 160), [(30, 60), (50, 60), (70, 60), (90, 60)], radius=10)
-    for mask in (pair, row):
+def test_two_overlapping_nuclei_keep_their_pieces_though_their_blob_is_convex():
+    mask = disks((120, 160), [(60, 60), (80, 60)], radius=40)  # fills 97% of its hull
+    labels = np.where(mask, 1, 0).astype(np.int32)
+    labels[:, 70:][mask[:, 70:]] = 2
+    assert np.array_equal(whole_round_blobs(labels), labels)  # two pieces are not a cut-up one
+
+
+def test_touching_and_overlapping_rows_of_nuclei_keep_their_pieces():
+    touching = disks((120, 160), [(30, 60), (50, 60), (70, 60), (90, 60)], radius=10)
+    overlapping = disks((100, 140), [(40, 50), (56, 50), (72, 50)], radius=16)  # 93% of hull
+    for mask in (touching, overlapping):
         labels = split_touching_objects(mask)
-        assert labels.max() >= 2
+        assert labels.max() >= 3
         assert np.array_equal(whole_round_blobs(labels), labels)
 
 
