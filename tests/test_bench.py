@@ -146,17 +146,23 @@ def test_bench_jobs_section_runs_one_and_two_rq_workers(tiny_models_dir: Path, c
     assert table.count("frames/s") == 2 and "| 1 worker" in table
 
 
+@pytest.mark.parametrize("model", ["nucleus", "membrane"])
 def test_bench_microscope_prints_every_picture_for_each_model_folder(
-    tiny_models_dir: Path, models_copy: Path, capsys, monkeypatch
+    model: str, tiny_models_dir: Path, models_copy: Path, capsys, monkeypatch
 ) -> None:
     from bench import microscope
 
     folders = [str(tiny_models_dir), str(models_copy)]
     monkeypatch.setattr(
-        "sys.argv", ["microscope", "--count", "2", *(f"--models-dir={f}" for f in folders)]
+        "sys.argv",
+        ["microscope", "--model", model, "--count", "2", *(f"--models-dir={f}" for f in folders)],
     )
     microscope.main()
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{model} count error")
     rows = [line for line in lines if line.startswith("| ") and "%" in line]
-    assert [row.split(" | ")[0][2:] for row in rows] == [*microscope.variants(), microscope.UNEVEN]
+    pictures = [row.split(" | ")[0][2:] for row in rows]
+    assert pictures == list(microscope.rows(model))
+    assert "recorded with 0.5x the pixels per side" in pictures
+    assert (microscope.UNEVEN in pictures) is (model == "nucleus")
     assert all(row.count("%") == 2 for row in rows)
