@@ -6,7 +6,9 @@ import base64
 
 # A file dropped on the drop zone as a visitor's drag and drop delivers it.
 DROP_FILE_JS = """([base64Bytes, name, type]) => {
-    const bytes = Uint8Array.from(atob(base64Bytes), (c) => c.charCodeAt(0));
+    const text = atob(base64Bytes);
+    const bytes = new Uint8Array(text.length);  // a plain loop: Uint8Array.from's callback is slow
+    for (let i = 0; i < text.length; i += 1) bytes[i] = text.charCodeAt(i);
     const transfer = new DataTransfer();
     transfer.items.add(new File([bytes], name, { type }));
     const zone = document.getElementById("dropzone");

@@ -10,6 +10,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.page_scripts import drop_file
 from tests.browser.conftest import (
@@ -73,7 +74,9 @@ def job_page(browser, jobs_server):
 
 def disk_stack(image_maker, frames: int) -> bytes:
     planes = [image_maker.disks((280, 380), DISKS[: i % 4 + 1], 25) for i in range(frames)]
-    return image_maker.tiff(image_maker.uint8(np.stack(planes)), photometric="minisblack")
+    return image_maker.tiff(
+        image_maker.uint8(np.stack(planes)), photometric="minisblack", compression="zlib"
+    )
 
 
 def test_a_stack_over_the_page_threshold_runs_as_a_job(job_page, jobs_server, image_maker):
@@ -130,8 +133,16 @@ def test_a_running_job_can_be_cancelled_from_the_page(job_page, jobs_server, ima
     page.wait_for_selector("#job-cancel:not([hidden])")
     page.wait_for_function("() => document.getElementById('analysis').dataset.job")
     job_id = page.get_attribute("#analysis", "data-job")
+    assert page.get_attribute("#analysis", "data-job-state") in (None, "queued", "running")
     page.click("#job-cancel")
-    page.wait_for_selector("#analysis[data-state='cancelled']")
+    try:
+        page.wait_for_selector("#analysis[data-state='cancelled']")
+    except PlaywrightTimeout:
+        shown = page.evaluate(
+            "() => [document.getElementById('analysis').dataset.state,"
+            " document.getElementById('message').textContent]"
+        )
+        pytest.fail(f"not cancelled: state and message {shown}; requests {requests[-6:]}")
     assert "cancelled" in page.text_content("#message")
     assert ("DELETE", f"{jobs_server}/api/v1/jobs/{job_id}") in requests
     with urllib.request.urlopen(f"{jobs_server}/api/v1/jobs/{job_id}") as answer:
