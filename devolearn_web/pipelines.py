@@ -59,6 +59,7 @@ from devolearn_web.segmentation import (
     LabelsOnFirstUse,
     SegmentedObject,
     UploadLabels,
+    connected_blobs,
     drop_objects,
     label_at,
     label_instances,
@@ -355,7 +356,9 @@ def plan_segmentation(
     first_look_ms = (time.perf_counter() - started) * 1000
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
-    sizing = whole_round_blobs(labels) if CATALOGUE[model.name].sizes_by_whole_blobs else labels
+    sizing = labels
+    if CATALOGUE[model.name].sizes_by_whole_blobs:
+        sizing = connected_blobs(labels) if grid.source == "frame" else whole_round_blobs(labels)
     sizing_diameter = median_diameter(sizing, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     refined = refined_grid(grid, sizing_diameter, grid_card, image.pixels.shape)
     if refined is None:

@@ -132,7 +132,8 @@ def initial_grid(
     embryo: EmbryoRegion | None,
 ) -> WorkingGrid:
     """The first working grid for a float32 HxW upload: from the request, else the embryo."""
-    transpose = embryo is not None and embryo.lies_vertical
+    # Without an embryo found the frame's long side is taken for its long axis (a tight crop).
+    transpose = embryo.lies_vertical if embryo is not None else pixels.shape[0] > pixels.shape[1]
     height, width = pixels.shape[::-1] if transpose else pixels.shape
     low, high = contrast_range(pixels, embryo)
     if request.diameter is not None:
@@ -143,9 +144,9 @@ def initial_grid(
         columns = grid_card.embryo_length / embryo.major
         scale, source = columns * math.sqrt(grid_card.aspect), "embryo"
     else:
-        # Nothing to go by: the frame is taken as the training frame (the old squash).
-        frame = WorkingGrid(transpose, 256 / width, 256 / height, "frame", low, high)
-        return frame.limited_to((height, width))
+        # Nothing to go by: the frame gets the training frame's area, with the trained aspect
+        # (squashed to a square, a tight crop's objects were stretched into stripes).
+        scale, source = MIN_CANVAS_SIDE / math.sqrt(height * width), "frame"
     root = math.sqrt(grid_card.aspect)
     grid = WorkingGrid(transpose, scale / root, scale * root, source, low, high)
     return grid.limited_to((height, width))
