@@ -198,7 +198,8 @@ def _search(small: np.ndarray, shape: tuple[int, int]) -> EmbryoSearch:
         return EmbryoSearch(
             None,
             embryos,
-            f"The image seems to hold {embryos} embryos: crop it to one embryo and try again.",
+            f"The image seems to hold {embryos} embryos (or an early embryo cropped close to its "
+            f"{embryos} nuclei): crop it to one embryo, with a margin, and try again.",
         )
     # The embryo is the hull of every region that is not a speck: the nuclei of an early
     # embryo, or the cells of a slice, together.
