@@ -1,8 +1,8 @@
 """What real microscopes do that the simulator does not, through the app: the count error on
 simulated test slices as rendered, blurred along one axis and recorded with half the pixels,
 and (nucleus) with each nucleus dimmed by its own factor down to a tenth (after rendering, and
-in the simulator, where a dim nucleus's glow is dim too); for one or more model folders side by
-side.
+in the simulator, where a dim nucleus's glow is dim too), and on whole-embryo projections
+rendered even and uneven; for one or more model folders side by side.
 
     PYTHONPATH=. python -m bench.microscope --models-dir models --models-dir /tmp/other --count 16
     PYTHONPATH=. python -m bench.microscope --model membrane --models-dir models --count 16
@@ -23,6 +23,8 @@ STREAM = 29  # its own draw of test views, apart from the scale sweep's and the 
 AXIS_BLUR_SIGMA = 2.5
 FEWER_PIXELS = 0.5
 UNEVEN = "rendered with uneven nuclei, down to a tenth"
+PROJECTIONS = "projections, as rendered"
+UNEVEN_PROJECTIONS = "projections rendered with uneven nuclei"
 
 
 def variants(model: str) -> dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]]:
@@ -59,15 +61,22 @@ def variants(model: str) -> dict[str, Callable[[np.ndarray, np.ndarray, int], np
 
 def rows(model: str) -> tuple[str, ...]:
     """The table's pictures for `model`, in order."""
-    return (*variants(model), UNEVEN) if model == "nucleus" else tuple(variants(model))
+    if model != "nucleus":
+        return tuple(variants(model))
+    return (*variants(model), UNEVEN, PROJECTIONS, UNEVEN_PROJECTIONS)
 
 
 def count_errors(model: str, models_dir: Path, count: int) -> dict[str, float]:
-    """Per picture, the count errors summed over the slices as % of their objects, through
-    analysis.analyse_image (summed: a mean of ratios is ruled by slices of 0 or 1 object)."""
+    """Per picture, the count errors summed over the slices (or projections) as % of their
+    objects, through analysis.analyse_image (summed: a mean of ratios is ruled by slices of 0
+    or 1 object)."""
     from devolearn_web.analysis import analyse_image
     from devolearn_web.registry import ModelRegistry
-    from devolearn_web.training.simulator.held_out import held_out_samples, learned_visible_caps
+    from devolearn_web.training.simulator.held_out import (
+        held_out_projections,
+        held_out_samples,
+        learned_visible_caps,
+    )
 
     registry = ModelRegistry(models_dir)
     caps = learned_visible_caps(registry.card(model))
@@ -78,30 +87,42 @@ def count_errors(model: str, models_dir: Path, count: int) -> dict[str, float]:
         result, _ = analyse_image(registry, model, buffer.getvalue(), "slice.png")
         return result.to_json()["count"]
 
-    errors: dict[str, list[int]] = {name: [] for name in rows(model)}
-    objects = 0
+    errors = dict.fromkeys(rows(model), 0)
+    objects = dict.fromkeys(rows(model), 0)
+
+    def tally(name: str, image: np.ndarray, truth: int) -> None:
+        errors[name] += abs(found(image) - truth)
+        objects[name] += truth
+
     for index, (image, truth, labels) in enumerate(
         held_out_samples(model, count, STREAM, visible_caps=caps)
     ):
-        objects += truth
         for name, change in variants(model).items():
-            errors[name].append(abs(found(change(image, labels, index)) - truth))
+            tally(name, change(image, labels, index), truth)
     if model == "nucleus":
         for image, truth, _ in held_out_samples(
             model, count, STREAM, uneven=True, visible_caps=caps
         ):
-            errors[UNEVEN].append(abs(found(image) - truth))
-    return {name: 100.0 * sum(values) / max(1, objects) for name, values in errors.items()}
+            tally(UNEVEN, image, truth)
+        for name, uneven in ((PROJECTIONS, False), (UNEVEN_PROJECTIONS, True)):
+            for image, truth, _ in held_out_projections(count, STREAM, uneven=uneven):
+                tally(name, image, truth)
+    return {name: 100.0 * errors[name] / max(1, objects[name]) for name in errors}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="nucleus")
     parser.add_argument("--models-dir", type=Path, action="append", required=True)
-    parser.add_argument("--count", type=int, default=16, help="test slices (over two seeds)")
+    parser.add_argument(
+        "--count", type=int, default=16, help="test slices and projections (over two seeds)"
+    )
     args = parser.parse_args()
     results = {folder: count_errors(args.model, folder, args.count) for folder in args.models_dir}
-    print(f"{args.model} count error, {args.count} simulated test slices, through the app")
+    print(
+        f"{args.model} count error, {args.count} simulated test slices (nucleus: and "
+        f"{args.count} projections), through the app"
+    )
     print("| picture | " + " | ".join(str(folder) for folder in results) + " |")
     print("| --- |" + " --- |" * len(results))
     for name in rows(args.model):

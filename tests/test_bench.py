@@ -165,4 +165,5 @@ def test_bench_microscope_prints_every_picture_for_each_model_folder(
     assert pictures == list(microscope.rows(model))
     assert "recorded with 0.5x the pixels per side" in pictures
     assert (microscope.UNEVEN in pictures) is (model == "nucleus")
+    assert (microscope.UNEVEN_PROJECTIONS in pictures) is (model == "nucleus")
     assert all(row.count("%") == 2 for row in rows)

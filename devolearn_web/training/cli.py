@@ -68,6 +68,12 @@ def _simulate_args(parser: argparse.ArgumentParser) -> None:
         "brightness, down to a tenth (validation and test stay even)",
     )
     group.add_argument(
+        "--uneven-projections-only",
+        action="store_true",
+        help="nucleus: only the projections get --uneven-nuclei; slices stay even, since one "
+        "slice cannot tell a dim nucleus from the out-of-focus light of a bright one",
+    )
+    group.add_argument(
         "--label-visible-caps",
         action="store_true",
         help="nucleus: also label each nucleus in the next slice, where its out-of-focus light "
@@ -330,6 +336,7 @@ def simulation_plan(args: argparse.Namespace):
         projections=not args.no_projections,
         projection_seeds=args.projection_seeds,
         uneven_nuclei=args.uneven_nuclei,
+        uneven_projections_only=args.uneven_projections_only,
         visible_caps=args.label_visible_caps,
     )
 

@@ -62,9 +62,11 @@ def training_data_record(workspace: Workspace) -> dict:
             else ""
         )
         uneven = plan.get("uneven_nuclei", 0.0)
+        uneven_images = "projections" if plan.get("uneven_projections_only") else "images"
         uneven_note = (
-            f" In {uneven:.0%} of the train images each nucleus keeps its own brightness, its "
-            "cell's factor between a tenth and 1; validation and test images are evenly bright."
+            f" In {uneven:.0%} of the train {uneven_images} each nucleus keeps its own "
+            "brightness, its cell's factor between a tenth and 1; validation and test images are "
+            "evenly bright."
             if uneven
             else ""
         )

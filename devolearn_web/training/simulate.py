@@ -30,6 +30,8 @@ class SimulationPlan:
     # Nucleus only: share of the training images whose nuclei vary up to tenfold in brightness;
     # validation and test stay even, so a model is chosen and judged on the usual images.
     uneven_nuclei: float = 0.0
+    # Nucleus only: the uneven share applies to projections alone; stacks stay even.
+    uneven_projections_only: bool = False
     # Nucleus only: label a nucleus's cap in the slice next to it where the slice shows it
     # (`render_nucleus.label_visible_caps`), in every split; off, the ellipsoid's cross-sections.
     visible_caps: bool = False
@@ -37,10 +39,17 @@ class SimulationPlan:
     def __post_init__(self) -> None:
         if not 0.0 <= self.uneven_nuclei <= 1.0:
             raise ValueError(f"uneven_nuclei is a share in [0, 1], got {self.uneven_nuclei}")
+        if self.uneven_projections_only and not self.uneven_nuclei:
+            raise ValueError("uneven projections only needs a share of uneven nuclei above 0")
 
     def to_record(self) -> dict:
         record = asdict(self)
-        for option in ("projection_seeds", "uneven_nuclei", "visible_caps"):
+        for option in (
+            "projection_seeds",
+            "uneven_nuclei",
+            "uneven_projections_only",
+            "visible_caps",
+        ):
             if not record[option]:
                 del record[option]  # records written before the option still match
         return record
@@ -101,6 +110,7 @@ def _write_split(plan: SimulationPlan, split: str, out_dir: Path, processes: int
             projection_only_seeds=projection_only_seeds(plan, split),
             uneven_share=plan.uneven_nuclei if split == "train" else 0.0,
             visible_caps=plan.visible_caps,
+            uneven_stacks=not plan.uneven_projections_only,
             **kwargs,
         )
     else:

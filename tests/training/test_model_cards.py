@@ -177,6 +177,17 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert (workspace.models_dir / "nucleus_training.png").exists()
 
 
+def test_a_card_says_when_only_the_projections_had_uneven_nuclei(workspace_factory):
+    from devolearn_web.training.run_records import training_data_record
+
+    workspace = workspace_factory("nucleus")
+    plan = json.loads(workspace.simulation_record.read_text())
+    plan = {**plan, "uneven_nuclei": 0.5, "uneven_projections_only": True}
+    workspace.simulation_record.write_text(json.dumps(plan))
+    description = training_data_record(workspace)["description"]
+    assert "In 50% of the train projections each nucleus keeps its own brightness" in description
+
+
 def test_stale_metrics_never_reach_a_card(workspace_factory):
     from devolearn_web.training.run_records import metrics_record
 

@@ -335,6 +335,31 @@ def test_uneven_nuclei_change_only_their_share_of_the_images(tmp_path):
     assert 0 < len(changed & projections) < len(projections) == 4
 
 
+def test_uneven_projections_only_leave_every_slice_even(tmp_path):
+    kwargs = {"seeds": [5], "timepoints": 4, "shape": (3, 40, 56)}
+    even = write_nucleus_dataset(tmp_path / "even", **kwargs)
+    both = write_nucleus_dataset(tmp_path / "both", uneven_share=0.5, **kwargs)
+    only = write_nucleus_dataset(tmp_path / "only", uneven_share=0.5, uneven_stacks=False, **kwargs)
+    files = sorted(p.relative_to(even) for p in even.rglob("*") if p.suffix in (".tif", ".png"))
+
+    def changed(root: Path) -> set[Path]:
+        return {p for p in files if (even / p).read_bytes() != (root / p).read_bytes()}
+
+    projections = {p for p in files if p.suffix == ".png"}
+    assert changed(both) - projections  # the uneven share reaches the stacks ...
+    assert changed(only) and changed(only) == changed(both) & projections  # ... or not
+
+    from devolearn_web.training.simulate import SimulationPlan, plan_seeds
+
+    plan = SimulationPlan(
+        "nucleus", plan_seeds(1, 1, 1), 2, uneven_nuclei=0.5, uneven_projections_only=True
+    )
+    assert plan.to_record()["uneven_projections_only"] is True
+    assert "uneven_projections_only" not in SimulationPlan("nucleus", plan.seeds, 2).to_record()
+    with pytest.raises(ValueError, match="above 0"):
+        SimulationPlan("nucleus", plan.seeds, 2, uneven_projections_only=True)
+
+
 def test_uneven_nuclei_go_to_the_training_split_only(tmp_path, monkeypatch):
     from devolearn_web.training import simulate as simulating
     from devolearn_web.training.layout import Workspace
@@ -406,6 +431,23 @@ def test_held_out_uneven_slices_are_the_same_slices_with_dim_nuclei():
     assert darkest_nucleus(uneven[-1][0], late_labels) < 0.5 * darkest_nucleus(
         late_image, late_labels
     )
+
+
+def test_held_out_uneven_projections_are_the_same_projections_with_dim_nuclei():
+    from devolearn_web.training.simulator.held_out import held_out_projections
+
+    even = list(held_out_projections(4, 29))
+    uneven = list(held_out_projections(4, 29, uneven=True))
+    assert len(even) == 4 and even[-1][1] > 100  # up to the late stages
+    for (_, truth, labels), (_, dim_truth, dim_labels) in zip(even, uneven, strict=True):
+        assert truth == dim_truth and np.array_equal(labels, dim_labels)
+
+    def nucleus_means(image, labels):
+        return np.array([image[labels == i].mean() for i in np.unique(labels[labels > 0])])
+
+    late_image, _, late_labels = even[-1]
+    ratios = nucleus_means(uneven[-1][0], late_labels) / nucleus_means(late_image, late_labels)
+    assert np.percentile(ratios, 10) < 0.5 * np.percentile(ratios, 90)  # each its own factor
 
 
 def test_held_out_slices_with_visible_caps_add_out_of_focus_nuclei_to_the_same_labels():

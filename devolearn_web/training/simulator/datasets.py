@@ -61,6 +61,7 @@ def write_nucleus_dataset(
     processes: int = 1,
     uneven_share: float = 0.0,
     visible_caps: bool = False,
+    uneven_stacks: bool = True,
 ) -> Path:
     """Fluo-N3DH-CE-like nucleus stacks with per-slice labels (and projections); returns out_dir.
 
@@ -68,7 +69,9 @@ def write_nucleus_dataset(
     a stack gives one projection per time point against dozens of slices, too few to learn to
     separate the crowded, blurred nuclei of a real projection such as embryo_sample.png.
     `uneven_share` of the stacks and projections show each nucleus at its own brightness, down
-    to a tenth (`render_nucleus.cell_dimming`), with the labels an even share of 0 writes.
+    to a tenth (`render_nucleus.cell_dimming`), with the labels an even share of 0 writes;
+    without `uneven_stacks` only the projections do (a slice's dim nucleus and the
+    out-of-focus light of one above or below look alike; a projection's nuclei are all in focus).
     `visible_caps` labels each nucleus's cap where the next slice shows it as well
     (`render_nucleus.label_visible_caps`).
     `processes` > 1 renders embryos in parallel; the files are the same."""
@@ -84,6 +87,7 @@ def write_nucleus_dataset(
             projections,
             uneven_share,
             visible_caps,
+            uneven_stacks,
         )
         for number, seed in enumerate(seeds, start=1)
     ]
@@ -105,6 +109,7 @@ def _nucleus_embryo(
     projections: bool,
     uneven_share: float = 0.0,
     visible_caps: bool = False,
+    uneven_stacks: bool = True,
 ) -> list[dict]:
     """One embryo's stacks (and projections) written; returns its sequences.csv rows."""
     embryo = simulate_embryo(seed)
@@ -113,7 +118,8 @@ def _nucleus_embryo(
     end = embryo.last_grid_time_with_a_at_most(A_TARGET)
     rows = []
     for index, minutes in enumerate(spread_times(embryo, 0.0, end, timepoints)):
-        look = _maybe_uneven(NucleusLook.draw(rng), uneven_share, (seed, _STREAM_NUCLEUS, index))
+        stack_share = uneven_share if uneven_stacks else 0.0
+        look = _maybe_uneven(NucleusLook.draw(rng), stack_share, (seed, _STREAM_NUCLEUS, index))
         image, labels = render_nucleus_stack(embryo, minutes, view, look, rng)
         if visible_caps:
             labels = label_visible_caps(image, labels)

@@ -115,6 +115,30 @@ def held_out_samples(
                 yield to_8_bit(image), evaluated_count(labels), labels
 
 
+def held_out_projections(
+    count: int, stream: int, uneven: bool = False, seeds: Sequence[int] = TEST_SEEDS
+) -> Iterator[tuple[np.ndarray, int, np.ndarray]]:
+    """(uint8 image, nucleus count, labels) of whole-embryo nucleus projections of the test
+    embryos from the 4-cell stage to A = 250; `uneven` renders the same projections with each
+    nucleus at its own brightness, down to a tenth (a projection's nuclei are all in focus, so a
+    dim one is a nucleus, never another's out-of-focus light)."""
+    per_seed = max(1, count // 2)
+    for seed in seeds:
+        embryo = simulate_embryo(seed)
+        rng = np.random.default_rng((seed, stream))
+        start = embryo.time_when_a_reaches(2)
+        end = embryo.last_grid_time_with_a_at_most(A_TARGET)
+        for minutes in spread_times(embryo, start, end, per_seed):
+            view = random_projection_view(rng, embryo, (512, 708))
+            look = NucleusLook.draw(rng)
+            noise = copy.deepcopy(rng)
+            image, labels = render_nucleus_projection(embryo, minutes, view, look, rng)
+            if uneven:  # the same draws as the even render: the same projection, dimmed
+                dim = replace(look, dimmest=DIMMEST_NUCLEUS)
+                image, _ = render_nucleus_projection(embryo, minutes, view, dim, noise)
+            yield to_8_bit(image), evaluated_count(labels), labels
+
+
 def evaluated_count(labels: np.ndarray) -> int:
     """The objects of a label map as the evaluation counts them: on the 256x256 grid, touching
     objects kept apart, specks left out."""
