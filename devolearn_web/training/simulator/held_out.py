@@ -123,9 +123,9 @@ def held_out_projections(
     count: int, stream: int, uneven: bool = False, seeds: Sequence[int] = TEST_SEEDS
 ) -> Iterator[tuple[np.ndarray, int, np.ndarray]]:
     """(uint8 image, nucleus count, labels) of whole-embryo nucleus projections of the test
-    embryos from the 4-cell stage to PROJECTION_LAST_CELLS cells; `uneven` renders the same projections with each
-    nucleus at its own brightness, down to a tenth (a projection's nuclei are all in focus, so a
-    dim one is a nucleus, never another's out-of-focus light)."""
+    embryos from the 4-cell stage to PROJECTION_LAST_CELLS cells; `uneven` renders the same
+    projections with each nucleus at its own brightness, down to a tenth (a projection's
+    nuclei are all in focus, so a dim one is a nucleus, never another's out-of-focus light)."""
     per_seed = max(1, count // 2)
     for seed in seeds:
         embryo = simulate_embryo(seed)
