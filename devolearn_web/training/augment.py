@@ -103,6 +103,44 @@ class AxisBlur(A.ImageOnlyTransform):
         return ("sigma_range",)
 
 
+class CropOntoDarkCanvas(A.DualTransform):
+    """Keep one box of the view and darken the rest, image and labels alike: an upload
+    cropped tight around part of an embryo, as the working grid centres it on its dark canvas."""
+
+    def __init__(self, side_range: tuple[float, float] = (0.3, 0.9), p: float = 0.3):
+        super().__init__(p=p)
+        low, high = side_range
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"side_range must satisfy 0 < low <= high <= 1, got {side_range}")
+        self.side_range = (float(low), float(high))
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict:
+        height, width = params["shape"][:2]
+        rows = max(1, round(height * self.py_random.uniform(*self.side_range)))
+        cols = max(1, round(width * self.py_random.uniform(*self.side_range)))
+        top = self.py_random.randint(0, height - rows)
+        left = self.py_random.randint(0, width - cols)
+        return {"box": (top, left, top + rows, left + cols)}
+
+    def apply(self, img: np.ndarray, box: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        return _kept_box(img, box)
+
+    def apply_to_mask(
+        self, mask: np.ndarray, box: tuple[int, int, int, int], **params: Any
+    ) -> np.ndarray:
+        return _kept_box(mask, box)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("side_range",)
+
+
+def _kept_box(array: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    top, left, bottom, right = box
+    kept = np.zeros_like(array)
+    kept[top:bottom, left:right] = array[top:bottom, left:right]
+    return kept
+
+
 def microscope_transforms(object_dimming: bool = True) -> list[A.BasicTransform]:
     """What real microscopes do that the simulator's frames do not: uneven objects, smeared
     axes and small images enlarged (the working grid upsamples them). Without
@@ -202,12 +240,16 @@ def segmentation_augmentation(
     zoom_range: float = ZOOM_RANGE,
     aspect_range: float = ASPECT_RANGE,
     object_dimming: bool = True,
+    tight_crops: float = 0.0,
 ) -> A.Compose:
-    """Geometry then photometry for image=float32 HxW in [0, 1] and mask=int label map HxW."""
+    """Geometry then photometry for image=float32 HxW in [0, 1] and mask=int label map HxW;
+    then, for a `tight_crops` share of views, one box kept on a dark canvas."""
     # Masks are warped by nearest neighbour, so labels stay whole integers aligned with images.
     geometry = segmentation_geometry(zoom_range, aspect_range)
     microscope = microscope_transforms(object_dimming)
-    return A.Compose(geometry + microscope + photometric_transforms(), seed=seed)
+    # Last: the app's canvas is exactly dark, whatever noise the upload had.
+    framing = [CropOntoDarkCanvas(p=tight_crops)] if tight_crops > 0 else []
+    return A.Compose(geometry + microscope + photometric_transforms() + framing, seed=seed)
 
 
 def lineage_augmentation(seed: int | None = None, resolution: bool = False) -> A.Compose:

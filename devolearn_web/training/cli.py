@@ -154,6 +154,13 @@ def _train_args(parser: argparse.ArgumentParser) -> None:
         "with its own augmentation), to weigh projections against the many slices",
     )
     group.add_argument(
+        "--tight-crops",
+        type=share,
+        default=0.0,
+        help="segmentation: share of training views cut to one box on a dark canvas, as the "
+        "app frames an upload cropped tight around part of an embryo",
+    )
+    group.add_argument(
         "--freeze-batch-norm",
         action="store_true",
         help="keep the BatchNorm statistics of --init-from's network (small-batch fine-tunes)",
@@ -186,6 +193,14 @@ def _precision_args(parser: argparse.ArgumentParser) -> None:
 def _evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples-dir", type=Path, default=Path("../shared/samples"))
     parser.add_argument("--threshold", type=float, help=THRESHOLD_HELP)
+
+
+def share(text: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
 
 
 def at_least_one(text: str) -> int:
@@ -401,6 +416,7 @@ def train_settings(args: argparse.Namespace):
         resolution_augmentation=getattr(args, "resolution_augmentation", False),
         object_dimming=not getattr(args, "no_object_dimming", False),
         projection_repeats=getattr(args, "projection_repeats", 1),
+        tight_crops=getattr(args, "tight_crops", 0.0),
         **{
             name: value
             for name in ("zoom_range", "aspect_range")

@@ -165,6 +165,7 @@ def build_dataset(
     resolution_augmentation: bool = False,
     object_dimming: bool = True,
     projection_repeats: int = 1,
+    tight_crops: float = 0.0,
 ) -> SegmentationDataset | LineageDataset:
     """One split's dataset: reproducible subset by fraction/limit/seed, augmentation seeded."""
     rows = subset_rows(read_index(index_csv, split), fraction, seed)
@@ -177,7 +178,9 @@ def build_dataset(
     augment_seed = seed if augment_seed is None else augment_seed
     if spec.is_segmentation:
         transform = (
-            segmentation_augmentation(augment_seed, zoom_range, aspect_range, object_dimming)
+            segmentation_augmentation(
+                augment_seed, zoom_range, aspect_range, object_dimming, tight_crops
+            )
             if augment
             else None
         )

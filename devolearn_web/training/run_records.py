@@ -136,6 +136,8 @@ def hyperparameter_record(workspace: Workspace) -> dict:
         record["object_dimming"] = False
     if chosen.get("projection_repeats", 1) != 1:
         record["projection_repeats"] = chosen["projection_repeats"]
+    if chosen.get("tight_crops"):
+        record["tight_crops"] = chosen["tight_crops"]
     if get_spec(workspace.model).is_segmentation:
         for key, default in (("zoom_range", ZOOM_RANGE), ("aspect_range", ASPECT_RANGE)):
             if chosen.get(key, default) != default:

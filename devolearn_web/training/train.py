@@ -78,6 +78,7 @@ class TrainSettings:
     resolution_augmentation: bool = False  # lineage: views softened as other pixel sizes make
     object_dimming: bool = True  # segmentation: dim each object in augmentation (augment.py)
     projection_repeats: int = 1  # nucleus: each whole-embryo projection seen this often an epoch
+    tight_crops: float = 0.0  # segmentation: share of views cropped onto a dark canvas
 
 
 @dataclass
@@ -131,6 +132,7 @@ def _hyperparameter_record(
         "resolution_augmentation": settings.resolution_augmentation,
         "object_dimming": settings.object_dimming,
         "projection_repeats": settings.projection_repeats,
+        "tight_crops": settings.tight_crops,
         "trained_on": describe_device(device),
         **({"network": settings.network} if settings.network else {}),
     }
@@ -159,6 +161,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "resolution_augmentation",
         "object_dimming",
         "projection_repeats",
+        "tight_crops",
     )
     # Checkpoints from before these weights trained without them.
     saved = {
@@ -170,6 +173,7 @@ def _check_same_run(saved: dict, current: dict, checkpoint: Path) -> None:
         "resolution_augmentation": False,
         "object_dimming": True,
         "projection_repeats": 1,
+        "tight_crops": 0.0,
         **saved,
     }
     changed = [
@@ -227,6 +231,7 @@ class TrainingRun:
             resolution_augmentation=settings.resolution_augmentation,
             object_dimming=settings.object_dimming,
             projection_repeats=settings.projection_repeats,
+            tight_crops=settings.tight_crops,
         )
         self.validation_set = build_dataset(
             workspace.model, workspace.index_csv, "validation", limit=settings.validation_limit

@@ -133,6 +133,42 @@ def test_objects_are_dimmed_one_by_one_only_with_object_dimming():
     assert max(spreads(False)) < 1.6
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_tight_crop_keeps_one_box_of_image_and_labels_on_a_dark_canvas(seed):
+    from devolearn_web.training.augment import CropOntoDarkCanvas
+
+    image = np.full((100, 140), 0.5, dtype=np.float32)
+    labels = np.arange(1, 100 * 140 + 1, dtype=np.int32).reshape(100, 140)
+    out = A.Compose([CropOntoDarkCanvas(side_range=(0.3, 0.9), p=1.0)], seed=seed)(
+        image=image, mask=labels
+    )
+    kept = out["image"] > 0
+    rows, cols = np.nonzero(kept)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    assert kept[box].all() and kept.sum() == kept[box].size  # one whole box, dark around it
+    assert 30 <= kept[box].shape[0] <= 90 and 42 <= kept[box].shape[1] <= 126
+    np.testing.assert_array_equal(out["mask"] > 0, kept)
+    np.testing.assert_array_equal(out["mask"][box], labels[box])  # labels kept, not moved
+
+
+def test_tight_crops_darken_a_share_of_views_only_when_asked():
+    from devolearn_web.training.augment import segmentation_augmentation
+
+    image, labels = blobs(96)
+
+    def dark_shares(tight_crops: float) -> list[float]:
+        shares = []
+        for seed in range(30):
+            out = segmentation_augmentation(seed, 1.15, 1.0, False, tight_crops)(
+                image=image, mask=labels
+            )
+            shares.append(float((out["image"] == 0).mean()))
+        return shares
+
+    assert np.median(dark_shares(1.0)) > 0.3
+    assert np.median(dark_shares(0.0)) < 0.1
+
+
 def test_axis_blur_smears_one_axis_only():
     from devolearn_web.training.augment import AxisBlur
 

@@ -135,7 +135,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     common = cli_folders(workspace)
     train = [*TINY_TRAINING, "--gap-weight", "10", "--small-object-weight", "5"]
     train += ["--zoom-range", "1.15", "--freeze-batch-norm", "--no-object-dimming"]
-    train += ["--projection-repeats", "2"]
+    train += ["--projection-repeats", "2", "--tight-crops", "0.3"]
     assert main(["train", *common, *train]) == 0
     assert main(["export", *common]) == 0
     plan = json.loads(workspace.simulation_record.read_text())
@@ -169,6 +169,7 @@ def test_end_to_end_cli_on_tiny_data_writes_onnx_metrics_and_card(
     assert card["hyperparameters"]["freeze_batch_norm"] is True
     assert card["hyperparameters"]["object_dimming"] is False
     assert card["hyperparameters"]["projection_repeats"] == 2
+    assert card["hyperparameters"]["tight_crops"] == 0.3
     assert "aspect_range" not in card["hyperparameters"]  # the default: nothing to say
     assert "initial_weights" not in card["hyperparameters"]  # random weights: no file
     assert card["export"]["parity_max_abs_difference"] <= 1e-3

@@ -27,5 +27,8 @@ def test_a_split_of_zero_seeds_is_refused_not_replaced_by_the_default(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["simulate", "--model", "nucleus", "--train-seeds", "0"])
     assert "--train-seeds: must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--model", "nucleus", "--tight-crops", "30"])
+    assert "--tight-crops: must lie between 0 and 1, got 30" in capsys.readouterr().err
     given = build_parser().parse_args(["simulate", "--model", "nucleus", "--test-seeds", "3"])
     assert simulation_plan(given).seeds["test"] == [2000, 2001, 2002]

@@ -118,6 +118,17 @@ def test_projection_repeats_are_recorded_and_kept_on_resume(workspace_factory):
         train(workspace, tiny_settings(max_steps=4))
 
 
+def test_tight_crops_are_recorded_and_kept_on_resume(workspace_factory):
+    from devolearn_web.training.checkpoints import load_checkpoint
+    from devolearn_web.training.train import train
+
+    workspace = workspace_factory("nucleus")
+    train(workspace, tiny_settings(tight_crops=0.3))
+    assert load_checkpoint(workspace.checkpoint)["hyperparameters"]["tight_crops"] == 0.3
+    with pytest.raises(ValueError, match="tight_crops 0.3 -> 0.0"):
+        train(workspace, tiny_settings(max_steps=4))
+
+
 def test_epoch_batches_are_reproducible_and_drop_the_ragged_end():
     from devolearn_web.training.loop import epoch_batches
 
