@@ -107,25 +107,19 @@ def test_augmentation_choices_are_recorded_and_kept_on_resume(
         train(workspace, tiny_settings(max_steps=4))
 
 
-def test_projection_repeats_are_recorded_and_kept_on_resume(workspace_factory):
+@pytest.mark.parametrize(
+    ("setting", "value", "default"), [("projection_repeats", 2, 1), ("tight_crops", 0.3, 0.0)]
+)
+def test_nucleus_view_choices_are_recorded_and_kept_on_resume(
+    workspace_factory, setting, value, default
+):
     from devolearn_web.training.checkpoints import load_checkpoint
     from devolearn_web.training.train import train
 
     workspace = workspace_factory("nucleus")
-    train(workspace, tiny_settings(projection_repeats=2))
-    assert load_checkpoint(workspace.checkpoint)["hyperparameters"]["projection_repeats"] == 2
-    with pytest.raises(ValueError, match="projection_repeats 2 -> 1"):
-        train(workspace, tiny_settings(max_steps=4))
-
-
-def test_tight_crops_are_recorded_and_kept_on_resume(workspace_factory):
-    from devolearn_web.training.checkpoints import load_checkpoint
-    from devolearn_web.training.train import train
-
-    workspace = workspace_factory("nucleus")
-    train(workspace, tiny_settings(tight_crops=0.3))
-    assert load_checkpoint(workspace.checkpoint)["hyperparameters"]["tight_crops"] == 0.3
-    with pytest.raises(ValueError, match="tight_crops 0.3 -> 0.0"):
+    train(workspace, tiny_settings(**{setting: value}))
+    assert load_checkpoint(workspace.checkpoint)["hyperparameters"][setting] == value
+    with pytest.raises(ValueError, match=f"{setting} {value} -> {default}"):
         train(workspace, tiny_settings(max_steps=4))
 
 
