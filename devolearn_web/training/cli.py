@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         preprocess.add_argument(f"--{split}", type=Path, help=f"{split} dataset folder")
     preprocess.add_argument("--size", type=int, default=256)
     preprocess.add_argument("--force", action="store_true", help="redo an existing index")
+    preprocess.add_argument(
+        "--train-empty-ends",
+        type=int,
+        default=0,
+        help="keep this many empty slices past each end of the train stacks (default 0)",
+    )
     _tune_args(sub["tune"])
     _precision_args(sub["tune"])
     _train_args(sub["train"])
@@ -454,8 +460,15 @@ def _preprocess(args: argparse.Namespace, workspace: Workspace) -> object:
     given = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
     if given and len(given) != 3:
         raise ValueError("give all three of --train, --validation and --test, or none")
+    if args.train_empty_ends < 0:
+        raise ValueError("--train-empty-ends must be 0 or more")
     index = preprocess(
-        workspace, given or None, size=args.size, force=args.force, processes=args.processes
+        workspace,
+        given or None,
+        size=args.size,
+        force=args.force,
+        processes=args.processes,
+        train_empty_ends=args.train_empty_ends,
     )
     return {"index": index.as_posix(), "images": split_sizes(index)}
 

@@ -60,12 +60,14 @@ def read_sequences_csv(source: Path) -> dict[tuple[str, int], SequenceInfo]:
     return table
 
 
-def trim_empty_ends(slices: dict[int, np.ndarray]) -> list[int]:
-    """The slice numbers between the first and the last slice that hold any object."""
+def trim_empty_ends(slices: dict[int, np.ndarray], empty_ends: int = 0) -> list[int]:
+    """The slice numbers from the first to the last slice that hold any object, and up to
+    `empty_ends` empty slices beyond each end."""
     occupied = [z for z in sorted(slices) if slices[z].any()]
     if not occupied:
         return []
-    return [z for z in sorted(slices) if occupied[0] <= z <= occupied[-1]]
+    first, last = occupied[0] - empty_ends, occupied[-1] + empty_ends
+    return [z for z in sorted(slices) if first <= z <= last]
 
 
 def _gold_slices(sequence_dir: Path) -> dict[str, dict[int, Path]]:
@@ -100,7 +102,7 @@ def _write_pair(out_dir: Path, sample_id: str, image: np.ndarray, labels: np.nda
 Job = Callable[[], list[dict]]
 
 
-def ctc_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[Job]:
+def ctc_jobs(source: Path, split: str, out_dir: Path, size: int, empty_ends: int = 0) -> list[Job]:
     """One job per annotated time point of every sequence in a CTC folder."""
     info = read_sequences_csv(source)
     jobs = []
@@ -116,12 +118,20 @@ def ctc_jobs(source: Path, split: str, out_dir: Path, size: int) -> list[Job]:
                 "minutes": meta.minutes,
             }
             stack = sequence_dir / f"t{digits}.tif"
-            jobs.append(partial(_slice_rows, split, out_dir, size, stack, slice_paths, fields))
+            jobs.append(
+                partial(_slice_rows, split, out_dir, size, stack, slice_paths, fields, empty_ends)
+            )
     return jobs
 
 
 def _slice_rows(
-    split: str, out_dir: Path, size: int, stack_path: Path, slice_paths: dict, fields: dict
+    split: str,
+    out_dir: Path,
+    size: int,
+    stack_path: Path,
+    slice_paths: dict,
+    fields: dict,
+    empty_ends: int = 0,
 ) -> list[dict]:
     """Index rows of one time point's annotated slices, their PNGs written."""
     stack = tifffile.imread(stack_path)
@@ -129,7 +139,7 @@ def _slice_rows(
         stack = stack[np.newaxis]
     labels_by_slice = {z: read_labels(path) for z, path in slice_paths.items()}
     rows = []
-    for z in trim_empty_ends(labels_by_slice):
+    for z in trim_empty_ends(labels_by_slice, empty_ends):
         sample_id = _sample_id(
             split, fields["seed"], fields["sequence"], fields["time_index"], f"z{z:03d}"
         )
@@ -232,10 +242,14 @@ def preprocess(
     size: int = MODEL_SIDE,
     force: bool = False,
     processes: int = 1,
+    train_empty_ends: int = 0,
 ) -> Path:
     """Write data/<model>/processed (images/, labels/, index.csv) from one folder per split.
 
-    `processes` > 1 writes the PNGs in parallel; the files and the index are the same."""
+    `processes` > 1 writes the PNGs in parallel; the files and the index are the same.
+    `train_empty_ends` keeps that many empty slices past each end of the train stacks, so a
+    network sees the out-of-focus glow and noise a stack's ends hold; other splits keep none,
+    so their figures stay comparable."""
     if workspace.index_csv.exists() and not force:
         return workspace.index_csv
     if workspace.processed_dir.exists():
@@ -249,7 +263,8 @@ def preprocess(
         if not source.exists():
             raise FileNotFoundError(f"{source} not found; run the simulate command first")
         if spec.is_segmentation:
-            jobs += ctc_jobs(source, split, out_dir, size)
+            ends = train_empty_ends if split == "train" else 0
+            jobs += ctc_jobs(source, split, out_dir, size, ends)
             jobs += projection_jobs(source, split, out_dir, size)
         else:
             jobs += lineage_jobs(source, split, out_dir, size)
@@ -261,5 +276,7 @@ def preprocess(
     columns = SEGMENTATION_COLUMNS if spec.is_segmentation else LINEAGE_COLUMNS
     write_index(workspace.index_csv, rows, columns)
     record = {"simulated": simulated, "sources": {k: str(v) for k, v in sources.items()}}
+    if train_empty_ends:
+        record["train_empty_ends"] = train_empty_ends
     workspace.sources_record.write_text(json.dumps(record, indent=2) + "\n")
     return workspace.index_csv

@@ -70,6 +70,13 @@ def training_data_record(workspace: Workspace) -> dict:
             if uneven
             else ""
         )
+        ends = sources.get("train_empty_ends", 0)
+        ends_note = (
+            f" The train stacks also keep up to {ends} empty slices past each end (glow and "
+            "noise, no nucleus), labelled empty."
+            if ends
+            else ""
+        )
         caps_note = (
             " In every split a nucleus is labelled also in the slice next to those that cut it, "
             "where that slice shows its out-of-focus light above the background."
@@ -79,8 +86,8 @@ def training_data_record(workspace: Workspace) -> dict:
         description = (
             f"SIMULATED data only: {_WHAT_IS_SIMULATED[workspace.model]} rendered by "
             f"devolearn_web.training.simulator, {plan['timepoints']} {per_seed} per embryo. "
-            f"{splits[0].upper()}{splits[1:]}.{projection_only}{uneven_note}{caps_note} No real "
-            "microscopy image was used for training, tuning or testing."
+            f"{splits[0].upper()}{splits[1:]}.{projection_only}{uneven_note}{ends_note}"
+            f"{caps_note} No real microscopy image was used for training, tuning or testing."
         )
         record = {
             "simulated": True,

@@ -189,6 +189,17 @@ def test_a_card_says_when_only_the_projections_had_uneven_nuclei(workspace_facto
     assert "In 50% of the train projections each nucleus keeps its own brightness" in description
 
 
+def test_a_card_says_when_the_train_stacks_kept_empty_ends(workspace_factory):
+    from devolearn_web.training.preprocess import preprocess
+    from devolearn_web.training.run_records import training_data_record
+
+    workspace = workspace_factory("nucleus")
+    assert "empty slices" not in training_data_record(workspace)["description"]
+    preprocess(workspace, size=64, force=True, train_empty_ends=2)
+    description = training_data_record(workspace)["description"]
+    assert "keep up to 2 empty slices past each end" in description
+
+
 def test_stale_metrics_never_reach_a_card(workspace_factory):
     from devolearn_web.training.run_records import metrics_record
 

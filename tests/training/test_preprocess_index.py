@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,6 +68,27 @@ def test_empty_stack_ends_are_dropped(fake_facts):
     assert trim_empty_ends(slices) == [1, 2, 3]
     assert trim_empty_ends({0: empty}) == []
     assert fake_facts.occupied_slices == (1, 2, 4)  # so the index keeps slices 1..4
+    assert trim_empty_ends(slices, empty_ends=1) == [0, 1, 2, 3, 4]
+
+
+def test_train_empty_ends_keep_empty_train_slices_only(workspace_factory):
+    """A stack's empty ends (glow and noise only) join the train split, labelled empty; the
+    validation and test splits keep none, so their figures stay comparable."""
+    from devolearn_web.training.index import read_index
+    from devolearn_web.training.preprocess import preprocess
+
+    workspace = workspace_factory("nucleus")
+    preprocess(workspace, size=64, force=True, train_empty_ends=1)
+    slices = [row for row in read_index(workspace.index_csv) if row["kind"] == "slice"]
+    by_split = {
+        split: {int(row["slice"]) for row in slices if row["split"] == split}
+        for split in ("train", "validation", "test")
+    }
+    inside = {1, 2, 3, 4}
+    assert by_split == {"train": {0, *inside, 5}, "validation": inside, "test": inside}
+    ends = [row for row in slices if row["split"] == "train" and row["slice"] in ("0", "5")]
+    assert ends and all(int(row["objects"]) == 0 for row in ends)
+    assert json.loads(workspace.sources_record.read_text())["train_empty_ends"] == 1
 
 
 def test_touching_objects_stay_apart_after_resizing():
