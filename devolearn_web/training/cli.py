@@ -211,6 +211,14 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def at_least_zero(text: str) -> int:
+    """An argparse type: a whole number of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per pipeline step."""
     parser = argparse.ArgumentParser(
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     preprocess.add_argument("--force", action="store_true", help="redo an existing index")
     preprocess.add_argument(
         "--train-empty-ends",
-        type=int,
+        type=at_least_zero,
         default=0,
         help="keep this many empty slices past each end of the train stacks (default 0)",
     )
@@ -460,8 +468,6 @@ def _preprocess(args: argparse.Namespace, workspace: Workspace) -> object:
     given = {s: getattr(args, s) for s in ("train", "validation", "test") if getattr(args, s)}
     if given and len(given) != 3:
         raise ValueError("give all three of --train, --validation and --test, or none")
-    if args.train_empty_ends < 0:
-        raise ValueError("--train-empty-ends must be 0 or more")
     index = preprocess(
         workspace,
         given or None,

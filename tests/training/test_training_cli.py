@@ -30,5 +30,8 @@ def test_a_split_of_zero_seeds_is_refused_not_replaced_by_the_default(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--model", "nucleus", "--tight-crops", "30"])
     assert "--tight-crops: must lie between 0 and 1, got 30" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["preprocess", "--model", "nucleus", "--train-empty-ends", "-1"])
+    assert "--train-empty-ends: must be 0 or more, got -1" in capsys.readouterr().err
     given = build_parser().parse_args(["simulate", "--model", "nucleus", "--test-seeds", "3"])
     assert simulation_plan(given).seeds["test"] == [2000, 2001, 2002]
