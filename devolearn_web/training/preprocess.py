@@ -102,7 +102,7 @@ def _write_pair(out_dir: Path, sample_id: str, image: np.ndarray, labels: np.nda
 Job = Callable[[], list[dict]]
 
 
-def ctc_jobs(source: Path, split: str, out_dir: Path, size: int, empty_ends: int = 0) -> list[Job]:
+def ctc_jobs(source: Path, split: str, out_dir: Path, size: int, empty_ends: int) -> list[Job]:
     """One job per annotated time point of every sequence in a CTC folder."""
     info = read_sequences_csv(source)
     jobs = []
@@ -131,7 +131,7 @@ def _slice_rows(
     stack_path: Path,
     slice_paths: dict,
     fields: dict,
-    empty_ends: int = 0,
+    empty_ends: int,
 ) -> list[dict]:
     """Index rows of one time point's annotated slices, their PNGs written."""
     stack = tifffile.imread(stack_path)
