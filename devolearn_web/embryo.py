@@ -34,6 +34,9 @@ SECOND_EMBRYO_FRAME_FRACTION = 0.06
 # slices 1.00-1.00, projections 1.00-1.11, membrane slices 1.31-5.51 (5th percentile 1.46);
 # embryo_sample.png 1.08, seg_sample.jpg 3.24. The boundary lies between the kinds.
 OUTLINE_RATIO = 1.2
+# A faint region (cytoplasm) this many times the bright area it holds is an embryo of its own:
+# a nucleus's blurred glow is faint too, but not this much larger than the nucleus.
+FAINT_OVER_BRIGHT = 3.0
 # Regions under this fraction of the largest are specks (debris, a polar body), not embryo.
 SPECK_FRACTION = 0.02
 # The embryo's long axis spans about this much of the training frames' longer side (median of
@@ -194,6 +197,20 @@ def _search(small: np.ndarray, shape: tuple[int, int]) -> EmbryoSearch:
     # regions of embryo size count as embryos of their own.
     big = areas >= max(SECOND_EMBRYO_FRACTION * largest, SECOND_EMBRYO_FRAME_FRACTION * labels.size)
     embryos = int(big.sum())
+    # The embryo is the hull of every region that is not a speck: the nuclei of an early
+    # embryo, or the cells of a slice, together.
+    kept = np.isin(labels, np.flatnonzero(areas >= SPECK_FRACTION * largest) + 1)
+    if embryos <= 1:
+        # Two early embryos' few small nuclei look like one embryo's scattered nuclei; each
+        # embryo's faint cytoplasm around its own nuclei tells them apart.
+        apart = faint_embryos(blurred, kept)
+        if apart > 1:
+            return EmbryoSearch(
+                None,
+                apart,
+                f"The image seems to hold {apart} embryos, each with its own cytoplasm: crop it "
+                "to one embryo, with a margin, and try again.",
+            )
     if embryos > 1:
         return EmbryoSearch(
             None,
@@ -201,11 +218,28 @@ def _search(small: np.ndarray, shape: tuple[int, int]) -> EmbryoSearch:
             f"The image seems to hold {embryos} embryos (or an early embryo cropped close to its "
             f"{embryos} nuclei): crop it to one embryo, with a margin, and try again.",
         )
-    # The embryo is the hull of every region that is not a speck: the nuclei of an early
-    # embryo, or the cells of a slice, together.
-    kept = np.flatnonzero(areas >= SPECK_FRACTION * largest) + 1
-    hull = filled_convex_hull(np.isin(labels, kept))
+    hull = filled_convex_hull(kept)
     return EmbryoSearch(_in_upload_pixels(hull, small_shape, (height, width)), 1, None)
+
+
+def faint_embryos(blurred: np.ndarray, bright: np.ndarray) -> int:
+    """How many faint regions of embryo size each hold bright regions (0 when unsure)."""
+    dark = blurred[~bright]
+    if dark.size == 0:
+        return 0  # the bright regions fill the frame: no cytoplasm shows
+    # Cytoplasm is far fainter than nuclei and the glow around them: on a log scale it parts
+    # from the background within the dark pixels.
+    low = float(np.exp(threshold_otsu(np.log(np.maximum(dark, 1e-4)))))
+    labels, count = ndi.label(fill_holes(blurred > low))
+    holding = labels[bright]
+    if count == 0 or (holding == 0).any():
+        return 0  # some bright region lies outside every faint one: no cytoplasm to go by
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    held = np.bincount(holding, minlength=count + 1)[1:]
+    embryo_sized = areas >= max(
+        SECOND_EMBRYO_FRACTION * areas.max(), SECOND_EMBRYO_FRAME_FRACTION * labels.size
+    )
+    return int((embryo_sized & (held > 0) & (areas >= FAINT_OVER_BRIGHT * held)).sum())
 
 
 def filled_convex_hull(mask: np.ndarray) -> np.ndarray:

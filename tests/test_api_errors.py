@@ -342,3 +342,17 @@ def test_a_blank_or_automatic_diameter_runs_at_the_found_scale(client, five_disk
         )
         assert response.status_code == 200
         assert response.get_json()["scale_source"] != "diameter"
+
+
+def test_two_early_embryos_in_one_frame_are_a_422_for_the_lineage_model(client):
+    """Their four nuclei alone would read as one embryo's, and be counted as one."""
+    from tests.conftest import encode_image
+    from tests.test_embryo import two_early_embryos_side_by_side
+
+    image = (two_early_embryos_side_by_side() * 255).astype(np.uint8)
+    response = client.post(
+        "/api/v1/predict/lineage", data={"file": (io.BytesIO(encode_image(image)), "two.png")}
+    )
+    assert response.status_code == 422, response.get_json()
+    error = response.get_json()["error"]
+    assert "2 embryos, each with its own cytoplasm" in error and "crop it to one embryo" in error

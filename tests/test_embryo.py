@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from devolearn_web.embryo import embryo_centred_view, filled_convex_hull, find_embryo
+from devolearn_web.embryo import (
+    embryo_centred_view,
+    faint_embryos,
+    filled_convex_hull,
+    find_embryo,
+)
 
 
 def ellipse(shape, centre, semi_axes, angle_deg=0.0) -> np.ndarray:
@@ -84,6 +89,34 @@ def test_two_embryos_are_named_as_such():
     search = find_embryo(image)
     assert search.region is None and search.regions_found == 2
     assert "crop it to one embryo" in search.problem
+
+
+def two_early_embryos_side_by_side() -> np.ndarray:
+    """float32 220x620: two dim embryos, each holding two bright nuclei, a gap between them."""
+    image = np.full((220, 620), 0.05, np.float32)
+    for centre_col in (150, 470):
+        image = np.maximum(image, ellipse((220, 620), (110, centre_col), (130, 75)) * 0.2)
+        for offset in (-55, 55):
+            nucleus = ellipse((220, 620), (110, centre_col + offset), (16, 16)) / 0.8
+            image = np.maximum(image, nucleus)
+    return ndi.gaussian_filter(image, 2.0)
+
+
+def test_two_early_embryos_are_told_apart_by_their_cytoplasm():
+    """Their four small nuclei alone read as one embryo's scattered nuclei."""
+    search = find_embryo(two_early_embryos_side_by_side())
+    assert search.region is None and search.regions_found == 2
+    assert "each with its own cytoplasm" in search.problem
+
+
+def test_one_early_embryo_with_its_cytoplasm_stays_one_embryo():
+    image = two_early_embryos_side_by_side()[:, :310]
+    search = find_embryo(image)
+    assert search.region is not None and search.regions_found == 1
+
+
+def test_bright_regions_filling_the_frame_leave_no_cytoplasm_to_count():
+    assert faint_embryos(np.random.default_rng(0).random((20, 30)), np.ones((20, 30), bool)) == 0
 
 
 def test_a_uniform_image_holds_no_embryo():
