@@ -274,6 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
         "measure it with score-checkpoint (export refuses it); use another --runs-root",
     )
     sub["export"].add_argument("--float32", action="store_true", help="store float32 weights")
+    sub["export"].add_argument(
+        "--blend-with",
+        type=Path,
+        help="the ONNX file the run started from (--init-from): ship a blend of the two weights",
+    )
+    sub["export"].add_argument(
+        "--blend-weight",
+        type=share,
+        help="with --blend-with: how far from that file towards the fine-tune (0-1)",
+    )
     _evaluate_args(sub["evaluate"])
     _evaluate_args(sub["calibrate"])
     sub["evaluate"].add_argument("--onnx", type=Path, help="default: models/<model>.onnx")
@@ -494,7 +504,14 @@ def _train(args: argparse.Namespace, workspace: Workspace) -> object:
 def _export(args: argparse.Namespace, workspace: Workspace) -> object:
     from devolearn_web.training.shipping import export_trained_model, write_trained_card
 
-    record = export_trained_model(workspace, float16_storage=not args.float32)
+    if (args.blend_with is None) != (args.blend_weight is None):
+        raise ValueError("--blend-with and --blend-weight go together: give both or neither")
+    record = export_trained_model(
+        workspace,
+        float16_storage=not args.float32,
+        blend_with=args.blend_with,
+        blend_weight=1.0 if args.blend_weight is None else args.blend_weight,
+    )
     write_trained_card(workspace, args.version)
     return record
 

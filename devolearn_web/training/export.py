@@ -203,3 +203,27 @@ def export_network(
         shipped_vs_trained_mean_abs_difference=float(rounding.mean()),
         size_bytes=path.stat().st_size,
     )
+
+
+def blend_weights(start: onnx.ModelProto, tuned: onnx.ModelProto, weight: float) -> onnx.ModelProto:
+    """`tuned` with every float weight moved to start + weight x (tuned - start).
+
+    A fine-tune that learns something new forgets some of what it knew; the straight line
+    between its weights and its starting weights keeps much of the new and most of the old
+    (WiSE-FT, Wortsman et al. 2022). Both files hold batch norms folded into their convolutions,
+    frozen during the fine-tune, so each folded weight is a trained weight times a fixed scale.
+    """
+    starting = {item.name: numpy_helper.to_array(item) for item in start.graph.initializer}
+    blended = copy.deepcopy(tuned)
+    for item in blended.graph.initializer:
+        value = numpy_helper.to_array(item)
+        other = starting.pop(item.name, None)
+        if other is None or other.shape != value.shape or other.dtype != value.dtype:
+            raise ValueError(f"the two files are not the same network (weight {item.name!r})")
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        mixed = other.astype(np.float64) + weight * (value.astype(np.float64) - other)
+        item.CopyFrom(numpy_helper.from_array(mixed.astype(value.dtype), item.name))
+    if starting:
+        raise ValueError(f"the two files are not the same network ({len(starting)} weights more)")
+    return blended

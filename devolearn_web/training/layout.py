@@ -83,6 +83,11 @@ class Workspace:
         return self.run_dir / "export.json"
 
     @property
+    def unblended_onnx(self) -> Path:
+        """The fine-tune's own export when the shipped file blends it with its start."""
+        return self.run_dir / f"{self.model}.unblended.onnx"
+
+    @property
     def calibration_record(self) -> Path:
         return self.run_dir / "calibration.json"
 

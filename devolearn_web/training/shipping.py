@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
+import onnx
 
 from devolearn_web.file_digest import file_sha256
 from devolearn_web.training.cards import (
@@ -20,7 +23,7 @@ from devolearn_web.training.checkpoints import load_checkpoint
 from devolearn_web.training.command_records import reproduce_command
 from devolearn_web.training.dataset import build_dataset
 from devolearn_web.training.evaluate import recorded_calibration
-from devolearn_web.training.export import export_network
+from devolearn_web.training.export import blend_weights, export_network
 from devolearn_web.training.layout import Workspace
 from devolearn_web.training.models import build_model, input_shape
 from devolearn_web.training.onnx_runner import onnx_opset
@@ -48,8 +51,16 @@ def parity_inputs(workspace: Workspace, count: int = PARITY_IMAGES, seed: int = 
     return np.stack(images + [noise.astype(np.float32)])
 
 
-def export_trained_model(workspace: Workspace, float16_storage: bool = True) -> dict:
-    """Export the best checkpoint to models/<name>.onnx; record how faithful it is."""
+def export_trained_model(
+    workspace: Workspace,
+    float16_storage: bool = True,
+    blend_with: Path | None = None,
+    blend_weight: float = 1.0,
+) -> dict:
+    """Export the best checkpoint to models/<name>.onnx; record how faithful it is.
+
+    With `blend_with` (the file the run started from) the shipped weights are the blend
+    export.blend_weights makes, `blend_weight` of the way from that file to the fine-tune."""
     if not workspace.best_checkpoint.exists():
         raise FileNotFoundError(f"{workspace.best_checkpoint} not found; run train first")
     saved = load_checkpoint(workspace.best_checkpoint)
@@ -59,22 +70,44 @@ def export_trained_model(workspace: Workspace, float16_storage: bool = True) -> 
             f"{workspace.best_checkpoint} holds the reference network {reference}, which the app "
             "does not serve; measure it with score-checkpoint instead"
         )
+    # Read first: the starting file may be the very file this export replaces.
+    start = onnx.load(str(blend_with)) if blend_with else None
+    start_sha256 = file_sha256(blend_with) if blend_with else None
+    started_from = saved.get("hyperparameters", {}).get("init_from")
+    if blend_with and (started_from or {}).get("sha256") != start_sha256:
+        origin = started_from["file"] if started_from else "no file: it started from scratch"
+        raise ValueError(
+            f"{blend_with} is not the file this run started from ({origin}); "
+            "a blend is only meaningful with that file"
+        )
     network = build_model(workspace.model)
     network.load_state_dict(saved["state_dict"])
+    workspace.run_dir.mkdir(parents=True, exist_ok=True)
+    exported = workspace.unblended_onnx if start is not None else workspace.onnx_path
     report = export_network(
         network,
         workspace.model,
-        workspace.onnx_path,
+        exported,
         parity_inputs(workspace),
         float16_storage=float16_storage,
     )
     record = {
-        "sha256": file_sha256(workspace.onnx_path),
         "source": workspace.best_checkpoint.as_posix(),
         "weights_storage": "float16, cast to float32 at load" if float16_storage else "float32",
         **report.to_dict(),
     }
-    workspace.run_dir.mkdir(parents=True, exist_ok=True)
+    if start is not None:
+        blended = blend_weights(start, onnx.load(str(exported)), blend_weight)
+        partial = workspace.onnx_path.with_name(workspace.onnx_path.name + ".partial")
+        onnx.save(blended, str(partial))
+        os.replace(partial, workspace.onnx_path)
+        record["blend"] = {
+            "with_sha256": start_sha256,
+            "weight": blend_weight,
+            "meaning": "weights = start + weight x (fine-tune - start); the parity figures "
+            f"above are the fine-tune's own ({exported.as_posix()})",
+        }
+    record["sha256"] = file_sha256(workspace.onnx_path)
     workspace.export_record.write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -147,3 +147,46 @@ def test_import_original_onnx_declares_the_sigmoid_for_the_app(workspace_factory
     assert card["opset"] == 11
     assert card["input"]["normalisation"] == "unit"
     assert workspace.onnx_path.read_bytes() == original.read_bytes()
+
+
+def one_weight_model(weight: np.ndarray, shape: np.ndarray):
+    """A tiny graph with a float weight and an integer shape constant."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["input", "weight"], ["product"]),
+            helper.make_node("Reshape", ["product", "shape"], ["output"]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(shape, "shape")],
+    )
+    return helper.make_model(graph)
+
+
+def test_a_blend_moves_each_float_weight_part_of_the_way_and_keeps_the_rest():
+    from onnx import numpy_helper
+
+    from devolearn_web.training.export import blend_weights
+
+    shape = np.array([2], dtype=np.int64)
+    start = one_weight_model(np.array([[0, 4], [8, 16]], dtype=np.float16), shape)
+    tuned = one_weight_model(np.array([[4, 4], [0, 32]], dtype=np.float16), shape)
+    blended = {
+        item.name: numpy_helper.to_array(item)
+        for item in blend_weights(start, tuned, 0.25).graph.initializer
+    }
+    np.testing.assert_array_equal(blended["weight"], [[1, 4], [6, 20]])
+    assert blended["weight"].dtype == np.float16
+    np.testing.assert_array_equal(blended["shape"], shape)
+
+
+def test_a_blend_of_two_different_networks_is_refused():
+    from devolearn_web.training.export import blend_weights
+
+    shape = np.array([2], dtype=np.int64)
+    start = one_weight_model(np.ones((2, 2), dtype=np.float32), shape)
+    with pytest.raises(ValueError, match="not the same network"):
+        blend_weights(start, one_weight_model(np.ones((2, 3), dtype=np.float32), shape), 0.5)

@@ -35,3 +35,14 @@ def test_a_split_of_zero_seeds_is_refused_not_replaced_by_the_default(capsys):
     assert "--train-empty-ends: must be 0 or more, got -1" in capsys.readouterr().err
     given = build_parser().parse_args(["simulate", "--model", "nucleus", "--test-seeds", "3"])
     assert simulation_plan(given).seeds["test"] == [2000, 2001, 2002]
+
+
+def test_a_blend_needs_both_the_starting_file_and_the_weight(capsys, tmp_path):
+    from devolearn_web.training.cli import main
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--model", "nucleus", "--blend-weight", "2"])
+    assert "--blend-weight: must lie between 0 and 1, got 2" in capsys.readouterr().err
+    roots = ["--runs-root", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models")]
+    assert main(["export", "--model", "nucleus", "--blend-weight", "0.5", *roots]) == 1
+    assert "--blend-with and --blend-weight go together" in capsys.readouterr().err

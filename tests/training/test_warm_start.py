@@ -100,3 +100,43 @@ def test_a_new_run_starts_from_the_file_and_a_resumed_one_from_its_checkpoint(
     resumed = TrainingRun(workspace, TrainSettings(init_from=path, **options))
     assert torch.equal(resumed.network.state_dict()["fc.weight"], trained)
     assert resumed.record["init_from"] == saved["hyperparameters"]["init_from"]
+
+
+def test_export_blends_the_fine_tune_only_with_the_file_it_started_from(
+    exported_lineage, workspace_factory
+) -> None:
+    from devolearn_web.file_digest import file_sha256
+    from devolearn_web.training.onnx_runner import OnnxModel
+    from devolearn_web.training.quantize import network_inputs
+    from devolearn_web.training.shipping import export_trained_model
+    from devolearn_web.training.train import TrainingRun, TrainSettings
+
+    _, start = exported_lineage
+    workspace = workspace_factory("lineage")
+    options = dict(max_steps=2, batch_size=2, learning_rate=1e-2, bf16=False, threads=1)
+    TrainingRun(workspace, TrainSettings(init_from=start, **options)).run()
+    probe = network_inputs("lineage", workspace.index_csv, "validation", 2)
+
+    def outputs(path):
+        return OnnxModel(path, threads=1).run(probe)
+
+    export_trained_model(workspace, float16_storage=False)
+    fine_tune = outputs(workspace.onnx_path)
+    assert np.abs(fine_tune - outputs(start)).max() > 1e-4  # the two steps moved it
+    shipped = file_sha256(workspace.onnx_path)
+    with pytest.raises(ValueError, match="not the file this run started from"):
+        export_trained_model(
+            workspace, float16_storage=False, blend_with=workspace.onnx_path, blend_weight=0.5
+        )
+    assert file_sha256(workspace.onnx_path) == shipped
+
+    record = export_trained_model(
+        workspace, float16_storage=False, blend_with=start, blend_weight=0.0
+    )
+    np.testing.assert_allclose(outputs(workspace.onnx_path), outputs(start), atol=1e-6)
+    np.testing.assert_allclose(outputs(workspace.unblended_onnx), fine_tune, atol=1e-6)
+    assert record["blend"]["weight"] == 0.0
+    assert record["blend"]["with_sha256"] == file_sha256(start)
+    assert record["sha256"] == file_sha256(workspace.onnx_path)
+    export_trained_model(workspace, float16_storage=False, blend_with=start, blend_weight=1.0)
+    np.testing.assert_allclose(outputs(workspace.onnx_path), fine_tune, atol=1e-6)
