@@ -184,9 +184,15 @@ def test_a_blend_moves_each_float_weight_part_of_the_way_and_keeps_the_rest():
 
 
 def test_a_blend_of_two_different_networks_is_refused():
+    from onnx import numpy_helper
+
     from devolearn_web.training.export import blend_weights
 
     shape = np.array([2], dtype=np.int64)
     start = one_weight_model(np.ones((2, 2), dtype=np.float32), shape)
     with pytest.raises(ValueError, match="not the same network"):
         blend_weights(start, one_weight_model(np.ones((2, 3), dtype=np.float32), shape), 0.5)
+    larger = one_weight_model(np.ones((2, 2), dtype=np.float32), shape)
+    larger.graph.initializer.append(numpy_helper.from_array(np.ones(3, np.float32), "extra"))
+    with pytest.raises(ValueError, match="1 weights more"):
+        blend_weights(larger, start, 0.5)
