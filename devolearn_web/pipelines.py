@@ -59,6 +59,7 @@ from devolearn_web.segmentation import (
     LabelsOnFirstUse,
     SegmentedObject,
     UploadLabels,
+    bright_blobs,
     connected_blobs,
     drop_objects,
     label_at,
@@ -356,10 +357,17 @@ def plan_segmentation(
     first_look_ms = (time.perf_counter() - started) * 1000
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
-    sizing = labels
-    if CATALOGUE[model.name].sizes_by_whole_blobs:
-        sizing = connected_blobs(labels) if grid.source == "frame" else whole_round_blobs(labels)
-    sizing_diameter = median_diameter(sizing, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    sizing_diameter = diameter
+    if CATALOGUE[model.name].sizes_by_whole_blobs and grid.source == "frame":
+        sizing_diameter = median_diameter(connected_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
+        if sizing_diameter is not None:
+            # The network may cut a nucleus larger than any it learned into trained-size
+            # pieces; the image's own bright blobs still show how large it is.
+            blobs = bright_blobs(working_image(image.pixels, grid))
+            own = median_diameter(blobs, MIN_OBJECT_AREA_AT_MODEL_SCALE)
+            sizing_diameter = max(sizing_diameter, own or 0.0)
+    elif CATALOGUE[model.name].sizes_by_whole_blobs:
+        sizing_diameter = median_diameter(whole_round_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
     refined = refined_grid(grid, sizing_diameter, grid_card, image.pixels.shape)
     if refined is None:
         return SegmentationPlan(

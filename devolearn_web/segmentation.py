@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import edt
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
 
 from devolearn_web.catalogue import CATALOGUE, SplitSettings
 from devolearn_web.embryo import filled_convex_hull
@@ -16,6 +17,8 @@ from devolearn_web.watershed import watershed
 # The networks see 256x256; sizes below are stated at that scale and grow with the map.
 MODEL_SIDE = 256
 MIN_OBJECT_AREA_AT_MODEL_SCALE = 6
+# The blur (working pixels) that makes a textured nucleus one bright blob.
+BRIGHT_BLOB_BLUR = 2.0
 # A blob this convex, cut into at least this many pieces, is one round object the split cut up,
 # not touching ones: against filled_convex_hull a disc of radius 40 fills 0.97 of its hull,
 # four touching nuclei in a row 0.79 and three overlapping by half 0.93. Two pieces can be two
@@ -149,6 +152,17 @@ def connected_blobs(labels: np.ndarray) -> np.ndarray:
     For a grid guessed from the frame alone: a guess far too large cuts each nucleus into
     trained-size pieces of any shape, so the pieces would say the guess was right."""
     return ndi.label(labels > 0)[0]
+
+
+def bright_blobs(image: np.ndarray) -> np.ndarray:
+    """The image's own bright blobs (int HxW labels): Otsu on the image blurred by 2 pixels.
+
+    For a grid guessed from the frame alone: a network may cut a nucleus far larger than it
+    learned into textured pieces of trained size, which its blobs would take for the size."""
+    blurred = ndi.gaussian_filter(image.astype(np.float32), BRIGHT_BLOB_BLUR)
+    if blurred.max() <= blurred.min():
+        return np.zeros(image.shape, dtype=np.int32)
+    return ndi.label(blurred > threshold_otsu(blurred))[0]
 
 
 def upscale_labels(labels: np.ndarray, mask: np.ndarray) -> np.ndarray:

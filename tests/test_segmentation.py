@@ -11,6 +11,7 @@ from devolearn_web.segmentation import (
     SegmentedObject,
     SplitSettings,
     _local_maxima,
+    bright_blobs,
     label_instances,
     measure_objects,
     split_touching_objects,
@@ -218,3 +219,14 @@ def test_object_dict_has_every_field_of_the_object():
     obj = SegmentedObject(label=3, x=12.5, y=7.25, area=41)
     assert obj.to_dict() == asdict(obj)
     assert list(obj.to_dict()) == ["label", "x", "y", "area"]  # the API's column order
+
+
+def test_bright_blobs_see_each_textured_nucleus_whole():
+    """A frame-sized grid's nuclei, textured as a network might cut them: one blob each."""
+    image = disks((150, 400), [(100, 75), (290, 75)], 35).astype(np.float32) * 0.6
+    image += np.random.default_rng(0).random(image.shape).astype(np.float32) * 0.4 * (image > 0)
+    blobs = bright_blobs(image)
+    assert blobs.max() == 2
+    diameters = 2 * np.sqrt(np.bincount(blobs.ravel())[1:] / np.pi)
+    assert np.all(np.abs(diameters - 70) < 6)
+    assert bright_blobs(np.full((50, 50), 0.3, np.float32)).max() == 0
