@@ -339,6 +339,21 @@ class SharedGrid:
         return SegmentationPlan(grid, search, window=self.search.region)
 
 
+def _guessed_grid_diameter(
+    labels: np.ndarray, pixels: np.ndarray, grid: WorkingGrid
+) -> float | None:
+    """The object size that sizes a grid guessed from the frame: the larger median of the
+    objects' connected blobs and the image's own bright blobs (None without objects, so an
+    empty slice gets no second look from its noise)."""
+    pieces = median_diameter(connected_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    if pieces is None:
+        return None
+    # The network may cut a nucleus larger than any it learned into trained-size pieces; the
+    # image's own bright blobs still show how large it is.
+    own = median_diameter(bright_blobs(working_image(pixels, grid)), MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    return max(pieces, own or 0.0)
+
+
 def plan_segmentation(
     model: LoadedModel,
     image: DecodedImage,
@@ -358,16 +373,12 @@ def plan_segmentation(
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
     sizing_diameter = diameter
-    if CATALOGUE[model.name].sizes_by_whole_blobs and grid.source == "frame":
-        sizing_diameter = median_diameter(connected_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
-        if sizing_diameter is not None:
-            # The network may cut a nucleus larger than any it learned into trained-size
-            # pieces; the image's own bright blobs still show how large it is.
-            blobs = bright_blobs(working_image(image.pixels, grid))
-            own = median_diameter(blobs, MIN_OBJECT_AREA_AT_MODEL_SCALE)
-            sizing_diameter = max(sizing_diameter, own or 0.0)
-    elif CATALOGUE[model.name].sizes_by_whole_blobs:
-        sizing_diameter = median_diameter(whole_round_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
+    if CATALOGUE[model.name].sizes_by_whole_blobs:
+        sizing_diameter = (
+            _guessed_grid_diameter(labels, image.pixels, grid)
+            if grid.source == "frame"
+            else median_diameter(whole_round_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
+        )
     refined = refined_grid(grid, sizing_diameter, grid_card, image.pixels.shape)
     if refined is None:
         return SegmentationPlan(

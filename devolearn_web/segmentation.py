@@ -155,7 +155,7 @@ def connected_blobs(labels: np.ndarray) -> np.ndarray:
 
 
 def bright_blobs(image: np.ndarray) -> np.ndarray:
-    """The image's own bright blobs (int HxW labels): Otsu on the image blurred by 2 pixels.
+    """The image's own bright blobs (int HxW labels): Otsu on the image, blurred first.
 
     For a grid guessed from the frame alone: a network may cut a nucleus far larger than it
     learned into textured pieces of trained size, which its blobs would take for the size."""
