@@ -160,8 +160,6 @@ def bright_blobs(image: np.ndarray) -> np.ndarray:
     For a grid guessed from the frame alone: a network may cut a nucleus far larger than it
     learned into textured pieces of trained size, which its blobs would take for the size."""
     blurred = ndi.gaussian_filter(image.astype(np.float32), BRIGHT_BLOB_BLUR)
-    if blurred.max() <= blurred.min():
-        return np.zeros(image.shape, dtype=np.int32)
     return ndi.label(blurred > threshold_otsu(blurred))[0]
 
 
