@@ -39,6 +39,21 @@ OUTLINE_RATIO = 1.2
 FAINT_OVER_BRIGHT = 3.0
 # Regions under this fraction of the largest are specks (debris, a polar body), not embryo.
 SPECK_FRACTION = 0.02
+# Pixel noise alone, blurred by NOISE_BLUR pixels, rose 0.66-1.0 of its own standard deviation
+# above its median (the slices beyond the embryo in 10 simulated test stacks; slices the
+# embryo's glow reaches rise further, up to 13); the dimmest slice through a nucleus's cap rose
+# 3.8. Below this rise there is only noise, which the contrast stretch would blow up into
+# "nuclei" (23 in one such slice).
+NOISE_BLUR = 2.0
+NOISE_ONLY_RISE = 1.5
+# Noise fills at least this share of the picture (a drawing's thin edges do not).
+NOISY_SHARE = 0.5
+# Larger images are binned in whole blocks to at most this side: block means keep noise white.
+NOISE_SIDE = 512
+NOISE_ONLY = (
+    "The image shows nothing brighter than its own pixel noise (an empty field, or a slice "
+    "beyond the embryo): there is no embryo or nucleus in it."
+)
 # The embryo's long axis spans about this much of the training frames' longer side (median of
 # find_embryo's first look on training seeds 10-11: nucleus slices 0.56, lineage projections
 # 0.58, membrane slices 0.76); the second look frames every upload's embryo so.
@@ -84,6 +99,7 @@ class EmbryoSearch:
     # Bright area with its holes filled over the bright area: about 1 for solid nuclei, well
     # above 1 for membranes, whose bright outlines enclose dark cells (see OUTLINE_RATIO).
     outline_ratio: float = 1.0
+    noise_only: bool = False  # nothing above the pixel noise: no object to find either
 
     @property
     def shows_outlines(self) -> bool:
@@ -97,6 +113,8 @@ def find_embryo(pixels: np.ndarray) -> EmbryoSearch:
     The frame is searched first (how many embryos, roughly where); the embryo is then measured
     again in a view that frames it as the training frames did, so its outline does not depend
     on the margin around it or on how tightly the picture was cropped."""
+    if rise_over_noise(pixels) < NOISE_ONLY_RISE:
+        return EmbryoSearch(None, 0, NOISE_ONLY, noise_only=True)
     small = _search_copy(pixels)
     search = dataclasses.replace(_search(small, pixels.shape), outline_ratio=outline_ratio(small))
     if search.region is None:
@@ -108,6 +126,35 @@ def find_embryo(pixels: np.ndarray) -> EmbryoSearch:
     return dataclasses.replace(
         search, region=_shifted(second.region, top, left, pixels.shape, search.region)
     )
+
+
+def rise_over_noise(pixels: np.ndarray) -> float:
+    """How far the blurred picture strays from its median at most, in units of its pixel noise
+    (inf when there is no noise to measure, or too few pixels)."""
+    factor = max(1, min(math.ceil(max(pixels.shape) / NOISE_SIDE), min(pixels.shape) // 2))
+    height, width = (side // factor * factor for side in pixels.shape)
+    if min(height, width) // factor < 3:
+        return math.inf
+    blocks = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    binned = blocks.mean(axis=(1, 3), dtype=np.float32)
+    # Noise changes every pixel. A flat canvas around the picture (a margin added to it) holds
+    # neither noise nor embryo; the eroded mask stays clear of the canvas's edge.
+    live = ndi.binary_erosion(
+        ndi.maximum_filter(binned, 3) > ndi.minimum_filter(binned, 3), iterations=2
+    )
+    if not live.any():
+        return math.inf
+    rows, cols = np.flatnonzero(live.any(1)), np.flatnonzero(live.any(0))
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    picture, live = binned[box], live[box]
+    if live.sum() < NOISY_SHARE * picture.size:
+        return math.inf  # a drawing: flat areas and thin edges, no noise
+    noise = float((picture - ndi.gaussian_filter(picture, 1.0))[live].std())
+    if noise == 0.0:
+        return math.inf
+    blurred = ndi.gaussian_filter(picture, NOISE_BLUR)
+    # Above or below: a bright nucleus on a dark field, or a dark field around a bright one.
+    return float(np.abs(blurred - np.median(blurred)).max()) / noise
 
 
 def _search_copy(pixels: np.ndarray) -> np.ndarray:

@@ -332,11 +332,20 @@ class SharedGrid:
         training slice was stretched by its own percentiles), measured where its own embryo
         lies (a time-lapse embryo moves and turns), else where the stack's does."""
         search = find_embryo(pixels)
+        if search.noise_only:
+            return blank_plan(self.grid, search, pixels.shape)
         if search.region is None:
             search = self.search
         low, high = contrast_range(pixels, search.region)
         grid = dataclasses.replace(self.grid, low=low, high=high)
         return SegmentationPlan(grid, search, window=self.search.region)
+
+
+def blank_plan(grid: WorkingGrid, search: EmbryoSearch, shape: tuple[int, int]) -> SegmentationPlan:
+    """The plan of an image that shows only noise: an empty map, and no network run on it."""
+    probability = np.zeros(working_shape(grid, shape), dtype=np.float32)
+    labels = np.zeros(probability.shape, dtype=np.int32)
+    return SegmentationPlan(grid, search, probability=probability, labels=labels)
 
 
 def _guessed_grid_diameter(
@@ -367,6 +376,8 @@ def plan_segmentation(
     request = _with_calibrated_pixel_size(request, image.calibration)
     search = find_embryo(image.pixels)
     grid = initial_grid(image.pixels, grid_card, request, search.region)
+    if search.noise_only:
+        return blank_plan(grid, search, image.pixels.shape)
     started = time.perf_counter()
     probability = working_map(model, image.pixels, grid, deadline, search.region)
     first_look_ms = (time.perf_counter() - started) * 1000
@@ -587,7 +598,8 @@ def segment_output(
         diameter=None if diameter is None else diameter / output.grid.scale,
         embryo=output.search.region,
     )
-    notes = output.notes + (report.note(),)
+    # An image of noise alone was not run at any scale (blank_plan); its warning says why.
+    notes = output.notes + (() if output.search.noise_only else (report.note(),))
     if output.calibration is not None:
         # Only segmentation downloads are images: a lineage answer has no pixel size to keep.
         notes += (output.calibration.note(),)
@@ -649,6 +661,8 @@ def scale_warnings(
 ) -> tuple[str, ...]:
     """Sentences for an image unlike the training data: objects outside the trained size band,
     or no single embryo to frame."""
+    if search.noise_only:
+        return (search.problem,)  # nothing was sized, and no framing changes an empty answer
     warnings = []
     if diameter is not None and not (grid_card.diameter_low <= diameter <= grid_card.diameter_high):
         warnings.append(

@@ -356,3 +356,20 @@ def test_two_early_embryos_in_one_frame_are_a_422_for_the_lineage_model(client):
     assert response.status_code == 422, response.get_json()
     error = response.get_json()["error"]
     assert "2 embryos, each with its own cytoplasm" in error and "crop it to one embryo" in error
+
+
+def test_an_image_of_pixel_noise_alone_is_no_embryo_and_no_nuclei(client):
+    """A slice beyond the embryo: contrast-stretched, its noise read as 23 nuclei."""
+    from tests.conftest import encode_image
+    from tests.test_embryo import noise
+
+    data = encode_image((noise((256, 354)) * 255).astype(np.uint8))
+    lineage = client.post("/api/v1/predict/lineage", data={"file": (io.BytesIO(data), "n.png")})
+    assert lineage.status_code == 422, lineage.get_json()
+    assert "nothing brighter than its own pixel noise" in lineage.get_json()["error"]
+    nuclei = client.post("/api/v1/predict/nucleus", data={"file": (io.BytesIO(data), "n.png")})
+    assert nuclei.status_code == 200
+    answer = nuclei.get_json()
+    assert answer["count"] == 0
+    assert any("nothing brighter than its own pixel noise" in text for text in answer["warnings"])
+    assert not any("The model ran at" in text for text in answer["notes"])  # it did not run

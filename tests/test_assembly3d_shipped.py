@@ -17,6 +17,7 @@ from devolearn_web.training.simulator.embryo import simulate_embryo
 from devolearn_web.training.simulator.held_out import TEST_SEEDS
 from devolearn_web.training.simulator.render_nucleus import (
     NucleusLook,
+    View,
     random_stack_view,
     render_nucleus_stack,
 )
@@ -37,14 +38,20 @@ def registry() -> ModelRegistry:
     return ModelRegistry(REPOSITORY_ROOT / "models")
 
 
-def simulated_counts(cells: int, seed: int) -> tuple[int, int]:
-    """(true nuclei, 3D count) for a simulated stack at the first minute with `cells` cells."""
+def simulated_stack(cells: int, seed: int) -> tuple[np.ndarray, np.ndarray, View]:
+    """(12-bit stack, true label stack, view) at the first minute with `cells` cells."""
     embryo = simulate_embryo(seed)
     rng = np.random.default_rng((seed, 22, cells))
     view = random_stack_view(rng, embryo, STACK_SHAPE)
     stack, truth = render_nucleus_stack(
         embryo, embryo.grid_time_with_total(cells), view, NucleusLook.draw(rng), rng
     )
+    return stack, truth, view
+
+
+def simulated_counts(cells: int, seed: int) -> tuple[int, int]:
+    """(true nuclei, 3D count) for a simulated stack at the first minute with `cells` cells."""
+    stack, truth, view = simulated_stack(cells, seed)
     positions = tuple({"z": z} for z in range(stack.shape[0]))
     # 12-bit values stored in 16 bits, as the simulator writes Fluo-N3DH-CE-like stacks.
     frames = FrameStack("stack", stack, positions, {"slider": ["z"]}, scale=1 / 4095)

@@ -228,3 +228,38 @@ def test_closing_and_hole_filling_match_scipy(seed):
     ]
     np.testing.assert_array_equal(_close(mask, radius), expected)
     np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+
+
+def noise(shape, seed: int = 0) -> np.ndarray:
+    """A camera's dark field: pixel noise around a dim level, nothing else (float32 0..1)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0.08, 0.03, shape), 0.0, 1.0).astype(np.float32)
+
+
+def with_disc(image: np.ndarray, centre, radius: float, rise: float) -> np.ndarray:
+    rows, cols = np.mgrid[: image.shape[0], : image.shape[1]]
+    inside = (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+    return np.where(inside, image + rise, image).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(256, 354), (1500, 2100)])
+def test_pixel_noise_alone_holds_no_embryo(shape):
+    """A slice beyond the embryo is noise; contrast-stretched, it read as 23 nuclei."""
+    search = find_embryo(noise(shape))
+    assert search.noise_only and search.region is None
+    assert "nothing brighter than its own pixel noise" in search.problem
+
+
+def test_noise_on_a_flat_margin_is_still_noise():
+    """The flat canvas a picture is padded onto has no noise: it must not hide the picture's."""
+    canvas = np.full((512, 708), 0.08, np.float32)
+    canvas[128:384, 177:531] = noise((256, 354))
+    assert find_embryo(canvas).noise_only
+
+
+@pytest.mark.parametrize("shape", [(256, 354), (1500, 2100)])
+def test_one_dim_nucleus_in_the_noise_is_not_noise(shape):
+    """A nucleus twice as bright as the noise's own spread, a tenth of the frame's side."""
+    centre = (shape[0] // 2, shape[1] // 3)
+    image = with_disc(noise(shape), centre, radius=max(shape) / 20, rise=0.06)
+    assert not find_embryo(image).noise_only

@@ -182,6 +182,22 @@ def test_a_tight_crop_onto_the_two_nuclei_of_a_two_cell_slice_reads_about_two():
     assert answer_counts("nucleus", crop)["count"] == truth
 
 
+def test_the_slices_beyond_the_embryo_read_no_nuclei_however_framed():
+    """The first and last slices of a test z-stack hold only pixel noise, which the contrast
+    stretch blew up into 23 nuclei."""
+    from tests.test_assembly3d_shipped import simulated_stack
+
+    stack, truth, _ = simulated_stack(8, 2000)
+    for z in (0, stack.shape[0] - 1):
+        assert truth[z].max() == 0
+        image = np.rint(stack[z] / 4095 * 255).astype(np.uint8)
+        counts = {"as it is": answer_counts("nucleus", image)["count"]}
+        for name, change in CHANGES.items():
+            if name != "cropped tightly":  # there is no embryo to crop to
+                counts[name] = answer_counts("nucleus", change(image))["count"]
+        assert counts["as it is"] == 0 and max(counts.values()) <= ABSOLUTE_TOLERANCE, counts
+
+
 @pytest.mark.parametrize("model", ["nucleus", "membrane", "lineage"])
 def test_simulated_counts_do_not_move_with_the_framing(model):
     moved = {
