@@ -39,11 +39,11 @@ OUTLINE_RATIO = 1.2
 FAINT_OVER_BRIGHT = 3.0
 # Regions under this fraction of the largest are specks (debris, a polar body), not embryo.
 SPECK_FRACTION = 0.02
-# Pixel noise alone, blurred by NOISE_BLUR pixels, rose 0.66-1.0 of its own standard deviation
-# above its median (the slices beyond the embryo in 10 simulated test stacks; slices the
-# embryo's glow reaches rise further, up to 13); the dimmest slice through a nucleus's cap rose
-# 3.8. Below this rise there is only noise, which the contrast stretch would blow up into
-# "nuclei" (23 in one such slice).
+# Pixel noise alone, blurred by NOISE_BLUR pixels, strays about its own standard deviation from
+# its median at most (from 0.68, mostly under 1, on the slices beyond the embryo in 10 simulated
+# test stacks; slices the embryo's glow reaches stray further, up to 13); the dimmest slice
+# through a nucleus's cap strayed 3.8. Below this there is only noise, which the contrast
+# stretch would blow up into "nuclei" (23 in one such slice).
 NOISE_BLUR = 2.0
 NOISE_ONLY_RISE = 1.5
 # Noise fills at least this share of the picture (a drawing's thin edges do not).
