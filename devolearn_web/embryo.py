@@ -51,8 +51,8 @@ NOISY_SHARE = 0.5
 # Larger images are binned in whole blocks to at most this side: block means keep noise white.
 NOISE_SIDE = 512
 NOISE_ONLY = (
-    "The image shows nothing brighter than its own pixel noise (an empty field, or a slice "
-    "beyond the embryo): there is no embryo or nucleus in it."
+    "The image shows nothing that stands out from its own pixel noise (an empty field, or a "
+    "slice beyond the embryo): there is no embryo or nucleus in it."
 )
 # The embryo's long axis spans about this much of the training frames' longer side (median of
 # find_embryo's first look on training seeds 10-11: nucleus slices 0.56, lineage projections
@@ -133,8 +133,6 @@ def rise_over_noise(pixels: np.ndarray) -> float:
     (inf when there is no noise to measure, or too few pixels)."""
     factor = max(1, min(math.ceil(max(pixels.shape) / NOISE_SIDE), min(pixels.shape) // 2))
     height, width = (side // factor * factor for side in pixels.shape)
-    if min(height, width) // factor < 3:
-        return math.inf
     blocks = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor)
     binned = blocks.mean(axis=(1, 3), dtype=np.float32)
     # Noise changes every pixel. A flat canvas around the picture (a margin added to it) holds
@@ -149,9 +147,8 @@ def rise_over_noise(pixels: np.ndarray) -> float:
     picture, live = binned[box], live[box]
     if live.sum() < NOISY_SHARE * picture.size:
         return math.inf  # a drawing: flat areas and thin edges, no noise
+    # Not 0: at the picture's own edges the blur reflects, so even a smooth ramp leaves some.
     noise = float((picture - ndi.gaussian_filter(picture, 1.0))[live].std())
-    if noise == 0.0:
-        return math.inf
     blurred = ndi.gaussian_filter(picture, NOISE_BLUR)
     # Above or below: a bright nucleus on a dark field, or a dark field around a bright one.
     return float(np.abs(blurred - np.median(blurred)).max()) / noise

@@ -247,7 +247,7 @@ def test_pixel_noise_alone_holds_no_embryo(shape):
     """A slice beyond the embryo is noise; contrast-stretched, it read as 23 nuclei."""
     search = find_embryo(noise(shape))
     assert search.noise_only and search.region is None
-    assert "nothing brighter than its own pixel noise" in search.problem
+    assert "nothing that stands out from its own pixel noise" in search.problem
 
 
 def test_noise_on_a_flat_margin_is_still_noise():
@@ -263,3 +263,10 @@ def test_one_dim_nucleus_in_the_noise_is_not_noise(shape):
     centre = (shape[0] // 2, shape[1] // 3)
     image = with_disc(noise(shape), centre, radius=max(shape) / 20, rise=0.06)
     assert not find_embryo(image).noise_only
+
+
+@pytest.mark.parametrize("shape", [(1, 4000), (2, 2), (300, 400)])
+def test_pictures_without_noise_to_measure_are_not_called_noise(shape):
+    """A line of pixels, a speck, and a smooth ramp (what a 1-px blur removes from it is 0)."""
+    ramp = np.linspace(0.1, 0.9, shape[1], dtype=np.float32)
+    assert not find_embryo(np.tile(ramp, (shape[0], 1))).noise_only
