@@ -374,3 +374,4 @@ def test_an_image_of_pixel_noise_alone_is_no_embryo_and_no_nuclei(client):
     sentence = "nothing that stands out from its own pixel noise"
     assert any(sentence in text for text in answer["warnings"])
     assert not any("The model ran at" in text for text in answer["notes"])  # it did not run
+    assert not any("framed" in text for text in answer["warnings"])  # nothing was framed

@@ -115,6 +115,25 @@ def test_api_answers_a_stack_frame_by_frame(client, image_maker):
     assert answer["axes"]["guessed"] == "ZYX"
 
 
+def test_a_slice_of_pixel_noise_in_a_stack_is_not_run_and_reads_no_nuclei(client, image_maker):
+    """A slice beyond the embryo keeps its own answer, not the stack's embryo."""
+    from tests.test_embryo import noise
+
+    stack = disk_stack(image_maker, [0, 3, 5])
+    stack[0] = np.round(noise(stack.shape[1:]) * 255).astype(np.uint8)
+    data = image_maker.tiff(stack, photometric="minisblack")
+    response = client.post("/api/v1/predict/nucleus", data={"file": (io.BytesIO(data), "s.tif")})
+    answer = response.get_json()
+    assert response.status_code == 200, answer
+    assert answer["count_per_frame"] == [0, 3, 5]
+    sentence = "nothing that stands out from its own pixel noise"
+    assert [any(sentence in text for text in frame["warnings"]) for frame in answer["frames"]] == [
+        True,
+        False,
+        False,
+    ]
+
+
 def test_a_segmentation_stack_runs_each_frame_at_its_own_working_grid(
     app, image_maker, monkeypatch
 ):
