@@ -147,8 +147,9 @@ def rise_over_noise(pixels: np.ndarray) -> float:
     picture, live = binned[box], live[box]
     if live.sum() < NOISY_SHARE * picture.size:
         return math.inf  # a drawing: flat areas and thin edges, no noise
-    # Not 0: at the picture's own edges the blur reflects, so even a smooth ramp leaves some.
     noise = float((picture - ndi.gaussian_filter(picture, 1.0))[live].std())
+    if noise == 0.0:
+        return math.inf  # smooth shading with no noise at all (a drawn, blurred embryo)
     blurred = ndi.gaussian_filter(picture, NOISE_BLUR)
     # Above or below: a bright nucleus on a dark field, or a dark field around a bright one.
     return float(np.abs(blurred - np.median(blurred)).max()) / noise
