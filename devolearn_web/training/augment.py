@@ -47,9 +47,11 @@ class AddGaussianNoise(A.ImageOnlyTransform):
 class VaryObjectBrightness(A.ImageOnlyTransform):
     """Scale each object's brightness (and its halo's) by its own factor, then re-stretch.
 
-    Needs the mask: every pixel takes the factor of its nearest object, smoothed so that no
-    edge appears where two objects' halos meet. The re-stretch puts the brightest pixel back
-    near 1, as the app's contrast stretch does, so dim objects stay dim relative to the rest."""
+    Needs the mask: a pixel takes the factor of its nearest object, fading back to 1 over about
+    that object's radius, so the background far from every object (the camera's own noise)
+    keeps its level and no edge appears where two objects' halos meet. The re-stretch puts the
+    brightest pixel back near 1, as the app's contrast stretch does, so dim objects stay dim
+    relative to the rest."""
 
     def __init__(self, dimmest: float = DIMMEST_OBJECT, p: float = 0.5):
         super().__init__(p=p)
@@ -71,8 +73,14 @@ class VaryObjectBrightness(A.ImageOnlyTransform):
         objects = labels != 0
         if not objects.any():
             return img
-        nearest = ndi.distance_transform_edt(~objects, return_distances=False, return_indices=True)
-        gain = factors[labels[tuple(nearest)]]
+        distance, nearest = ndi.distance_transform_edt(~objects, return_indices=True)
+        owner = labels[tuple(nearest)]
+        areas = np.bincount(labels.ravel(), minlength=len(factors)).astype(np.float32)
+        reach = np.sqrt(np.maximum(areas, 1.0) / np.pi)[owner]
+        # Only the object's own light dims: each nearest-object region reaching the frame's
+        # edge would otherwise cut the background into brighter and darker wedges.
+        halo = np.exp(-0.5 * (distance / reach) ** 2).astype(np.float32)
+        gain = 1.0 + (factors[owner] - 1.0) * halo
         gain = cv2.GaussianBlur(gain, (0, 0), 2.0)
         dimmed = img.astype(np.float32) * gain
         top = float(np.percentile(dimmed, 99.8))

@@ -108,6 +108,28 @@ def test_object_brightness_varies_within_tenfold_and_keeps_the_mask(seed):
         assert inside.std() < 0.15 * max(inside.mean(), 0.05) + 0.02
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_object_dimming_leaves_the_far_background_one_level(seed):
+    """A dim nucleus dims its own light, not a wedge of the camera's background to the edge."""
+    from scipy import ndimage as ndi
+
+    from devolearn_web.training.augment import VaryObjectBrightness
+
+    rows, cols = np.mgrid[:200, :200]
+    labels = np.zeros((200, 200), dtype=np.int32)
+    for number, (row, col, radius) in enumerate([(40, 40, 7), (40, 160, 9), (160, 100, 5)]):
+        labels[(rows - row) ** 2 + (cols - col) ** 2 <= radius**2] = 300 + number
+    image = np.where(labels > 0, 0.9, 0.1).astype(np.float32)
+    out = A.Compose([VaryObjectBrightness(p=1.0)], seed=seed)(image=image, mask=labels)["image"]
+    distance, nearest = ndi.distance_transform_edt(labels == 0, return_indices=True)
+    owner = labels[tuple(nearest)]
+    far = distance > 40
+    levels = [float(out[far & (owner == label)].mean()) for label in (300, 301, 302)]
+    means = [float(out[labels == label].mean()) for label in (300, 301, 302)]
+    assert max(means) / min(means) > 1.05
+    assert max(levels) / min(levels) < 1.02
+
+
 def test_objects_are_dimmed_one_by_one_only_with_object_dimming():
     """Data simulated with uneven nuclei brings its own dim objects: no second dimming."""
     from devolearn_web.training.augment import segmentation_augmentation
