@@ -379,7 +379,9 @@ def plan_segmentation(
     if search.noise_only:
         return blank_plan(grid, search, image.pixels.shape)
     started = time.perf_counter()
-    probability = working_map(model, image.pixels, grid, deadline, search.region)
+    probability, window_image, window = _mapped_window(
+        model, image.pixels, grid, deadline, search.region
+    )
     first_look_ms = (time.perf_counter() - started) * 1000
     labels = label_instances(model.name, probability, threshold, grid_scale=1.0)
     diameter = median_diameter(labels, MIN_OBJECT_AREA_AT_MODEL_SCALE)
@@ -388,7 +390,11 @@ def plan_segmentation(
         sizing_diameter = (
             _guessed_grid_diameter(labels, image.pixels, grid)
             if grid.source == "frame"
-            else median_diameter(whole_round_blobs(labels), MIN_OBJECT_AREA_AT_MODEL_SCALE)
+            else median_diameter(
+                # The window holds every object: the map is 0 outside it.
+                whole_round_blobs(labels[window], window_image),
+                MIN_OBJECT_AREA_AT_MODEL_SCALE,
+            )
         )
     refined = refined_grid(grid, sizing_diameter, grid_card, image.pixels.shape)
     if refined is None:
@@ -429,6 +435,18 @@ def working_map(
 ) -> np.ndarray:
     """The network's probability map of an upload on its working grid (float32, 0..1): run on
     the window around the embryo `region` (scale.embryo_window), 0 outside it."""
+    return _mapped_window(model, pixels, grid, deadline, region)[0]
+
+
+def _mapped_window(
+    model: LoadedModel,
+    pixels: np.ndarray,
+    grid: WorkingGrid,
+    deadline: Deadline = NO_DEADLINE,
+    region: EmbryoRegion | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """working_map's map, with the working image of the window the network saw and that
+    window's place on the grid."""
     fill = training_fill(model.card.input.working_grid, max(model.card.input.size))
     rows, cols = embryo_window(region, pixels.shape, fill)
     if grid.transpose:
@@ -440,7 +458,8 @@ def working_map(
     right = min(full_shape[1], max(left + 1, round(cols.stop * grid.scale_x)))
     whole_frame = (bottom - top, right - left) == full_shape
     if whole_frame or min(bottom - top, right - left) < MIN_WORKING_SIDE:
-        return _network_map(model, working_image(pixels, grid), deadline)
+        working = working_image(pixels, grid)
+        return _network_map(model, working, deadline), working, (slice(None), slice(None))
     oriented = pixels.T if grid.transpose else pixels
     window = np.ascontiguousarray(oriented[rows, cols])
     # Resized to exactly the window's place on the grid, so the pieces line up with the rest.
@@ -450,11 +469,10 @@ def working_map(
         scale_y=(bottom - top) / window.shape[0],
         scale_x=(right - left) / window.shape[1],
     )
+    working = working_image(window, scaled)
     probability = np.zeros(full_shape, dtype=np.float32)
-    probability[top:bottom, left:right] = _network_map(
-        model, working_image(window, scaled), deadline
-    )
-    return probability
+    probability[top:bottom, left:right] = _network_map(model, working, deadline)
+    return probability, working, (slice(top, bottom), slice(left, right))
 
 
 def _network_map(

@@ -25,6 +25,9 @@ BRIGHT_BLOB_BLUR = 2.0
 # nuclei overlapping in a projection, as convex as one.
 WHOLE_BLOB_SOLIDITY = 0.95
 WHOLE_BLOB_MIN_PIECES = 3
+# The image along the cuts, as a share of the pieces' own brightness, above which the cuts
+# follow no valley: 0.90 through one textured nucleus, 0.17-0.25 between a dense slice's nuclei.
+WHOLE_BLOB_CUT_BRIGHTNESS = 0.7
 # Labels up to this fit a 16-bit label image (the TIFF downloads', and a held stack's uint16).
 MAX_LABEL_16_BIT = 65535
 DEFAULT_SPLIT = SplitSettings()
@@ -128,22 +131,50 @@ def label_instances(
     return label_connected_components(mask, grid_scale)
 
 
-def whole_round_blobs(labels: np.ndarray) -> np.ndarray:
+def whole_round_blobs(labels: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     """The labels with every convex blob the split cut into several pieces made one again.
 
     A nucleus shown far larger than the network was trained on (an early slice whose faint
     embryo was not found, so the nucleus itself was taken for the embryo) comes back cut into
-    many trained-size pieces; sized piece by piece, that grid would look right."""
-    blobs, _ = ndi.label(labels > 0)
+    many trained-size pieces; sized piece by piece, that grid would look right. With `image`
+    (the grid's picture) its own round bright blobs count too, when the cuts through them
+    follow no dark valley of it: a textured nucleus's pieces need not touch, while a dense
+    embryo's touching nuclei also blur into one round blob, with dark cuts between them."""
     whole = labels.copy()
+    for box, blob, pieces in _round_cut_blobs(labels, ndi.label(labels > 0)[0]):
+        whole[box][blob] = pieces[0]
+    if image is not None:
+        for box, blob, pieces in _round_cut_blobs(labels, bright_blobs(image)):
+            if _cuts_are_bright(labels[box], blob, image[box]):
+                whole[np.isin(labels, pieces)] = pieces[0]
+    return whole
+
+
+def _round_cut_blobs(labels: np.ndarray, blobs: np.ndarray) -> Iterator[tuple]:
+    """(box, blob mask, its pieces) of each convex blob cut into several pieces."""
     for index, box in enumerate(ndi.find_objects(blobs), start=1):
+        if box is None:
+            continue
         blob = blobs[box] == index
         pieces = np.unique(labels[box][blob])
+        pieces = pieces[pieces > 0]
         if pieces.size < WHOLE_BLOB_MIN_PIECES:
             continue
         if blob.sum() >= WHOLE_BLOB_SOLIDITY * filled_convex_hull(blob).sum():
-            whole[box][blob] = pieces[0]
-    return whole
+            yield box, blob, pieces
+
+
+def _cuts_are_bright(labels: np.ndarray, blob: np.ndarray, image: np.ndarray) -> bool:
+    """Whether the cuts between a blob's pieces run through its bright inside (no valley)."""
+    smooth = ndi.gaussian_filter(image.astype(np.float32), 1.0)
+    edges = (labels != np.roll(labels, 1, 0)) | (labels != np.roll(labels, 1, 1)) | (labels == 0)
+    cuts = blob & edges & ndi.binary_erosion(blob, iterations=3)
+    inside = blob & ~edges & ndi.binary_erosion(labels > 0, iterations=2)
+    if not cuts.any() or not inside.any():
+        return False
+    return float(np.median(smooth[cuts])) >= WHOLE_BLOB_CUT_BRIGHTNESS * float(
+        np.median(smooth[inside])
+    )
 
 
 def connected_blobs(labels: np.ndarray) -> np.ndarray:

@@ -206,3 +206,34 @@ def test_simulated_counts_do_not_move_with_the_framing(model):
         if (changes := moved_counts(model, image))
     }
     assert moved == {}
+
+
+def textured_nucleus_beside_dim_ones(seed: int) -> np.ndarray:
+    """An early slice: a faint embryo, one bright nucleus of grainy texture and two a tenth as
+    bright (as a real embryo's uneven staining gives), 512x708 8-bit."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices((512, 708))
+    image = 0.03 * ((((cols - 354) / 300) ** 2 + ((rows - 256) / 190) ** 2) <= 1)
+    for (row, col), level in zip(
+        [(350, 330), (280, 190), (165, 465)], (1.0, 0.1, 0.1), strict=True
+    ):
+        disc = (rows - row) ** 2 + (cols - col) ** 2 <= 46**2
+        image = image + level * disc * (1 + 0.7 * rng.standard_normal(image.shape))
+    image = ndi.gaussian_filter(image, 1.0) + 0.02 * rng.standard_normal(image.shape)
+    return np.clip(image / np.percentile(image, 99.9) * 230, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_bright_grainy_nucleus_taken_for_the_embryo_is_not_cut_into_a_hundred(seed):
+    """The search takes the one bright nucleus for the embryo; on that grid the network cut its
+    grain into 107-134 pieces that did not touch, so they sized the grid as trained-size nuclei.
+    The picture's own round blob, whose cuts follow no dark valley, shows one nucleus."""
+    image = textured_nucleus_beside_dim_ones(seed)
+    assert find_embryo(image.astype(np.float32) / 255).region.major < 100  # the nucleus
+    counts = {
+        factor: answer_counts("nucleus", resized(factor)(image))["count"]
+        for factor in (0.5, 1.0, 2.0)
+    }
+    assert max(counts.values()) <= 3, counts

@@ -48,6 +48,43 @@ def test_a_round_blob_cut_into_pieces_is_made_whole_for_sizing():
     assert labels.max() == 4  # the labels given are not changed
 
 
+def test_a_round_bright_blob_cut_into_pieces_that_do_not_touch_is_one_with_its_image():
+    """A grainy nucleus shown far too large: its pieces are islands, but the picture is one
+    bright disc with no dark valley where the pieces part."""
+    image = np.where(disks((200, 200), [(100, 100)], radius=60), 1.0, 0.0).astype(np.float32)
+    labels = np.zeros(image.shape, dtype=np.int32)
+    for number, (row, col) in enumerate(
+        (row, col) for row in range(50, 150, 14) for col in range(50, 150, 14)
+    ):
+        labels[row : row + 10, col : col + 10] = number + 1  # 10 px pieces, 4 px apart
+    labels[image == 0] = 0
+    assert np.array_equal(whole_round_blobs(labels), labels)  # islands: no blob holds several
+    whole = whole_round_blobs(labels, image)
+    assert len(np.unique(whole[whole > 0])) == 1
+    assert labels.max() > 40  # the labels given are not changed
+
+
+def test_a_dense_embryo_blurred_into_one_round_blob_keeps_its_nuclei():
+    """Small nuclei packed in an embryo blur into one round bright blob too, but the cuts
+    between them run through the dark cytoplasm."""
+    from scipy import ndimage
+
+    from devolearn_web.segmentation import _round_cut_blobs
+
+    centres = [
+        (100 + 12 * col + 6 * (row % 2), 100 + 10 * row)
+        for row in range(-5, 6)
+        for col in range(-5, 6)
+        if (12 * col + 6 * (row % 2)) ** 2 + (10 * row) ** 2 <= 44**2
+    ]
+    nuclei = disks((200, 200), centres, radius=4)
+    embryo = disks((200, 200), [(100, 100)], radius=50)
+    image = ndimage.gaussian_filter(np.where(nuclei, 1.0, 0.4 * embryo), 1.0).astype(np.float32)
+    labels = ndimage.label(nuclei)[0]
+    assert len(list(_round_cut_blobs(labels, bright_blobs(image)))) == 1  # one round blob
+    assert np.array_equal(whole_round_blobs(labels, image), labels)
+
+
 def test_two_overlapping_nuclei_keep_their_pieces_though_their_blob_is_convex():
     mask = disks((120, 160), [(60, 60), (80, 60)], radius=40)  # fills 97% of its hull
     labels = np.where(mask, 1, 0).astype(np.int32)
