@@ -379,7 +379,7 @@ def plan_segmentation(
     if search.noise_only:
         return blank_plan(grid, search, image.pixels.shape)
     started = time.perf_counter()
-    probability, window_image, window = _mapped_window(
+    probability, window_image, window = working_map(
         model, image.pixels, grid, deadline, search.region
     )
     first_look_ms = (time.perf_counter() - started) * 1000
@@ -432,21 +432,10 @@ def working_map(
     grid: WorkingGrid,
     deadline: Deadline = NO_DEADLINE,
     region: EmbryoRegion | None = None,
-) -> np.ndarray:
-    """The network's probability map of an upload on its working grid (float32, 0..1): run on
-    the window around the embryo `region` (scale.embryo_window), 0 outside it."""
-    return _mapped_window(model, pixels, grid, deadline, region)[0]
-
-
-def _mapped_window(
-    model: LoadedModel,
-    pixels: np.ndarray,
-    grid: WorkingGrid,
-    deadline: Deadline = NO_DEADLINE,
-    region: EmbryoRegion | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
-    """working_map's map, with the working image of the window the network saw and that
-    window's place on the grid."""
+    """The network's probability map of an upload on its working grid (float32, 0..1), run on
+    the window around the embryo `region` (scale.embryo_window) and 0 outside it; with the
+    working image of that window and the window's place on the grid."""
     fill = training_fill(model.card.input.working_grid, max(model.card.input.size))
     rows, cols = embryo_window(region, pixels.shape, fill)
     if grid.transpose:
@@ -533,7 +522,9 @@ def _segment(
     clock.lap("preprocess")
     probability_on_grid, grid_labels = plan.probability, plan.labels
     if probability_on_grid is None:
-        probability_on_grid = working_map(model, image.pixels, plan.grid, deadline, plan.window)
+        probability_on_grid, _, _ = working_map(
+            model, image.pixels, plan.grid, deadline, plan.window
+        )
         grid_labels = None
     clock.lap("inference")
     clock.move(plan.first_look_ms, "preprocess", "inference")
