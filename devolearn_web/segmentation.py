@@ -153,8 +153,6 @@ def whole_round_blobs(labels: np.ndarray, image: np.ndarray | None = None) -> np
 def _round_cut_blobs(labels: np.ndarray, blobs: np.ndarray) -> Iterator[tuple]:
     """(box, blob mask, its pieces) of each convex blob cut into several pieces."""
     for index, box in enumerate(ndi.find_objects(blobs), start=1):
-        if box is None:
-            continue
         blob = blobs[box] == index
         pieces = np.unique(labels[box][blob])
         pieces = pieces[pieces > 0]
